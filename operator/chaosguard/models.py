@@ -1,0 +1,638 @@
+"""The public API of chaosguard (group chaosguard.dev, version v1alpha1) as pydantic models.
+
+These models are the single source of truth: the CRDs in crds/ are generated from them
+(`chaosguard crds`), the operator validates every object with them, and `chaosguard validate`
+uses them offline. Field names and shapes follow DESIGN.md and are a public contract. Every
+field carries a description because it becomes `kubectl explain` text. Rules that span several
+fields live twice on purpose: as a pydantic validator (readable errors offline and in the
+operator) and as a CEL rule in the CRD (so the API server refuses it even with the operator down).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from chaosguard.durations import DURATION_PATTERN, to_seconds
+
+GROUP = "chaosguard.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+FINALIZER = f"{GROUP}/rollback"
+OPT_IN_LABEL = f"{GROUP}/chaos"
+OPT_IN_VALUE = "allowed"
+
+
+Duration = Annotated[
+    str,
+    Field(pattern=DURATION_PATTERN, json_schema_extra={"x-chaosguard-duration": True}),
+]
+
+
+def _check_cel(rules: list[dict[str, str]]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": rules}
+
+
+class ApiModel(BaseModel):
+    """Base for spec models: camelCase on the wire, unknown fields refused, not silently dropped."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class StatusModel(BaseModel):
+    """Base for status models: written by the operator, tolerant of fields added by newer versions."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------- selectors
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: str = Field(min_length=1, description="The label key the requirement applies to.")
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[str] = Field(
+        default_factory=list,
+        description="Values for In and NotIn (must be non-empty); empty for Exists and DoesNotExist.",
+    )
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if needs_values and not self.values:
+            raise ValueError(f"operator {self.operator.value} needs at least one entry in values")
+        if not needs_values and self.values:
+            raise ValueError(f"operator {self.operator.value} takes no values; remove values")
+        return self
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes metav1.LabelSelector. An empty selector matches everything."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Set-based requirements; all must hold."
+    )
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(key) != value for key, value in self.match_labels.items()):
+            return False
+        for requirement in self.match_expressions:
+            present = requirement.key in labels
+            value = labels.get(requirement.key)
+            if requirement.operator is SelectorOperator.IN and value not in requirement.values:
+                return False
+            if requirement.operator is SelectorOperator.NOT_IN and present and value in requirement.values:
+                return False
+            if requirement.operator is SelectorOperator.EXISTS and not present:
+                return False
+            if requirement.operator is SelectorOperator.DOES_NOT_EXIST and present:
+                return False
+        return True
+
+    def is_empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def to_label_selector_string(self) -> str:
+        """The `-l` form, for a server-side pre-filter; `matches` stays the authority."""
+        parts = [f"{key}={value}" for key, value in sorted(self.match_labels.items())]
+        for requirement in self.match_expressions:
+            values = ",".join(requirement.values)
+            parts.append(
+                {
+                    SelectorOperator.IN: f"{requirement.key} in ({values})",
+                    SelectorOperator.NOT_IN: f"{requirement.key} notin ({values})",
+                    SelectorOperator.EXISTS: requirement.key,
+                    SelectorOperator.DOES_NOT_EXIST: f"!{requirement.key}",
+                }[requirement.operator]
+            )
+        return ",".join(parts)
+
+
+# --------------------------------------------------------------------------- experiment spec
+
+
+class Action(StrEnum):
+    POD_KILL = "pod-kill"
+    LATENCY = "latency"
+
+
+class TargetMode(StrEnum):
+    ONE = "one"
+    FIXED = "fixed"
+    FIXED_PERCENT = "fixed-percent"
+    ALL = "all"
+
+
+class PodKillSpec(ApiModel):
+    grace_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Grace period for the kill, at least 1: chaosguard never force-deletes. "
+            "Default: the pod's own terminationGracePeriodSeconds."
+        ),
+    )
+    respect_disruption_budgets: bool = Field(
+        default=True,
+        description=(
+            "Kill through the Eviction API so PodDisruptionBudgets hold (a refusal is recorded as a skip). "
+            "false uses a plain delete with the grace period."
+        ),
+    )
+    min_available: int | str | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description=(
+            "Pods of each workload that must stay Ready, as a count (2) or a percentage ('50%'), "
+            "checked against the live workload right before every kill."
+        ),
+    )
+
+    @field_validator("min_available")
+    @classmethod
+    def _min_available_form(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            number = value.removesuffix("%")
+            if not value.endswith("%") or not number.isdigit() or not 0 <= int(number) <= 100:
+                raise ValueError("write a count such as 2 or a percentage from 0% to 100% such as '50%'")
+        elif isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+
+
+class LatencySpec(ApiModel):
+    delay: Duration = Field(description="Added one-way delay on egress, e.g. 200ms.")
+    jitter: Duration = Field(default="0ms", description="Random variation around delay, e.g. 20ms.")
+    correlation: int = Field(default=0, ge=0, le=100, description="Jitter correlation in percent (0-100).")
+    destination_cidrs: list[str] = Field(
+        default_factory=list,
+        alias="destinationCIDRs",
+        description="Delay only traffic to these CIDRs. Empty: all destinations.",
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, description="Delay only traffic to these destination ports. Empty: all ports."
+    )
+
+    @field_validator("destination_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as error:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8: {error}") from None
+        return cidrs
+
+
+class TargetSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "(self.mode == 'one' || self.mode == 'all') ? !has(self.value) : has(self.value)",
+                    "message": "target.value is required for mode fixed and fixed-percent, "
+                    "and must be omitted for one and all",
+                },
+                {
+                    "rule": "self.mode != 'fixed-percent' || self.value <= 100",
+                    "message": "target.value is a percentage for fixed-percent: use 1 to 100",
+                },
+            ]
+        )
+    )
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to target. Default: the experiment's own namespace."
+    )
+    selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Which pods to target (a metav1 LabelSelector)."
+    )
+    mode: TargetMode = Field(default=TargetMode.ONE, description="one | fixed | fixed-percent | all.")
+    value: int | None = Field(
+        default=None, ge=1, description="Pod count for fixed; percentage (1-100) for fixed-percent."
+    )
+
+    @model_validator(mode="after")
+    def _value_matches_mode(self) -> TargetSpec:
+        if self.mode in (TargetMode.ONE, TargetMode.ALL) and self.value is not None:
+            raise ValueError(f"target.value must be omitted for mode {self.mode.value}")
+        if self.mode in (TargetMode.FIXED, TargetMode.FIXED_PERCENT) and self.value is None:
+            raise ValueError(f"target.value is required for mode {self.mode.value}")
+        if self.mode is TargetMode.FIXED_PERCENT and self.value is not None and self.value > 100:
+            raise ValueError("target.value is a percentage for fixed-percent: use 1 to 100")
+        return self
+
+
+def _validate_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone such as Europe/Berlin or UTC") from None
+    return name
+
+
+def _validate_cron(expression: str) -> str:
+    if not croniter.is_valid(expression) or len(expression.split()) != 5:
+        raise ValueError(
+            f"{expression!r} is not a 5-field cron expression (minute hour day-of-month month day-of-week), "
+            "for example '0 14 * * TUE'"
+        )
+    return expression
+
+
+class ScheduleSpec(ApiModel):
+    cron: str = Field(description="When runs start, as a 5-field cron expression, e.g. '0 14 * * TUE'.")
+    time_zone: str = Field(default="UTC", description="IANA time zone the cron expression is read in.")
+    history_limit: int = Field(default=10, ge=1, le=50, description="How many past runs status keeps.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, expression: str) -> str:
+        return _validate_cron(expression)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone_exists(cls, name: str) -> str:
+        return _validate_time_zone(name)
+
+
+class ComparisonOperator(StrEnum):
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EQ = "=="
+    NE = "!="
+
+
+class OnUnavailable(StrEnum):
+    ABORT = "abort"
+    CONTINUE = "continue"
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(description="Secret name, in the experiment's namespace.")
+    key: str = Field(description="Key inside the Secret.")
+
+
+class PrometheusEndpoint(ApiModel):
+    url: str = Field(pattern=r"^https?://", description="Base URL of the Prometheus HTTP API.")
+    bearer_token_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a bearer token sent as Authorization."
+    )
+    ca_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a PEM CA bundle to verify the server."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    timeout: Duration = Field(default="2s", description="Per-query timeout; a slower answer is unavailable.")
+
+
+class SteadyStateCondition(ApiModel):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name.")
+    query: str = Field(min_length=1, description="A PromQL instant query.")
+    operator: ComparisonOperator = Field(description="Healthy while `value <operator> threshold` holds.")
+    threshold: float = Field(description="The value compared against.")
+    for_: Duration = Field(
+        default="0",
+        alias="for",
+        description="How long a breach must persist before it counts (0: the first breach aborts).",
+    )
+    prometheus: PrometheusEndpoint | None = Field(
+        default=None, description="Overrides steadyState.prometheus for this condition."
+    )
+
+
+class RecoverySpec(ApiModel):
+    timeout: Duration = Field(
+        default="5m", description="How long the steady state may take to come back after the run."
+    )
+
+
+class SteadyStateSpec(ApiModel):
+    prometheus: PrometheusEndpoint | None = Field(default=None, description="Default Prometheus endpoint.")
+    interval: Duration = Field(default="5s", description="How often every condition is checked.")
+    conditions: list[SteadyStateCondition] = Field(min_length=1, description="All must hold.")
+    on_unavailable: OnUnavailable = Field(
+        default=OnUnavailable.ABORT,
+        description="Prometheus unreachable, erroring, empty or NaN: abort (default, fail-safe) or continue.",
+    )
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec, description="The after-run check.")
+
+    @model_validator(mode="after")
+    def _every_condition_has_endpoint(self) -> SteadyStateSpec:
+        for condition in self.conditions:
+            if condition.prometheus is None and self.prometheus is None:
+                raise ValueError(
+                    f"condition {condition.name!r} has no Prometheus: set steadyState.prometheus.url "
+                    "or the condition's own prometheus.url"
+                )
+        names = [condition.name for condition in self.conditions]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"condition names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+class ChaosExperimentSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "self.action != 'latency' || has(self.latency)",
+                    "message": "spec.latency is required when action is latency",
+                },
+                {
+                    "rule": "self.action == 'latency' || !has(self.latency)",
+                    "message": "spec.latency is only allowed when action is latency",
+                },
+                {
+                    "rule": "self.action == 'pod-kill' || !has(self.podKill)",
+                    "message": "spec.podKill is only allowed when action is pod-kill",
+                },
+                {
+                    "rule": "!has(self.interval) || self.action == 'pod-kill'",
+                    "message": "spec.interval repeats kills and is only allowed when action is pod-kill",
+                },
+            ]
+        )
+    )
+
+    action: Action = Field(description="The fault: pod-kill or latency.")
+    pod_kill: PodKillSpec | None = Field(default=None, description="Settings for action pod-kill.")
+    latency: LatencySpec | None = Field(default=None, description="Settings for action latency.")
+    target: TargetSpec = Field(description="Which pods, in which namespaces, and how many.")
+    duration: Duration = Field(description="How long a run lasts, e.g. 5m.")
+    interval: Duration | None = Field(
+        default=None, description="pod-kill: kill again every interval until duration ends."
+    )
+    schedule: ScheduleSpec | None = Field(
+        default=None, description="Makes the experiment recurring (a game day). Absent: one run now."
+    )
+    steady_state: SteadyStateSpec | None = Field(
+        default=None, description="The SLI guard: the run aborts when a condition stops holding."
+    )
+    dry_run: bool = Field(
+        default=False, description="Run every check and record which pods would be hit, touching nothing."
+    )
+
+    @model_validator(mode="after")
+    def _action_blocks(self) -> ChaosExperimentSpec:
+        if self.action is Action.LATENCY and self.latency is None:
+            raise ValueError("spec.latency is required when action is latency")
+        if self.action is not Action.LATENCY and self.latency is not None:
+            raise ValueError("spec.latency is only allowed when action is latency")
+        if self.action is not Action.POD_KILL and self.pod_kill is not None:
+            raise ValueError("spec.podKill is only allowed when action is pod-kill")
+        if self.interval is not None and self.action is not Action.POD_KILL:
+            raise ValueError("spec.interval repeats kills and is only allowed when action is pod-kill")
+        if to_seconds(self.duration) <= 0:
+            raise ValueError("spec.duration must be longer than 0, e.g. 5m")
+        if self.interval is not None and to_seconds(self.interval) <= 0:
+            raise ValueError("spec.interval must be longer than 0, e.g. 1m")
+        return self
+
+    @property
+    def pod_kill_settings(self) -> PodKillSpec:
+        return self.pod_kill or PodKillSpec()
+
+    @property
+    def duration_seconds(self) -> float:
+        return to_seconds(self.duration)
+
+
+# --------------------------------------------------------------------------- experiment status
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    ABORTED = "Aborted"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (Phase.COMPLETED, Phase.ABORTED, Phase.FAILED, Phase.REJECTED)
+
+
+class Condition(StatusModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class KillResult(StrEnum):
+    KILLED = "Killed"
+    WOULD_KILL = "WouldKill"  # dry run
+    SKIPPED_BUDGET = "SkippedDisruptionBudget"
+    SKIPPED_MIN_AVAILABLE = "SkippedMinAvailable"
+    CAPPED = "Capped"
+    GONE = "Gone"
+    FAILED = "Failed"
+
+
+class TargetRecord(StatusModel):
+    namespace: str
+    name: str
+    uid: str
+    workload: str = Field(default="", description="Controlling owner as Kind/name.")
+
+
+class KillRecord(StatusModel):
+    namespace: str
+    name: str
+    uid: str
+    workload: str = ""
+    at: datetime
+    result: KillResult
+    method: str = ""
+    message: str = ""
+    round: int = 0
+    recovered_after_seconds: float | None = None
+
+
+class RunStatus(StatusModel):
+    id: str
+    trigger: str = "apply"
+    phase: Phase = Phase.RUNNING
+    started_at: datetime | None = None
+    deadline: datetime | None = None
+    finished_at: datetime | None = None
+    rounds_done: int = 0
+    next_round_at: datetime | None = None
+    targets: list[TargetRecord] = Field(default_factory=list)
+    kills: list[KillRecord] = Field(default_factory=list)
+    kills_total: int = 0
+    reason: str = ""
+    message: str = ""
+
+
+class ChaosExperimentStatus(StatusModel):
+    phase: Phase | None = None
+    message: str = ""
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    current_run: RunStatus | None = None
+    last_run: RunStatus | None = None
+    history: list[RunStatus] = Field(default_factory=list)
+    next_run_at: datetime | None = None
+    runs_total: int = 0
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class TimeWindow(ApiModel):
+    cron: str = Field(description="When the window opens, as a 5-field cron expression.")
+    duration: Duration = Field(description="How long the window stays open, e.g. 6h.")
+    time_zone: str = Field(default="UTC", description="IANA time zone the cron expression is read in.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, expression: str) -> str:
+        return _validate_cron(expression)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone_exists(cls, name: str) -> str:
+        return _validate_time_zone(name)
+
+
+class Blackout(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [{"rule": "timestamp(self.end) > timestamp(self.start)", "message": "blackout end must be after start"}]
+        )
+    )
+
+    start: datetime = Field(description="RFC 3339 start, e.g. 2026-12-20T00:00:00Z.")
+    end: datetime = Field(description="RFC 3339 end, after start.")
+    reason: str = Field(default="", description="Shown in every refusal, e.g. 'holiday freeze'.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Blackout:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("blackout start and end need a time zone offset, e.g. 2026-12-20T00:00:00Z")
+        if self.end <= self.start:
+            raise ValueError("blackout end must be after start")
+        return self
+
+
+class ApproverSet(ApiModel):
+    users: list[str] = Field(default_factory=list, description="User names allowed to approve.")
+    groups: list[str] = Field(default_factory=list, description="Groups whose members may approve.")
+
+
+class ApprovalPolicy(ApiModel):
+    required: bool = Field(default=False, description="Experiments wait for approvals before they run.")
+    approvers: ApproverSet = Field(default_factory=ApproverSet, description="Who may approve.")
+    min_approvals: int = Field(default=1, ge=1, description="Distinct approvers needed.")
+    expires_after: Duration = Field(default="24h", description="An approval older than this no longer counts.")
+
+
+class ChaosPolicySpec(ApiModel):
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces this policy applies to (by their labels). Absent: all."
+    )
+    excluded_namespaces: list[str] = Field(default_factory=list, description="Never targeted.")
+    require_namespace_opt_in: bool = Field(
+        default=False,
+        description=f"Targets' namespaces must carry the label {OPT_IN_LABEL}={OPT_IN_VALUE}.",
+    )
+    protected_selector: LabelSelector | None = Field(
+        default=None, description="Pods matching this selector are never targeted."
+    )
+    max_percentage: int = Field(
+        default=100, ge=1, le=100, description="Largest share of each workload's pods down at any moment."
+    )
+    max_concurrent_experiments: int | None = Field(
+        default=None, ge=1, description="Largest number of experiments running at once."
+    )
+    max_duration: Duration | None = Field(default=None, description="Longest allowed spec.duration.")
+    max_latency: Duration | None = Field(default=None, description="Largest allowed latency delay.")
+    max_guard_interval: Duration | None = Field(
+        default=None, description="Largest allowed steadyState.interval."
+    )
+    allowed_actions: list[Action] | None = Field(
+        default=None, description="Actions allowed. Absent: all actions."
+    )
+    windows: list[TimeWindow] = Field(
+        default_factory=list, description="Experiments run only inside one of these. Empty: any time."
+    )
+    blackouts: list[Blackout] = Field(default_factory=list, description="Experiments never run inside these.")
+    approval: ApprovalPolicy | None = Field(default=None, description="Approval requirements.")
+    require_steady_state: bool = Field(default=False, description="Refuse experiments without a steadyState.")
+    allow_cross_namespace: bool = Field(
+        default=False, description="Allow experiments to target namespaces other than their own."
+    )
+    suspend: bool = Field(
+        default=False, description="The big red switch: aborts every running experiment and starts none."
+    )
+
+
+class ChaosPolicyStatus(StatusModel):
+    observed_generation: int | None = None
+    message: str = ""
+
+
+# --------------------------------------------------------------------------- objects
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ChaosExperiment(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", alias_generator=to_camel)
+
+    api_version: Literal["chaosguard.dev/v1alpha1"] = API_VERSION
+    kind: Literal["ChaosExperiment"] = "ChaosExperiment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChaosExperimentSpec
+    status: ChaosExperimentStatus | None = None
+
+
+class ChaosPolicy(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", alias_generator=to_camel)
+
+    api_version: Literal["chaosguard.dev/v1alpha1"] = API_VERSION
+    kind: Literal["ChaosPolicy"] = "ChaosPolicy"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChaosPolicySpec = Field(default_factory=ChaosPolicySpec)
+    status: ChaosPolicyStatus | None = None
