@@ -530,7 +530,12 @@ class TimeWindow(ApiModel):
 class Blackout(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=_check_cel(
-            [{"rule": "timestamp(self.end) > timestamp(self.start)", "message": "blackout end must be after start"}]
+            [
+                {
+                    "rule": "timestamp(self.end) > timestamp(self.start)",
+                    "message": "blackout end must be after start",
+                }
+            ]
         )
     )
 
@@ -579,12 +584,8 @@ class ChaosPolicySpec(ApiModel):
     )
     max_duration: Duration | None = Field(default=None, description="Longest allowed spec.duration.")
     max_latency: Duration | None = Field(default=None, description="Largest allowed latency delay.")
-    max_guard_interval: Duration | None = Field(
-        default=None, description="Largest allowed steadyState.interval."
-    )
-    allowed_actions: list[Action] | None = Field(
-        default=None, description="Actions allowed. Absent: all actions."
-    )
+    max_guard_interval: Duration | None = Field(default=None, description="Largest allowed steadyState.interval.")
+    allowed_actions: list[Action] | None = Field(default=None, description="Actions allowed. Absent: all actions.")
     windows: list[TimeWindow] = Field(
         default_factory=list, description="Experiments run only inside one of these. Empty: any time."
     )

@@ -1,0 +1,102 @@
+# chaosguard — every target does its own set-up; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+ONLY ?=
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
+	  /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Set-up (each is idempotent and run by the targets that need it)
+
+$(VENV_STAMP): pyproject.toml
+	@echo "[setup] Python virtualenv in $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## Create the virtualenv and install chaosguard with its dev tools.
+
+.PHONY: system-deps
+system-deps: ## Install the Debian packages the tests need (Prometheus, iproute2, QEMU, a netem kernel).
+	@bash hack/install-system-deps.sh
+
+.PHONY: control-plane
+control-plane: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok (cached).
+	@bash hack/build-control-plane.sh >/dev/null
+
+.PHONY: setup
+setup: venv system-deps control-plane ## All of the above.
+
+##@ Development
+
+.PHONY: test
+test: setup ## Run every check and test: lint, CRD sync, unit, integration (real API server, Prometheus, netem).
+	@$(MAKE) --no-print-directory lint check-crds
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: unit
+unit: venv ## Run only the unit tests (pure logic, no cluster).
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: venv ## ruff and mypy (strict).
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+
+.PHONY: fmt
+fmt: venv ## Format and auto-fix.
+	$(BIN)/ruff format operator tests bench
+	$(BIN)/ruff check --fix operator tests bench
+
+.PHONY: crds
+crds: venv ## Regenerate crds/ from the pydantic models.
+	$(BIN)/chaosguard crds --out crds
+
+.PHONY: check-crds
+check-crds: venv ## Fail when crds/ differs from the models.
+	$(BIN)/chaosguard crds --check crds
+
+##@ Run
+
+.PHONY: demo
+demo: setup ## Start a local control plane and the operator, apply an example, show its status.
+	$(BIN)/python -m bench.demo
+
+.PHONY: bench
+bench: setup ## Benchmarks; prints `BENCH <name> <value> <unit>` lines (ONLY=<name> runs one).
+	$(BIN)/python -m bench.run $(if $(ONLY),--only $(ONLY),)
+
+##@ Users' CI (kind; needs Docker, so it does not run on the development machines)
+
+KIND_CLUSTER ?= chaosguard-e2e
+IMAGE ?= chaosguard:dev
+
+.PHONY: image
+image: ## Build the operator image.
+	docker build -t $(IMAGE) -f deploy/Dockerfile .
+
+.PHONY: e2e-kind
+e2e-kind: venv image ## Create a kind cluster, load the image, install CRDs and the operator, run tests/e2e.
+	kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	kubectl apply -k deploy/overlays/kind
+	kubectl -n chaosguard-system rollout status deployment/chaosguard --timeout=180s
+	$(BIN)/pytest tests/e2e --e2e $(PYTEST_ARGS)
+
+.PHONY: e2e-kind-down
+e2e-kind-down: ## Delete the kind cluster.
+	kind delete cluster --name $(KIND_CLUSTER)

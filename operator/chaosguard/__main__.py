@@ -1,0 +1,3 @@
+from chaosguard.cli import main
+
+raise SystemExit(main())

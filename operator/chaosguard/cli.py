@@ -1,0 +1,269 @@
+"""The `chaosguard` command: run the operator, print CRDs, and check experiments before they ship.
+
+`validate` works offline, for GitOps CI: every rule that can be judged without live pods.
+`plan` asks the live cluster which pods would be hit now and which were left out, and why.
+Exit codes: 0 admitted, 1 refused, 2 unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from chaosguard import crdgen, windows
+from chaosguard.errors import describe_validation_error
+from chaosguard.models import ChaosExperiment, ChaosPolicy
+from chaosguard.policy import (
+    Refusal,
+    applicable_policies,
+    combine,
+    static_refusals,
+    target_namespaces,
+    time_refusal,
+)
+
+EXIT_ADMITTED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
+
+
+class UnreadableInput(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str
+    body: dict[str, Any]
+
+
+def read_documents(paths: Iterable[str]) -> list[Document]:
+    documents: list[Document] = []
+    for raw_path in paths:
+        path = Path(raw_path)
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
+        for file in files:
+            try:
+                text = sys.stdin.read() if str(file) == "-" else file.read_text()
+                loaded = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+            except OSError as error:
+                raise UnreadableInput(f"{file}: cannot read: {error.strerror}") from None
+            except yaml.YAMLError as error:
+                raise UnreadableInput(f"{file}: not valid YAML: {error}") from None
+            for doc in loaded:
+                if not isinstance(doc, dict):
+                    raise UnreadableInput(f"{file}: a document is not a mapping")
+                documents.append(Document(str(file), doc))
+    return documents
+
+
+def parse_time(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UnreadableInput(f"--at {text!r} is not an RFC 3339 time such as 2026-11-24T14:00:00+01:00") from None
+    if moment.tzinfo is None:
+        raise UnreadableInput(f"--at {text!r} needs a time zone offset, such as Z or +01:00")
+    return moment
+
+
+def split_documents(documents: Sequence[Document]) -> tuple[list[Document], list[Document]]:
+    experiments = [d for d in documents if d.body.get("kind") == "ChaosExperiment"]
+    policies = [d for d in documents if d.body.get("kind") == "ChaosPolicy"]
+    return experiments, policies
+
+
+def load_policies(documents: Sequence[Document]) -> list[ChaosPolicy]:
+    policies = []
+    for doc in documents:
+        try:
+            policies.append(ChaosPolicy.model_validate(doc.body))
+        except ValidationError as error:
+            lines = "; ".join(describe_validation_error(error))
+            raise UnreadableInput(f"{doc.source}: ChaosPolicy is invalid: {lines}") from None
+    return policies
+
+
+def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refusal]:
+    """Every offline rule for one experiment document."""
+    try:
+        experiment = ChaosExperiment.model_validate(doc.body)
+    except ValidationError as error:
+        return [Refusal("schema", line) for line in describe_validation_error(error)]
+    namespace = experiment.metadata.namespace or "default"
+    spec = experiment.spec
+    chosen = applicable_policies(policies, [*target_namespaces(spec, namespace), namespace], None)
+    effective = combine(chosen)
+    refusals = static_refusals(spec, namespace, effective, None)
+    if spec.schedule is None:
+        refusal = time_refusal(effective, at)
+        if refusal is not None:
+            refusals.append(refusal)
+    return refusals
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    try:
+        documents = read_documents(args.file)
+        experiments, inline_policies = split_documents(documents)
+        policies = inline_policies and load_policies(inline_policies)
+        policies = [*(policies or []), *load_policies(read_documents(args.policy or []))]
+        at = parse_time(args.at)
+    except UnreadableInput as error:
+        print(f"ERROR {error}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    if not experiments:
+        print("ERROR no ChaosExperiment found in " + ", ".join(args.file), file=sys.stderr)
+        return EXIT_UNREADABLE
+    refused = False
+    for doc in experiments:
+        name = f"{(doc.body.get('metadata') or {}).get('namespace', 'default')}/"
+        name += str((doc.body.get("metadata") or {}).get("name", "?"))
+        refusals = judge(doc, policies, at)
+        if refusals:
+            refused = True
+            print(f"{doc.source} {name}: refused")
+            for refusal in refusals:
+                print(f"  {refusal}")
+        else:
+            print(f"{doc.source} {name}: admitted at {at.isoformat()} by {len(policies)} policies")
+    return EXIT_REFUSED if refused else EXIT_ADMITTED
+
+
+def command_plan(args: argparse.Namespace) -> int:
+    from chaosguard.kube import Cluster
+    from chaosguard.selection import choose, classify, requested_count
+
+    try:
+        experiments, _ = split_documents(read_documents(args.file))
+        at = parse_time(args.at)
+    except UnreadableInput as error:
+        print(f"ERROR {error}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    cluster = Cluster.connect(args.kubeconfig)
+    labels = cluster.namespace_labels()
+    all_policies = cluster.policies()
+    refused = False
+    for doc in experiments:
+        try:
+            experiment = ChaosExperiment.model_validate(doc.body)
+        except ValidationError as error:
+            print(f"{doc.source}: refused")
+            for line in describe_validation_error(error):
+                print(f"  REFUSED schema: {line}")
+            refused = True
+            continue
+        namespace = experiment.metadata.namespace or "default"
+        spec = experiment.spec
+        namespaces = target_namespaces(spec, namespace)
+        effective = combine(applicable_policies(all_policies, [*namespaces, namespace], labels))
+        print(f"{namespace}/{experiment.metadata.name} ({spec.action.value}, mode {spec.target.mode.value}):")
+        refusals = static_refusals(spec, namespace, effective, labels)
+        time_problem = time_refusal(effective, at)
+        for refusal in [*refusals, *([time_problem] if time_problem else [])]:
+            print(f"  {refusal}")
+            refused = True
+        pods = [pod for ns in namespaces if ns in labels for pod in cluster.pods(ns)]
+        eligibility = classify(pods, spec.target.selector, effective, labels)
+        count = requested_count(spec.target, len(eligibility.eligible))
+        picked = choose(eligibility.eligible, count, random.Random(args.seed))
+        print(f"  would hit {count} of {len(eligibility.eligible)} eligible pods now, for example:")
+        for pod in picked:
+            print(f"    HIT  {pod.key} ({pod.workload})")
+        for pod in eligibility.eligible:
+            if pod not in picked:
+                print(f"    ELIGIBLE {pod.key} ({pod.workload})")
+        for exclusion in eligibility.excluded:
+            print(f"    LEFT-OUT {exclusion.pod.key}: {exclusion.refusal.rule}: {exclusion.refusal.message}")
+        groups, blackouts = list(effective.window_groups), effective.blackout_list()
+        opens = windows.next_allowed_start(groups, blackouts, at)
+        print(f"  next allowed start: {opens.isoformat() if opens else 'none within a year'}")
+    return EXIT_REFUSED if refused else EXIT_ADMITTED
+
+
+def command_crds(args: argparse.Namespace) -> int:
+    crds = crdgen.all_crds()
+    if args.check:
+        stale = []
+        for filename, crd in crds.items():
+            path = Path(args.check) / filename
+            if not path.exists() or path.read_text() != crdgen.render(crd):
+                stale.append(str(path))
+        if stale:
+            print("CRDs out of date with the models: " + ", ".join(stale) + "; run `make crds`", file=sys.stderr)
+            return 1
+        return 0
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        for filename, crd in crds.items():
+            (Path(args.out) / filename).write_text(crdgen.render(crd))
+            print(f"wrote {Path(args.out) / filename}")
+        return 0
+    print("---\n".join(crdgen.render(crd) for crd in crds.values()), end="")
+    return 0
+
+
+def command_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    import kopf
+
+    from chaosguard import handlers  # noqa: F401  (registers the handlers)
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    kopf.configure(verbose=args.verbose)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chaosguard", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument("--kubeconfig", help="path to a kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", action="store_true")
+    run.set_defaults(handler=command_run)
+
+    crds = sub.add_parser("crds", help="print the CRDs generated from the models")
+    crds.add_argument("--out", help="write one file per CRD into this directory")
+    crds.add_argument("--check", metavar="DIR", help="exit 1 if the CRDs in DIR differ from the models")
+    crds.set_defaults(handler=command_crds)
+
+    validate = sub.add_parser("validate", help="check experiments against policy offline (no cluster)")
+    validate.add_argument("-f", "--file", action="append", required=True, help="YAML file or directory")
+    validate.add_argument("--policy", action="append", help="ChaosPolicy YAML file or directory")
+    validate.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
+    validate.set_defaults(handler=command_validate)
+
+    plan = sub.add_parser("plan", help="show which pods an experiment would hit right now")
+    plan.add_argument("-f", "--file", action="append", required=True)
+    plan.add_argument("--kubeconfig")
+    plan.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
+    plan.add_argument("--seed", default="plan", help="seed for the example choice")
+    plan.set_defaults(handler=command_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result

@@ -1,0 +1,562 @@
+"""Drives one ChaosExperiment through its lifecycle; the kopf daemon in `handlers` runs one per object.
+
+Pending -> (AwaitingApproval) -> Scheduled -> Running -> Completed | Aborted | Failed, or Rejected.
+All state lives in the object's status, which is written before and after every kill: an
+operator restarted at any moment resumes the run from status, never repeats a kill recorded as
+begun, and never kills past the deadline. Decisions come from the pure modules (policy,
+selection, windows); this module only sequences them with the API calls in `kube`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from chaosguard import windows
+from chaosguard.clock import Clock
+from chaosguard.durations import format_seconds, to_seconds
+from chaosguard.errors import describe_validation_error
+from chaosguard.kube import Cluster
+from chaosguard.models import (
+    Action,
+    ChaosExperimentSpec,
+    ChaosExperimentStatus,
+    Condition,
+    KillRecord,
+    KillResult,
+    Phase,
+    RunStatus,
+    TargetRecord,
+)
+from chaosguard.policy import (
+    EffectivePolicy,
+    Refusal,
+    applicable_policies,
+    combine,
+    concurrency_refusal,
+    static_refusals,
+    suspension_refusal,
+    target_namespaces,
+    time_refusal,
+)
+from chaosguard.selection import (
+    PodView,
+    WorkloadState,
+    choose,
+    classify,
+    kill_refusal,
+    pod_refusal,
+    requested_count,
+    workload_states,
+)
+
+MAX_KILL_RECORDS = 100
+DEFAULT_RECOVERY_TIMEOUT = 300.0
+IDLE_POLL_SECONDS = 5.0
+ACTIVE_POLL_SECONDS = 1.0
+
+Emit = Callable[[Mapping[str, Any], str, str, str], None]  # (object body, type, reason, message)
+
+
+@dataclass
+class OperatorContext:
+    """What every experiment driver of one operator process shares."""
+
+    cluster: Cluster
+    clock: Clock
+    emit: Emit
+    operator_namespace: str | None = None
+    workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    running: set[str] = field(default_factory=set)
+
+    def workload_lock(self, key: str) -> asyncio.Lock:
+        return self.workload_locks.setdefault(key, asyncio.Lock())
+
+
+@dataclass(frozen=True)
+class World:
+    """What the cluster looks like to one experiment at one moment."""
+
+    effective: EffectivePolicy
+    namespace_labels: dict[str, dict[str, str]]
+
+
+class ExperimentDriver:
+    def __init__(self, context: OperatorContext, body: Mapping[str, Any], logger: logging.Logger | Any) -> None:
+        self.context = context
+        self.body = body  # kopf keeps this view live: spec and metadata follow the API
+        self.logger = logger
+        self.status = ChaosExperimentStatus.model_validate(dict(body.get("status") or {}))
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def generation(self) -> int:
+        return int(self.body["metadata"].get("generation") or 0)
+
+    def now(self) -> datetime:
+        return self.context.clock.now()
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self, stopped: Any) -> None:
+        if self.status.phase is Phase.RUNNING:
+            self.context.running.add(self.key)
+        try:
+            while not stopped:
+                try:
+                    delay = await self.step()
+                except Exception as error:  # a failing API call must not kill the guard loop
+                    self.logger.exception("step failed; retrying: %s", error)
+                    delay = ACTIVE_POLL_SECONDS * 5
+                await stopped.wait(delay)
+        finally:
+            self.context.running.discard(self.key)
+
+    async def step(self) -> float:
+        """Advances the experiment by at most one transition; returns how long to wait."""
+        try:
+            spec = ChaosExperimentSpec.model_validate(dict(self.body["spec"]))
+        except ValidationError as error:
+            if self.status.phase is not Phase.REJECTED or self.status.observed_generation != self.generation:
+                problems = describe_validation_error(error, prefix="spec")
+                await self.reject("InvalidSpec", "the spec is invalid: " + "; ".join(problems))
+            return IDLE_POLL_SECONDS
+
+        if self.status.observed_generation not in (None, self.generation):
+            await self.restart_for_new_spec()
+
+        phase = self.status.phase
+        if phase in (None, Phase.PENDING):
+            return await self.admit(spec)
+        if phase is Phase.SCHEDULED:
+            return await self.wait_for_trigger(spec)
+        if phase is Phase.RUNNING:
+            return await self.advance_run(spec)
+        return IDLE_POLL_SECONDS
+
+    # ------------------------------------------------------------------ world
+
+    async def world(self, spec: ChaosExperimentSpec) -> World:
+        labels, policies = await asyncio.gather(
+            asyncio.to_thread(self.context.cluster.namespace_labels),
+            asyncio.to_thread(self.context.cluster.policies),
+        )
+        namespaces = [*target_namespaces(spec, self.namespace), self.namespace]
+        chosen = applicable_policies(policies, namespaces, labels)
+        return World(combine(chosen, self.context.operator_namespace), labels)
+
+    # ------------------------------------------------------------------ transitions
+
+    async def restart_for_new_spec(self) -> None:
+        if self.status.current_run is not None:
+            await self.end_run(Phase.ABORTED, "SpecChanged", "the spec was edited during the run, so the run stopped")
+        self.status.phase = Phase.PENDING
+        self.status.next_run_at = None
+        self.status.message = "the spec changed; checking it again"
+        self.status.observed_generation = self.generation
+        await self.save()
+
+    async def reject(self, reason: str, message: str, refusals: list[Refusal] | None = None) -> None:
+        self.status.phase = Phase.REJECTED
+        self.status.message = message
+        self.status.observed_generation = self.generation
+        self.set_condition("Admitted", "False", reason, message)
+        await self.save()
+        self.emit("Warning", reason, message)
+
+    async def admit(self, spec: ChaosExperimentSpec) -> float:
+        if spec.action is not Action.POD_KILL:
+            await self.reject(
+                "FaultNotAvailable",
+                f"action {spec.action.value!r} is not available in this operator version; use pod-kill",
+            )
+            return IDLE_POLL_SECONDS
+        world = await self.world(spec)
+        refusals = static_refusals(spec, self.namespace, world.effective, world.namespace_labels)
+        if refusals:
+            await self.reject("PolicyRefused", "; ".join(str(r) for r in refusals), refusals)
+            return IDLE_POLL_SECONDS
+        self.status.observed_generation = self.generation
+        self.set_condition("Admitted", "True", "PolicyAllows", "every applicable policy allows this experiment")
+        self.status.phase = Phase.SCHEDULED
+        if spec.schedule is not None:
+            self.status.next_run_at = windows.next_fire(spec.schedule.cron, spec.schedule.time_zone, self.now())
+            self.status.message = f"next run at {self.status.next_run_at.isoformat()}"
+        else:
+            self.status.next_run_at = None
+            self.status.message = "admitted; starting"
+        await self.save()
+        self.emit("Normal", "Admitted", self.status.message)
+        return 0.0
+
+    async def wait_for_trigger(self, spec: ChaosExperimentSpec) -> float:
+        now = self.now()
+        trigger = self.status.next_run_at
+        if trigger is not None and now < trigger:
+            return min(IDLE_POLL_SECONDS, (trigger - now).total_seconds())
+        world = await self.world(spec)
+        refusal = self.start_refusal(spec, world, now)
+        if refusal is None:
+            async with self.context.start_lock:
+                running = await self.running_elsewhere()
+                refusal = concurrency_refusal(world.effective, running)
+                if refusal is None:
+                    await self.start_run(spec, world, now)
+                    return 0.0
+        if refusal.rule == "max-concurrent-experiments" and spec.schedule is None:
+            if self.status.message != refusal.message:
+                self.status.message = f"waiting: {refusal}"
+                self.set_condition("Started", "False", "TooManyRunning", refusal.message)
+                await self.save()
+                self.emit("Normal", "Waiting", refusal.message)
+            return IDLE_POLL_SECONDS
+        if spec.schedule is None:
+            await self.reject(_reason_for(refusal), str(refusal), [refusal])
+            return IDLE_POLL_SECONDS
+        # A scheduled trigger that may not run is skipped, and the next one awaited.
+        skipped_at = trigger or now
+        self.status.next_run_at = windows.next_fire(spec.schedule.cron, spec.schedule.time_zone, now)
+        self.status.message = (
+            f"skipped the run due at {skipped_at.isoformat()}: {refusal}; next run at "
+            f"{self.status.next_run_at.isoformat()}"
+        )
+        await self.save()
+        self.emit("Warning", "RunSkipped", self.status.message)
+        return 0.0
+
+    def start_refusal(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> Refusal | None:
+        refusals = static_refusals(spec, self.namespace, world.effective, world.namespace_labels)
+        if refusals:
+            return refusals[0]
+        return time_refusal(world.effective, now)
+
+    async def running_elsewhere(self) -> int:
+        items = await asyncio.to_thread(self.context.cluster.experiments)
+        keys = {
+            f"{item['metadata']['namespace']}/{item['metadata']['name']}"
+            for item in items
+            if (item.get("status") or {}).get("phase") == Phase.RUNNING.value
+        }
+        return len((keys | self.context.running) - {self.key})
+
+    async def start_run(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> None:
+        self.status.runs_total += 1
+        run_id = f"r{self.status.runs_total}-{now:%Y%m%dT%H%M%SZ}"
+        deadline = now + timedelta(seconds=spec.duration_seconds)
+        self.status.current_run = RunStatus(
+            id=run_id,
+            trigger="schedule" if spec.schedule is not None else "apply",
+            phase=Phase.RUNNING,
+            started_at=now,
+            deadline=deadline,
+            next_round_at=now,
+        )
+        self.status.phase = Phase.RUNNING
+        self.status.message = f"run {run_id} until {deadline.isoformat()}"
+        self.set_condition("Started", "True", "RunStarted", self.status.message)
+        self.context.running.add(self.key)
+        await self.save()
+        dry = " (dry run: nothing is touched)" if spec.dry_run else ""
+        self.emit("Normal", "RunStarted", f"run {run_id} started{dry}; deadline {deadline.isoformat()}")
+
+    async def advance_run(self, spec: ChaosExperimentSpec) -> float:
+        run = self.status.current_run
+        if run is None or run.deadline is None:
+            self.status.phase = Phase.PENDING
+            await self.save()
+            return 0.0
+        now = self.now()
+        world = await self.world(spec)
+        stop = self.stop_reason(world, now)
+        if stop is not None:
+            await self.end_run(Phase.ABORTED, _reason_for(stop), str(stop))
+            return 0.0
+        await self.resolve_interrupted_round(run)
+        if run.next_round_at is not None and now >= run.next_round_at and now < run.deadline:
+            await self.kill_round(spec, world, run, now)
+        await self.track_recovery(run)
+        now = self.now()
+        if now >= run.deadline:
+            return await self.finish_if_recovered(spec, run, now)
+        upcoming = [run.deadline, *([run.next_round_at] if run.next_round_at else [])]
+        return max(0.05, min(ACTIVE_POLL_SECONDS, *((t - now).total_seconds() for t in upcoming)))
+
+    def stop_reason(self, world: World, now: datetime) -> Refusal | None:
+        if world.effective.suspended_by:
+            return suspension_refusal(world.effective)
+        refusal = time_refusal(world.effective, now)
+        if refusal is not None:
+            return Refusal(refusal.rule, "the run was stopped: " + refusal.message, refusal.field)
+        return None
+
+    # ------------------------------------------------------------------ kills
+
+    async def resolve_interrupted_round(self, run: RunStatus) -> None:
+        """A kill recorded as begun but not finished (the operator died in between) is never redone."""
+        pending = [kill for kill in run.kills if kill.result is KillResult.FAILED and kill.method == "pending"]
+        if not pending:
+            return
+        for kill in pending:
+            pods = await asyncio.to_thread(self.context.cluster.pods, kill.namespace)
+            alive = next((pod for pod in pods if pod.uid == kill.uid and not pod.terminating), None)
+            if alive is None:
+                kill.result, kill.method = KillResult.KILLED, "eviction"
+                kill.message = "the kill went through before the operator restarted"
+            else:
+                kill.result, kill.method = KillResult.GONE, "interrupted"
+                kill.message = "the operator restarted before this kill; it was not repeated"
+        await self.save()
+
+    async def kill_round(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, now: datetime) -> None:
+        round_number = run.rounds_done
+        namespaces = target_namespaces(spec, self.namespace)
+        pods: list[PodView] = []
+        for namespace in namespaces:
+            pods.extend(await asyncio.to_thread(self.context.cluster.pods, namespace))
+        eligibility = classify(pods, spec.target.selector, world.effective, world.namespace_labels)
+        count = requested_count(spec.target, len(eligibility.eligible))
+        seed = f"{self.body['metadata'].get('uid')}/{run.id}/{round_number}"
+        chosen = choose(eligibility.eligible, count, random.Random(seed))
+        run.targets = [
+            TargetRecord(namespace=p.namespace, name=p.name, uid=p.uid, workload=p.workload or "") for p in chosen
+        ]
+        if not chosen:
+            reasons = sorted({exclusion.refusal.rule for exclusion in eligibility.excluded})
+            detail = f" (left out by: {', '.join(reasons)})" if reasons else ""
+            self.emit("Warning", "NoTargets", f"round {round_number + 1}: no eligible pod matched{detail}")
+        for victim in chosen:
+            if self.now() >= (run.deadline or now):
+                break
+            await self.kill_one(spec, world, run, victim, round_number)
+        run.rounds_done = round_number + 1
+        interval = to_seconds(spec.interval) if spec.interval else None
+        if interval and run.started_at is not None:
+            run.next_round_at = run.started_at + timedelta(seconds=interval * run.rounds_done)
+            if run.deadline is not None and run.next_round_at >= run.deadline:
+                run.next_round_at = None
+        else:
+            run.next_round_at = None
+        await self.save()
+
+    async def kill_one(
+        self, spec: ChaosExperimentSpec, world: World, run: RunStatus, victim: PodView, round_number: int
+    ) -> None:
+        workload_key = victim.workload_key or victim.key
+        async with self.context.workload_lock(workload_key):
+            live, state = await self.live_workload(victim)
+            current = next((pod for pod in live if pod.uid == victim.uid), None)
+            refusal = (
+                Refusal("gone", f"pod {victim.key} is gone")
+                if current is None
+                else pod_refusal(current, world.effective, world.namespace_labels)
+                or kill_refusal(current, state, world.effective, spec.pod_kill_settings.min_available)
+            )
+            record = KillRecord(
+                namespace=victim.namespace,
+                name=victim.name,
+                uid=victim.uid,
+                workload=victim.workload or "",
+                at=self.now(),
+                result=KillResult.FAILED,
+                round=round_number + 1,
+            )
+            if refusal is not None:
+                record.result = {
+                    "max-percentage": KillResult.CAPPED,
+                    "min-available": KillResult.SKIPPED_MIN_AVAILABLE,
+                    "gone": KillResult.GONE,
+                }.get(refusal.rule, KillResult.CAPPED)
+                record.method = "none"
+                record.message = str(refusal)
+                self.append_kill(run, record)
+                await self.save()
+                self.emit("Normal", "KillSkipped", record.message)
+                return
+            if spec.dry_run:
+                record.result, record.method = KillResult.WOULD_KILL, "dry-run"
+                record.message = f"dry run: would kill {victim.key} ({victim.workload})"
+                self.append_kill(run, record)
+                await self.save()
+                self.emit("Normal", "WouldKill", record.message)
+                return
+            # Written before the kill: a restart in between must not kill twice.
+            record.method = "pending"
+            self.append_kill(run, record)
+            await self.save()
+            settings = spec.pod_kill_settings
+            result, method, message = await asyncio.to_thread(
+                self.context.cluster.kill,
+                victim,
+                grace_period_seconds=settings.grace_period_seconds,
+                use_eviction=settings.respect_disruption_budgets,
+            )
+            record.result, record.method, record.message = result, method, message
+            if result is KillResult.KILLED:
+                run.kills_total += 1
+            await self.save()
+        text = f"{_verb(result)} pod {victim.key} (uid {victim.uid}) of {victim.workload} by {method}: {message}"
+        self.emit("Normal" if result is not KillResult.FAILED else "Warning", f"Pod{result.value}", text)
+        if result is KillResult.KILLED and victim.workload:
+            owner = await asyncio.to_thread(self.context.cluster.workload_object, victim.namespace, victim.workload)
+            if owner is not None:
+                self.context.emit(
+                    owner, "Normal", "ChaosPodKilled", f"ChaosExperiment {self.key} killed pod {victim.name}"
+                )
+
+    async def live_workload(self, victim: PodView) -> tuple[list[PodView], WorkloadState]:
+        pods = await asyncio.to_thread(self.context.cluster.pods, victim.namespace)
+        desired: dict[str, int] = {}
+        if victim.workload is not None and victim.workload_key is not None:
+            replicas = await asyncio.to_thread(self.context.cluster.desired_replicas, victim.namespace, victim.workload)
+            if replicas is not None:
+                desired[victim.workload_key] = replicas
+        states = workload_states(pods, desired)
+        key = victim.workload_key or victim.key
+        return pods, states.get(key, WorkloadState(key=key, desired=1, ready=1 if victim.ready else 0))
+
+    def append_kill(self, run: RunStatus, record: KillRecord) -> None:
+        run.kills.append(record)
+        if len(run.kills) > MAX_KILL_RECORDS:
+            del run.kills[: len(run.kills) - MAX_KILL_RECORDS]
+
+    # ------------------------------------------------------------------ recovery and the end of a run
+
+    async def track_recovery(self, run: RunStatus) -> None:
+        waiting = [k for k in run.kills if k.result is KillResult.KILLED and k.recovered_after_seconds is None]
+        if not waiting:
+            return
+        changed = False
+        for workload_key in sorted({(k.namespace, k.workload) for k in waiting}):
+            namespace, workload = workload_key
+            pods = await asyncio.to_thread(self.context.cluster.pods, namespace)
+            replicas = await asyncio.to_thread(self.context.cluster.desired_replicas, namespace, workload)
+            state = workload_states(pods, {f"{namespace}/{workload}": replicas or 0}).get(f"{namespace}/{workload}")
+            if state is None or state.down > 0:
+                continue
+            now = self.now()
+            for kill in waiting:
+                if (kill.namespace, kill.workload) == workload_key:
+                    kill.recovered_after_seconds = round((now - kill.at).total_seconds(), 3)
+                    changed = True
+                    self.emit(
+                        "Normal",
+                        "WorkloadRecovered",
+                        f"{workload} in {namespace} back at full Ready strength "
+                        f"{kill.recovered_after_seconds}s after pod {kill.name} was killed",
+                    )
+        if changed:
+            await self.save()
+
+    async def finish_if_recovered(self, spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> float:
+        unrecovered = [k for k in run.kills if k.result is KillResult.KILLED and k.recovered_after_seconds is None]
+        if not unrecovered:
+            await self.end_run(Phase.COMPLETED, "RunCompleted", f"run {run.id} completed")
+            return 0.0
+        timeout = to_seconds(spec.steady_state.recovery.timeout) if spec.steady_state else DEFAULT_RECOVERY_TIMEOUT
+        assert run.deadline is not None
+        if (now - run.deadline).total_seconds() < timeout:
+            if not run.message.startswith("waiting"):
+                run.message = f"waiting up to {format_seconds(timeout)} for killed pods' workloads to recover"
+                await self.save()
+            return ACTIVE_POLL_SECONDS
+        names = ", ".join(sorted({f"{k.namespace}/{k.workload}" for k in unrecovered}))
+        await self.end_run(
+            Phase.FAILED,
+            "DidNotRecover",
+            f"run {run.id}: {names} did not recover to full Ready strength within {format_seconds(timeout)} "
+            "after the run; look at why replacements are not becoming Ready",
+        )
+        return 0.0
+
+    async def end_run(self, result: Phase, reason: str, message: str) -> None:
+        run = self.status.current_run
+        spec = ChaosExperimentSpec.model_validate(dict(self.body["spec"]))
+        if run is not None:
+            run.phase = result
+            run.finished_at = self.now()
+            run.reason = reason
+            run.message = message
+            run.next_round_at = None
+            self.status.last_run = run
+            self.status.history.append(run.model_copy(update={"kills": run.kills[-20:]}))
+            limit = spec.schedule.history_limit if spec.schedule else 10
+            del self.status.history[: max(0, len(self.status.history) - limit)]
+        self.status.current_run = None
+        self.context.running.discard(self.key)
+        if spec.schedule is not None and result is not Phase.REJECTED:
+            self.status.phase = Phase.SCHEDULED
+            self.status.next_run_at = windows.next_fire(spec.schedule.cron, spec.schedule.time_zone, self.now())
+            self.status.message = f"{message}; next run at {self.status.next_run_at.isoformat()}"
+        else:
+            self.status.phase = result
+            self.status.message = message
+        self.set_condition("Finished", "True", reason, message)
+        await self.save()
+        self.emit("Normal" if result is Phase.COMPLETED else "Warning", reason, message)
+
+    # ------------------------------------------------------------------ status and events
+
+    def set_condition(self, kind: str, value: str, reason: str, message: str) -> None:
+        now = self.now()
+        for condition in self.status.conditions:
+            if condition.type == kind:
+                if condition.status != value:
+                    condition.last_transition_time = now
+                condition.status, condition.reason, condition.message = value, reason, message  # type: ignore[assignment]
+                condition.observed_generation = self.generation
+                return
+        self.status.conditions.append(
+            Condition(
+                type=kind,
+                status=value,  # type: ignore[arg-type]
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=self.generation,
+            )
+        )
+
+    async def save(self) -> None:
+        if self.status.observed_generation is None:
+            self.status.observed_generation = self.generation
+        wire = self.status.model_dump(by_alias=True, mode="json")
+        await asyncio.to_thread(self.context.cluster.patch_experiment_status, self.namespace, self.name, wire)
+
+    def emit(self, kind: str, reason: str, message: str) -> None:
+        self.context.emit(self.body, kind, reason, message)
+        log = self.logger.warning if kind == "Warning" else self.logger.info
+        log("%s: %s", reason, message)
+
+
+def _reason_for(refusal: Refusal) -> str:
+    return "".join(part.capitalize() for part in refusal.rule.split("-"))
+
+
+def _verb(result: KillResult) -> str:
+    return {
+        KillResult.KILLED: "killed",
+        KillResult.SKIPPED_BUDGET: "skipped (disruption budget)",
+        KillResult.GONE: "skipped (gone)",
+        KillResult.FAILED: "failed to kill",
+    }.get(result, result.value)

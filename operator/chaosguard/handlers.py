@@ -1,0 +1,56 @@
+"""kopf wiring, deliberately thin: settings at start-up, one driver daemon per experiment, and the
+finalizer's rollback on deletion. Everything that decides anything lives in the modules below."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from chaosguard.clock import Clock
+from chaosguard.engine import ExperimentDriver, OperatorContext
+from chaosguard.kube import Cluster
+from chaosguard.models import FINALIZER, GROUP, VERSION
+
+_EVENT_MESSAGE_LIMIT = 1000
+
+
+def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    kopf.event(dict(body), type=kind, reason=reason, message=message[:_EVENT_MESSAGE_LIMIT])
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 120
+    memo.context = OperatorContext(
+        cluster=Cluster.connect(os.environ.get("KUBECONFIG")),
+        clock=Clock.from_environment(),
+        emit=post_event,
+        operator_namespace=os.environ.get("CHAOSGUARD_NAMESPACE") or None,
+    )
+
+
+@kopf.daemon(GROUP, VERSION, "chaosexperiments", cancellation_timeout=10.0)
+async def drive_experiment(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    await ExperimentDriver(memo.context, body, logger).run(stopped)
+
+
+@kopf.on.delete(GROUP, VERSION, "chaosexperiments")
+async def roll_back_on_delete(body: kopf.Body, logger: Any, **_: Any) -> None:
+    # The driver daemon has already been stopped by kopf, so no further fault starts. A pod-kill
+    # leaves nothing to undo: the workload's controller replaces what was killed.
+    phase = (body.get("status") or {}).get("phase")
+    message = f"experiment deleted while {phase or 'new'}; no further faults will be injected"
+    post_event(body, "Normal", "Deleted", message)
+    logger.info(message)

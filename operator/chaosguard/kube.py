@@ -1,0 +1,189 @@
+"""All Kubernetes API I/O of the operator and the CLI, through the official `kubernetes` client.
+
+Everything here is synchronous and small; the operator calls it from asyncio with
+`asyncio.to_thread`. API objects are turned into the plain views of `selection` before they reach
+any decision, so policy and selection never see a V1Pod. Kills use UID preconditions so that a
+pod replaced under the same name (StatefulSets) is never hit by mistake, and never grace 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from chaosguard.models import GROUP, VERSION, ChaosPolicy, KillResult
+from chaosguard.selection import PodView
+
+_REPLICA_KINDS = {
+    "Deployment": ("apps", "read_namespaced_deployment"),
+    "StatefulSet": ("apps", "read_namespaced_stateful_set"),
+    "ReplicaSet": ("apps", "read_namespaced_replica_set"),
+}
+
+
+class KubeError(RuntimeError):
+    """An API call failed in a way the caller should surface (with the API's own message)."""
+
+
+def load_config(kubeconfig: str | None = None) -> None:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig)
+
+
+def api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body).get("message") or error.reason)
+    except (TypeError, ValueError):
+        return str(error.reason)
+
+
+@dataclass
+class Cluster:
+    """A thin wrapper over the API groups chaosguard uses."""
+
+    core: client.CoreV1Api
+    apps: client.AppsV1Api
+    custom: client.CustomObjectsApi
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> Cluster:
+        load_config(kubeconfig)
+        return cls(client.CoreV1Api(), client.AppsV1Api(), client.CustomObjectsApi())
+
+    # ------------------------------------------------------------------ reading
+
+    def namespace_labels(self) -> dict[str, dict[str, str]]:
+        return {ns.metadata.name: dict(ns.metadata.labels or {}) for ns in self.core.list_namespace().items}
+
+    def policies(self) -> list[ChaosPolicy]:
+        raw = self.custom.list_cluster_custom_object(GROUP, VERSION, "chaospolicies")
+        return [ChaosPolicy.model_validate(item) for item in raw.get("items", [])]
+
+    def experiments(self) -> list[dict[str, Any]]:
+        raw = self.custom.list_cluster_custom_object(GROUP, VERSION, "chaosexperiments")
+        items: list[dict[str, Any]] = raw.get("items", [])
+        return items
+
+    def pods(self, namespace: str) -> list[PodView]:
+        """Every pod of the namespace (the cap needs whole workloads, not only selected pods)."""
+        pods = self.core.list_namespaced_pod(namespace).items
+        owners = _OwnerResolver(self.apps, namespace)
+        return [_pod_view(pod, owners) for pod in pods]
+
+    def desired_replicas(self, namespace: str, workload: str) -> int | None:
+        kind, _, name = workload.partition("/")
+        if kind not in _REPLICA_KINDS:
+            return None
+        try:
+            obj = getattr(self.apps, _REPLICA_KINDS[kind][1])(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        replicas = obj.spec.replicas
+        return 1 if replicas is None else int(replicas)
+
+    def workload_object(self, namespace: str, workload: str) -> dict[str, Any] | None:
+        """A minimal body of the workload, for posting Events on it."""
+        kind, _, name = workload.partition("/")
+        if kind not in _REPLICA_KINDS:
+            return None
+        try:
+            obj = getattr(self.apps, _REPLICA_KINDS[kind][1])(name, namespace)
+        except ApiException:
+            return None
+        return {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace, "uid": obj.metadata.uid},
+        }
+
+    # ------------------------------------------------------------------ writing
+
+    def kill(
+        self, pod: PodView, *, grace_period_seconds: int | None, use_eviction: bool
+    ) -> tuple[KillResult, str, str]:
+        """Evicts (default) or deletes one pod, never forced. Returns (result, method, message)."""
+        if grace_period_seconds is not None and grace_period_seconds < 1:
+            raise ValueError("chaosguard never force-deletes: grace period must be at least 1 second")
+        options = client.V1DeleteOptions(
+            grace_period_seconds=grace_period_seconds,
+            preconditions=client.V1Preconditions(uid=pod.uid),
+        )
+        method = "eviction" if use_eviction else "delete"
+        try:
+            if use_eviction:
+                eviction = client.V1Eviction(
+                    metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
+                    delete_options=options,
+                )
+                self.core.create_namespaced_pod_eviction(pod.name, pod.namespace, eviction)
+            else:
+                self.core.delete_namespaced_pod(pod.name, pod.namespace, body=options)
+        except ApiException as error:
+            message = api_message(error)
+            if error.status == 429:
+                return (
+                    KillResult.SKIPPED_BUDGET,
+                    method,
+                    f"a PodDisruptionBudget refused the eviction: {message}",
+                )
+            if error.status in (404, 409):
+                return KillResult.GONE, method, f"the pod was already gone or replaced: {message}"
+            return KillResult.FAILED, method, f"the API refused the {method} ({error.status}): {message}"
+        return KillResult.KILLED, method, f"{method} accepted"
+
+    def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "chaosexperiments", name, {"status": status}
+        )
+
+
+class _OwnerResolver:
+    """Maps a pod's controller to its top workload (ReplicaSet -> Deployment), caching lookups."""
+
+    def __init__(self, apps: client.AppsV1Api, namespace: str) -> None:
+        self._apps = apps
+        self._namespace = namespace
+        self._replica_set_owner: dict[str, str] = {}
+
+    def workload_of(self, pod: client.V1Pod) -> str | None:
+        controller = next((ref for ref in pod.metadata.owner_references or [] if ref.controller), None)
+        if controller is None:
+            return None
+        if controller.kind != "ReplicaSet":
+            return f"{controller.kind}/{controller.name}"
+        if controller.name not in self._replica_set_owner:
+            self._replica_set_owner[controller.name] = self._replica_set_parent(controller.name)
+        return self._replica_set_owner[controller.name]
+
+    def _replica_set_parent(self, name: str) -> str:
+        try:
+            replica_set = self._apps.read_namespaced_replica_set(name, self._namespace)
+        except ApiException:
+            return f"ReplicaSet/{name}"
+        parent = next((ref for ref in replica_set.metadata.owner_references or [] if ref.controller), None)
+        if parent is not None and parent.kind == "Deployment":
+            return f"Deployment/{parent.name}"
+        return f"ReplicaSet/{name}"
+
+
+def _pod_view(pod: client.V1Pod, owners: _OwnerResolver) -> PodView:
+    conditions = pod.status.conditions or [] if pod.status else []
+    ready = any(condition.type == "Ready" and condition.status == "True" for condition in conditions)
+    return PodView(
+        namespace=pod.metadata.namespace,
+        name=pod.metadata.name,
+        uid=pod.metadata.uid,
+        labels=dict(pod.metadata.labels or {}),
+        phase=(pod.status.phase if pod.status else None) or "Unknown",
+        ready=ready,
+        terminating=pod.metadata.deletion_timestamp is not None,
+        workload=owners.workload_of(pod),
+    )
