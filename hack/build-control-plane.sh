@@ -50,7 +50,9 @@ gomod, module, version, sibling = sys.argv[1:]
 text = open(gomod).read()
 go_line = re.search(r"^go\s+\S+", text, re.M).group(0)
 godebug = re.findall(r"^godebug\s+.*$", text, re.M)
-relative = re.findall(r"^[ \t]*(?:replace[ \t]+)?([^\s()]+)(?:[ \t]+\S+)?[ \t]+=>[ \t]+\.\.?/\S+[ \t]*$", text, re.M)
+pairs = re.findall(r"^[ \t]*(?:replace[ \t]+)?([^\s()]+)(?:[ \t]+\S+)?[ \t]+=>[ \t]+(\.\.?/\S+)[ \t]*$", text, re.M)
+# etcd guards against some modules with `=> ./FORBIDDEN_DEPENDENCY`; those are not siblings.
+relative = [module for module, target in pairs if "FORBIDDEN" not in target]
 print("module chaosguard.dev/controlplane-build\n")
 print(go_line)
 for line in godebug:

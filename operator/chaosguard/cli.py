@@ -83,14 +83,16 @@ def split_documents(documents: Sequence[Document]) -> tuple[list[Document], list
 
 
 def load_policies(documents: Sequence[Document]) -> list[ChaosPolicy]:
-    policies = []
+    """Policies by name; a name given twice keeps its last definition, as the API server would."""
+    policies: dict[str, ChaosPolicy] = {}
     for doc in documents:
         try:
-            policies.append(ChaosPolicy.model_validate(doc.body))
+            policy = ChaosPolicy.model_validate(doc.body)
         except ValidationError as error:
             lines = "; ".join(describe_validation_error(error))
             raise UnreadableInput(f"{doc.source}: ChaosPolicy is invalid: {lines}") from None
-    return policies
+        policies[policy.metadata.name] = policy
+    return list(policies.values())
 
 
 def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refusal]:
@@ -115,8 +117,8 @@ def command_validate(args: argparse.Namespace) -> int:
     try:
         documents = read_documents(args.file)
         experiments, inline_policies = split_documents(documents)
-        policies = inline_policies and load_policies(inline_policies)
-        policies = [*(policies or []), *load_policies(read_documents(args.policy or []))]
+        _, policy_documents = split_documents(read_documents(args.policy or []))
+        policies = load_policies([*inline_policies, *policy_documents])
         at = parse_time(args.at)
     except UnreadableInput as error:
         print(f"ERROR {error}", file=sys.stderr)
@@ -135,7 +137,8 @@ def command_validate(args: argparse.Namespace) -> int:
             for refusal in refusals:
                 print(f"  {refusal}")
         else:
-            print(f"{doc.source} {name}: admitted at {at.isoformat()} by {len(policies)} policies")
+            names = ", ".join(p.metadata.name for p in policies) or "none"
+            print(f"{doc.source} {name}: admitted at {at.isoformat()} (policies: {names})")
     return EXIT_REFUSED if refused else EXIT_ADMITTED
 
 
@@ -193,13 +196,10 @@ def command_plan(args: argparse.Namespace) -> int:
 def command_crds(args: argparse.Namespace) -> int:
     crds = crdgen.all_crds()
     if args.check:
-        stale = []
-        for filename, crd in crds.items():
-            path = Path(args.check) / filename
-            if not path.exists() or path.read_text() != crdgen.render(crd):
-                stale.append(str(path))
+        stale = crdgen.stale_files(Path(args.check))
         if stale:
-            print("CRDs out of date with the models: " + ", ".join(stale) + "; run `make crds`", file=sys.stderr)
+            names = ", ".join(str(path) for path in stale)
+            print(f"CRDs out of date with the models: {names}; run `make crds`", file=sys.stderr)
             return 1
         return 0
     if args.out:

@@ -10,6 +10,7 @@ that silently accepts less, or more, than the models do. Pure: models in, dicts 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -222,3 +223,13 @@ def all_crds() -> dict[str, dict[str, Any]]:
 
 def render(crd: dict[str, Any]) -> str:
     return HEADER + yaml.safe_dump(crd, sort_keys=True, width=100)
+
+
+def stale_files(directory: Path) -> list[Path]:
+    """CRD files in `directory` that are missing or differ from what the models generate."""
+    stale = []
+    for filename, crd in all_crds().items():
+        path = directory / filename
+        if not path.exists() or path.read_text() != render(crd):
+            stale.append(path)
+    return stale

@@ -29,6 +29,7 @@ from chaosguard.models import (
     ChaosExperimentSpec,
     ChaosExperimentStatus,
     Condition,
+    ConditionStatus,
     KillRecord,
     KillResult,
     Phase,
@@ -147,7 +148,14 @@ class ExperimentDriver:
             await self.restart_for_new_spec()
 
         phase = self.status.phase
-        if phase in (None, Phase.PENDING):
+        if phase is None:
+            self.status.phase = Phase.PENDING
+            self.status.message = "the spec is valid; checking it against policy"
+            self.set_condition("Admitted", "Unknown", "Checking", self.status.message)
+            await self.save()
+            self.emit("Normal", "Pending", self.status.message)
+            return 0.0
+        if phase is Phase.PENDING:
             return await self.admit(spec)
         if phase is Phase.SCHEDULED:
             return await self.wait_for_trigger(spec)
@@ -350,13 +358,7 @@ class ExperimentDriver:
                 break
             await self.kill_one(spec, world, run, victim, round_number)
         run.rounds_done = round_number + 1
-        interval = to_seconds(spec.interval) if spec.interval else None
-        if interval and run.started_at is not None:
-            run.next_round_at = run.started_at + timedelta(seconds=interval * run.rounds_done)
-            if run.deadline is not None and run.next_round_at >= run.deadline:
-                run.next_round_at = None
-        else:
-            run.next_round_at = None
+        run.next_round_at = next_round_time(spec, run, self.now())
         await self.save()
 
     async def kill_one(
@@ -517,19 +519,19 @@ class ExperimentDriver:
 
     # ------------------------------------------------------------------ status and events
 
-    def set_condition(self, kind: str, value: str, reason: str, message: str) -> None:
+    def set_condition(self, kind: str, value: ConditionStatus, reason: str, message: str) -> None:
         now = self.now()
         for condition in self.status.conditions:
             if condition.type == kind:
                 if condition.status != value:
                     condition.last_transition_time = now
-                condition.status, condition.reason, condition.message = value, reason, message  # type: ignore[assignment]
+                condition.status, condition.reason, condition.message = value, reason, message
                 condition.observed_generation = self.generation
                 return
         self.status.conditions.append(
             Condition(
                 type=kind,
-                status=value,  # type: ignore[arg-type]
+                status=value,
                 reason=reason,
                 message=message,
                 last_transition_time=now,
@@ -547,6 +549,17 @@ class ExperimentDriver:
         self.context.emit(self.body, kind, reason, message)
         log = self.logger.warning if kind == "Warning" else self.logger.info
         log("%s: %s", reason, message)
+
+
+def next_round_time(spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> datetime | None:
+    """The next slot on the run's interval grid after `now`; rounds missed while the operator was
+    down are skipped, never fired back to back. None when no slot is left before the deadline."""
+    if not spec.interval or run.started_at is None or run.deadline is None:
+        return None
+    interval = to_seconds(spec.interval)
+    slots_passed = int((now - run.started_at).total_seconds() // interval) + 1
+    upcoming = run.started_at + timedelta(seconds=interval * slots_passed)
+    return upcoming if upcoming < run.deadline else None
 
 
 def _reason_for(refusal: Refusal) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -19,7 +19,7 @@ _EVENT_MESSAGE_LIMIT = 1000
 
 
 def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(dict(body), type=kind, reason=reason, message=message[:_EVENT_MESSAGE_LIMIT])
+    kopf.event(cast(kopf.Body, dict(body)), type=kind, reason=reason, message=message[:_EVENT_MESSAGE_LIMIT])
 
 
 @kopf.on.startup()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -31,14 +31,14 @@ class KubeError(RuntimeError):
 
 def load_config(kubeconfig: str | None = None) -> None:
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config(config_file=kubeconfig)
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
 
 
 def api_message(error: ApiException) -> str:
     try:
-        return str(json.loads(error.body).get("message") or error.reason)
+        return str(json.loads(error.body or "").get("message") or error.reason)
     except (TypeError, ValueError):
         return str(error.reason)
 
@@ -59,20 +59,21 @@ class Cluster:
     # ------------------------------------------------------------------ reading
 
     def namespace_labels(self) -> dict[str, dict[str, str]]:
-        return {ns.metadata.name: dict(ns.metadata.labels or {}) for ns in self.core.list_namespace().items}
+        namespaces: list[Any] = self.core.list_namespace().items
+        return {ns.metadata.name: dict(ns.metadata.labels or {}) for ns in namespaces}
 
     def policies(self) -> list[ChaosPolicy]:
-        raw = self.custom.list_cluster_custom_object(GROUP, VERSION, "chaospolicies")
+        raw = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "chaospolicies"))
         return [ChaosPolicy.model_validate(item) for item in raw.get("items", [])]
 
     def experiments(self) -> list[dict[str, Any]]:
-        raw = self.custom.list_cluster_custom_object(GROUP, VERSION, "chaosexperiments")
+        raw = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "chaosexperiments"))
         items: list[dict[str, Any]] = raw.get("items", [])
         return items
 
     def pods(self, namespace: str) -> list[PodView]:
         """Every pod of the namespace (the cap needs whole workloads, not only selected pods)."""
-        pods = self.core.list_namespaced_pod(namespace).items
+        pods: list[Any] = self.core.list_namespaced_pod(namespace).items
         owners = _OwnerResolver(self.apps, namespace)
         return [_pod_view(pod, owners) for pod in pods]
 
@@ -153,7 +154,7 @@ class _OwnerResolver:
         self._namespace = namespace
         self._replica_set_owner: dict[str, str] = {}
 
-    def workload_of(self, pod: client.V1Pod) -> str | None:
+    def workload_of(self, pod: Any) -> str | None:
         controller = next((ref for ref in pod.metadata.owner_references or [] if ref.controller), None)
         if controller is None:
             return None
@@ -165,7 +166,7 @@ class _OwnerResolver:
 
     def _replica_set_parent(self, name: str) -> str:
         try:
-            replica_set = self._apps.read_namespaced_replica_set(name, self._namespace)
+            replica_set: Any = self._apps.read_namespaced_replica_set(name, self._namespace)
         except ApiException:
             return f"ReplicaSet/{name}"
         parent = next((ref for ref in replica_set.metadata.owner_references or [] if ref.controller), None)
@@ -174,7 +175,7 @@ class _OwnerResolver:
         return f"ReplicaSet/{name}"
 
 
-def _pod_view(pod: client.V1Pod, owners: _OwnerResolver) -> PodView:
+def _pod_view(pod: Any, owners: _OwnerResolver) -> PodView:
     conditions = pod.status.conditions or [] if pod.status else []
     ready = any(condition.type == "Ready" and condition.status == "True" for condition in conditions)
     return PodView(

@@ -11,6 +11,7 @@ operator) and as a CEL rule in the CRD (so the API server refuses it even with t
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -96,9 +97,10 @@ class LabelSelector(ApiModel):
         default_factory=list, description="Set-based requirements; all must hold."
     )
 
-    def matches(self, labels: dict[str, str]) -> bool:
-        if any(labels.get(key) != value for key, value in self.match_labels.items()):
-            return False
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        for key, value in self.match_labels.items():
+            if labels.get(key) != value:
+                return False
         for requirement in self.match_expressions:
             present = requirement.key in labels
             value = labels.get(requirement.key)
@@ -441,9 +443,12 @@ class Phase(StrEnum):
         return self in (Phase.COMPLETED, Phase.ABORTED, Phase.FAILED, Phase.REJECTED)
 
 
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
 class Condition(StatusModel):
     type: str
-    status: Literal["True", "False", "Unknown"]
+    status: ConditionStatus
     reason: str
     message: str = ""
     last_transition_time: datetime | None = None
@@ -622,7 +627,7 @@ class ObjectMeta(BaseModel):
 class ChaosExperiment(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", alias_generator=to_camel)
 
-    api_version: Literal["chaosguard.dev/v1alpha1"] = API_VERSION
+    api_version: Literal["chaosguard.dev/v1alpha1"] = "chaosguard.dev/v1alpha1"
     kind: Literal["ChaosExperiment"] = "ChaosExperiment"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ChaosExperimentSpec
@@ -632,7 +637,7 @@ class ChaosExperiment(BaseModel):
 class ChaosPolicy(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", alias_generator=to_camel)
 
-    api_version: Literal["chaosguard.dev/v1alpha1"] = API_VERSION
+    api_version: Literal["chaosguard.dev/v1alpha1"] = "chaosguard.dev/v1alpha1"
     kind: Literal["ChaosPolicy"] = "ChaosPolicy"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ChaosPolicySpec = Field(default_factory=ChaosPolicySpec)

@@ -67,7 +67,7 @@ class EffectivePolicy:
     def protection_of(self, labels: Mapping[str, str]) -> str | None:
         """The policy that protects a pod with these labels, if any."""
         for source, selector in self.protected_selectors:
-            if selector.matches(dict(labels)):
+            if selector.matches(labels):
                 return source
         return None
 

@@ -34,11 +34,12 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
@@ -155,7 +156,9 @@ def _ca_path(ca: str) -> str:
 
 # --------------------------------------------------------------------------- one query, blocking
 
-_NO_RETRY = Retry(total=None, connect=0, read=0, status=0, other=0, redirect=3, raise_on_status=False)
+# read=False (not 0) re-raises the original error, so a read timeout stays a requests ReadTimeout;
+# connect=0 fails at once and requests maps it to ConnectionError/ConnectTimeout.
+_NO_RETRY = Retry(total=None, connect=0, read=False, status=0, other=0, redirect=3, raise_on_status=False)
 
 
 def _truncate(text: str) -> str:
@@ -250,6 +253,12 @@ def parse_result(data: Any, query: str) -> QueryOutcome:
         )
 
 
+def _timeout(url: str, timeout: float) -> QueryUnavailable:
+    return QueryUnavailable(
+        UnavailableKind.TIMEOUT, f"no answer from {url} within {timeout:g}s (the endpoint's timeout)"
+    )
+
+
 def query(request: QueryRequest) -> QueryOutcome:
     """Runs one instant query, blocking; never raises.
 
@@ -276,12 +285,12 @@ def query(request: QueryRequest) -> QueryOutcome:
             timeout=(timeout, timeout),  # (connect, read), passed to requests
         )
     except requests.exceptions.Timeout:
-        return QueryUnavailable(
-            UnavailableKind.TIMEOUT, f"no answer from {url} within {timeout:g}s (the endpoint's timeout)"
-        )
+        return _timeout(url, timeout)
     except PrometheusApiClientException as error:
         return _http_error(error, url)
     except requests.exceptions.ConnectionError as error:
+        if isinstance(_root_cause(error), TimeoutError | urllib3.exceptions.TimeoutError):
+            return _timeout(url, timeout)
         return QueryUnavailable(UnavailableKind.UNREACHABLE, f"cannot connect to {url}: {_describe(error)}")
     except (
         requests.exceptions.InvalidURL,
@@ -294,7 +303,7 @@ def query(request: QueryRequest) -> QueryOutcome:
         return QueryUnavailable(
             UnavailableKind.BAD_RESPONSE, f"{url} did not answer with Prometheus API JSON: {_describe(error)}"
         )
-    except requests.exceptions.RequestException as error:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as error:
         return QueryUnavailable(UnavailableKind.UNREACHABLE, f"cannot query {url}: {_describe(error)}")
     except OSError as error:  # e.g. the CA bundle path does not exist
         return QueryUnavailable(UnavailableKind.INVALID_REQUEST, f"cannot query {url}: {_describe(error)}")
@@ -328,13 +337,19 @@ class QueryBatcher:
     per event loop; `close()` it on shutdown.
     """
 
-    def __init__(self, max_workers: int = DEFAULT_MAX_WORKERS, reuse_within: float = 0.0) -> None:
+    def __init__(
+        self,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        reuse_within: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="chaosguard-prometheus"
         )
         self._reuse_within = reuse_within
+        self._clock = clock
         self._inflight: dict[QueryRequest, asyncio.Task[QueryOutcome]] = {}
         self._recent: dict[QueryRequest, tuple[float, QueryOutcome]] = {}
         self._sent = 0
@@ -351,20 +366,17 @@ class QueryBatcher:
         try:
             return await asyncio.wait_for(loop.run_in_executor(self._pool, query, request), timeout=limit)
         except TimeoutError:
-            return QueryUnavailable(
-                UnavailableKind.TIMEOUT,
-                f"no answer from {request.endpoint.url} within {request.endpoint.timeout:g}s (the endpoint's timeout)",
-            )
+            return _timeout(request.endpoint.url, request.endpoint.timeout)
 
     def _forget(self, request: QueryRequest, task: asyncio.Task[QueryOutcome]) -> None:
         if self._inflight.get(request) is task:
             del self._inflight[request]
         if self._reuse_within > 0 and not task.cancelled() and task.exception() is None:
-            self._recent[request] = (time.monotonic(), task.result())
+            self._recent[request] = (self._clock(), task.result())
 
     async def query(self, request: QueryRequest) -> QueryOutcome:
         if self._reuse_within > 0:
-            now = time.monotonic()
+            now = self._clock()
             for stale in [r for r, (at, _) in self._recent.items() if now - at >= self._reuse_within]:
                 del self._recent[stale]
             recent = self._recent.get(request)

@@ -55,10 +55,16 @@ class Eligibility:
 
 
 def pod_refusal(
-    pod: PodView, effective: EffectivePolicy, namespace_labels: Mapping[str, Mapping[str, str]]
+    pod: PodView,
+    effective: EffectivePolicy,
+    namespace_labels: Mapping[str, Mapping[str, str]],
+    namespace_verdicts: dict[str, Refusal | None] | None = None,
 ) -> Refusal | None:
     """Why this pod may not be a target right now, or None if it may."""
-    refusal = namespace_refusal(pod.namespace, effective, namespace_labels.get(pod.namespace, {}))
+    verdicts = {} if namespace_verdicts is None else namespace_verdicts
+    if pod.namespace not in verdicts:
+        verdicts[pod.namespace] = namespace_refusal(pod.namespace, effective, namespace_labels.get(pod.namespace, {}))
+    refusal = verdicts[pod.namespace]
     if refusal is not None:
         return refusal
     protector = effective.protection_of(pod.labels)
@@ -87,15 +93,20 @@ def classify(
     """Splits the pods the selector matches into eligible ones and exclusions with their rule."""
     eligible: list[PodView] = []
     excluded: list[Exclusion] = []
-    for pod in sorted(pods, key=lambda p: (p.namespace, p.name, p.uid)):
-        if not selector.matches(dict(pod.labels)):
+    namespace_verdicts: dict[str, Refusal | None] = {}
+    for pod in sorted(pods, key=_pod_order):
+        if not selector.matches(pod.labels):
             continue
-        refusal = pod_refusal(pod, effective, namespace_labels)
+        refusal = pod_refusal(pod, effective, namespace_labels, namespace_verdicts)
         if refusal is None:
             eligible.append(pod)
         else:
             excluded.append(Exclusion(pod, refusal))
     return Eligibility(tuple(eligible), tuple(excluded))
+
+
+def _pod_order(pod: PodView) -> tuple[str, str, str]:
+    return (pod.namespace, pod.name, pod.uid)
 
 
 def requested_count(target: TargetSpec, eligible_count: int) -> int:
@@ -115,7 +126,7 @@ def requested_count(target: TargetSpec, eligible_count: int) -> int:
 
 def choose(eligible: Sequence[PodView], count: int, rng: random.Random) -> list[PodView]:
     """A reproducible random choice of `count` pods (the seed decides)."""
-    ordered = sorted(eligible, key=lambda p: (p.namespace, p.name, p.uid))
+    ordered = sorted(eligible, key=_pod_order)
     return rng.sample(ordered, min(count, len(ordered)))
 
 

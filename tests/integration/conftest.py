@@ -21,9 +21,7 @@ def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def control_plane(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[ControlPlane]:
+def control_plane(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """One control plane for the whole test session, with 3 Ready kwok nodes."""
     try:
         bin_dir = default_bin_dir()
@@ -67,3 +65,7 @@ def namespace(k8s: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
     name = create_namespace(k8s, prefix)
     yield name
     client.CoreV1Api(k8s).delete_namespace(name)
+
+
+# The operator as a process, and the workload/policy fixtures built on it.
+from tests.support.operator import chaos_operator, chaosguard_crds, isolated_policies, shop  # noqa: E402,F401

@@ -108,10 +108,7 @@ def test_deployment_pods_become_running_and_ready_on_kwok_nodes(
     assert all(p.metadata.owner_references[0].kind == "ReplicaSet" for p in pods)
     assert len({p.spec.node_name for p in pods}) > 1
     wait_for(
-        lambda: (
-            client.AppsV1Api(k8s).read_namespaced_deployment("web", namespace).status.ready_replicas
-            == REPLICAS
-        ),
+        lambda: client.AppsV1Api(k8s).read_namespaced_deployment("web", namespace).status.ready_replicas == REPLICAS,
         timeout=TIMEOUT,
         what=f"Deployment web to report {REPLICAS} ready replicas",
     )
@@ -134,9 +131,7 @@ def test_deleted_pod_is_replaced(k8s: client.ApiClient, web: tuple[str, str]) ->
     wait_for(
         lambda: (
             victim.metadata.uid
-            not in {
-                p.metadata.uid for p in core.list_namespaced_pod(namespace, label_selector=selector).items
-            }
+            not in {p.metadata.uid for p in core.list_namespaced_pod(namespace, label_selector=selector).items}
         ),
         timeout=TIMEOUT,
         what=f"deleted pod {victim.metadata.name} to disappear",
@@ -157,9 +152,7 @@ def _forbidden(result: Any) -> bool:
     return result.returncode != 0 and "Forbidden" in result.stderr
 
 
-def test_rbac_denies_alice_until_a_rolebinding_allows_her(
-    control_plane: ControlPlane, namespace: str
-) -> None:
+def test_rbac_denies_alice_until_a_rolebinding_allows_her(control_plane: ControlPlane, namespace: str) -> None:
     whoami = json.loads(control_plane.kubectl("auth", "whoami", "-o", "json", user="alice").stdout)
     assert whoami["status"]["userInfo"]["username"] == "alice"
 
@@ -167,17 +160,14 @@ def test_rbac_denies_alice_until_a_rolebinding_allows_her(
     assert _forbidden(denied), denied.stderr
     assert 'User "alice" cannot list resource "pods"' in denied.stderr
 
-    control_plane.kubectl(
-        "create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods", "-n", namespace
-    )
+    control_plane.kubectl("create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods", "-n", namespace)
     control_plane.kubectl(
         "create", "rolebinding", "alice-reads-pods", "--role=pod-reader", "--user=alice", "-n", namespace
     )
     # The RBAC authorizer sees new bindings through an informer: allow it a moment, boundedly.
     allowed = wait_for(
         lambda: (
-            (r := control_plane.kubectl("get", "pods", "-n", namespace, user="alice", check=False)).returncode
-            == 0
+            (r := control_plane.kubectl("get", "pods", "-n", namespace, user="alice", check=False)).returncode == 0
             and r
         ),
         timeout=30,
@@ -187,9 +177,7 @@ def test_rbac_denies_alice_until_a_rolebinding_allows_her(
 
     # Only alice: mallory has no binding, and alice may still not delete.
     assert _forbidden(control_plane.kubectl("get", "pods", "-n", namespace, user="mallory", check=False))
-    can_delete = control_plane.kubectl(
-        "auth", "can-i", "delete", "pods", "-n", namespace, user="alice", check=False
-    )
+    can_delete = control_plane.kubectl("auth", "can-i", "delete", "pods", "-n", namespace, user="alice", check=False)
     assert can_delete.stdout.strip() == "no"
 
 
@@ -230,19 +218,14 @@ def test_service_account_token_authenticates(control_plane: ControlPlane, namesp
         wait_for(can_list, timeout=30, what="ci-bot to list configmaps after the RoleBinding")
         # kube-root-ca.crt is published into every namespace by kube-controller-manager.
         wait_for(
-            lambda: (
-                "kube-root-ca.crt"
-                in {c.metadata.name for c in core.list_namespaced_config_map(namespace).items}
-            ),
+            lambda: "kube-root-ca.crt" in {c.metadata.name for c in core.list_namespaced_config_map(namespace).items},
             timeout=TIMEOUT,
             what="kube-root-ca.crt ConfigMap in the namespace",
         )
 
 
 def test_pod_security_admission_enforces_namespace_labels(k8s: client.ApiClient) -> None:
-    namespace = create_namespace(
-        k8s, "restricted", labels={"pod-security.kubernetes.io/enforce": "restricted"}
-    )
+    namespace = create_namespace(k8s, "restricted", labels={"pod-security.kubernetes.io/enforce": "restricted"})
     try:
         pod = {
             "apiVersion": "v1",
@@ -271,9 +254,7 @@ def test_controllers_manage_namespaces_and_garbage(k8s: client.ApiClient) -> Non
     namespace = create_namespace(k8s, "lifecycle")
     # serviceaccount controller
     wait_for(
-        lambda: (
-            "default" in {sa.metadata.name for sa in core.list_namespaced_service_account(namespace).items}
-        ),
+        lambda: "default" in {sa.metadata.name for sa in core.list_namespaced_service_account(namespace).items},
         timeout=TIMEOUT,
         what=f"ServiceAccount {namespace}/default",
     )
@@ -287,10 +268,7 @@ def test_controllers_manage_namespaces_and_garbage(k8s: client.ApiClient) -> Non
     # garbage collector: deleting the Deployment takes its ReplicaSet and pods with it
     apps.delete_namespaced_deployment("gc", namespace, propagation_policy="Background")
     wait_for(
-        lambda: (
-            not apps.list_namespaced_replica_set(namespace).items
-            and not core.list_namespaced_pod(namespace).items
-        ),
+        lambda: not apps.list_namespaced_replica_set(namespace).items and not core.list_namespaced_pod(namespace).items,
         timeout=TIMEOUT,
         what="the garbage collector to remove the ReplicaSet and pods of a deleted Deployment",
         describe=lambda: _describe_pods(k8s, namespace, "app=gc"),

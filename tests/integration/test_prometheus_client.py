@@ -81,8 +81,9 @@ def test_a_query_returns_the_flipped_value(prometheus: PrometheusServer, target:
     for value in (0.5, 0.0042):
         flip(prometheus, target, "checkout", value)
         outcome = query(QueryRequest(endpoint, CHECKOUT))
-        assert ok_samples(outcome) == {"__name__=demo_error_ratio,app=checkout,instance="
-                                       f"{target.address},job=demo": value}
+        assert ok_samples(outcome) == {
+            f"__name__=demo_error_ratio,app=checkout,instance={target.address},job=demo": value
+        }
     flip(prometheus, target, "checkout", 0.001)
 
 
@@ -182,6 +183,34 @@ def test_a_slow_prometheus_is_bounded_by_the_timeout() -> None:
         assert slow.queries()[0].query["timeout"] == ["0.5s"]
 
 
+def test_a_server_that_trickles_bytes_is_cut_off_at_the_timeout() -> None:
+    """requests' read timeout is per read; the async entry points also bound the total time."""
+    timeout = 0.5
+    body = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+    with RecordingServer(response=(200, "application/json", body), trickle=0.1) as trickling:
+        began = time.monotonic()
+        outcome = asyncio.run(query_async(QueryRequest(Endpoint.of(trickling.url, timeout=timeout), "up")))
+        elapsed = time.monotonic() - began
+        assert isinstance(outcome, QueryUnavailable) and outcome.kind is UnavailableKind.TIMEOUT
+        assert elapsed < timeout + WALL_CLOCK_GRACE + 0.3, elapsed
+
+
+def test_a_cancelled_caller_does_not_cancel_the_shared_query(prometheus: PrometheusServer) -> None:
+    with RecordingServer(upstream=prometheus.url, delay=0.3) as proxy:
+        request = QueryRequest(Endpoint.of(proxy.url), CHECKOUT)
+
+        async def tick() -> QueryOutcome:
+            async with QueryBatcher() as batcher:
+                first = asyncio.ensure_future(batcher.query(request))
+                second = asyncio.ensure_future(batcher.query(request))
+                await asyncio.sleep(0)  # let both join the same query in flight
+                first.cancel()
+                return await second
+
+        assert ok_samples(asyncio.run(tick()))
+        assert len(proxy.queries()) == 1
+
+
 def test_slow_queries_in_one_tick_run_concurrently() -> None:
     timeout = 0.5
     with RecordingServer(response=(200, "application/json", b"{}"), delay=30) as slow:
@@ -260,13 +289,15 @@ def test_concurrent_callers_share_one_query_in_flight(prometheus: PrometheusServ
 def test_recent_answers_are_reused_only_within_the_window(prometheus: PrometheusServer) -> None:
     with RecordingServer(upstream=prometheus.url) as proxy:
         request = QueryRequest(Endpoint.of(proxy.url), CHECKOUT)
+        now = [100.0]
 
         async def ticks() -> None:
-            async with QueryBatcher(reuse_within=0.5) as batcher:
+            async with QueryBatcher(reuse_within=0.5, clock=lambda: now[0]) as batcher:
                 await batcher.query(request)
+                now[0] += 0.4
                 await batcher.query(request)
                 assert len(proxy.queries()) == 1
-                await asyncio.sleep(0.6)  # the reuse window itself is what is tested here
+                now[0] += 0.1
                 await batcher.query(request)
                 assert len(proxy.queries()) == 2
 

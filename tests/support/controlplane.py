@@ -207,9 +207,7 @@ def _stop_all_at_exit() -> None:
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     path.chmod(0o600)
 
@@ -290,9 +288,7 @@ def _write_pki(pki: Path, server_ips: Sequence[str], server_names: Sequence[str]
     sa_key = ec.generate_private_key(ec.SECP256R1())
     _write_key(pki / "sa.key", sa_key)
     (pki / "sa.pub").write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
@@ -472,9 +468,7 @@ class ControlPlane:
             raise ControlPlaneError(f"TokenRequest for {namespace}/{name}: HTTP {status} {body}")
         return str(body["status"]["token"])
 
-    def kubeconfig_for_service_account(
-        self, namespace: str, name: str, *, expiration_seconds: int = 3600
-    ) -> Path:
+    def kubeconfig_for_service_account(self, namespace: str, name: str, *, expiration_seconds: int = 3600) -> Path:
         """A kubeconfig with a fresh TokenRequest token of ServiceAccount namespace/name."""
         token = self.service_account_token(namespace, name, expiration_seconds=expiration_seconds)
         path = self.kubeconfig_dir / f"sa-{namespace}-{name}.kubeconfig"
@@ -751,9 +745,7 @@ class ControlPlane:
 
     # -- readiness probes: each returns (ready, detail for the timeout message) --
 
-    def _http_probe(
-        self, url: str, context: ssl.SSLContext | None, token: str | None = None
-    ) -> tuple[bool, str]:
+    def _http_probe(self, url: str, context: ssl.SSLContext | None, token: str | None = None) -> tuple[bool, str]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             request = urllib.request.Request(url, headers=headers)
@@ -896,9 +888,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.support.controlplane", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m tests.support.controlplane", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the control plane and keep it running until SIGINT/SIGTERM")
     up.add_argument("--dir", default=str(REPO_ROOT / ".work" / "controlplane"), help="work directory")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.server
+import ipaddress
 import json
 import math
 import os
@@ -39,6 +40,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from tests.support.wait import wait_for
@@ -84,9 +89,7 @@ class MetricsTarget:
         self.registry = CollectorRegistry()
         self.error_ratio = Gauge("demo_error_ratio", "Share of failed requests.", ["app"], registry=self.registry)
         self.latency = Gauge("demo_latency_seconds", "p99 request latency.", ["app"], registry=self.registry)
-        self.requests = Counter(
-            "demo_http_requests", "Requests served.", ["app", "code"], registry=self.registry
-        )
+        self.requests = Counter("demo_http_requests", "Requests served.", ["app", "code"], registry=self.registry)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -262,12 +265,13 @@ class PrometheusServer:
         """Polls the query until `predicate(series)` holds; returns the series."""
         last: list[Series] = [[]]
 
-        def check() -> Series | None:
+        def check() -> tuple[Series] | None:  # a tuple, so that a matching empty result is truthy
             last[0] = self.query(query)
-            return last[0] if predicate(last[0]) else None
+            return (last[0],) if predicate(last[0]) else None
 
-        result = wait_for(check, timeout=timeout, what=f"{query!r} to match", describe=lambda: f"last: {last[0]}")
-        return result
+        found = wait_for(check, timeout=timeout, what=f"{query!r} to match", describe=lambda: f"last: {last[0]}")
+        assert found is not None
+        return found[0]
 
     def wait_for_value(self, query: str, predicate: Callable[[float], bool], timeout: float = 15.0) -> float:
         """Polls until the query returns exactly one series whose value satisfies `predicate`."""
@@ -277,9 +281,7 @@ class PrometheusServer:
     def __enter__(self) -> PrometheusServer:
         return self.start()
 
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
 
@@ -304,7 +306,8 @@ class RecordedRequest:
 class RecordingServer:
     """Records requests; forwards them to `upstream`, or answers `response`; after `delay` seconds.
 
-    The delay waits on an Event, so `stop()` releases a handler that is still holding its answer.
+    With `trickle`, the body is sent one byte every `trickle` seconds (a server that is alive but
+    never finishes). Waits are on an Event, so `stop()` releases handlers still holding an answer.
     """
 
     def __init__(
@@ -313,6 +316,7 @@ class RecordingServer:
         upstream: str | None = None,
         response: tuple[int, str, bytes] | None = None,
         delay: float = 0.0,
+        trickle: float = 0.0,
         tls: tuple[Path, Path] | None = None,
     ) -> None:
         if (upstream is None) == (response is None):
@@ -320,6 +324,7 @@ class RecordingServer:
         self.upstream = upstream
         self.response = response
         self.delay = delay
+        self.trickle = trickle
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -372,7 +377,14 @@ class RecordingServer:
                     self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if not owner.trickle:
+                        self.wfile.write(payload)
+                        return
+                    for index in range(len(payload)):  # one byte at a time: no read timeout ever fires
+                        self.wfile.write(payload[index : index + 1])
+                        self.wfile.flush()
+                        if owner._stopping.wait(owner.trickle):
+                            return
                 except OSError:
                     pass  # the client gave up (timeout): that is the point of a slow server
 
@@ -422,13 +434,6 @@ class TlsFiles:
 
 def make_tls_files(directory: Path) -> TlsFiles:
     """A throwaway CA and a server certificate for 127.0.0.1/localhost signed by it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    import ipaddress
-
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chaosguard test CA")])
@@ -468,16 +473,12 @@ def make_tls_files(directory: Path) -> TlsFiles:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
@@ -486,9 +487,7 @@ def make_tls_files(directory: Path) -> TlsFiles:
     files.ca_path.write_text(ca_pem)
     files.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return files
 

@@ -269,7 +269,7 @@ def test_nan_series_among_healthy_ones_is_unavailable_and_named() -> None:
 
 def test_a_counted_breach_wins_over_unavailability_even_with_continue() -> None:
     errors, latency = condition("errors"), condition("latency", threshold=0.5)
-    outcomes = {
+    outcomes: dict[str, QueryOutcome] = {
         errors.name: unavailable(UnavailableKind.TIMEOUT, "slow"),
         latency.name: ok(Sample({}, 2.0)),
     }

@@ -1,0 +1,37 @@
+"""`make bench`: runs the benchmarks and prints one `BENCH <name> <value> <unit>` line per figure.
+
+`--only NAME` runs just the benchmark that produces NAME."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+
+# benchmark module -> the figures it prints
+BENCHMARKS: dict[str, tuple[str, ...]] = {
+    "bench.select": ("select_10k_pods",),
+    "bench.apply_to_kill": ("apply_to_first_kill_p50", "apply_to_first_kill_p95"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", help="one figure name, e.g. select_10k_pods")
+    args = parser.parse_args(argv)
+    chosen = [module for module, names in BENCHMARKS.items() if args.only is None or args.only in names]
+    if not chosen:
+        known = ", ".join(name for names in BENCHMARKS.values() for name in names)
+        print(f"unknown benchmark {args.only!r}; known: {known}", file=sys.stderr)
+        return 2
+    for module_name in chosen:
+        runner: Callable[[], dict[str, tuple[float, str]]] = importlib.import_module(module_name).run
+        for name, (value, unit) in runner().items():
+            if args.only is None or args.only == name:
+                print(f"BENCH {name} {value:.3f} {unit}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

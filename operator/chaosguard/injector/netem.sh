@@ -1,0 +1,506 @@
+#!/bin/sh
+# chaosguard latency injector: adds a tc netem delay in the current network namespace, holds it
+# until a deadline, then removes it. It runs as PID 1 of an ephemeral container with NET_ADMIN in
+# the target pod's network namespace, and is its own dead man's switch: the fault ends at the
+# deadline even if the operator is gone. POSIX sh (dash, busybox ash); needs iproute2's tc (and ip,
+# only to find the default-route device).
+#
+#   netem.sh inject --delay 200ms [--jitter 20ms [--correlation 25]] --deadline-seconds N
+#                   [--device DEV] [--cidr CIDR]... [--port PORT]... [--status-file PATH]
+#   netem.sh clear  [--device DEV] [--status-file PATH]
+#
+# Shape. With no --cidr/--port: `root handle ca05: netem delay ...` (all egress of DEV).
+# With --cidr and/or --port: `root handle ca05: prio bands 4` whose priomap never names band 4,
+# netem `ca06:` on class ca05:4, and u32 filters steering only matching egress there: destination
+# in one of the CIDRs and (if ports are given) TCP/UDP destination port one of the ports; both
+# given = both must match. Everything else goes through bands 1-3 by the default priomap.
+# Only egress is shaped (tc cannot delay ingress without an ifb device).
+#
+# Ownership. The root handle ca05: marks the qdisc as chaosguard's. Removal is always
+# `tc qdisc del dev DEV root handle ca05:`, which the kernel refuses unless the root qdisc has
+# exactly that handle, so a foreign root qdisc is never deleted, not even in a race.
+#
+# Exit codes:
+#   0    inject: added, held, removed at the deadline.  clear: removed, or nothing of ours there
+#   2    bad arguments (the message names the flag), or the device does not exist
+#   3    inject refused: the device's root qdisc is someone else's (left alone)
+#   4    tc failed: it refused to add the qdisc (e.g. no sch_netem; nothing of ours is left behind)
+#        or to show the root qdisc
+#   5    removing our qdisc failed: it may still be in place (run `clear`)
+#   129, 130, 143   ended early by SIGHUP, SIGINT, SIGTERM after removing the qdisc (128 + signal)
+#
+# Every step logs one line on stdout, `chaosguard-netem: <event>: <details>`; errors go to stderr.
+# --status-file PATH also writes the last event line there (e.g. /dev/termination-log).
+
+set -u
+set -f
+
+PROG=chaosguard-netem
+HANDLE=ca05:
+NETEM_HANDLE=ca06:
+BAND_CLASS=ca05:4
+# The default priomap of prio; with 4 bands, band 4 (class :4) is reachable only through filters.
+PRIOMAP="1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1"
+MAX_DEADLINE=86400
+
+EX_USAGE=2
+EX_BUSY=3
+EX_APPLY=4
+EX_REMOVE=5
+
+# Resolves a tool to its path on PATH, so that a shell preferring its own applets (busybox sh
+# built with FEATURE_PREFER_APPLETS) still runs iproute2's tc rather than busybox's reduced tc.
+find_tool() {
+	found=$1
+	old_ifs=$IFS
+	IFS=:
+	for dir in $PATH; do
+		if [ -f "$dir/$1" ] && [ -x "$dir/$1" ]; then
+			found=$dir/$1
+			break
+		fi
+	done
+	IFS=$old_ifs
+}
+find_tool tc
+TC=$found
+find_tool ip
+IP=$found
+
+STATUS_FILE=
+DEV=
+DEV_SOURCE=
+SLEEP_PID=
+
+log() {
+	printf '%s: %s\n' "$PROG" "$*"
+	if [ -n "$STATUS_FILE" ]; then
+		printf '%s\n' "$*" >"$STATUS_FILE" 2>/dev/null || true
+	fi
+}
+
+# die CODE MESSAGE: one line on stderr (and the status file), then exit CODE.
+die() {
+	code=$1
+	shift
+	printf '%s: error: %s\n' "$PROG" "$*" >&2
+	if [ -n "$STATUS_FILE" ]; then
+		printf 'error: %s\n' "$*" >"$STATUS_FILE" 2>/dev/null || true
+	fi
+	exit "$code"
+}
+
+usage_error() {
+	printf '%s: error: %s\n' "$PROG" "$*" >&2
+	printf 'usage: %s inject --delay TIME [--jitter TIME [--correlation PCT]] --deadline-seconds N [--device DEV] [--cidr CIDR]... [--port PORT]... [--status-file PATH]\n' "$0" >&2
+	printf '       %s clear [--device DEV] [--status-file PATH]\n' "$0" >&2
+	exit "$EX_USAGE"
+}
+
+# Joins a multi-line tc message into one line (word splitting turns newlines into spaces).
+oneline() {
+	set -- $1
+	printf '%s' "$*"
+}
+
+# Joins words with ", ".
+join_comma() {
+	joined=
+	for word in $1; do
+		joined="${joined:+$joined, }$word"
+	done
+	printf '%s' "$joined"
+}
+
+# --- argument checks -----------------------------------------------------------------------
+
+# TIME as tc reads it: a number with an optional fraction and a unit us, ms or s.
+is_time() {
+	case $1 in
+	*us) n=${1%us} ;;
+	*ms) n=${1%ms} ;;
+	*s) n=${1%s} ;;
+	*) return 1 ;;
+	esac
+	case $n in
+	'' | .* | *. | *.*.* | *[!0-9.]*) return 1 ;;
+	esac
+	return 0
+}
+
+is_zero_time() {
+	case $1 in
+	*[1-9]*) return 1 ;;
+	esac
+	return 0
+}
+
+# is_uint VALUE MIN MAX
+is_uint() {
+	case $1 in
+	'' | *[!0-9]*) return 1 ;;
+	esac
+	[ ${#1} -le 6 ] || return 1
+	[ "$1" -ge "$2" ] && [ "$1" -le "$3" ]
+}
+
+is_ipv4() {
+	case $1 in
+	*[!0-9.]* | .* | *. | *..*) return 1 ;;
+	esac
+	old_ifs=$IFS
+	IFS=.
+	set -- $1
+	IFS=$old_ifs
+	[ $# -eq 4 ] || return 1
+	for octet in "$@"; do
+		is_uint "$octet" 0 255 || return 1
+	done
+	return 0
+}
+
+is_ipv6() {
+	case $1 in
+	*:*) ;;
+	*) return 1 ;;
+	esac
+	case $1 in
+	*[!0-9a-fA-F:]* | *:::*) return 1 ;;
+	esac
+	return 0
+}
+
+# Prints the address family (ip or ipv6) of a CIDR or bare address, or fails.
+cidr_family() {
+	address=${1%/*}
+	prefix=
+	case $1 in
+	*/*) prefix=${1#*/} ;;
+	esac
+	if is_ipv4 "$address"; then
+		[ -z "$prefix" ] || is_uint "$prefix" 0 32 || return 1
+		echo ip
+	elif is_ipv6 "$address"; then
+		[ -z "$prefix" ] || is_uint "$prefix" 0 128 || return 1
+		echo ipv6
+	else
+		return 1
+	fi
+}
+
+is_ifname() {
+	case $1 in
+	'' | *[!A-Za-z0-9_.@-]*) return 1 ;;
+	esac
+	[ ${#1} -le 15 ]
+}
+
+# need_value FLAG "$@": the flag must be followed by a value.
+need_value() {
+	[ $# -ge 2 ] || usage_error "$1 needs a value"
+	case $2 in
+	--*) usage_error "$1 needs a value, got the flag $2" ;;
+	esac
+}
+
+# --- qdisc inspection ------------------------------------------------------------------------
+
+# The interface of the default route (IPv4, then IPv6), else eth0.
+pick_device() {
+	if [ -n "$DEV" ]; then
+		DEV_SOURCE="--device"
+		return
+	fi
+	for family in -4 -6; do
+		route=$("$IP" "$family" route show default 2>/dev/null) || continue
+		set -- $route
+		while [ $# -ge 2 ]; do
+			if [ "$1" = dev ]; then
+				DEV=$2
+				DEV_SOURCE="the default route"
+				return
+			fi
+			shift
+		done
+	done
+	DEV=eth0
+	DEV_SOURCE="fallback: no default route"
+}
+
+# Sets ROOT_KIND and ROOT_HANDLE from the device's root qdisc; exits 2 if there is no such device.
+read_root() {
+	if ! out=$("$TC" qdisc show dev "$DEV" root 2>&1); then
+		case $out in
+		*"find device"*) die "$EX_USAGE" "--device $DEV ($DEV_SOURCE): $(oneline "$out")" ;;
+		esac
+		die "$EX_APPLY" "'$TC qdisc show dev $DEV root' failed: $(oneline "$out")"
+	fi
+	set -- $out
+	ROOT_KIND=${2:-none}
+	ROOT_HANDLE=${3:-none}
+}
+
+# Removes our root qdisc if it is there. REASON says why (deadline, signal TERM, clear).
+# Returns 0 when ours was removed or was not there, 1 when removing it failed.
+remove_ours() {
+	reason=$1
+	if out=$("$TC" qdisc del dev "$DEV" root handle "$HANDLE" 2>&1); then
+		log "removed: qdisc $HANDLE from $DEV (reason: $reason)"
+		return 0
+	fi
+	if ! shown=$("$TC" qdisc show dev "$DEV" root 2>&1); then
+		log "nothing to remove: device $DEV is gone ($(oneline "$shown")) (reason: $reason)"
+		return 0
+	fi
+	set -- $shown
+	if [ "${3:-}" = "$HANDLE" ]; then
+		printf '%s: error: %s\n' "$PROG" "removing qdisc $HANDLE from $DEV failed: $(oneline "$out") (reason: $reason)" >&2
+		log "error: qdisc $HANDLE is still on $DEV: removing it failed: $(oneline "$out")"
+		return 1
+	fi
+	if [ "${3:-}" = "0:" ]; then
+		log "nothing to remove: no chaosguard qdisc on $DEV, root qdisc is the default ${2:-?} (reason: $reason)"
+	else
+		log "nothing to remove: root qdisc on $DEV is ${2:-?} ${3:-?}, not chaosguard's $HANDLE; left alone (reason: $reason)"
+	fi
+	return 0
+}
+
+# --- inject ----------------------------------------------------------------------------------
+
+on_signal() {
+	name=$1
+	code=$2
+	trap '' TERM INT HUP
+	if [ -n "$SLEEP_PID" ]; then
+		kill "$SLEEP_PID" 2>/dev/null || true
+	fi
+	remove_ours "signal $name" || exit "$EX_REMOVE"
+	exit "$code"
+}
+
+cmd_inject() {
+	DELAY=
+	JITTER=
+	CORRELATION=
+	DEADLINE=
+	CIDRS=
+	PORTS=
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--*=*)
+			flag=${1%%=*}
+			value=${1#*=}
+			shift
+			set -- "$flag" "$value" "$@"
+			continue
+			;;
+		--delay)
+			need_value "$@"
+			is_time "$2" || usage_error "--delay $2: not a time; write a number and a unit us, ms or s, e.g. 200ms"
+			is_zero_time "$2" && usage_error "--delay $2: must be greater than zero"
+			DELAY=$2
+			;;
+		--jitter)
+			need_value "$@"
+			is_time "$2" || usage_error "--jitter $2: not a time; write a number and a unit us, ms or s, e.g. 20ms"
+			JITTER=$2
+			;;
+		--correlation)
+			need_value "$@"
+			is_uint "$2" 0 100 || usage_error "--correlation $2: not a whole percentage from 0 to 100"
+			CORRELATION=$2
+			;;
+		--deadline-seconds)
+			need_value "$@"
+			is_uint "$2" 1 "$MAX_DEADLINE" || usage_error "--deadline-seconds $2: not a whole number of seconds from 1 to $MAX_DEADLINE"
+			DEADLINE=$2
+			;;
+		--device)
+			need_value "$@"
+			is_ifname "$2" || usage_error "--device $2: not an interface name"
+			DEV=$2
+			;;
+		--cidr)
+			need_value "$@"
+			cidr_family "$2" >/dev/null || usage_error "--cidr $2: not an IPv4 or IPv6 address or CIDR, e.g. 10.1.0.0/16"
+			CIDRS="$CIDRS $2"
+			;;
+		--port)
+			need_value "$@"
+			is_uint "$2" 1 65535 || usage_error "--port $2: not a port number from 1 to 65535"
+			PORTS="$PORTS $2"
+			;;
+		--status-file)
+			need_value "$@"
+			STATUS_FILE=$2
+			;;
+		*) usage_error "inject: unknown argument $1" ;;
+		esac
+		shift 2
+	done
+	[ -n "$DELAY" ] || usage_error "inject: --delay is required"
+	[ -n "$DEADLINE" ] || usage_error "inject: --deadline-seconds is required"
+	if [ -n "$JITTER" ] && is_zero_time "$JITTER"; then
+		JITTER=
+	fi
+	if [ -n "$CORRELATION" ] && [ -z "$JITTER" ]; then
+		usage_error "--correlation needs a non-zero --jitter: it correlates the random jitter of successive packets"
+	fi
+
+	NETEM="netem delay $DELAY${JITTER:+ $JITTER}${CORRELATION:+ $CORRELATION%}"
+	pick_device
+	read_root
+	case $ROOT_HANDLE in
+	"$HANDLE")
+		log "replacing: $DEV already has chaosguard's qdisc $HANDLE ($ROOT_KIND); removing it to apply this one"
+		out=$("$TC" qdisc del dev "$DEV" root handle "$HANDLE" 2>&1) ||
+			die "$EX_REMOVE" "could not remove the existing qdisc $HANDLE from $DEV: $(oneline "$out")"
+		;;
+	0:) ;;
+	*)
+		die "$EX_BUSY" "device $DEV already has a root qdisc $ROOT_KIND $ROOT_HANDLE that is not chaosguard's; refusing to replace it (it is left alone)"
+		;;
+	esac
+
+	trap 'on_signal TERM 143' TERM
+	trap 'on_signal INT 130' INT
+	trap 'on_signal HUP 129' HUP
+
+	if [ -z "$CIDRS" ] && [ -z "$PORTS" ]; then
+		if ! add_out=$("$TC" qdisc add dev "$DEV" root handle "$HANDLE" $NETEM 2>&1); then
+			remove_ours "apply failed" >/dev/null
+			die "$EX_APPLY" "adding '$NETEM' on $DEV failed: $(oneline "$add_out")"
+		fi
+		log "added: root qdisc $HANDLE $NETEM on $DEV (device from $DEV_SOURCE), delaying all egress traffic"
+	else
+		batch=$(build_batch) || exit "$EX_USAGE"
+		if ! add_out=$(printf '%s\n' "$batch" | "$TC" -batch - 2>&1); then
+			remove_ours "apply failed" >/dev/null
+			die "$EX_APPLY" "adding prio + '$NETEM' with filters on $DEV failed: $(oneline "$add_out")"
+		fi
+		log "added: root qdisc $HANDLE prio with $NETEM on band $BAND_CLASS on $DEV (device from $DEV_SOURCE), delaying only egress to$(describe_match); other traffic unaffected"
+	fi
+
+	log "holding: until the deadline in ${DEADLINE}s; SIGTERM, SIGINT or SIGHUP removes it at once"
+	sleep "$DEADLINE" &
+	SLEEP_PID=$!
+	wait "$SLEEP_PID"
+	# The deadline passed. Finish the removal even if a signal comes now: that is what it would ask.
+	trap '' TERM INT HUP
+	SLEEP_PID=
+	remove_ours deadline || exit "$EX_REMOVE"
+	exit 0
+}
+
+describe_match() {
+	text=
+	if [ -n "$CIDRS" ]; then
+		text=" destinations $(join_comma "$CIDRS")"
+	else
+		text=" any destination"
+	fi
+	if [ -n "$PORTS" ]; then
+		text="$text, TCP/UDP ports $(join_comma "$PORTS")"
+	fi
+	printf '%s' "$text"
+}
+
+# Prints the `tc -batch` lines for the prio shape: the qdiscs, then one u32 filter per
+# (destination, port, protocol). IPv4 filters use preference 1 and IPv6 preference 2 (a filter
+# preference holds one protocol). Port matches need a 20-byte IPv4 header and a first fragment,
+# so that bytes 22-23 are the destination port; other packets are not delayed (fails safe).
+build_batch() {
+	echo "qdisc add dev $DEV root handle $HANDLE prio bands 4 priomap $PRIOMAP"
+	echo "qdisc add dev $DEV parent $BAND_CLASS handle $NETEM_HANDLE $NETEM"
+	destinations=$CIDRS
+	[ -n "$destinations" ] || destinations="any-ip any-ipv6"
+	for destination in $destinations; do
+		case $destination in
+		any-ip)
+			family=ip
+			dst_match=
+			;;
+		any-ipv6)
+			family=ipv6
+			dst_match=
+			;;
+		*)
+			family=$(cidr_family "$destination") || return 1
+			if [ "$family" = ip ]; then
+				dst_match="match ip dst $destination"
+			else
+				dst_match="match ip6 dst $destination"
+			fi
+			;;
+		esac
+		if [ "$family" = ip ]; then
+			pref=1
+		else
+			pref=2
+		fi
+		prefix="filter add dev $DEV parent $HANDLE protocol $family pref $pref u32"
+		if [ -z "$PORTS" ]; then
+			echo "$prefix $dst_match flowid $BAND_CLASS"
+			continue
+		fi
+		for port in $PORTS; do
+			for proto in 6 17; do
+				if [ "$family" = ip ]; then
+					echo "$prefix $dst_match match u8 0x05 0x0f at 0 match u16 0 0x1fff at 6 match ip protocol $proto 0xff match ip dport $port 0xffff flowid $BAND_CLASS"
+				else
+					echo "$prefix $dst_match match ip6 protocol $proto 0xff match ip6 dport $port 0xffff flowid $BAND_CLASS"
+				fi
+			done
+		done
+	done
+}
+
+# --- clear -----------------------------------------------------------------------------------
+
+cmd_clear() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--*=*)
+			flag=${1%%=*}
+			value=${1#*=}
+			shift
+			set -- "$flag" "$value" "$@"
+			continue
+			;;
+		--device)
+			need_value "$@"
+			is_ifname "$2" || usage_error "--device $2: not an interface name"
+			DEV=$2
+			;;
+		--status-file)
+			need_value "$@"
+			STATUS_FILE=$2
+			;;
+		*) usage_error "clear: unknown argument $1" ;;
+		esac
+		shift 2
+	done
+	pick_device
+	if out=$("$TC" qdisc del dev "$DEV" root handle "$HANDLE" 2>&1); then
+		log "removed: qdisc $HANDLE from $DEV (reason: clear)"
+		exit 0
+	fi
+	read_root
+	case $ROOT_HANDLE in
+	"$HANDLE") die "$EX_REMOVE" "removing qdisc $HANDLE from $DEV failed: $(oneline "$out")" ;;
+	0:) log "nothing to clear: no chaosguard qdisc on $DEV, root qdisc is the default $ROOT_KIND" ;;
+	*) log "nothing to clear: root qdisc on $DEV is $ROOT_KIND $ROOT_HANDLE, not chaosguard's $HANDLE; left alone" ;;
+	esac
+	exit 0
+}
+
+[ $# -ge 1 ] || usage_error "missing command: inject or clear"
+command=$1
+shift
+case $command in
+inject) cmd_inject "$@" ;;
+clear) cmd_clear "$@" ;;
+-h | --help) usage_error "help requested" ;;
+*) usage_error "unknown command $command: use inject or clear" ;;
+esac

@@ -1,0 +1,81 @@
+"""The generated CRDs on a real API server: accepted, every example accepted, and bad experiments
+refused by the API server itself, naming the field, with no operator running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.controlplane import ControlPlane
+
+pytestmark = pytest.mark.controlplane
+REPO = Path(__file__).resolve().parents[2]
+
+VALID = """\
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {name: probe}
+spec:
+  action: pod-kill
+  target: {selector: {matchLabels: {app: checkout}}, mode: fixed-percent, value: 25}
+  duration: 5m
+"""
+
+
+def server_dry_run(control_plane: ControlPlane, text: str, namespace: str = "default") -> tuple[int, str]:
+    result = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=text, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_crds_are_established_with_printer_columns(chaosguard_crds: ControlPlane) -> None:
+    names = chaosguard_crds.kubectl("api-resources", "--api-group=chaosguard.dev", "-o", "name").stdout.split()
+    assert sorted(names) == ["chaosexperiments.chaosguard.dev", "chaospolicies.chaosguard.dev"]
+    explained = chaosguard_crds.kubectl("explain", "chaosexperiment.spec.target.mode").stdout
+    assert "one | fixed | fixed-percent | all" in explained
+
+
+def test_a_valid_experiment_is_accepted(chaosguard_crds: ControlPlane) -> None:
+    code, output = server_dry_run(chaosguard_crds, VALID)
+    assert code == 0, output
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_is_accepted_by_the_api_server(chaosguard_crds: ControlPlane, example: Path) -> None:
+    code, output = server_dry_run(chaosguard_crds, example.read_text())
+    assert code == 0, output
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("mode: fixed-percent, value: 25", "mode: fixed"), "target.value is required for mode fixed"),
+        (("mode: fixed-percent, value: 25", "mode: one, value: 2"), "must be omitted for one and all"),
+        (("value: 25", "value: 150"), "use 1 to 100"),
+        (("action: pod-kill", "action: explode"), 'spec.action: Unsupported value: "explode"'),
+        (("duration: 5m", "duration: 5 minutes"), "spec.duration: Invalid value"),
+        (("action: pod-kill", "action: latency"), "spec.latency is required when action is latency"),
+        (("  duration: 5m", "  duration: 5m\n  podKill: {gracePeriodSeconds: 0}"), "spec.podKill.gracePeriodSeconds"),
+        (("  duration: 5m", "  duration: 5m\n  targett: {}"), 'unknown field "spec.targett"'),
+        (("  duration: 5m", ""), "spec.duration: Required value"),
+    ],
+    ids=[
+        "value-missing",
+        "value-forbidden",
+        "percent-range",
+        "action-enum",
+        "duration-form",
+        "latency-block",
+        "force-delete",
+        "unknown-field",
+        "duration-required",
+    ],
+)
+def test_bad_experiments_are_refused_by_the_api_server_naming_the_field(
+    chaosguard_crds: ControlPlane, change: tuple[str, str], expected: str
+) -> None:
+    old, new = change
+    assert old in VALID
+    code, output = server_dry_run(chaosguard_crds, VALID.replace(old, new))
+    assert code != 0, output
+    assert expected in output, output

@@ -1,0 +1,338 @@
+"""Pod-kill through the path a user takes: `kubectl apply` of the examples, a real API server,
+kwok-simulated pods, and the operator as a process. Everything is checked through the API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.support.controlplane import ControlPlane
+from tests.support.operator import (
+    OperatorProcess,
+    apply_yaml,
+    create_policy,
+    events_for,
+    ready_pods,
+    scoped_policy,
+    status_of,
+    wait_for_event,
+    wait_for_phase,
+    wait_for_ready_pods,
+)
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.controlplane
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def uids(api: client.ApiClient, namespace: str) -> set[str]:
+    return {pod.metadata.uid for pod in ready_pods(api, namespace, "checkout")}
+
+
+def kills(status: dict[str, Any], result: str | None = None) -> list[dict[str, Any]]:
+    run = status.get("lastRun") or status.get("currentRun") or {}
+    return [k for k in run.get("kills", []) if result is None or k["result"] == result]
+
+
+def test_percent_example_kills_exactly_what_policy_allows_and_records_recovery(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+) -> None:
+    create_policy(k8s, f"cap-{shop}", scoped_policy(shop, maxPercentage=40))
+    isolated_policies.append(f"cap-{shop}")
+    before = uids(k8s, shop)
+
+    apply_yaml(control_plane, (EXAMPLES / "pod-kill-percent.yaml").read_text(), shop)
+    status = wait_for_phase(k8s, shop, "checkout-pod-kill", "Completed", timeout=90)
+
+    killed = kills(status, "Killed")
+    assert len(killed) == 2, status  # 40 % of 5
+    assert {k["uid"] for k in killed} <= before
+    assert all(k["method"] == "eviction" for k in killed)
+    assert all(k["recoveredAfterSeconds"] > 0 for k in killed), killed
+    wait_for_ready_pods(k8s, shop, "checkout", 5)
+    assert not {k["uid"] for k in killed} & uids(k8s, shop)
+    assert status["lastRun"]["killsTotal"] == 2
+    assert status["observedGeneration"] == 1
+    reasons = [event.reason for event in events_for(k8s, shop, "checkout-pod-kill")]
+    assert reasons.count("PodKilled") == 2 and "RunCompleted" in reasons, reasons
+    owner_events = events_for(k8s, shop, "checkout", kind="Deployment")
+    assert sum(event.reason == "ChaosPodKilled" for event in owner_events) == 2
+
+
+def test_dry_run_records_would_be_kills_and_touches_nothing(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    before = uids(k8s, shop)
+    apply_yaml(control_plane, (EXAMPLES / "pod-kill-dry-run.yaml").read_text(), shop)
+    status = wait_for_phase(k8s, shop, "checkout-dry-run", "Completed", timeout=60)
+    assert [k["result"] for k in kills(status)] == ["WouldKill", "WouldKill"]
+    assert uids(k8s, shop) == before
+
+
+def test_cap_stops_kills_beyond_the_share_of_the_workload(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+) -> None:
+    create_policy(k8s, f"cap-{shop}", scoped_policy(shop, maxPercentage=40))
+    isolated_policies.append(f"cap-{shop}")
+    apply_yaml(control_plane, experiment_yaml("four", mode="fixed", value=4), shop)
+    status = wait_for_phase(k8s, shop, "four", "Completed", timeout=60)
+    assert sorted(k["result"] for k in kills(status)) == ["Capped", "Capped", "Killed", "Killed"]
+    capped = kills(status, "Capped")[0]
+    assert "max-percentage" in capped["message"] and "above the 40%" in capped["message"]
+
+
+def test_two_experiments_racing_on_one_workload_never_add_up_past_the_cap(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+) -> None:
+    create_policy(k8s, f"cap-{shop}", scoped_policy(shop, maxPercentage=40))
+    isolated_policies.append(f"cap-{shop}")
+    apply_yaml(
+        control_plane,
+        experiment_yaml("racer-a", mode="fixed", value=2) + "---\n" + experiment_yaml("racer-b", mode="fixed", value=2),
+        shop,
+    )
+    results = [wait_for_phase(k8s, shop, name, "Completed", timeout=60) for name in ("racer-a", "racer-b")]
+    killed = [k for status in results for k in kills(status, "Killed")]
+    capped = [k for status in results for k in kills(status, "Capped")]
+    assert len(killed) <= 2, killed
+    assert len(killed) + len(capped) == 4
+
+
+def test_protected_pods_are_never_touched(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+) -> None:
+    protected = ready_pods(k8s, shop, "checkout")[0]
+    client.CoreV1Api(k8s).patch_namespaced_pod(
+        protected.metadata.name, shop, {"metadata": {"labels": {"chaosguard.dev/protected": "true"}}}
+    )
+    create_policy(
+        k8s,
+        f"protect-{shop}",
+        scoped_policy(shop, protectedSelector={"matchLabels": {"chaosguard.dev/protected": "true"}}),
+    )
+    isolated_policies.append(f"protect-{shop}")
+    apply_yaml(control_plane, experiment_yaml("all-but-protected", mode="all"), shop)
+    status = wait_for_phase(k8s, shop, "all-but-protected", "Completed", timeout=60)
+    killed = kills(status, "Killed")
+    assert len(killed) == 4
+    assert protected.metadata.uid not in {k["uid"] for k in killed}
+    assert protected.metadata.uid in uids(k8s, shop)
+
+
+@pytest.mark.parametrize(
+    ("policy", "experiment", "rule"),
+    [
+        ({"excludedNamespaces": ["{ns}"]}, {}, "excluded-namespace"),
+        ({"allowedActions": ["latency"]}, {}, "allowed-actions"),
+        ({"maxDuration": "1m"}, {"duration": "5m"}, "max-duration"),
+        ({"maxPercentage": 30}, {"mode": "all"}, "max-percentage"),
+        ({"requireSteadyState": True}, {}, "require-steady-state"),
+        ({"suspend": True}, {}, "suspended"),
+        ({"blackouts": [{"start": "{hour_ago}", "end": "{in_an_hour}", "reason": "holiday freeze"}]}, {}, "blackout"),
+        ({"windows": [{"cron": "{two_hours_ago_cron}", "duration": "1h"}]}, {}, "window"),
+    ],
+)
+def test_policy_refusals_reject_with_the_rule_and_the_fix(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+    policy: dict[str, Any],
+    experiment: dict[str, Any],
+    rule: str,
+) -> None:
+    create_policy(k8s, f"refuse-{shop}", scoped_policy(shop, **fill_placeholders(policy, shop)))
+    isolated_policies.append(f"refuse-{shop}")
+    before = uids(k8s, shop)
+    apply_yaml(control_plane, experiment_yaml("refused", **experiment), shop)
+    status = wait_for_phase(k8s, shop, "refused", "Rejected", timeout=30)
+    assert f"REFUSED {rule}:" in status["message"], status["message"]
+    admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
+    assert admitted["status"] == "False"
+    event = wait_for_event(k8s, shop, "refused", admitted["reason"])
+    assert rule in event.message
+    assert uids(k8s, shop) == before
+
+
+def test_namespace_must_opt_in_when_policy_requires_it(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+) -> None:
+    client.CoreV1Api(k8s).patch_namespace(shop, {"metadata": {"labels": {"chaosguard.dev/chaos": None}}})
+    create_policy(k8s, f"optin-{shop}", scoped_policy(shop, requireNamespaceOptIn=True))
+    isolated_policies.append(f"optin-{shop}")
+    apply_yaml(control_plane, experiment_yaml("not-opted-in"), shop)
+    status = wait_for_phase(k8s, shop, "not-opted-in", "Rejected", timeout=30)
+    assert "REFUSED namespace-opt-in" in status["message"]
+    assert f"kubectl label namespace {shop} chaosguard.dev/chaos=allowed" in status["message"]
+
+
+def test_builtin_exclusions_hold_with_no_policy(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess
+) -> None:
+    apply_yaml(control_plane, experiment_yaml("system-kill"), "kube-public")
+    try:
+        status = wait_for_phase(k8s, "kube-public", "system-kill", "Rejected", timeout=30)
+        assert "REFUSED builtin-excluded-namespace" in status["message"]
+    finally:
+        control_plane.kubectl("delete", "chaosexperiment", "system-kill", "-n", "kube-public", "--wait=false")
+
+
+def test_invalid_spec_the_api_server_cannot_judge_is_rejected_by_the_operator(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    bad_cron = experiment_yaml("bad-cron") + "  schedule:\n    cron: every tuesday\n"
+    apply_yaml(control_plane, bad_cron, shop)
+    status = wait_for_phase(k8s, shop, "bad-cron", "Rejected", timeout=30)
+    assert "spec.schedule.cron" in status["message"] and "5-field cron" in status["message"]
+
+
+def test_too_many_concurrent_experiments_wait_their_turn(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+) -> None:
+    create_policy(k8s, f"one-at-a-time-{shop}", scoped_policy(shop, maxConcurrentExperiments=1))
+    isolated_policies.append(f"one-at-a-time-{shop}")
+    apply_yaml(control_plane, experiment_yaml("first", duration="8s", dry_run=True), shop)
+    wait_for_phase(k8s, shop, "first", "Running", timeout=30)
+    apply_yaml(control_plane, experiment_yaml("second", duration="2s", dry_run=True), shop)
+    waiting = wait_for(
+        lambda: "max-concurrent-experiments" in status_of(k8s, shop, "second").get("message", ""),
+        timeout=30,
+        what="the second experiment to wait for the first",
+        describe=lambda: str(status_of(k8s, shop, "second")),
+    )
+    assert waiting
+    assert status_of(k8s, shop, "first")["phase"] == "Running"
+    first = wait_for_phase(k8s, shop, "first", "Completed", timeout=60)
+    second = wait_for_phase(k8s, shop, "second", "Completed", timeout=60)
+    assert second["lastRun"]["startedAt"] >= first["lastRun"]["finishedAt"]
+
+
+def test_suspending_policy_aborts_a_running_experiment(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+) -> None:
+    name = f"switch-{shop}"
+    create_policy(k8s, name, scoped_policy(shop))
+    isolated_policies.append(name)
+    apply_yaml(control_plane, experiment_yaml("long-run", duration="2m", interval="2s"), shop)
+    wait_for(
+        lambda: (status_of(k8s, shop, "long-run").get("currentRun") or {}).get("killsTotal", 0) >= 1,
+        timeout=30,
+        what="the first kill",
+    )
+    client.CustomObjectsApi(k8s).patch_cluster_custom_object(
+        "chaosguard.dev", "v1alpha1", "chaospolicies", name, {"spec": {"suspend": True}}
+    )
+    suspended_at = datetime.now(UTC)
+    status = wait_for_phase(k8s, shop, "long-run", "Aborted", timeout=15)
+    assert "REFUSED suspended" in status["message"]
+    assert status["lastRun"]["reason"] == "Suspended"
+    late = [k for k in kills(status, "Killed") if datetime.fromisoformat(k["at"]) > suspended_at]
+    assert late == [], late
+
+
+def test_restarted_operator_finishes_the_run_without_double_or_late_kills(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    apply_yaml(control_plane, (EXAMPLES / "pod-kill-interval.yaml").read_text(), shop)
+    wait_for(
+        lambda: (status_of(k8s, shop, "checkout-rolling-kill").get("currentRun") or {}).get("killsTotal", 0) >= 2,
+        timeout=30,
+        what="two kills before the restart",
+    )
+    chaos_operator.kill()
+    chaos_operator.start()
+    status = wait_for_phase(k8s, shop, "checkout-rolling-kill", "Completed", timeout=90)
+    run = status["lastRun"]
+    deadline = datetime.fromisoformat(run["deadline"])
+    killed = kills(status, "Killed")
+    assert len(killed) >= 3, run
+    assert len({k["uid"] for k in killed}) == len(killed), "a pod was killed twice"
+    assert all(datetime.fromisoformat(k["at"]) < deadline for k in run["kills"]), run["kills"]
+    assert len({k["round"] for k in killed}) == len(killed), "a round killed twice"
+    wait_for_ready_pods(k8s, shop, "checkout", 5)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def experiment_yaml(
+    name: str,
+    *,
+    mode: str = "one",
+    value: int | None = None,
+    duration: str = "3s",
+    interval: str | None = None,
+    dry_run: bool = False,
+) -> str:
+    lines = [
+        "apiVersion: chaosguard.dev/v1alpha1",
+        "kind: ChaosExperiment",
+        f"metadata: {{name: {name}}}",
+        "spec:",
+        "  action: pod-kill",
+        "  podKill: {gracePeriodSeconds: 1}",
+        "  target:",
+        "    selector: {matchLabels: {app: checkout}}",
+        f"    mode: {mode}",
+        *([f"    value: {value}"] if value is not None else []),
+        f"  duration: {duration}",
+        *([f"  interval: {interval}"] if interval else []),
+        *(["  dryRun: true"] if dry_run else []),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def fill_placeholders(policy: dict[str, Any], namespace: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    hour = (now.hour - 2) % 24
+    values = {
+        "{ns}": namespace,
+        "{hour_ago}": (now.replace(microsecond=0) - timedelta(hours=1)).isoformat(),
+        "{in_an_hour}": (now.replace(microsecond=0) + timedelta(hours=1)).isoformat(),
+        "{two_hours_ago_cron}": f"0 {hour} * * *",
+    }
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return values.get(value, value)
+        if isinstance(value, list):
+            return [fill(item) for item in value]
+        if isinstance(value, dict):
+            return {key: fill(item) for key, item in value.items()}
+        return value
+
+    filled: dict[str, Any] = fill(policy)
+    return filled

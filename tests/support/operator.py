@@ -1,0 +1,271 @@
+"""The chaosguard operator as a real process (`python -m chaosguard run`), plus helpers tests share
+for workloads, experiments, policies and Events — all through the API, as a user would."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.support.controlplane import ControlPlane
+from tests.support.wait import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "chaosguard.dev", "v1alpha1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """`chaosguard run` in its own process group, logging to a file, ready once /healthz answers."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.env = dict(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> OperatorProcess:
+        self.port = _free_port()
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chaosguard",
+                "run",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--liveness",
+                f"http://127.0.0.1:{self.port}/healthz",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for(self._healthy, timeout=60, what="the operator's /healthz", describe=self.log_tail)
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited with {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the operator dies mid-flight, as in a node failure or OOM kill."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@contextlib.contextmanager
+def running_operator(
+    control_plane: ControlPlane, workdir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[OperatorProcess]:
+    operator = OperatorProcess(control_plane.kubeconfig, workdir / "operator.log", env).start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+
+
+def install_crds(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    for crd in ("chaosexperiments", "chaospolicies"):
+        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}.{GROUP}", "--timeout=60s")
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+def label_namespace(api: client.ApiClient, namespace: str, labels: Mapping[str, str | None]) -> None:
+    client.CoreV1Api(api).patch_namespace(namespace, {"metadata": {"labels": dict(labels)}})
+
+
+def create_deployment(
+    api: client.ApiClient, namespace: str, name: str, replicas: int, labels: Mapping[str, str] | None = None
+) -> None:
+    pod_labels = {"app": name, **(labels or {})}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+                },
+            },
+        },
+    }
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, body)
+    wait_for_ready_pods(api, namespace, name, replicas)
+
+
+def ready_pods(api: client.ApiClient, namespace: str, app: str) -> list[client.V1Pod]:
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={app}").items
+    return [
+        pod
+        for pod in pods
+        if pod.metadata.deletion_timestamp is None
+        and pod.status.phase == "Running"
+        and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    ]
+
+
+def wait_for_ready_pods(api: client.ApiClient, namespace: str, app: str, count: int, timeout: float = 90) -> None:
+    wait_for(
+        lambda: len(ready_pods(api, namespace, app)) == count,
+        timeout=timeout,
+        what=f"{count} Ready pods of {namespace}/{app}",
+        describe=lambda: f"{len(ready_pods(api, namespace, app))} Ready",
+    )
+
+
+# --------------------------------------------------------------------------- chaosguard objects
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def apply_yaml(control_plane: ControlPlane, text: str, namespace: str | None = None, user: str = "admin") -> str:
+    args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+    return control_plane.kubectl(*args, input=text, user=user).stdout
+
+
+def experiment(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", name)
+    return obj
+
+
+def status_of(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(experiment(api, namespace, name).get("status") or {})
+
+
+def wait_for_phase(
+    api: client.ApiClient, namespace: str, name: str, phases: set[str] | str, timeout: float = 60
+) -> dict[str, Any]:
+    wanted = {phases} if isinstance(phases, str) else phases
+    return wait_for(
+        lambda: (s := status_of(api, namespace, name)) and s.get("phase") in wanted and s,
+        timeout=timeout,
+        what=f"ChaosExperiment {namespace}/{name} to reach {sorted(wanted)}",
+        describe=lambda: yaml.safe_dump(status_of(api, namespace, name))[:3000],
+    )
+
+
+def create_policy(api: client.ApiClient, name: str, spec: Mapping[str, Any]) -> None:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ChaosPolicy", "metadata": {"name": name}, "spec": dict(spec)}
+    custom(api).create_cluster_custom_object(GROUP, VERSION, "chaospolicies", body)
+
+
+def delete_policy(api: client.ApiClient, name: str) -> None:
+    with contextlib.suppress(ApiException):
+        custom(api).delete_cluster_custom_object(GROUP, VERSION, "chaospolicies", name)
+
+
+def events_for(api: client.ApiClient, namespace: str, name: str, kind: str = "ChaosExperiment") -> list[Any]:
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={kind}"
+    )
+    return sorted(events.items, key=lambda e: e.metadata.creation_timestamp)
+
+
+def wait_for_event(api: client.ApiClient, namespace: str, name: str, reason: str, timeout: float = 30) -> Any:
+    return wait_for(
+        lambda: next((e for e in events_for(api, namespace, name) if e.reason == reason), None),
+        timeout=timeout,
+        what=f"an Event {reason} on {namespace}/{name}",
+        describe=lambda: str([(e.reason, e.message) for e in events_for(api, namespace, name)]),
+    )
+
+
+def monotonic_deadline(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
+@pytest.fixture
+def isolated_policies(k8s: client.ApiClient) -> Iterator[list[str]]:
+    """Names of the ChaosPolicies a test creates; all are deleted at the end of the test."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        delete_policy(k8s, name)
+
+
+@pytest.fixture(scope="session")
+def chaosguard_crds(control_plane: ControlPlane) -> ControlPlane:
+    install_crds(control_plane)
+    return control_plane
+
+
+@pytest.fixture(scope="session")
+def chaos_operator(
+    chaosguard_crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator for the session; tests that restart or reconfigure it start their own."""
+    with running_operator(chaosguard_crds, tmp_path_factory.mktemp("operator")) as operator:
+        yield operator
+
+
+@pytest.fixture
+def shop(k8s: client.ApiClient, namespace: str) -> str:
+    """A namespace opted in to chaos, labelled for test-scoped policies, with 5 checkout pods."""
+    label_namespace(k8s, namespace, {"chaosguard.dev/chaos": "allowed", "chaosguard.dev/test": namespace})
+    create_deployment(k8s, namespace, "checkout", 5)
+    return namespace
+
+
+def scoped_policy(namespace: str, **spec: Any) -> dict[str, Any]:
+    """A policy spec that applies only to one test's namespace, so tests do not see each other's."""
+    return {"namespaceSelector": {"matchLabels": {"chaosguard.dev/test": namespace}}, **spec}
