@@ -349,6 +349,11 @@ class ExperimentDriver:
         run.targets = [
             TargetRecord(namespace=p.namespace, name=p.name, uid=p.uid, workload=p.workload or "") for p in chosen
         ]
+        # The round counts as done before its first kill: an operator that dies mid-round resumes
+        # with the next round, so a round can leave pods untouched but never kill twice.
+        run.rounds_done = round_number + 1
+        run.next_round_at = next_round_time(spec, run, now)
+        await self.save()
         if not chosen:
             reasons = sorted({exclusion.refusal.rule for exclusion in eligibility.excluded})
             detail = f" (left out by: {', '.join(reasons)})" if reasons else ""
@@ -357,9 +362,6 @@ class ExperimentDriver:
             if self.now() >= (run.deadline or now):
                 break
             await self.kill_one(spec, world, run, victim, round_number)
-        run.rounds_done = round_number + 1
-        run.next_round_at = next_round_time(spec, run, self.now())
-        await self.save()
 
     async def kill_one(
         self, spec: ChaosExperimentSpec, world: World, run: RunStatus, victim: PodView, round_number: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import uuid
@@ -20,6 +21,17 @@ def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"received signal {signum}")
 
 
+def _report(request: pytest.FixtureRequest, line: str) -> None:
+    """Show `line` on the terminal even while output is being captured."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line("")
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """One control plane for the whole test session, with 3 Ready kwok nodes."""
@@ -34,9 +46,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     plane = ControlPlane(workdir, bin_dir)
     try:
         with plane:
-            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:
-                reporter.write_line(f"\n{format_timings(plane.timings)}; logs in {plane.log_dir}")
+            _report(request, f"{format_timings(plane.timings)}; logs in {plane.log_dir}")
             yield plane
     finally:
         if previous in (signal.SIG_DFL, None):
@@ -68,4 +78,4 @@ def namespace(k8s: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
 
 
 # The operator as a process, and the workload/policy fixtures built on it.
-from tests.support.operator import chaos_operator, chaosguard_crds, isolated_policies, shop  # noqa: E402,F401
+from tests.support.operator import chaos_operator, chaosguard_crds, isolated_policies, operator_at, shop  # noqa: E402,F401

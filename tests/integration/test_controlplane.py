@@ -244,7 +244,7 @@ def test_pod_security_admission_enforces_namespace_labels(k8s: client.ApiClient)
         with pytest.raises(ApiException) as refused:
             client.CoreV1Api(k8s).create_namespaced_pod(namespace, pod)
         assert refused.value.status == 403
-        assert 'violates PodSecurity "restricted:latest"' in refused.value.body
+        assert 'violates PodSecurity "restricted:latest"' in json.loads(refused.value.body)["message"]
     finally:
         client.CoreV1Api(k8s).delete_namespace(namespace)
 

@@ -78,13 +78,15 @@ def flip(prometheus: PrometheusServer, target: MetricsTarget, app: str, value: f
 
 def test_a_query_returns_the_flipped_value(prometheus: PrometheusServer, target: MetricsTarget) -> None:
     endpoint = Endpoint.of(prometheus.url, timeout=2)
-    for value in (0.5, 0.0042):
-        flip(prometheus, target, "checkout", value)
-        outcome = query(QueryRequest(endpoint, CHECKOUT))
-        assert ok_samples(outcome) == {
-            f"__name__=demo_error_ratio,app=checkout,instance={target.address},job=demo": value
-        }
-    flip(prometheus, target, "checkout", 0.001)
+    try:
+        for value in (0.5, 0.0042):
+            flip(prometheus, target, "checkout", value)
+            outcome = query(QueryRequest(endpoint, CHECKOUT))
+            assert ok_samples(outcome) == {
+                f"__name__=demo_error_ratio,app=checkout,instance={target.address},job=demo": value
+            }
+    finally:
+        flip(prometheus, target, "checkout", 0.001)
 
 
 def test_several_series_come_back_with_their_labels(prometheus: PrometheusServer) -> None:

@@ -20,10 +20,12 @@ import atexit
 import base64
 import contextlib
 import ctypes
+import dataclasses
 import datetime
 import ipaddress
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -36,7 +38,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
@@ -97,18 +99,44 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out for 127.0.0.1:0, all distinct (sockets held until all are known)."""
-    sockets = []
+def _ephemeral_port_range() -> tuple[int, int]:
     try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
+def _pick_port(taken: Collection[int]) -> int:
+    """A free port on 127.0.0.1, preferably outside the kernel's ephemeral range.
+
+    Binding port 0 hands out a port from the ephemeral range, which is also where the source
+    ports of outgoing connections come from: between our check and the daemon's own bind, the
+    apiserver's many connections to etcd took such a port often enough to fail start-up
+    ("bind: address already in use"). Ports below that range are only taken by listeners,
+    and the bind test below sees those. A daemon that still loses the race is relaunched.
+    """
+    low, high = _ephemeral_port_range()
+    if low - 10000 >= 2000:
+        pool = range(10000, low)
+    elif 65535 - high >= 2000:
+        pool = range(high + 1, 65536)
+    else:
+        pool = range(0, 1)  # no room outside the ephemeral range: let the kernel choose
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(pool)
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            chosen = int(s.getsockname()[1])
+        if chosen not in taken:
+            return chosen
+    raise ControlPlaneError("found no free port on 127.0.0.1")
 
 
 def _advertise_address() -> str:
@@ -141,8 +169,10 @@ except OSError:  # pragma: no cover
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # SIGKILL, not SIGTERM: with its parent gone nobody escalates, and a kube-apiserver whose
+    # etcd died with it can hang in graceful shutdown. Everything it has is disposable.
     if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class _Process:
@@ -150,7 +180,7 @@ class _Process:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
-        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         # Own process group, so that teardown signals the whole group and a Ctrl-C in a terminal
         # reaches only us; and (Linux, main thread) die when the test process dies, even by SIGKILL.
         # PR_SET_PDEATHSIG fires when the forking *thread* exits, hence the main-thread condition.
@@ -191,6 +221,43 @@ class _Process:
                     self.popen.wait(10)
         finally:
             self._log.close()
+
+
+def _remove_orphaned_data_dirs(parent: Path) -> None:
+    """Remove etcd data left in tmpfs by control planes whose Python process was killed outright."""
+    for directory in parent.glob(f"{_DATA_DIR_PREFIX}*"):
+        try:
+            owner = int((directory / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(directory, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+_DATA_DIR_PREFIX = "chaosguard-etcd-"
+_LAUNCH_ATTEMPTS = 3
+
+
+@dataclasses.dataclass
+class _Daemon:
+    """How to launch one listening process, and how to tell that it is ready."""
+
+    name: str  # also the binary's name
+    ports: Sequence[str]  # names of the ports to pick (afresh for each launch)
+    args: Callable[[], Sequence[str]]
+    probe: Callable[[], tuple[bool, str]]
+    before_launch: Callable[[], None] | None = None
+    process: _Process | None = None
+    attempt: int = 0
+
+    def lost_port_race(self) -> bool:
+        """It died because one of its ports was taken between our check and its bind."""
+        process = self.process
+        return process is not None and not process.running() and "address already in use" in process.log_tail(10)
 
 
 _LIVE: set[ControlPlane] = set()  # started and not yet stopped; strong refs, so atexit sees them
@@ -391,17 +458,12 @@ class ControlPlane:
         try:
             self._prepare()
             self.timings["pki"] = time.monotonic() - t0
-            self._start_etcd()
-            self.timings["etcd"] = time.monotonic() - t0
-            self._start_apiserver()
-            self.timings["kube-apiserver"] = time.monotonic() - t0
-            self._start_controller_manager()
-            self.timings["kube-controller-manager"] = time.monotonic() - t0
-            self._start_scheduler()
-            self.timings["kube-scheduler"] = time.monotonic() - t0
-            self._start_kwok()
-            self.timings["kwok"] = time.monotonic() - t0
+            self._await_daemons([self._launch_daemon(self._etcd())], t0)
+            self._await_daemons([self._launch_daemon(self._apiserver())], t0)
             self._create_nodes()
+            # The rest only need the API server: launch them in order, then wait for all.
+            daemons = [self._controller_manager(), self._scheduler(), self._kwok()]
+            self._await_daemons([self._launch_daemon(d) for d in daemons], t0)
             self._wait_until("kube-controller-manager", self._default_service_account_exists)
             self.timings["default-serviceaccount"] = time.monotonic() - t0
             self._wait_until("kwok", self._nodes_ready)
@@ -486,14 +548,12 @@ class ControlPlane:
     ) -> subprocess.CompletedProcess[str]:
         """Run the pinned kubectl as `user` (or with `kubeconfig`); if check, failure raises KubectlError."""
         config = kubeconfig if kubeconfig is not None else self.kubeconfig_for(user)
-        argv = [
-            str(self.kubectl_path),
-            f"--kubeconfig={config}",
-            f"--cache-dir={self.workdir / 'kubectl-cache'}",
-            *args,
-        ]
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=env)
+        # A fresh discovery/OpenAPI cache for every call: a cache shared between calls goes stale
+        # when a test installs CRDs (e.g. `kubectl explain` then fails once), and costs nothing here.
+        with tempfile.TemporaryDirectory(prefix="kubectl-cache-") as cache_dir:
+            argv = [str(self.kubectl_path), f"--kubeconfig={config}", f"--cache-dir={cache_dir}", *args]
+            result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=env)
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, argv, result.stdout, result.stderr)
         return result
@@ -503,7 +563,8 @@ class ControlPlane:
         from kubernetes import config
 
         path = kubeconfig if kubeconfig is not None else self.kubeconfig_for(user)
-        return config.new_client_from_config(config_file=str(path))
+        api: ApiClient = config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+        return api
 
     def request(
         self, method: str, path: str, body: Any = None, *, user: str = "admin", timeout: float = 10.0
@@ -541,8 +602,9 @@ class ControlPlane:
     def _prepare(self) -> None:
         for directory in (self.workdir, self.log_dir, self.kubeconfig_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
-        self._ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        for old_log in self.log_dir.glob("*.log"):
+            old_log.unlink()
+        self._ports = {}
         self._advertise = _advertise_address()
         _write_pki(
             self.pki_dir,
@@ -566,13 +628,12 @@ class ControlPlane:
         tokens = self.workdir / "tokens.csv"
         tokens.write_text("\n".join(lines) + "\n")
         tokens.chmod(0o600)
-        self._write_kubeconfig(self.kubeconfig, "admin", self._tokens["admin"])
-        for user in USERS:
-            self._write_kubeconfig(self.kubeconfig_dir / f"{user}.kubeconfig", user, self._tokens[user])
 
         shm = Path("/dev/shm")
         if shm.is_dir() and os.access(shm, os.W_OK) and not self.workdir.is_relative_to(shm):
-            self._data_dir = Path(tempfile.mkdtemp(prefix="chaosguard-etcd-", dir=shm))
+            _remove_orphaned_data_dirs(shm)
+            self._data_dir = Path(tempfile.mkdtemp(prefix=_DATA_DIR_PREFIX, dir=shm))
+            (self._data_dir / "owner.pid").write_text(f"{os.getpid()}\n")
         else:
             self._data_dir = self.workdir / "data"
             shutil.rmtree(self._data_dir, ignore_errors=True)
@@ -587,16 +648,48 @@ class ControlPlane:
         self._processes.append(process)
         return process
 
-    def _start_etcd(self) -> None:
-        assert self._data_dir is not None
-        client = f"http://127.0.0.1:{self._ports['etcd']}"
-        peer = f"http://127.0.0.1:{self._ports['etcd-peer']}"
-        self._launch(
-            "etcd",
-            "etcd",
-            [
+    def _launch_daemon(self, daemon: _Daemon) -> _Daemon:
+        """Pick the daemon's ports and launch it."""
+        daemon.attempt += 1
+        for port_name in daemon.ports:
+            self._ports.pop(port_name, None)
+            self._ports[port_name] = _pick_port(set(self._ports.values()))
+        if daemon.before_launch is not None:
+            daemon.before_launch()
+        daemon.process = self._launch(daemon.name, daemon.name, daemon.args())
+        return daemon
+
+    def _await_daemons(self, daemons: Sequence[_Daemon], t0: float) -> None:
+        """Wait until each daemon is ready; relaunch one that lost a port to another process."""
+        for daemon in daemons:
+            while True:
+                try:
+                    self._wait_until(daemon.name, daemon.probe)
+                    break
+                except ControlPlaneError:
+                    lost = [d for d in daemons if d.lost_port_race()]
+                    if not lost or any(d.attempt >= _LAUNCH_ATTEMPTS for d in lost):
+                        raise
+                    for loser in lost:
+                        assert loser.process is not None
+                        self._processes.remove(loser.process)
+                        loser.process.stop(self.stop_grace)
+                        with open(loser.process.log_path, "a") as log:
+                            log.write(f"\n--- port taken; relaunching {loser.name} ---\n")
+                        self._launch_daemon(loser)
+            self.timings[daemon.name] = time.monotonic() - t0
+
+    def _etcd(self) -> _Daemon:
+        data_dir = self._data_dir
+        assert data_dir is not None
+
+        def args() -> list[str]:
+            client = self.etcd_url
+            peer = f"http://127.0.0.1:{self._ports['etcd-peer']}"
+            shutil.rmtree(data_dir / "etcd", ignore_errors=True)
+            return [
                 "--name=n0",
-                f"--data-dir={self._data_dir / 'etcd'}",
+                f"--data-dir={data_dir / 'etcd'}",
                 f"--listen-client-urls={client}",
                 f"--advertise-client-urls={client}",
                 f"--listen-peer-urls={peer}",
@@ -606,16 +699,20 @@ class ControlPlane:
                 "--unsafe-no-fsync=true",
                 "--auto-compaction-retention=1",
                 "--log-level=warn",
-            ],
-        )
-        self._wait_until("etcd", lambda: self._http_probe(f"{client}/readyz", None))
+            ]
 
-    def _start_apiserver(self) -> None:
+        return _Daemon("etcd", ["etcd", "etcd-peer"], args, lambda: self._http_probe(f"{self.etcd_url}/readyz", None))
+
+    def _apiserver(self) -> _Daemon:
         pki = self.pki_dir
-        self._launch(
-            "kube-apiserver",
-            "kube-apiserver",
-            [
+
+        def write_kubeconfigs() -> None:  # they name the server's port
+            self._write_kubeconfig(self.kubeconfig, "admin", self._tokens["admin"])
+            for user in USERS:
+                self._write_kubeconfig(self.kubeconfig_dir / f"{user}.kubeconfig", user, self._tokens[user])
+
+        def args() -> list[str]:
+            return [
                 f"--etcd-servers={self.etcd_url}",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={self._ports['apiserver']}",
@@ -636,56 +733,59 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
-            ],
-        )
-        self._wait_until(
+            ]
+
+        return _Daemon(
             "kube-apiserver",
+            ["apiserver"],
+            args,
             lambda: self._http_probe(f"{self.server}/readyz", self._ssl_context(), self._tokens["admin"]),
+            before_launch=write_kubeconfigs,
         )
 
-    def _start_controller_manager(self) -> None:
-        port = self._ports["controller-manager"]
-        self._launch(
-            "kube-controller-manager",
-            "kube-controller-manager",
-            [
+    def _controller_manager(self) -> _Daemon:
+        def args() -> list[str]:
+            return [
                 f"--kubeconfig={self.kubeconfig}",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
+                f"--secure-port={self._ports['controller-manager']}",
                 f"--authorization-always-allow-paths={_HEALTH_PATHS}",
                 f"--service-account-private-key-file={self.pki_dir / 'sa.key'}",
                 f"--root-ca-file={self.ca_file}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 f"--cluster-name={CLUSTER_NAME}",
                 "--profiling=false",
-            ],
-        )
-        self._wait_until(
+            ]
+
+        return _Daemon(
             "kube-controller-manager",
-            lambda: self._http_probe(f"https://127.0.0.1:{port}/healthz", _insecure_context()),
+            ["controller-manager"],
+            args,
+            lambda: self._http_probe(
+                f"https://127.0.0.1:{self._ports['controller-manager']}/healthz", _insecure_context()
+            ),
         )
 
-    def _start_scheduler(self) -> None:
-        port = self._ports["scheduler"]
-        self._launch(
-            "kube-scheduler",
-            "kube-scheduler",
-            [
+    def _scheduler(self) -> _Daemon:
+        def args() -> list[str]:
+            return [
                 f"--kubeconfig={self.kubeconfig}",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
+                f"--secure-port={self._ports['scheduler']}",
                 f"--authorization-always-allow-paths={_HEALTH_PATHS}",
                 "--profiling=false",
-            ],
-        )
-        self._wait_until(
+            ]
+
+        return _Daemon(
             "kube-scheduler",
-            lambda: self._http_probe(f"https://127.0.0.1:{port}/readyz", _insecure_context()),
+            ["scheduler"],
+            args,
+            lambda: self._http_probe(f"https://127.0.0.1:{self._ports['scheduler']}/readyz", _insecure_context()),
         )
 
-    def _start_kwok(self) -> None:
+    def _kwok(self) -> _Daemon:
         stages_dir = self.bin_dir.parent / "kwok-stages"
         documents = []
         for relative in KWOK_STAGE_FILES:
@@ -695,11 +795,9 @@ class ControlPlane:
             documents.append(path.read_text().strip().removeprefix("---").strip())
         config = self.workdir / "kwok.yaml"
         config.write_text("\n---\n".join(documents) + "\n")
-        port = self._ports["kwok"]
-        self._launch(
-            "kwok",
-            "kwok",
-            [
+
+        def args() -> list[str]:
+            return [
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={config}",
                 "--manage-all-nodes=false",
@@ -707,10 +805,12 @@ class ControlPlane:
                 f"--node-ip={KWOK_NODE_IP}",
                 f"--cidr={POD_CIDR}",
                 "--node-lease-duration-seconds=40",
-                f"--server-address=127.0.0.1:{port}",
-            ],
+                f"--server-address=127.0.0.1:{self._ports['kwok']}",
+            ]
+
+        return _Daemon(
+            "kwok", ["kwok"], args, lambda: self._http_probe(f"http://127.0.0.1:{self._ports['kwok']}/healthz", None)
         )
-        self._wait_until("kwok", lambda: self._http_probe(f"http://127.0.0.1:{port}/healthz", None))
 
     def _create_nodes(self) -> None:
         for name in self.node_names:

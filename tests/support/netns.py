@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from chaosguard.netem import ROOT_HANDLE, script_path
@@ -63,9 +63,7 @@ def run(
     argv: Sequence[str], *, input: str | None = None, check: bool = True, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Runs a command; on failure raises with its output, so a test failure says what went wrong."""
-    result = subprocess.run(
-        list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(argv)} exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
@@ -400,9 +398,7 @@ class Injector:
         try:
             code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"injector still running after {timeout}s; output so far:\n{self.output()}"
-            ) from None
+            raise AssertionError(f"injector still running after {timeout}s; output so far:\n{self.output()}") from None
         while self._drain(5) is not None:
             pass
         return code
@@ -422,13 +418,8 @@ class Injector:
 
     def kill_group(self) -> None:
         """SIGKILL to the script and its sleep, like a container being killed."""
-        if self.process.poll() is None:
+        with suppress(ProcessLookupError):  # the group may be gone already
             os.killpg(self.process.pid, signal.SIGKILL)
-        else:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(timeout=30)
 
 

@@ -12,7 +12,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def running_operator(
 
 
 def install_crds(control_plane: ControlPlane) -> None:
-    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    control_plane.kubectl("apply", "--server-side", "-k", str(REPO / "crds"))
     for crd in ("chaosexperiments", "chaospolicies"):
         control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}.{GROUP}", "--timeout=60s")
 
@@ -269,3 +270,29 @@ def shop(k8s: client.ApiClient, namespace: str) -> str:
 def scoped_policy(namespace: str, **spec: Any) -> dict[str, Any]:
     """A policy spec that applies only to one test's namespace, so tests do not see each other's."""
     return {"namespaceSelector": {"matchLabels": {"chaosguard.dev/test": namespace}}, **spec}
+
+
+@pytest.fixture
+def operator_at(
+    chaos_operator: OperatorProcess, chaosguard_crds: ControlPlane, tmp_path: Path
+) -> Iterator[Callable[[datetime], OperatorProcess]]:
+    """Restarts the operator with its clock moved to a given instant (CHAOSGUARD_CLOCK_OFFSET_SECONDS);
+    the session's operator is back, on real time, when the test ends."""
+    started: list[OperatorProcess] = []
+
+    def start_at(moment: datetime) -> OperatorProcess:
+        for operator in started:
+            operator.stop()
+        chaos_operator.stop()
+        offset = (moment - datetime.now(UTC)).total_seconds()
+        log = tmp_path / f"operator-{len(started)}.log"
+        operator = OperatorProcess(
+            chaosguard_crds.kubeconfig, log, {"CHAOSGUARD_CLOCK_OFFSET_SECONDS": f"{offset:.3f}"}
+        )
+        started.append(operator.start())
+        return operator
+
+    yield start_at
+    for operator in started:
+        operator.stop()
+    chaos_operator.start()

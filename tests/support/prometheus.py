@@ -24,7 +24,6 @@ import ipaddress
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -34,7 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -490,12 +489,3 @@ def make_tls_files(directory: Path) -> TlsFiles:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return files
-
-
-@contextlib.contextmanager
-def running_prometheus(workdir: Path, targets: Sequence[MetricsTarget]) -> Iterator[PrometheusServer]:
-    """Starts the targets' Prometheus and always stops it; keeps the workdir only on failure."""
-    server = PrometheusServer(workdir, targets)
-    with server:
-        yield server
-    shutil.rmtree(server.storage_path, ignore_errors=True)

@@ -46,7 +46,9 @@ def test_each_refusal_is_printed_with_its_rule(capsys: pytest.CaptureFixture[str
     )
     experiment = tmp_path / "exp.yaml"
     experiment.write_text(
-        (EXAMPLES / "pod-kill-percent.yaml").read_text().replace("name: checkout-pod-kill", "name: x\n  namespace: shop")
+        (EXAMPLES / "pod-kill-percent.yaml")
+        .read_text()
+        .replace("name: checkout-pod-kill", "name: x\n  namespace: shop")
     )
     code, out = run(capsys, "-f", str(experiment), "--policy", str(policy))
     assert code == 1
