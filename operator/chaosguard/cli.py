@@ -222,6 +222,10 @@ def command_run(args: argparse.Namespace) -> int:
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.configure(verbose=args.verbose)
     asyncio.run(
         kopf.operator(
@@ -240,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("--kubeconfig", help="path to a kubeconfig (default: in-cluster, then $KUBECONFIG)")
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics-port", type=int, default=None, help="serve the operator's metrics on this port")
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(handler=command_run)
 

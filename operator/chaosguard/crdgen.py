@@ -84,6 +84,17 @@ def _rewrite(node: dict[str, Any], definitions: dict[str, Any], path: str) -> di
         else:
             result[key] = value
 
+    if result.get("x-kubernetes-int-or-string") and "type" in result:
+        # A string field that also takes the number 0 (e.g. `for: 0`): the API server wants no type
+        # here, so the string's pattern becomes a CEL rule.
+        result.pop("type")
+        pattern = result.pop("pattern", ".*")
+        result.setdefault("x-kubernetes-validations", []).append(
+            {
+                "rule": f"type(self) == int ? self == 0 : string(self).matches(r'{pattern}')",
+                "message": "write a duration such as 10s, 1m or 500ms, or 0",
+            }
+        )
     if result.get("type") == "object" and "properties" not in result and "additionalProperties" not in result:
         result["x-kubernetes-preserve-unknown-fields"] = True
     if result.get("format") == "date-time":

@@ -10,6 +10,7 @@ selection, windows); this module only sequences them with the API calls in `kube
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -19,10 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chaosguard import windows
+from chaosguard import metrics, windows
 from chaosguard.clock import Clock
 from chaosguard.durations import format_seconds, to_seconds
 from chaosguard.errors import describe_validation_error
+from chaosguard.guard import SteadyStateProbe
 from chaosguard.kube import Cluster
 from chaosguard.models import (
     Action,
@@ -32,8 +34,10 @@ from chaosguard.models import (
     ConditionStatus,
     KillRecord,
     KillResult,
+    OnUnavailable,
     Phase,
     RunStatus,
+    SliAbort,
     TargetRecord,
 )
 from chaosguard.policy import (
@@ -47,6 +51,7 @@ from chaosguard.policy import (
     target_namespaces,
     time_refusal,
 )
+from chaosguard.prometheus import QueryBatcher
 from chaosguard.selection import (
     PodView,
     WorkloadState,
@@ -57,8 +62,10 @@ from chaosguard.selection import (
     requested_count,
     workload_states,
 )
+from chaosguard.slo import EvidencePoint, GuardState, Verdict, VerdictKind, append_capped, format_labels, format_value
 
 MAX_KILL_RECORDS = 100
+MAX_SLI_POINTS = 60
 DEFAULT_RECOVERY_TIMEOUT = 300.0
 IDLE_POLL_SECONDS = 5.0
 ACTIVE_POLL_SECONDS = 1.0
@@ -74,6 +81,7 @@ class OperatorContext:
     clock: Clock
     emit: Emit
     operator_namespace: str | None = None
+    batcher: QueryBatcher = field(default_factory=lambda: QueryBatcher(reuse_within=0.5))
     workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     running: set[str] = field(default_factory=set)
@@ -96,6 +104,9 @@ class ExperimentDriver:
         self.body = body  # kopf keeps this view live: spec and metadata follow the API
         self.logger = logger
         self.status = ChaosExperimentStatus.model_validate(dict(body.get("status") or {}))
+        self.save_lock = asyncio.Lock()
+        self.abort_requested = asyncio.Event()
+        self.guard_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -123,6 +134,7 @@ class ExperimentDriver:
     async def run(self, stopped: Any) -> None:
         if self.status.phase is Phase.RUNNING:
             self.context.running.add(self.key)
+            self.resume_guard()
         try:
             while not stopped:
                 try:
@@ -133,6 +145,7 @@ class ExperimentDriver:
                 await stopped.wait(delay)
         finally:
             self.context.running.discard(self.key)
+            await self.stop_guard()
 
     async def step(self) -> float:
         """Advances the experiment by at most one transition; returns how long to wait."""
@@ -230,6 +243,8 @@ class ExperimentDriver:
                 running = await self.running_elsewhere()
                 refusal = concurrency_refusal(world.effective, running)
                 if refusal is None:
+                    refusal = await self.steady_state_refusal(spec, now)
+                if refusal is None:
                     await self.start_run(spec, world, now)
                     return 0.0
         if refusal.rule == "max-concurrent-experiments" and spec.schedule is None:
@@ -238,6 +253,10 @@ class ExperimentDriver:
                 self.set_condition("Started", "False", "TooManyRunning", refusal.message)
                 await self.save()
                 self.emit("Normal", "Waiting", refusal.message)
+            return IDLE_POLL_SECONDS
+        if spec.schedule is None and refusal.rule == "steady-state":
+            await self.start_run(spec, world, now)
+            await self.end_run(Phase.ABORTED, "SteadyStateNotHeld", refusal.message)
             return IDLE_POLL_SECONDS
         if spec.schedule is None:
             await self.reject(_reason_for(refusal), str(refusal), [refusal])
@@ -284,7 +303,10 @@ class ExperimentDriver:
         self.status.message = f"run {run_id} until {deadline.isoformat()}"
         self.set_condition("Started", "True", "RunStarted", self.status.message)
         self.context.running.add(self.key)
+        self.abort_requested.clear()
         await self.save()
+        metrics.ACTIVE_RUNS.inc()
+        self.resume_guard()
         dry = " (dry run: nothing is touched)" if spec.dry_run else ""
         self.emit("Normal", "RunStarted", f"run {run_id} started{dry}; deadline {deadline.isoformat()}")
 
@@ -294,6 +316,8 @@ class ExperimentDriver:
             self.status.phase = Phase.PENDING
             await self.save()
             return 0.0
+        if self.abort_requested.is_set():
+            return ACTIVE_POLL_SECONDS  # the guard is ending the run
         now = self.now()
         world = await self.world(spec)
         stop = self.stop_reason(world, now)
@@ -404,6 +428,8 @@ class ExperimentDriver:
                 await self.save()
                 self.emit("Normal", "WouldKill", record.message)
                 return
+            if self.abort_requested.is_set():
+                return
             # Written before the kill: a restart in between must not kill twice.
             record.method = "pending"
             self.append_kill(run, record)
@@ -418,6 +444,7 @@ class ExperimentDriver:
             record.result, record.method, record.message = result, method, message
             if result is KillResult.KILLED:
                 run.kills_total += 1
+            metrics.KILLS.labels(result.value).inc()
             await self.save()
         text = f"{_verb(result)} pod {victim.key} (uid {victim.uid}) of {victim.workload} by {method}: {message}"
         self.emit("Normal" if result is not KillResult.FAILED else "Warning", f"Pod{result.value}", text)
@@ -473,28 +500,44 @@ class ExperimentDriver:
             await self.save()
 
     async def finish_if_recovered(self, spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> float:
+        await self.stop_guard()
         unrecovered = [k for k in run.kills if k.result is KillResult.KILLED and k.recovered_after_seconds is None]
-        if not unrecovered:
+        sli_problem = await self.steady_state_after(spec, run, now) if not unrecovered else None
+        if not unrecovered and sli_problem is None:
             await self.end_run(Phase.COMPLETED, "RunCompleted", f"run {run.id} completed")
             return 0.0
         timeout = to_seconds(spec.steady_state.recovery.timeout) if spec.steady_state else DEFAULT_RECOVERY_TIMEOUT
         assert run.deadline is not None
         if (now - run.deadline).total_seconds() < timeout:
-            if not run.message.startswith("waiting"):
-                run.message = f"waiting up to {format_seconds(timeout)} for killed pods' workloads to recover"
+            waiting = "killed pods' workloads" if unrecovered else "the steady state"
+            message = f"waiting up to {format_seconds(timeout)} for {waiting} to recover"
+            if run.message != message:
+                run.message = message
                 await self.save()
-            return ACTIVE_POLL_SECONDS
-        names = ", ".join(sorted({f"{k.namespace}/{k.workload}" for k in unrecovered}))
+            return to_seconds(spec.steady_state.interval) if spec.steady_state else ACTIVE_POLL_SECONDS
+        if unrecovered:
+            names = ", ".join(sorted({f"{k.namespace}/{k.workload}" for k in unrecovered}))
+            detail = f"{names} did not recover to full Ready strength"
+        else:
+            detail = f"the steady state did not come back ({sli_problem})"
         await self.end_run(
             Phase.FAILED,
             "DidNotRecover",
-            f"run {run.id}: {names} did not recover to full Ready strength within {format_seconds(timeout)} "
-            "after the run; look at why replacements are not becoming Ready",
+            f"run {run.id}: {detail} within {format_seconds(timeout)} after the run; "
+            "this is the finding: look at why the system does not heal on its own",
         )
         return 0.0
 
     async def end_run(self, result: Phase, reason: str, message: str) -> None:
+        if asyncio.current_task() is not self.guard_task:
+            self.abort_requested.set()  # no kill may start while the run is being closed
+            await self.stop_guard()
         run = self.status.current_run
+        if run is not None:
+            metrics.RUNS.labels(result.value).inc()
+            metrics.ACTIVE_RUNS.dec()
+            if result is Phase.ABORTED:
+                metrics.ABORTS.labels(reason).inc()
         spec = ChaosExperimentSpec.model_validate(dict(self.body["spec"]))
         if run is not None:
             run.phase = result
@@ -519,6 +562,126 @@ class ExperimentDriver:
         await self.save()
         self.emit("Normal" if result is Phase.COMPLETED else "Warning", reason, message)
 
+    # ------------------------------------------------------------------ the SLI guard
+
+    def probe(self, spec: ChaosExperimentSpec) -> SteadyStateProbe | None:
+        if spec.steady_state is None:
+            return None
+        return SteadyStateProbe(self.context.cluster, self.context.batcher, self.namespace, spec.steady_state)
+
+    async def steady_state_refusal(self, spec: ChaosExperimentSpec, now: datetime) -> Refusal | None:
+        """The before-check: a run starts only from a steady state that holds right now."""
+        probe = self.probe(spec)
+        if probe is None:
+            return None
+        verdict = await probe.check(GuardState(), now)
+        problems = [b.message for b in (*verdict.breaches, *verdict.pending)]
+        if verdict.kind is VerdictKind.UNAVAILABLE and verdict.abort:
+            problems.append(verdict.message)
+        if not problems:
+            return None
+        return Refusal(
+            "steady-state",
+            "the steady state does not hold before the run, so nothing was injected: " + "; ".join(problems),
+            "spec.steadyState",
+        )
+
+    async def steady_state_after(self, spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> str | None:
+        """The after-check: None once every condition holds again, else what still does not."""
+        probe = self.probe(spec)
+        if probe is None:
+            return None
+        verdict = await probe.check(GuardState(), now)
+        self.record_samples(run, verdict)
+        problems = [b.message for b in (*verdict.breaches, *verdict.pending)]
+        if verdict.kind is VerdictKind.UNAVAILABLE:
+            if spec.steady_state is not None and spec.steady_state.on_unavailable is OnUnavailable.CONTINUE:
+                run.steady_state_after = f"could not be checked (onUnavailable: continue): {verdict.message}"
+                return None
+            problems.append(verdict.message)
+        run.steady_state_after = "; ".join(problems) if problems else f"held again at {now.isoformat()}"
+        return "; ".join(problems) or None
+
+    def resume_guard(self) -> None:
+        try:
+            spec = ChaosExperimentSpec.model_validate(dict(self.body["spec"]))
+        except ValidationError:
+            return
+        if spec.steady_state is None or (self.guard_task is not None and not self.guard_task.done()):
+            return
+        self.guard_task = asyncio.create_task(self.guard_loop(spec), name=f"guard {self.key}")
+
+    async def stop_guard(self) -> None:
+        task, self.guard_task = self.guard_task, None
+        if task is None or task is asyncio.current_task() or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def guard_loop(self, spec: ChaosExperimentSpec) -> None:
+        """Every steadyState.interval while the run lasts; apart from the driver, so that a stuck
+        kill cannot delay an abort."""
+        probe = self.probe(spec)
+        assert probe is not None and spec.steady_state is not None
+        interval = to_seconds(spec.steady_state.interval)
+        loop = asyncio.get_running_loop()
+        while True:
+            run = self.status.current_run
+            if run is None or run.deadline is None or self.now() >= run.deadline:
+                return
+            tick_started = loop.time()
+            verdict = await probe.check(GuardState.from_wire(run.sli_state), self.now())
+            metrics.GUARD_CHECKS.labels(verdict.kind.value).inc()
+            if self.status.current_run is not run:
+                return
+            run.sli_state = verdict.state.to_wire()
+            self.record_samples(run, verdict)
+            if verdict.abort:
+                await self.abort_for(verdict)
+                return
+            await self.save()
+            await asyncio.sleep(max(0.0, interval - (loop.time() - tick_started)))
+
+    def record_samples(self, run: RunStatus, verdict: Verdict) -> None:
+        for result in verdict.results:
+            point = EvidencePoint(verdict.at, result.status, result.value, result.labels).to_wire()
+            run.sli_samples[result.condition] = append_capped(
+                run.sli_samples.get(result.condition, []), point, MAX_SLI_POINTS
+            )
+            if result.value is not None:
+                metrics.SLI_VALUE.labels(self.key, result.condition).set(result.value)
+
+    async def abort_for(self, verdict: Verdict) -> None:
+        """Stops every further fault and rolls back first, then records the breach and says so."""
+        started = asyncio.get_running_loop().time()
+        self.abort_requested.set()
+        await self.roll_back_faults()
+        run = self.status.current_run
+        breach = verdict.breach
+        if run is not None and breach is not None:
+            run.abort = SliAbort(
+                condition=breach.condition,
+                query=breach.query,
+                operator=breach.operator.value,
+                threshold=breach.threshold,
+                value=format_value(breach.value),
+                series=format_labels(breach.labels),
+                at=breach.at,
+                since=breach.since,
+                message=breach.message,
+            )
+        elif run is not None and verdict.unavailable:
+            missing = verdict.unavailable[0]
+            run.abort = SliAbort(
+                condition=missing.condition, query=missing.query, at=verdict.at, message=verdict.message
+            )
+        await self.end_run(Phase.ABORTED, verdict.reason, f"aborted by the SLI guard: {verdict.message}")
+        metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
+
+    async def roll_back_faults(self) -> None:
+        """pod-kill leaves nothing to undo: killed pods are replaced by their controllers."""
+
     # ------------------------------------------------------------------ status and events
 
     def set_condition(self, kind: str, value: ConditionStatus, reason: str, message: str) -> None:
@@ -542,10 +705,13 @@ class ExperimentDriver:
         )
 
     async def save(self) -> None:
-        if self.status.observed_generation is None:
-            self.status.observed_generation = self.generation
-        wire = self.status.model_dump(by_alias=True, mode="json")
-        await asyncio.to_thread(self.context.cluster.patch_experiment_status, self.namespace, self.name, wire)
+        # The snapshot is taken inside the lock, so the last write to land is always the newest
+        # state, even when the guard and the driver save at the same moment.
+        async with self.save_lock:
+            if self.status.observed_generation is None:
+                self.status.observed_generation = self.generation
+            wire = self.status.model_dump(by_alias=True, mode="json")
+            await asyncio.to_thread(self.context.cluster.patch_experiment_status, self.namespace, self.name, wire)
 
     def emit(self, kind: str, reason: str, message: str) -> None:
         self.context.emit(self.body, kind, reason, message)

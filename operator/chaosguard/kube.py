@@ -8,6 +8,7 @@ pod replaced under the same name (StatefulSets) is never hit by mistake, and nev
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any, cast
@@ -104,6 +105,13 @@ class Cluster:
             "kind": kind,
             "metadata": {"name": name, "namespace": namespace, "uid": obj.metadata.uid},
         }
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        secret: Any = self.core.read_namespaced_secret(name, namespace)
+        data = dict(secret.data or {})
+        if key not in data:
+            raise KubeError(f"Secret {namespace}/{name} has no key {key!r} (keys: {', '.join(sorted(data))})")
+        return base64.b64decode(data[key]).decode()
 
     # ------------------------------------------------------------------ writing
 

@@ -98,8 +98,8 @@ class LabelSelector(ApiModel):
     )
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        for key, value in self.match_labels.items():
-            if labels.get(key) != value:
+        for key, wanted in self.match_labels.items():
+            if labels.get(key) != wanted:
                 return False
         for requirement in self.match_expressions:
             present = requirement.key in labels
@@ -317,11 +317,23 @@ class SteadyStateCondition(ApiModel):
     query: str = Field(min_length=1, description="A PromQL instant query.")
     operator: ComparisonOperator = Field(description="Healthy while `value <operator> threshold` holds.")
     threshold: float = Field(description="The value compared against.")
-    for_: Duration = Field(
+    for_: str = Field(
         default="0",
         alias="for",
-        description="How long a breach must persist before it counts (0: the first breach aborts).",
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description="How long a breach must persist before it counts, e.g. 10s (0: the first breach aborts).",
     )
+
+    @field_validator("for_", mode="before")
+    @classmethod
+    def _zero_may_be_a_number(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value != 0:
+                raise ValueError(f"write {value}s (with a unit) or 0; a bare number other than 0 is ambiguous")
+            return "0"
+        return value
     prometheus: PrometheusEndpoint | None = Field(
         default=None, description="Overrides steadyState.prometheus for this condition."
     )
@@ -336,7 +348,7 @@ class RecoverySpec(ApiModel):
 class SteadyStateSpec(ApiModel):
     prometheus: PrometheusEndpoint | None = Field(default=None, description="Default Prometheus endpoint.")
     interval: Duration = Field(default="5s", description="How often every condition is checked.")
-    conditions: list[SteadyStateCondition] = Field(min_length=1, description="All must hold.")
+    conditions: list[SteadyStateCondition] = Field(min_length=1, max_length=20, description="All must hold.")
     on_unavailable: OnUnavailable = Field(
         default=OnUnavailable.ABORT,
         description="Prometheus unreachable, erroring, empty or NaN: abort (default, fail-safe) or continue.",
@@ -485,6 +497,20 @@ class KillRecord(StatusModel):
     recovered_after_seconds: float | None = None
 
 
+class SliAbort(StatusModel):
+    """The SLI breach (or unavailability) that ended a run, as the guard saw it."""
+
+    condition: str
+    query: str = ""
+    operator: str = ""
+    threshold: float | None = None
+    value: str = ""
+    series: str = ""
+    at: datetime
+    since: datetime | None = None
+    message: str = ""
+
+
 class RunStatus(StatusModel):
     id: str
     trigger: str = "apply"
@@ -499,6 +525,11 @@ class RunStatus(StatusModel):
     kills_total: int = 0
     reason: str = ""
     message: str = ""
+    steady_state_before: str = ""
+    steady_state_after: str = ""
+    sli_state: dict[str, dict[str, str]] = Field(default_factory=dict)
+    sli_samples: dict[str, list[dict[str, str]]] = Field(default_factory=dict)
+    abort: SliAbort | None = None
 
 
 class ChaosExperimentStatus(StatusModel):

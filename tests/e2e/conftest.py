@@ -66,7 +66,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[_CONTEXT] = context
 
 
-
 @pytest.fixture(scope="session")
 def kind_context(pytestconfig: pytest.Config) -> str:
     """The kind context checked at collection; every kubectl call below is pinned to it."""

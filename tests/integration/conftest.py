@@ -78,4 +78,4 @@ def namespace(k8s: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
 
 
 # The operator as a process, and the workload/policy fixtures built on it.
-from tests.support.operator import chaos_operator, chaosguard_crds, isolated_policies, operator_at, shop  # noqa: E402,F401
+from tests.support.operator import chaos_operator, chaosguard_crds, isolated_policies, operator_at, shop, slow_shop  # noqa: E402,F401

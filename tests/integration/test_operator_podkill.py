@@ -81,13 +81,13 @@ def test_cap_stops_kills_beyond_the_share_of_the_workload(
     k8s: client.ApiClient,
     control_plane: ControlPlane,
     chaos_operator: OperatorProcess,
-    shop: str,
+    slow_shop: str,
     isolated_policies: list[str],
 ) -> None:
-    create_policy(k8s, f"cap-{shop}", scoped_policy(shop, maxPercentage=40))
-    isolated_policies.append(f"cap-{shop}")
-    apply_yaml(control_plane, experiment_yaml("four", mode="fixed", value=4), shop)
-    status = wait_for_phase(k8s, shop, "four", "Completed", timeout=60)
+    create_policy(k8s, f"cap-{slow_shop}", scoped_policy(slow_shop, maxPercentage=40))
+    isolated_policies.append(f"cap-{slow_shop}")
+    apply_yaml(control_plane, experiment_yaml("four", mode="fixed", value=4), slow_shop)
+    status = wait_for_phase(k8s, slow_shop, "four", "Completed", timeout=60)
     assert sorted(k["result"] for k in kills(status)) == ["Capped", "Capped", "Killed", "Killed"]
     capped = kills(status, "Capped")[0]
     assert "max-percentage" in capped["message"] and "above the 40%" in capped["message"]
@@ -97,21 +97,22 @@ def test_two_experiments_racing_on_one_workload_never_add_up_past_the_cap(
     k8s: client.ApiClient,
     control_plane: ControlPlane,
     chaos_operator: OperatorProcess,
-    shop: str,
+    slow_shop: str,
     isolated_policies: list[str],
 ) -> None:
-    create_policy(k8s, f"cap-{shop}", scoped_policy(shop, maxPercentage=40))
-    isolated_policies.append(f"cap-{shop}")
+    create_policy(k8s, f"cap-{slow_shop}", scoped_policy(slow_shop, maxPercentage=40))
+    isolated_policies.append(f"cap-{slow_shop}")
     apply_yaml(
         control_plane,
         experiment_yaml("racer-a", mode="fixed", value=2) + "---\n" + experiment_yaml("racer-b", mode="fixed", value=2),
-        shop,
+        slow_shop,
     )
-    results = [wait_for_phase(k8s, shop, name, "Completed", timeout=60) for name in ("racer-a", "racer-b")]
+    results = [wait_for_phase(k8s, slow_shop, name, "Completed", timeout=60) for name in ("racer-a", "racer-b")]
     killed = [k for status in results for k in kills(status, "Killed")]
-    capped = [k for status in results for k in kills(status, "Capped")]
-    assert len(killed) <= 2, killed
-    assert len(killed) + len(capped) == 4
+    decisions = [(k["result"], k.get("message", "")) for status in results for k in kills(status)]
+    assert len(killed) == 2, decisions  # exactly what 40 % of 5 allows, whoever asked first
+    # The other two were stopped by the cap, or were the very pods the other experiment had just taken.
+    assert len(decisions) == 4 and {result for result, _ in decisions} <= {"Killed", "Capped", "Gone"}, decisions
 
 
 def test_protected_pods_are_never_touched(

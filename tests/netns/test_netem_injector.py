@@ -358,8 +358,7 @@ def test_applying_twice_replaces_rather_than_stacks(topology: Topology, start_in
 
 
 def add_foreign_qdisc(topology: Topology) -> dict[str, object]:
-    netns.run(netns.in_netns(topology.target, ["tc", "qdisc", "add", "dev", TARGET_DEVICE, "root",
-                                                "handle", "1:", "htb", "default", "0"]))  # fmt: skip
+    netns.run(["tc", "-n", topology.target, "qdisc", "add", "dev", TARGET_DEVICE, "root", "handle", "1:", "htb"])
     foreign = topology.qdisc()
     assert (foreign["kind"], foreign["handle"]) == ("htb", "1:"), foreign
     return foreign
@@ -381,7 +380,7 @@ def test_a_foreign_root_qdisc_is_left_alone(topology: Topology, start_injector: 
 
 def test_a_qdisc_swapped_in_during_the_hold_is_not_removed(topology: Topology, start_injector: StartInjector) -> None:
     injector = inject(start_injector, topology.target)
-    netns.run(netns.in_netns(topology.target, ["tc", "qdisc", "del", "dev", TARGET_DEVICE, "root"]))
+    netns.run(["tc", "-n", topology.target, "qdisc", "del", "dev", TARGET_DEVICE, "root"])
     foreign = add_foreign_qdisc(topology)
 
     injector.signal(signal.SIGTERM)

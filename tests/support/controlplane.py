@@ -78,6 +78,23 @@ KWOK_STAGE_FILES = (
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
+#: A pod annotated with this (a Go duration, e.g. "20s") becomes Ready only after that long, like a
+#: real container that takes time to start; tests of the blast-radius cap need replacements to lag.
+POD_READY_DELAY_ANNOTATION = "pod-ready.stage.kwok.x-k8s.io/delay"
+
+
+def _with_ready_delay(stage: str) -> str:
+    delay = (
+        "  delay:\n"
+        "    durationMilliseconds: 0\n"
+        "    durationFrom:\n"
+        f"      expressionFrom: '.metadata.annotations[\"{POD_READY_DELAY_ANNOTATION}\"]'\n"
+    )
+    if "\nspec:\n" not in stage or "delay:" in stage:
+        raise ControlPlaneError("kwok's pod-ready stage changed shape; update _with_ready_delay")
+    return stage.replace("\nspec:\n", "\nspec:\n" + delay, 1)
+
+
 _HEALTH_PATHS = "/healthz,/readyz,/livez,/metrics"
 _NOT_SCHEDULABLE_TAINTS = frozenset(
     {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", "node.kubernetes.io/unschedulable"}
@@ -792,7 +809,10 @@ class ControlPlane:
             path = stages_dir / relative
             if not path.is_file():
                 raise ControlPlaneError(f"kwok stage {path} is missing; rerun hack/build-control-plane.sh")
-            documents.append(path.read_text().strip().removeprefix("---").strip())
+            document = path.read_text().strip().removeprefix("---").strip()
+            if relative == "pod/fast/pod-ready.yaml":
+                document = _with_ready_delay(document)
+            documents.append(document)
         config = self.workdir / "kwok.yaml"
         config.write_text("\n---\n".join(documents) + "\n")
 
@@ -955,9 +975,13 @@ def _up(args: argparse.Namespace) -> int:
     bin_dir = Path(args.bin_dir) if args.bin_dir else default_bin_dir()
     workdir = Path(args.dir).resolve()
     stop = threading.Event()
+    starting = True
 
     def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
+        if starting and not stop.is_set():  # abort start-up; start() stops what it had started
+            stop.set()
+            raise KeyboardInterrupt(f"signal {signum}")
+        stop.set()  # a repeated signal must not interrupt the teardown
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -965,6 +989,7 @@ def _up(args: argparse.Namespace) -> int:
     plane = ControlPlane(workdir, bin_dir, nodes=args.nodes)
     try:
         plane.start()
+        starting = False
         print(format_timings(plane.timings), f"(wall {time.monotonic() - launched:.1f}s)", flush=True)
         print(f"server: {plane.server}")
         print(f"logs: {plane.log_dir}")
@@ -973,6 +998,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"kubectl: {plane.kubectl_path}")
         print(f"kubeconfig: {plane.kubeconfig}")
         print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
+        print("running until SIGINT/SIGTERM (Ctrl-C)", file=sys.stderr, flush=True)
         while not stop.wait(1.0):
             dead = [name for name, alive in plane.running().items() if not alive]
             if dead:
@@ -983,6 +1009,9 @@ def _up(args: argparse.Namespace) -> int:
     except ControlPlaneError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted during start-up; stopping", file=sys.stderr, flush=True)
+        return 130
     finally:
         plane.stop()
 

@@ -127,6 +127,7 @@ def check_pod_kill_percent(run: PodKillRun) -> None:
     assert {k["uid"] for k in killed} <= run.uids_before, "a killed pod was not one of the workload's"
     assert not {k["uid"] for k in killed} & run.uids_after, "a killed pod is still there"
     assert all((k.get("recoveredAfterSeconds") or 0) > 0 for k in killed), f"recovery not recorded:\n{dump}"
-    assert run.experiment_events.count("PodKilled") == 2, run.experiment_events
-    assert "RunCompleted" in run.experiment_events, run.experiment_events
-    assert run.workload_events.count("ChaosPodKilled") == 2, run.workload_events
+    events = f"Events on the experiment: {run.experiment_events}; on the workload: {run.workload_events}"
+    assert run.experiment_events.count("PodKilled") == 2, events
+    assert "RunCompleted" in run.experiment_events, events
+    assert run.workload_events.count("ChaosPodKilled") == 2, events

@@ -124,16 +124,15 @@ class Topology:
 
 
 def create_topology(name: str) -> Topology:
+    """Creates both namespaces and the veth pair in one `ip -batch`, then configures each side."""
     topology = Topology(name=name, target=f"{name}-tgt", peer=f"{name}-peer")
-    run(["ip", "netns", "add", topology.target])
     try:
-        run(["ip", "netns", "add", topology.peer])
         run(
-            [
-                "ip", "link", "add", TARGET_DEVICE, "netns", topology.target, "type", "veth",
-                "peer", "name", "cg-peer0", "netns", topology.peer,
-            ]
-        )  # fmt: skip
+            ["ip", "-batch", "-"],
+            input=f"netns add {topology.target}\n"
+            f"netns add {topology.peer}\n"
+            f"link add {TARGET_DEVICE} netns {topology.target} type veth peer name cg-peer0 netns {topology.peer}\n",
+        )
         run(
             ["ip", "-n", topology.target, "-batch", "-"],
             input="\n".join(
@@ -143,7 +142,7 @@ def create_topology(name: str) -> Topology:
                     f"addr add fd00:200::1/64 dev {TARGET_DEVICE} nodad",
                     f"link set {TARGET_DEVICE} up",
                     f"route add default via {NEAR_V4} dev {TARGET_DEVICE}",
-                    f"-6 route add default via {NEAR_V6} dev {TARGET_DEVICE}",
+                    f"route add default via {NEAR_V6} dev {TARGET_DEVICE}",
                 ]
             )
             + "\n",
@@ -169,13 +168,13 @@ def create_topology(name: str) -> Topology:
 
 
 def delete_namespaces(*names: str) -> None:
-    for name in names:
-        if os.path.exists(f"/run/netns/{name}"):
-            run(["ip", "netns", "del", name], check=False)
+    existing = [name for name in names if os.path.exists(f"/run/netns/{name}")]
+    if existing:
+        run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {name}\n" for name in existing))
 
 
 def root_qdisc(netns: str, device: str) -> dict[str, object]:
-    output = run(in_netns(netns, ["tc", "-j", "qdisc", "show", "dev", device, "root"])).stdout
+    output = run(["tc", "-n", netns, "-j", "qdisc", "show", "dev", device, "root"]).stdout
     qdiscs = json.loads(output or "[]")
     assert len(qdiscs) == 1, f"expected one root qdisc on {device} in {netns}, got {output}"
     return dict(qdiscs[0])

@@ -22,7 +22,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import POD_READY_DELAY_ANNOTATION, ControlPlane
 from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,9 +44,11 @@ class OperatorProcess:
         self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.metrics_port = 0
 
     def start(self) -> OperatorProcess:
         self.port = _free_port()
+        self.metrics_port = _free_port()
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -59,6 +61,10 @@ class OperatorProcess:
                 str(self.kubeconfig),
                 "--liveness",
                 f"http://127.0.0.1:{self.port}/healthz",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--metrics-address",
+                "127.0.0.1",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -79,6 +85,10 @@ class OperatorProcess:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
 
     def kill(self) -> None:
         """SIGKILL: the operator dies mid-flight, as in a node failure or OOM kill."""
@@ -129,9 +139,17 @@ def label_namespace(api: client.ApiClient, namespace: str, labels: Mapping[str, 
 
 
 def create_deployment(
-    api: client.ApiClient, namespace: str, name: str, replicas: int, labels: Mapping[str, str] | None = None
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    replicas: int,
+    labels: Mapping[str, str] | None = None,
+    ready_after: str | None = None,
 ) -> None:
+    """A Deployment of pause pods; `ready_after` (e.g. "8s") makes every pod, replacements included,
+    take that long to become Ready, as real containers do."""
     pod_labels = {"app": name, **(labels or {})}
+    annotations = {POD_READY_DELAY_ANNOTATION: ready_after} if ready_after else {}
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -140,7 +158,7 @@ def create_deployment(
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {"labels": pod_labels, "annotations": annotations},
                 "spec": {
                     "terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
@@ -257,6 +275,14 @@ def chaos_operator(
     """One operator for the session; tests that restart or reconfigure it start their own."""
     with running_operator(chaosguard_crds, tmp_path_factory.mktemp("operator")) as operator:
         yield operator
+
+
+@pytest.fixture
+def slow_shop(k8s: client.ApiClient, namespace: str) -> str:
+    """Like `shop`, but pods take 8 s to become Ready, so a killed pod stays missing for a while."""
+    label_namespace(k8s, namespace, {"chaosguard.dev/chaos": "allowed", "chaosguard.dev/test": namespace})
+    create_deployment(k8s, namespace, "checkout", 5, ready_after="8s")
+    return namespace
 
 
 @pytest.fixture

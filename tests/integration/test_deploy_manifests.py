@@ -1,0 +1,394 @@
+"""deploy/, the image and users' kind CI, checked here without Docker or kind.
+
+- `kubectl kustomize` builds deploy/base and deploy/overlays/kind, and the real API server accepts
+  every object they produce (server-side dry-run, in a namespace that enforces the restricted Pod
+  Security Standard, with no warnings).
+- The Deployment agrees with deploy/Dockerfile and the Makefile (probe, user, image, names).
+- The ClusterRole has no wildcard, and is enough: on a control plane of its own, the overlay is
+  applied for real and the operator runs under its ServiceAccount through the README's first
+  experiment (the same kubectl flow as tests/e2e), with no permission error; and it grants nothing
+  that the code does not call.
+- The workflow passes actionlint; the kind cluster config has the shape `make e2e-kind` expects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
+from tests.support.example_flow import Kubectl, check_pod_kill_percent, run_pod_kill_percent
+from tests.support.operator import OperatorProcess
+
+pytestmark = pytest.mark.controlplane
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+BUILDS = {"base": DEPLOY / "base", "overlays/kind": DEPLOY / "overlays" / "kind"}
+WORKFLOW = REPO / ".github" / "workflows" / "e2e-kind.yaml"
+OPERATOR_NAMESPACE = "chaosguard-system"
+NAME = "chaosguard"  # the ServiceAccount, ClusterRole, ClusterRoleBinding and Deployment
+SERVICE_ACCOUNT_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{NAME}"
+EXPECTED_OBJECTS = {
+    ("Namespace", None, OPERATOR_NAMESPACE),
+    ("CustomResourceDefinition", None, "chaosexperiments.chaosguard.dev"),
+    ("CustomResourceDefinition", None, "chaospolicies.chaosguard.dev"),
+    ("ServiceAccount", OPERATOR_NAMESPACE, NAME),
+    ("ClusterRole", None, NAME),
+    ("ClusterRoleBinding", None, NAME),
+    ("Deployment", OPERATOR_NAMESPACE, NAME),
+}
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def bin_dir() -> Path:
+    try:
+        return default_bin_dir()
+    except ControlPlaneError as error:
+        pytest.fail(f"cannot get the pinned kubectl and actionlint: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def builds(bin_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every object of `kubectl kustomize` of deploy/base and deploy/overlays/kind."""
+    built = {}
+    for name, directory in BUILDS.items():
+        result = subprocess.run(
+            [str(bin_dir / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, f"`kubectl kustomize {directory}` failed:\n{result.stderr}"
+        built[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return built
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str = NAME) -> dict[str, Any]:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False)
+
+
+def dockerfile_entrypoint() -> list[str]:
+    lines = (DEPLOY / "Dockerfile").read_text().splitlines()
+    entrypoints = [line.removeprefix("ENTRYPOINT").strip() for line in lines if line.startswith("ENTRYPOINT")]
+    assert len(entrypoints) == 1, "deploy/Dockerfile needs exactly one ENTRYPOINT, in exec (JSON) form"
+    argv: list[str] = json.loads(entrypoints[0])
+    return argv
+
+
+def dockerfile_user() -> str:
+    users = [line.split()[1] for line in (DEPLOY / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
+    assert users, "deploy/Dockerfile sets no USER: the image would run as root"
+    return users[-1]
+
+
+def makefile_variable(name: str) -> str:
+    found = re.search(rf"^{name}\s*\?=\s*(\S+)", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert found, f"the Makefile defines no {name}"
+    return found.group(1)
+
+
+def memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity.removesuffix(suffix)) * factor)
+    return int(quantity)
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found.group(1)) * 1024 if found else None
+
+
+# --------------------------------------------------------------------------- the builds
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_kustomize_builds_exactly_the_operator_objects(builds: dict[str, list[dict[str, Any]]], build: str) -> None:
+    found = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in builds[build]}
+    assert found == EXPECTED_OBJECTS
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_the_crds_deployed_are_the_generated_ones(builds: dict[str, list[dict[str, Any]]], build: str) -> None:
+    generated = {}
+    for path in sorted((REPO / "crds").glob("chaosguard.dev_*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        generated[crd["metadata"]["name"]] = crd
+    deployed = {o["metadata"]["name"]: o for o in builds[build] if o["kind"] == "CustomResourceDefinition"}
+    assert deployed.keys() == generated.keys()
+    for name, crd in deployed.items():
+        # kustomize adds only the common labels; everything else must be what `make crds` generated.
+        crd = {**crd, "metadata": {k: v for k, v in crd["metadata"].items() if k != "labels"}}
+        assert crd == generated[name], f"{name} in {build} differs from crds/: is crds/kustomization.yaml stale?"
+
+
+def test_the_kind_overlay_runs_the_image_make_builds(builds: dict[str, list[dict[str, Any]]]) -> None:
+    container = find(builds["overlays/kind"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == makefile_variable("IMAGE")  # what `make image` tags and kind loads
+    assert container["imagePullPolicy"] == "IfNotPresent"  # `kind load` images cannot be pulled
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_the_deployment_fits_the_image_and_the_operator(builds: dict[str, list[dict[str, Any]]], build: str) -> None:
+    objects = builds[build]
+    deployment = find(objects, "Deployment")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+
+    # kopf runs standalone (no peering): never two operators at once, not even during a rollout.
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"
+
+    # The probe asks the endpoint the image's ENTRYPOINT serves, on all interfaces.
+    entrypoint = dockerfile_entrypoint()
+    assert entrypoint[:2] == ["chaosguard", "run"], entrypoint
+    liveness = urllib.parse.urlsplit(entrypoint[entrypoint.index("--liveness") + 1])
+    assert liveness.hostname == "0.0.0.0", "the kubelet probes the pod IP, not loopback"
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probe["path"] == liveness.path
+    assert ports.get(probe["port"], probe["port"]) == liveness.port
+
+    # The operator's own namespace is excluded from every experiment: it must know it.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CHAOSGUARD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+    # Non-root by construction: the image's numeric USER is the pod's runAsUser.
+    user = dockerfile_user().split(":")[0]
+    assert user.isdigit() and int(user) != 0, f"the image's USER {user} must be a numeric non-root UID"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == int(user)
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= container["resources"][kind].keys(), kind
+
+    # One ServiceAccount, bound to the ClusterRole; the names the Makefile waits for.
+    assert pod["serviceAccountName"] == find(objects, "ServiceAccount")["metadata"]["name"]
+    binding = find(objects, "ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": OPERATOR_NAMESPACE}]
+    makefile = (REPO / "Makefile").read_text()
+    assert f"kubectl -n {OPERATOR_NAMESPACE} rollout status deployment/{deployment['metadata']['name']}" in makefile
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_rbac_has_no_wildcards_and_no_escalation(builds: dict[str, list[dict[str, Any]]], build: str) -> None:
+    roles = [o for o in builds[build] if o["kind"] in ("ClusterRole", "Role")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for field in ("verbs", "resources", "apiGroups", "resourceNames", "nonResourceURLs"):
+                assert not any("*" in item for item in rule.get(field, [])), f"a wildcard in {field}: {rule}"
+            assert not {"escalate", "bind", "impersonate", "update", "deletecollection"} & set(rule["verbs"]), rule
+            assert not {"secrets", "configmaps", "serviceaccounts/token", "pods/exec"} & set(rule["resources"]), rule
+            assert "nonResourceURLs" not in rule, rule
+
+
+# --------------------------------------------------------------------------- the real API server
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_the_api_server_accepts_every_object(
+    control_plane: ControlPlane, builds: dict[str, list[dict[str, Any]]], build: str
+) -> None:
+    objects = builds[build]
+    namespaces = [o for o in objects if o["kind"] == "Namespace"]
+    crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+    rest = [o for o in objects if o not in namespaces and o not in crds]
+    # The namespace for real (namespaced dry-runs need it, and its Pod Security labels judge the
+    # Deployment's pod template); then CRDs before anything that might use them.
+    control_plane.kubectl("apply", "-f", "-", input=to_yaml(namespaces))
+    for group in (crds, rest):
+        result = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=to_yaml(group))
+        assert result.stdout.count("(server dry run)") == len(group), result.stdout
+        # e.g. `Warning: would violate PodSecurity "restricted:latest": ...`
+        assert "Warning" not in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of its own, with deploy/overlays/kind applied for real, as `make e2e-kind` does.
+
+    Its own, because the session's control plane may have the session's operator running, which
+    (kopf standalone, cluster-wide) would drive the same experiments as the one under test here.
+    kwok plays the kubelet: the operator's pod becomes Ready without running; the operator itself
+    runs as a process with the ServiceAccount's token, in place of the container.
+    """
+    with ControlPlane(tmp_path_factory.mktemp("deploy-plane"), bin_dir) as plane:
+        plane.kubectl("apply", "-k", str(BUILDS["overlays/kind"]))
+        plane.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{NAME}", "--timeout=120s")
+        yield plane
+
+
+def test_the_operator_needs_no_more_than_the_deploy_rbac(
+    installed: ControlPlane, builds: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    def kubectl(*args: str, input: str | None = None) -> str:
+        return installed.kubectl(*args, input=input).stdout
+
+    flow: Kubectl = kubectl
+    kubeconfig = installed.kubeconfig_for_service_account(OPERATOR_NAMESPACE, NAME)
+    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", {"CHAOSGUARD_NAMESPACE": OPERATOR_NAMESPACE})
+    operator.start()
+    try:
+        run = run_pod_kill_percent(flow, "shop-rbac", timeout=120)
+        assert operator.process is not None
+        peak = peak_rss_bytes(operator.process.pid)
+    finally:
+        operator.stop()
+
+    # kopf logs a 403 and carries on (e.g. "Failed to post an event ... forbidden", "Not enough
+    # permissions to watch"): the log tells what the role lacks better than the outcome does.
+    log = operator.log_path.read_text(errors="replace")
+    denied = [line for line in log.splitlines() if re.search(r"forbidden|permission", line, re.IGNORECASE)]
+    assert not denied, "the operator was denied something under the deploy/ RBAC:\n" + "\n".join(denied[:20])
+    check_pod_kill_percent(run)
+
+    container = find(builds["overlays/kind"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    limit = memory_bytes(container["resources"]["limits"]["memory"])
+    if peak is not None:
+        assert peak < 0.75 * limit, f"peak RSS {peak / 2**20:.0f} MiB is close to the {limit / 2**20:.0f} MiB limit"
+
+
+# What the code calls (kube.py, engine.py, handlers.py) and what kopf calls for it: each must be
+# allowed. Namespaced checks run in "default"; "-A" means in every namespace.
+NEEDED = [
+    ("list", "chaosexperiments.chaosguard.dev", "-A"),  # kopf's watch; Cluster.experiments
+    ("watch", "chaosexperiments.chaosguard.dev", "-A"),
+    ("patch", "chaosexperiments.chaosguard.dev"),  # kopf: finalizer, progress annotations
+    ("patch", "chaosexperiments.chaosguard.dev", "--subresource=status"),  # Cluster.patch_experiment_status
+    ("list", "chaospolicies.chaosguard.dev"),  # Cluster.policies
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),  # kopf notices CRDs established late
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("list", "namespaces"),  # Cluster.namespace_labels
+    ("list", "pods", "-A"),  # Cluster.pods
+    ("create", "pods", "--subresource=eviction"),  # Cluster.kill (default)
+    ("delete", "pods"),  # Cluster.kill with respectDisruptionBudgets: false
+    ("get", "deployments.apps"),  # Cluster.desired_replicas, workload_object
+    ("get", "statefulsets.apps"),
+    ("get", "replicasets.apps"),  # _OwnerResolver
+    ("create", "events"),  # kopf.event
+]
+# Never granted: what a chaos operator must not be able to do with its own rights.
+DENIED = [
+    ("*", "*"),
+    ("get", "secrets", "-A"),
+    ("list", "secrets", "-A"),
+    ("create", "pods"),
+    ("patch", "pods"),
+    ("create", "pods", "--subresource=exec"),
+    ("delete", "pods", "--subresource=eviction"),
+    ("delete", "namespaces"),
+    ("patch", "namespaces"),
+    ("patch", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("update", "deployments.apps", "--subresource=scale"),
+    ("create", "chaosexperiments.chaosguard.dev"),
+    ("delete", "chaosexperiments.chaosguard.dev"),
+    ("create", "chaospolicies.chaosguard.dev"),
+    ("patch", "chaospolicies.chaosguard.dev"),
+    ("delete", "chaospolicies.chaosguard.dev"),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ("bind", "clusterroles.rbac.authorization.k8s.io"),
+    ("impersonate", "users"),
+    ("impersonate", "serviceaccounts"),
+    ("create", "serviceaccounts", "--subresource=token"),
+    ("delete", "events"),
+]
+
+
+def test_the_deploy_rbac_allows_what_the_code_calls_and_nothing_dangerous(installed: ControlPlane) -> None:
+    def can(verb: str, resource: str, *flags: str) -> bool:
+        where = [] if "-A" in flags else ["-n", "default"]
+        args = ["auth", "can-i", verb, resource, *where, *flags, f"--as={SERVICE_ACCOUNT_USER}"]
+        result = installed.kubectl(*args, check=False)
+        assert result.stdout.strip() in ("yes", "no"), result.stderr
+        return result.stdout.strip() == "yes"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        needed = dict(zip(NEEDED, pool.map(lambda check: can(*check), NEEDED), strict=True))
+        denied = dict(zip(DENIED, pool.map(lambda check: can(*check), DENIED), strict=True))
+    missing = [" ".join(check) for check, allowed in needed.items() if not allowed]
+    excess = [" ".join(check) for check, allowed in denied.items() if allowed]
+    assert not missing, f"{SERVICE_ACCOUNT_USER} may not: {missing}"
+    assert not excess, f"{SERVICE_ACCOUNT_USER} may: {excess}"
+
+
+# --------------------------------------------------------------------------- users' CI
+
+
+def test_the_workflow_passes_actionlint(bin_dir: Path) -> None:
+    actionlint = bin_dir / "actionlint"
+    assert actionlint.exists(), f"{actionlint} is missing: run hack/build-control-plane.sh"
+    # actionlint also runs shellcheck on every `run:` script when shellcheck is on PATH.
+    result = subprocess.run(
+        [str(actionlint), "-no-color", str(WORKFLOW.relative_to(REPO))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    shellcheck = "with" if shutil.which("shellcheck") else "without"
+    assert result.returncode == 0, f"actionlint ({shellcheck} shellcheck):\n{result.stdout}{result.stderr}"
+
+
+def test_the_workflow_runs_make_e2e_kind_with_pinned_tools(bin_dir: Path) -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any(re.match(r"make e2e-kind\b", step.get("run", "")) for step in steps)
+    assert all(re.search(r"@v\d+$", step["uses"]) for step in steps if "uses" in step), "pin actions by version"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", workflow["env"]["KIND_VERSION"])
+    # The same kubectl as the integration tests' control plane, so both test the same client.
+    version = subprocess.run(
+        [str(bin_dir / "kubectl"), "version", "--client", "-o", "json"], capture_output=True, text=True, check=True
+    )
+    assert workflow["env"]["KUBECTL_VERSION"] == json.loads(version.stdout)["clientVersion"]["gitVersion"]
+
+
+def test_the_kind_cluster_has_one_control_plane_and_two_workers() -> None:
+    config = yaml.safe_load((DEPLOY / "kind" / "cluster.yaml").read_text())
+    assert (config["kind"], config["apiVersion"]) == ("Cluster", "kind.x-k8s.io/v1alpha4")
+    assert [node["role"] for node in config["nodes"]] == ["control-plane", "worker", "worker"]
+    assert "--config deploy/kind/cluster.yaml" in (REPO / "Makefile").read_text()
+
+
+def test_the_image_build_context_has_what_the_dockerfile_copies() -> None:
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv"} <= ignored
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                assert (REPO / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
+                assert source.rstrip("/") not in ignored, f"the Dockerfile copies {source}, which .dockerignore drops"
