@@ -281,7 +281,7 @@ def query(request: QueryRequest) -> QueryOutcome:
         )
         data = client.custom_query(
             request.query,
-            params={"timeout": f"{timeout:g}s"},
+            params={"timeout": f"{max(1, round(timeout * 1000))}ms"},  # Prometheus wants whole units
             timeout=(timeout, timeout),  # (connect, read), passed to requests
         )
     except requests.exceptions.Timeout:

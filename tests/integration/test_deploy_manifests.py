@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from chaosguard import netem
 from tests.support.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
 from tests.support.example_flow import Kubectl, check_pod_kill_percent, run_pod_kill_percent
 from tests.support.operator import OperatorProcess
@@ -267,7 +268,8 @@ def test_the_operator_needs_no_more_than_the_deploy_rbac(
     # permissions to watch"): the log tells what the role lacks better than the outcome does.
     log = operator.log_path.read_text(errors="replace")
     denied = [line for line in log.splitlines() if re.search(r"forbidden|permission", line, re.IGNORECASE)]
-    assert not denied, "the operator was denied something under the deploy/ RBAC:\n" + "\n".join(denied[:20])
+    lines = "\n".join(line[:400] for line in denied[:8])
+    assert not denied, f"the operator was denied something under the deploy/ RBAC ({len(denied)} log lines):\n{lines}"
     check_pod_kill_percent(run)
 
     container = find(builds["overlays/kind"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
@@ -389,6 +391,16 @@ def test_the_image_build_context_has_what_the_dockerfile_copies() -> None:
     assert {".git", ".venv"} <= ignored
     for line in (DEPLOY / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY ") and "--from=" not in line:
-            for source in line.split()[1:-1]:
+            for source in [word for word in line.split()[1:-1] if not word.startswith("--")]:
                 assert (REPO / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
                 assert source.rstrip("/") not in ignored, f"the Dockerfile copies {source}, which .dockerignore drops"
+
+
+def test_the_image_installs_the_latency_injector_where_the_operator_expects_it() -> None:
+    copies = [line.split() for line in (DEPLOY / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")]
+    injector = [words for words in copies if words[-1] == netem.INJECTOR_SCRIPT]
+    assert injector, f"deploy/Dockerfile does not install the injector at {netem.INJECTOR_SCRIPT}"
+    (words,) = injector
+    source = netem.script_path().resolve().relative_to(Path(netem.__file__).resolve().parents[2])
+    assert str(source) in words, f"expected {source} to be copied: {words}"
+    assert "--chmod=0755" in words, "the injector must be executable"

@@ -182,7 +182,7 @@ def test_a_slow_prometheus_is_bounded_by_the_timeout() -> None:
         assert query(request) == outcome
         assert time.monotonic() - began < timeout + 0.3
         # Prometheus is asked to give up too
-        assert slow.queries()[0].query["timeout"] == ["0.5s"]
+        assert slow.queries()[0].query["timeout"] == ["500ms"]
 
 
 def test_a_server_that_trickles_bytes_is_cut_off_at_the_timeout() -> None:

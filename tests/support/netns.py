@@ -230,28 +230,35 @@ def family_of(host: str) -> int:
 
 
 class EchoServer:
-    """UDP echo and TCP accept-and-close on ECHO_PORTS, IPv4 and IPv6, inside a namespace."""
+    """UDP echo and TCP accept-and-close on ECHO_PORTS of the peer's addresses, in a namespace.
 
-    def __init__(self, netns: str, ports: Sequence[int] = ECHO_PORTS) -> None:
+    UDP sockets are bound to each address rather than the wildcard, so that an echo leaves from
+    the address it was sent to (a wildcard socket would answer from the route's source address).
+    """
+
+    def __init__(
+        self,
+        netns: str,
+        addresses: Sequence[str] = (NEAR_V4, FAR_V4, NEAR_V6, FAR_V6),
+        ports: Sequence[int] = ECHO_PORTS,
+    ) -> None:
         self._selector = selectors.DefaultSelector()
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
-        for family, wildcard in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            for port in ports:
-                udp, tcp = (
-                    sockets_in_netns(netns, family, socket.SOCK_DGRAM)[0],
-                    sockets_in_netns(netns, family, socket.SOCK_STREAM)[0],
-                )
-                for sock in (udp, tcp):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    if family == socket.AF_INET6:
-                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    sock.bind((wildcard, port))
-                    sock.setblocking(False)
-                    self._sockets.append(sock)
-                tcp.listen(128)
-                self._selector.register(udp, selectors.EVENT_READ, "udp")
-                self._selector.register(tcp, selectors.EVENT_READ, "tcp")
+        for address in addresses:
+            family = family_of(address)
+            made = sockets_in_netns(netns, family, socket.SOCK_DGRAM, len(ports))
+            made += sockets_in_netns(netns, family, socket.SOCK_STREAM, len(ports))
+            for index, sock in enumerate(made):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, ports[index % len(ports)]))
+                sock.setblocking(False)
+                self._sockets.append(sock)
+                if sock.type == socket.SOCK_STREAM:
+                    sock.listen(128)
+                    self._selector.register(sock, selectors.EVENT_READ, "tcp")
+                else:
+                    self._selector.register(sock, selectors.EVENT_READ, "udp")
         self._thread = threading.Thread(target=self._serve, name=f"echo-{netns}", daemon=True)
         self._thread.start()
 
