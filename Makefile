@@ -87,13 +87,13 @@ IMAGE ?= chaosguard:dev
 
 .PHONY: image
 image: ## Build the operator image.
-	docker build -t $(IMAGE) -f deploy/Dockerfile .
+	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) -f deploy/Dockerfile .
 
 .PHONY: e2e-kind
 e2e-kind: venv image ## Create a kind cluster, load the image, install CRDs and the operator, run tests/e2e.
-	kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml
 	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
-	kubectl apply -k deploy/overlays/kind
+	kubectl apply --server-side -k deploy/overlays/kind
 	kubectl -n chaosguard-system rollout status deployment/chaosguard --timeout=180s
 	$(BIN)/pytest tests/e2e --e2e $(PYTEST_ARGS)
 

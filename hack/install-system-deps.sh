@@ -5,10 +5,11 @@
 #   qemu-system-x86 + linux-image-amd64   a kernel with sch_netem, booted with virtme-ng,
 #                       because this machine's own kernel has no netem and loads no modules
 #   busybox-static      gives the guest a tiny init-free toolset (nc, ping) for RTT checks
+#   shellcheck          lets actionlint check the workflow's run: scripts
 # Debian's prometheus package starts a system service on :9090 when installed; policy-rc.d
 # keeps that from happening, since tests start their own Prometheus on a free loopback port.
 set -euo pipefail
-PACKAGES=(prometheus iproute2 qemu-system-x86 linux-image-amd64 iputils-ping busybox-static)
+PACKAGES=(prometheus iproute2 qemu-system-x86 linux-image-amd64 iputils-ping busybox-static shellcheck)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -216,12 +216,14 @@ def command_run(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
+    if args.kubeconfig:
+        # Before kopf and the kubernetes client are imported: they read KUBECONFIG at import time.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+
     import kopf
 
     from chaosguard import handlers  # noqa: F401  (registers the handlers)
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
 

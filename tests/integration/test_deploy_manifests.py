@@ -8,7 +8,9 @@
   applied for real and the operator runs under its ServiceAccount through the README's first
   experiment (the same kubectl flow as tests/e2e), with no permission error; and it grants nothing
   that the code does not call.
-- The workflow passes actionlint; the kind cluster config has the shape `make e2e-kind` expects.
+- The workflow passes actionlint; the kind cluster config has the shape `make e2e-kind` expects;
+  the Dockerfile copies only what exists and is not .dockerignored, and installs the latency
+  injector where chaosguard.netem says the operator will look for it.
 """
 
 from __future__ import annotations

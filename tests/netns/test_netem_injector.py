@@ -111,6 +111,7 @@ def check_delays(
             )
         if not should_delay and added > 0.25 * delay_s:
             problems.append(f"should not be delayed (at most {0.25 * delay_s * 1000:.0f} ms added): {line}")
+    print("\n".join(report))
     assert not problems, "\n".join([*problems, "all measurements:", *report])
 
 
@@ -295,6 +296,19 @@ def test_a_signal_removes_the_qdisc_at_once(
     assert_clean(topology)
     netns.wait_for(lambda: not group_members(injector.process.pid), 10, "the injector's sleep to go away with it")
     print(f"{shell} {name}: exited {took * 1000:.0f} ms after the signal")
+
+
+def test_a_killed_sleep_ends_the_fault_early_rather_than_never(
+    topology: Topology, start_injector: StartInjector
+) -> None:
+    injector = inject(start_injector, topology.target)
+    sleeps = [member for member in group_members(injector.process.pid) if "(sleep)" in member]
+    assert len(sleeps) == 1, f"expected the injector's one sleep, found {sleeps}"
+    os.kill(int(sleeps[0].split()[0]), signal.SIGKILL)  # e.g. the OOM killer picking the sleep
+
+    assert injector.wait_exit(20) == 0, injector.output()
+    assert "(reason: hold ended early: its sleep exited with status 137)" in injector.wait_for_line("removed:")
+    assert_clean(topology)
 
 
 def test_sigkilled_injector_leaves_the_qdisc_and_clear_restores(

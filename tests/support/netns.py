@@ -34,10 +34,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from chaosguard.netem import ROOT_HANDLE, script_path
 
-SCRIPT = script_path()
+# CHAOSGUARD_NETEM_SCRIPT runs the tests against another copy of the script (e.g. a mutant, to
+# check that the tests catch its fault).
+SCRIPT = Path(os.environ.get("CHAOSGUARD_NETEM_SCRIPT") or script_path())
 CLONE_NEWNET = 0x40000000
 ECHO_PORTS = (7001, 7002)
 
@@ -388,9 +391,9 @@ class Injector:
         return line
 
     def wait_for_line(self, needle: str, timeout: float = 60) -> str:
-        for line in self.lines:
-            if needle in line:
-                return line
+        for seen in self.lines:
+            if needle in seen:
+                return seen
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self._drain(deadline - time.monotonic())

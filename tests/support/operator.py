@@ -126,7 +126,7 @@ def running_operator(
 
 
 def install_crds(control_plane: ControlPlane) -> None:
-    control_plane.kubectl("apply", "--server-side", "-k", str(REPO / "crds"))
+    control_plane.kubectl("apply", "-k", str(REPO / "crds"))
     for crd in ("chaosexperiments", "chaospolicies"):
         control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}.{GROUP}", "--timeout=60s")
 

@@ -16,7 +16,8 @@ Flags, and why:
   --exec 'sh DIR/guest.sh'   the command; its exit status becomes vng's
 
 Environment: CHAOSGUARD_GUEST_KERNEL picks the kernel image (default: the newest /boot/vmlinuz-*
-whose modules include sch_netem); CHAOSGUARD_GUEST_RESULTS the results directory.
+whose modules include sch_netem); CHAOSGUARD_GUEST_RESULTS the results directory;
+CHAOSGUARD_NETEM_SCRIPT is passed on into the guest (see tests/support/netns.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -39,6 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 UP_MARKER = "CHAOSGUARD-GUEST-UP"
 EXIT_MARKER = "CHAOSGUARD-GUEST-EXIT"
 DEFAULT_TIMEOUT = 1500.0
+# Host environment variables the guest command sees too (the guest starts with a clean one).
+PASSED_ENV = ("CHAOSGUARD_NETEM_SCRIPT",)
 
 
 class GuestUnavailable(RuntimeError):
@@ -141,10 +145,12 @@ def run_in_guest(script: str, results_dir: Path, timeout: float = DEFAULT_TIMEOU
         raise GuestUnavailable(problem)
     results_dir.mkdir(parents=True, exist_ok=True)
     guest_script = results_dir / "guest.sh"
+    passed_on = "".join(f"export {name}={shlex.quote(os.environ[name])}\n" for name in PASSED_ENV if name in os.environ)
     guest_script.write_text(
         f'echo "{UP_MARKER} $(cut -d" " -f1 /proc/uptime)"\n'
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         "export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
+        f"{passed_on}"
         f"cd {REPO}\n"
         f"{script}\n"
         "code=$?\n"
@@ -242,7 +248,7 @@ def junit_key(node_id: str) -> tuple[str, str]:
 
 
 def parse_junit(path: Path) -> dict[tuple[str, str], CaseResult]:
-    cases = {}
+    cases: dict[tuple[str, str], CaseResult] = {}
     for case in ElementTree.parse(path).getroot().iter("testcase"):
         outcome, message = "passed", ""
         for child in case:

@@ -385,11 +385,17 @@ cmd_inject() {
 	log "holding: until the deadline in ${DEADLINE}s; SIGTERM, SIGINT or SIGHUP removes it at once"
 	sleep "$DEADLINE" &
 	SLEEP_PID=$!
-	wait "$SLEEP_PID"
-	# The deadline passed. Finish the removal even if a signal comes now: that is what it would ask.
+	held=0
+	wait "$SLEEP_PID" || held=$?
+	# A trapped signal never gets here (its trap exits). Finish the removal even if one comes now:
+	# removing is what it would ask for.
 	trap '' TERM INT HUP
 	SLEEP_PID=
-	remove_ours deadline || exit "$EX_REMOVE"
+	if [ "$held" -eq 0 ]; then
+		remove_ours deadline || exit "$EX_REMOVE"
+	else
+		remove_ours "hold ended early: its sleep exited with status $held" || exit "$EX_REMOVE"
+	fi
 	exit 0
 }
 

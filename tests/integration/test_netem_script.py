@@ -1,0 +1,153 @@
+"""netem.sh on this machine, in a throw-away network namespace, under dash and busybox sh.
+
+These are the script's behaviours that need no netem in the kernel: refusing bad arguments
+(before touching tc), clearing when there is nothing to clear, and leaving a foreign root qdisc
+alone. Everything that needs netem is in tests/netns (run in a guest by test_netem_in_guest.py).
+Each command runs in `unshare --net`, a namespace of its own with only `lo`, gone when it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from chaosguard.netem import clear_command, injector_command, script_path
+
+SCRIPT = str(script_path())
+SHELLS = {"dash": ["dash"], "busybox": ["busybox", "sh"]}
+
+
+def _unshare_problem() -> str | None:
+    if shutil.which("unshare") is None or shutil.which("tc") is None:
+        return "needs unshare (util-linux) and tc (iproute2)"
+    flags = ["--net"] if os.geteuid() == 0 else ["--net", "--map-root-user"]
+    probe = subprocess.run(["unshare", *flags, "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"cannot create a network namespace here: {probe.stderr.strip()}"
+    return None
+
+
+UNSHARE_PROBLEM = _unshare_problem()
+pytestmark = pytest.mark.skipif(UNSHARE_PROBLEM is not None, reason=UNSHARE_PROBLEM or "")
+
+
+def in_fresh_netns(shell: str, argv: list[str], setup: str = "") -> subprocess.CompletedProcess[str]:
+    """Runs `setup` then the script in a new network namespace; appends the root qdisc of lo."""
+    if shutil.which(SHELLS[shell][0]) is None:
+        pytest.skip(f"{shell} is not installed")
+    flags = ["--net"] if os.geteuid() == 0 else ["--net", "--map-root-user"]
+    quoted = " ".join("'" + word.replace("'", "'\\''") + "'" for word in [*SHELLS[shell], *argv])
+    body = f'ip link set lo up; {setup}\n{quoted}\ncode=$?\necho "ROOT $(tc qdisc show dev lo root)"\nexit $code'
+    return subprocess.run(
+        ["unshare", *flags, "sh", "-c", body], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def root_line(result: subprocess.CompletedProcess[str]) -> str:
+    return next(line for line in result.stdout.splitlines() if line.startswith("ROOT "))
+
+
+def inject(**overrides: object) -> list[str]:
+    settings: dict[str, object] = {
+        "delay": "200ms",
+        "jitter": "0ms",
+        "correlation": 0,
+        "deadline_seconds": 60,
+        "cidrs": [],
+        "ports": [],
+        "device": "lo",
+    }
+    settings.update(overrides)
+    return injector_command(**settings, script=SCRIPT)  # type: ignore[arg-type]
+
+
+OK = ["inject", "--delay", "5ms", "--deadline-seconds", "5"]  # valid: each case adds one bad flag
+
+BAD_ARGUMENTS = [
+    pytest.param([], "missing command", id="no-command"),
+    pytest.param(["explode"], "unknown command explode", id="unknown-command"),
+    pytest.param(["inject", "--deadline-seconds", "5"], "--delay is required", id="no-delay"),
+    pytest.param(["inject", "--delay", "200ms"], "--deadline-seconds is required", id="no-deadline"),
+    pytest.param([*OK, "--delay", "200"], "--delay 200:", id="delay-no-unit"),
+    pytest.param([*OK, "--delay", "1m"], "--delay 1m:", id="delay-minutes"),
+    pytest.param([*OK, "--delay", "0ms"], "--delay 0ms:", id="delay-zero"),
+    pytest.param([*OK, "--delay", "1..5ms"], "--delay 1..5ms:", id="delay-dots"),
+    pytest.param([*OK, "--jitter", "x"], "--jitter x:", id="jitter"),
+    pytest.param([*OK, "--correlation", "25"], "--correlation needs a non-zero --jitter", id="correlation-alone"),
+    pytest.param([*OK, "--jitter", "1ms", "--correlation", "101"], "--correlation 101:", id="correlation-range"),
+    pytest.param([*OK, "--deadline-seconds", "0"], "--deadline-seconds 0:", id="deadline-zero"),
+    pytest.param([*OK, "--deadline-seconds", "86401"], "--deadline-seconds 86401:", id="deadline-max"),
+    pytest.param([*OK, "--deadline-seconds", "-3"], "--deadline-seconds -3:", id="deadline-negative"),
+    pytest.param([*OK, "--deadline-seconds"], "--deadline-seconds needs a value", id="deadline-missing"),
+    pytest.param([*OK, "--device", "--port", "80"], "--device needs a value, got the flag --port", id="flag-as-value"),
+    pytest.param([*OK, "--cidr", "10.0.0.256/8"], "--cidr 10.0.0.256/8:", id="cidr-octet"),
+    pytest.param([*OK, "--cidr", "10.0.0.0/33"], "--cidr 10.0.0.0/33:", id="cidr-prefix"),
+    pytest.param([*OK, "--cidr", "fd00::/129"], "--cidr fd00::/129:", id="cidr6-prefix"),
+    pytest.param([*OK, "--cidr", "example.com"], "--cidr example.com:", id="cidr-name"),
+    pytest.param([*OK, "--port", "65536"], "--port 65536:", id="port"),
+    pytest.param([*OK, "--device", "a b"], "--device a b:", id="device"),
+    pytest.param([*OK, "--frobnicate"], "unknown argument --frobnicate", id="unknown-flag"),
+    pytest.param(["clear", "--delay", "5ms"], "clear: unknown argument --delay", id="clear-unknown-flag"),
+]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(("arguments", "message"), BAD_ARGUMENTS)
+def test_bad_arguments_are_refused_naming_the_flag(shell: str, arguments: list[str], message: str) -> None:
+    result = in_fresh_netns(shell, [SCRIPT, *arguments], setup="tc qdisc add dev lo root handle 7: htb")
+    assert result.returncode == 2, result
+    assert message in result.stderr, result.stderr
+    assert "chaosguard-netem: error:" in result.stderr
+    # Refused before touching tc: the root qdisc is as it was.
+    assert root_line(result).startswith("ROOT qdisc htb 7: root"), result.stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_flag_equals_value_is_accepted(shell: str) -> None:
+    result = in_fresh_netns(shell, [SCRIPT, "clear", "--device=lo"])
+    assert result.returncode == 0, result
+    assert "nothing to clear" in result.stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_clear_with_nothing_there_says_so_and_succeeds(shell: str) -> None:
+    result = in_fresh_netns(shell, clear_command("lo", script=SCRIPT))
+    assert result.returncode == 0, result
+    assert result.stdout.splitlines()[0] == (
+        "chaosguard-netem: nothing to clear: no chaosguard qdisc on lo, root qdisc is the default noqueue"
+    )
+    assert root_line(result).startswith("ROOT qdisc noqueue 0: root")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_missing_device_is_exit_2_naming_the_flag(shell: str) -> None:
+    result = in_fresh_netns(shell, clear_command("nosuch0", script=SCRIPT))
+    assert result.returncode == 2, result
+    assert "--device nosuch0 (--device):" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_default_device_falls_back_to_eth0(shell: str) -> None:
+    # No default route and no eth0 in a fresh namespace: the fallback is named in the error.
+    result = in_fresh_netns(shell, clear_command(script=SCRIPT))
+    assert result.returncode == 2, result
+    assert "--device eth0 (fallback: no default route):" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_foreign_root_qdisc_is_refused_by_inject_and_left_alone_by_clear(shell: str) -> None:
+    setup = "tc qdisc add dev lo root handle 1: htb || exit 99"
+    injected = in_fresh_netns(shell, inject(), setup=setup)
+    if injected.returncode == 99:
+        pytest.skip(f"this kernel has no htb either: {injected.stderr}")
+    assert injected.returncode == 3, injected
+    assert "device lo already has a root qdisc htb 1: that is not chaosguard's" in injected.stderr
+    assert root_line(injected).startswith("ROOT qdisc htb 1: root")
+
+    cleared = in_fresh_netns(shell, clear_command("lo", script=SCRIPT), setup=setup)
+    assert cleared.returncode == 0, cleared
+    assert "root qdisc on lo is htb 1:, not chaosguard's ca05:; left alone" in cleared.stdout
+    assert root_line(cleared).startswith("ROOT qdisc htb 1: root")
