@@ -29,6 +29,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 FINALIZER = f"{GROUP}/rollback"
 OPT_IN_LABEL = f"{GROUP}/chaos"
 OPT_IN_VALUE = "allowed"
+ABORT_ANNOTATION = f"{GROUP}/abort"  # set by `chaosguard abort`: its value is the reason
 
 
 Duration = Annotated[
@@ -334,6 +335,7 @@ class SteadyStateCondition(ApiModel):
                 raise ValueError(f"write {value}s (with a unit) or 0; a bare number other than 0 is ambiguous")
             return "0"
         return value
+
     prometheus: PrometheusEndpoint | None = Field(
         default=None, description="Overrides steadyState.prometheus for this condition."
     )
@@ -511,6 +513,30 @@ class SliAbort(StatusModel):
     message: str = ""
 
 
+class FaultState(StrEnum):
+    INJECTING = "Injecting"
+    ACTIVE = "Active"
+    REMOVED = "Removed"
+    FAILED = "Failed"
+    WOULD_INJECT = "WouldInject"  # dry run
+
+
+class FaultRecord(StatusModel):
+    """One latency fault in one pod: when it went in, and when and how it came out."""
+
+    namespace: str
+    name: str
+    uid: str
+    workload: str = ""
+    container: str = Field(default="", description="The ephemeral container that carries the fault.")
+    state: FaultState = FaultState.INJECTING
+    injected_at: datetime | None = None
+    deadline: datetime | None = None
+    removed_at: datetime | None = None
+    removed_by: str = Field(default="", description="deadline | abort | deletion | window | suspension | ...")
+    message: str = ""
+
+
 class RunStatus(StatusModel):
     id: str
     trigger: str = "apply"
@@ -530,6 +556,7 @@ class RunStatus(StatusModel):
     sli_state: dict[str, dict[str, str]] = Field(default_factory=dict)
     sli_samples: dict[str, list[dict[str, str]]] = Field(default_factory=dict)
     abort: SliAbort | None = None
+    faults: list[FaultRecord] = Field(default_factory=list)
 
 
 class ChaosExperimentStatus(StatusModel):
