@@ -27,6 +27,7 @@ from chaosguard.errors import describe_validation_error
 from chaosguard.guard import SteadyStateProbe
 from chaosguard.kube import Cluster
 from chaosguard.models import (
+    ABORT_ANNOTATION,
     Action,
     ChaosExperimentSpec,
     ChaosExperimentStatus,
@@ -160,6 +161,10 @@ class ExperimentDriver:
         if self.status.observed_generation not in (None, self.generation):
             await self.restart_for_new_spec()
 
+        requested = (self.body["metadata"].get("annotations") or {}).get(ABORT_ANNOTATION)
+        if requested is not None:
+            await self.abort_on_request(str(requested))
+
         phase = self.status.phase
         if phase is None:
             self.status.phase = Phase.PENDING
@@ -197,6 +202,19 @@ class ExperimentDriver:
         self.status.message = "the spec changed; checking it again"
         self.status.observed_generation = self.generation
         await self.save()
+
+    async def abort_on_request(self, reason: str) -> None:
+        """`chaosguard abort`: ends the current run (the schedule, if any, goes on) and clears the request."""
+        why = reason or "no reason given"
+        if self.status.current_run is not None:
+            self.abort_requested.set()
+            await self.roll_back_faults()
+            await self.end_run(Phase.ABORTED, "AbortRequested", f"aborted on request: {why}")
+        else:
+            self.emit("Normal", "AbortRequested", f"abort requested ({why}), but no run was in progress")
+        await asyncio.to_thread(
+            self.context.cluster.remove_experiment_annotation, self.namespace, self.name, ABORT_ANNOTATION
+        )
 
     async def reject(self, reason: str, message: str, refusals: list[Refusal] | None = None) -> None:
         self.status.phase = Phase.REJECTED

@@ -148,6 +148,10 @@ class Cluster:
             return KillResult.FAILED, method, f"the API refused the {method} ({error.status}): {message}"
         return KillResult.KILLED, method, f"{method} accepted"
 
+    def remove_experiment_annotation(self, namespace: str, name: str, key: str) -> None:
+        patch = {"metadata": {"annotations": {key: None}}}
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", name, patch)
+
     def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, "chaosexperiments", name, {"status": status}
