@@ -13,6 +13,7 @@ from collections.abc import Callable
 BENCHMARKS: dict[str, tuple[str, ...]] = {
     "bench.select": ("select_10k_pods",),
     "bench.apply_to_kill": ("apply_to_first_kill_p50", "apply_to_first_kill_p95"),
+    "bench.abort_latency": ("abort_latency_p50", "abort_latency_p95"),
 }
 
 

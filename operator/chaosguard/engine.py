@@ -12,20 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from chaosguard import metrics, windows
+from chaosguard import faults, metrics, windows
 from chaosguard.clock import Clock
 from chaosguard.durations import format_seconds, to_seconds
 from chaosguard.errors import describe_validation_error
+from chaosguard.faults import clear_fault
 from chaosguard.guard import SteadyStateProbe
-from chaosguard.kube import Cluster
+from chaosguard.kube import Cluster, api_message
 from chaosguard.models import (
     ABORT_ANNOTATION,
     Action,
@@ -33,6 +36,8 @@ from chaosguard.models import (
     ChaosExperimentStatus,
     Condition,
     ConditionStatus,
+    FaultRecord,
+    FaultState,
     KillRecord,
     KillResult,
     OnUnavailable,
@@ -56,6 +61,7 @@ from chaosguard.prometheus import QueryBatcher
 from chaosguard.selection import (
     PodView,
     WorkloadState,
+    after_kill,
     choose,
     classify,
     kill_refusal,
@@ -108,6 +114,7 @@ class ExperimentDriver:
         self.save_lock = asyncio.Lock()
         self.abort_requested = asyncio.Event()
         self.guard_task: asyncio.Task[None] | None = None
+        self.stopped: Any = False  # kopf's stop flag once `run` starts: the object is being deleted, or we exit
 
     # ------------------------------------------------------------------ identity
 
@@ -132,10 +139,19 @@ class ExperimentDriver:
 
     # ------------------------------------------------------------------ main loop
 
+    @property
+    def halted(self) -> bool:
+        """No fault may start: the run is being aborted, or the operator/daemon is stopping."""
+        return self.abort_requested.is_set() or bool(self.stopped)
+
     async def run(self, stopped: Any) -> None:
+        self.stopped = stopped
         if self.status.phase is Phase.RUNNING:
             self.context.running.add(self.key)
             self.resume_guard()
+        else:
+            # A fault of a run that is over (the operator died before taking it out) goes now.
+            await self.roll_back_faults("operator restart")
         try:
             while not stopped:
                 try:
@@ -225,12 +241,6 @@ class ExperimentDriver:
         self.emit("Warning", reason, message)
 
     async def admit(self, spec: ChaosExperimentSpec) -> float:
-        if spec.action is not Action.POD_KILL:
-            await self.reject(
-                "FaultNotAvailable",
-                f"action {spec.action.value!r} is not available in this operator version; use pod-kill",
-            )
-            return IDLE_POLL_SECONDS
         world = await self.world(spec)
         refusals = static_refusals(spec, self.namespace, world.effective, world.namespace_labels)
         if refusals:
@@ -344,7 +354,10 @@ class ExperimentDriver:
             return 0.0
         await self.resolve_interrupted_round(run)
         if run.next_round_at is not None and now >= run.next_round_at and now < run.deadline:
-            await self.kill_round(spec, world, run, now)
+            if spec.action is Action.LATENCY:
+                await self.inject_round(spec, world, run, now)
+            else:
+                await self.kill_round(spec, world, run, now)
         await self.track_recovery(run)
         now = self.now()
         if now >= run.deadline:
@@ -401,7 +414,7 @@ class ExperimentDriver:
             detail = f" (left out by: {', '.join(reasons)})" if reasons else ""
             self.emit("Warning", "NoTargets", f"round {round_number + 1}: no eligible pod matched{detail}")
         for victim in chosen:
-            if self.now() >= (run.deadline or now):
+            if self.halted or self.now() >= (run.deadline or now):
                 break
             await self.kill_one(spec, world, run, victim, round_number)
 
@@ -446,7 +459,7 @@ class ExperimentDriver:
                 await self.save()
                 self.emit("Normal", "WouldKill", record.message)
                 return
-            if self.abort_requested.is_set():
+            if self.halted:
                 return
             # Written before the kill: a restart in between must not kill twice.
             record.method = "pending"
@@ -550,6 +563,7 @@ class ExperimentDriver:
         if asyncio.current_task() is not self.guard_task:
             self.abort_requested.set()  # no kill may start while the run is being closed
             await self.stop_guard()
+        await self.roll_back_faults(_removal_cause(reason))
         run = self.status.current_run
         if run is not None:
             metrics.RUNS.labels(result.value).inc()
@@ -697,8 +711,109 @@ class ExperimentDriver:
         await self.end_run(Phase.ABORTED, verdict.reason, f"aborted by the SLI guard: {verdict.message}")
         metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
 
-    async def roll_back_faults(self) -> None:
-        """pod-kill leaves nothing to undo: killed pods are replaced by their controllers."""
+    async def roll_back_faults(self, why: str = "abort") -> None:
+        """Takes out every fault still in: one past its deadline has gone by the injector's own timer.
+        (pod-kill leaves nothing to undo: killed pods are replaced by their controllers.)"""
+        runs = [run for run in (self.status.current_run, self.status.last_run) if run is not None]
+        active = [(run, f) for run in runs for f in run.faults if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
+        if not active:
+            return
+        now = self.now()
+        for run, fault in active:
+            if fault.deadline is not None and now >= fault.deadline:
+                fault.state, fault.removed_at = FaultState.REMOVED, fault.deadline
+                fault.removed_by = "deadline (the injector's own timer)"
+            else:
+                await clear_fault(self.context.cluster, fault, run.id, self.key, why, self.now, faults.injector_image())
+            verb = "removed" if fault.state is FaultState.REMOVED else "could not be removed"
+            self.emit(
+                "Normal" if fault.state is FaultState.REMOVED else "Warning",
+                "LatencyRemoved" if fault.state is FaultState.REMOVED else "LatencyRemovalFailed",
+                f"latency in pod {fault.namespace}/{fault.name} {verb}: {fault.removed_by or fault.message}",
+            )
+        await self.save()
+
+    # ------------------------------------------------------------------ latency
+
+    async def inject_round(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, now: datetime) -> None:
+        """Latency goes in once per run, into each chosen pod, and holds until the run's deadline."""
+        assert spec.latency is not None and run.deadline is not None
+        run.rounds_done, run.next_round_at = 1, None
+        await self.save()
+        pods: list[PodView] = []
+        for namespace in target_namespaces(spec, self.namespace):
+            pods.extend(await asyncio.to_thread(self.context.cluster.pods, namespace))
+        eligibility = classify(pods, spec.target.selector, world.effective, world.namespace_labels)
+        count = requested_count(spec.target, len(eligibility.eligible))
+        seed = f"{self.body['metadata'].get('uid')}/{run.id}/0"
+        chosen = choose(eligibility.eligible, count, random.Random(seed))
+        run.targets = [
+            TargetRecord(namespace=p.namespace, name=p.name, uid=p.uid, workload=p.workload or "") for p in chosen
+        ]
+        if not chosen:
+            reasons = sorted({exclusion.refusal.rule for exclusion in eligibility.excluded})
+            detail = f" (left out by: {', '.join(reasons)})" if reasons else ""
+            self.emit("Warning", "NoTargets", f"no eligible pod matched{detail}")
+        for victim in chosen:
+            if self.halted or self.now() >= run.deadline:
+                break
+            await self.inject_one(spec, world, run, victim)
+        await self.save()
+
+    async def inject_one(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, victim: PodView) -> None:
+        assert spec.latency is not None and run.deadline is not None
+        workload_key = victim.workload_key or victim.key
+        async with self.context.workload_lock(workload_key):
+            live, state = await self.live_workload(victim)
+            current = next((pod for pod in live if pod.uid == victim.uid), None)
+            already = sum(1 for f in run.faults if f.workload == victim.workload and f.namespace == victim.namespace)
+            for _ in range(already):
+                state = after_kill(state)
+            refusal = (
+                Refusal("gone", f"pod {victim.key} is gone")
+                if current is None
+                else pod_refusal(current, world.effective, world.namespace_labels)
+                or kill_refusal(current, state, world.effective, None)
+            )
+            remaining = max(1, math.ceil((run.deadline - self.now()).total_seconds()))
+            record = FaultRecord(
+                namespace=victim.namespace,
+                name=victim.name,
+                uid=victim.uid,
+                workload=victim.workload or "",
+                container=faults.container_name(run.id, "latency"),
+                deadline=run.deadline,
+            )
+            if refusal is not None:
+                record.state, record.message = FaultState.FAILED, f"not injected: {refusal}"
+                run.faults.append(record)
+                self.emit("Normal", "LatencySkipped", record.message)
+                return
+            if spec.dry_run:
+                record.state, record.message = FaultState.WOULD_INJECT, f"dry run: would delay {victim.key}"
+                run.faults.append(record)
+                self.emit("Normal", "WouldInject", record.message)
+                return
+            if self.halted:
+                return
+            container = faults.injector_container(spec.latency, run.id, self.key, remaining, faults.injector_image())
+            run.faults.append(record)
+            await self.save()  # recorded before the call: a restart must know to clear it
+            try:
+                await asyncio.to_thread(
+                    self.context.cluster.add_ephemeral_container, victim.namespace, victim.name, victim.uid, container
+                )
+            except ApiException as error:
+                record.state = FaultState.FAILED
+                record.message = f"the API refused the injector ({error.status}): {api_message(error)}"
+                await self.save()
+                self.emit("Warning", "LatencyRefused", f"pod {victim.key}: {record.message}")
+                return
+            record.state, record.injected_at = FaultState.ACTIVE, self.now()
+            record.message = f"{spec.latency.delay} added by {record.container} until {run.deadline.isoformat()}"
+            run.kills_total += 1
+            await self.save()
+        self.emit("Normal", "LatencyInjected", f"pod {victim.key} (uid {victim.uid}): {record.message}")
 
     # ------------------------------------------------------------------ status and events
 
@@ -746,6 +861,17 @@ def next_round_time(spec: ChaosExperimentSpec, run: RunStatus, now: datetime) ->
     slots_passed = int((now - run.started_at).total_seconds() // interval) + 1
     upcoming = run.started_at + timedelta(seconds=interval * slots_passed)
     return upcoming if upcoming < run.deadline else None
+
+
+def _removal_cause(reason: str) -> str:
+    return {
+        "RunCompleted": "deadline",
+        "Suspended": "suspension",
+        "Window": "window closed",
+        "Blackout": "blackout",
+        "AbortRequested": "abort on request",
+        "SpecChanged": "spec changed",
+    }.get(reason, "abort")
 
 
 def _reason_for(refusal: Refusal) -> str:

@@ -47,10 +47,10 @@ async def drive_experiment(
 
 
 @kopf.on.delete(GROUP, VERSION, "chaosexperiments")
-async def roll_back_on_delete(body: kopf.Body, logger: Any, **_: Any) -> None:
-    # The driver daemon has already been stopped by kopf, so no further fault starts. A pod-kill
-    # leaves nothing to undo: the workload's controller replaces what was killed.
+async def roll_back_on_delete(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    # kopf has stopped the driver daemon, so no further fault starts; faults still in go now.
+    # (A pod-kill leaves nothing to undo: the workload's controller replaces what was killed.)
+    driver = ExperimentDriver(memo.context, body, logger)
+    await driver.roll_back_faults("deletion")
     phase = (body.get("status") or {}).get("phase")
-    message = f"experiment deleted while {phase or 'new'}; no further faults will be injected"
-    post_event(body, "Normal", "Deleted", message)
-    logger.info(message)
+    post_event(body, "Normal", "Deleted", f"experiment deleted while {phase or 'new'}; its faults are rolled back")

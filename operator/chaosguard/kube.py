@@ -148,6 +148,40 @@ class Cluster:
             return KillResult.FAILED, method, f"the API refused the {method} ({error.status}): {message}"
         return KillResult.KILLED, method, f"{method} accepted"
 
+    def add_ephemeral_container(self, namespace: str, pod: str, uid: str, container: dict[str, Any]) -> None:
+        """Adds one ephemeral container (the latency injector, or a clean-up) to a pod, by UID."""
+        body = {"metadata": {"uid": uid}, "spec": {"ephemeralContainers": [container]}}
+        self.core.patch_namespaced_pod_ephemeralcontainers(pod, namespace, body)
+
+    def ephemeral_containers(self, namespace: str, pod: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """The pod's UID and its ephemeral containers as plain dicts (empty when the pod is gone)."""
+        try:
+            obj: Any = self.core.read_namespaced_pod(pod, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None, []
+            raise
+        containers = self.core.api_client.sanitize_for_serialization(obj.spec.ephemeral_containers or [])
+        return obj.metadata.uid, list(containers)
+
+    def exec_in_container(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> str:
+        """Runs a command in a running container (through the kubelet); raises on any failure."""
+        from kubernetes.stream import stream
+
+        output: Any = stream(
+            self.core.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            container=container,
+            command=command,
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _request_timeout=timeout,
+        )
+        return str(output)
+
     def remove_experiment_annotation(self, namespace: str, name: str, key: str) -> None:
         patch = {"metadata": {"annotations": {key: None}}}
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", name, patch)

@@ -29,6 +29,8 @@ from chaosguard.models import (
 from chaosguard.windows import WindowGroup, active_blackout, allowed_until, next_allowed_start
 
 BUILTIN_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+PSA_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
+NET_ADMIN_FORBIDDING_LEVELS = ("baseline", "restricted")  # Pod Security levels that refuse NET_ADMIN
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,19 @@ def static_refusals(
                 "spec.steadyState.interval",
             )
         )
+    if spec.action is Action.LATENCY and namespace_labels is not None:
+        for namespace in namespaces:
+            level = namespace_labels.get(namespace, {}).get(PSA_ENFORCE_LABEL, "privileged")
+            if level in NET_ADMIN_FORBIDDING_LEVELS:
+                refusals.append(
+                    Refusal(
+                        "pod-security",
+                        f"namespace {namespace!r} enforces Pod Security level {level!r}, which forbids the "
+                        "NET_ADMIN capability the latency injector needs; target a namespace at level "
+                        "privileged, or use pod-kill",
+                        "spec.target.namespaces",
+                    )
+                )
     refusals.extend(_cap_on_face(spec, effective))
     if effective.suspended_by:
         refusals.append(suspension_refusal(effective))

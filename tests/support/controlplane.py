@@ -66,7 +66,7 @@ USERS: Mapping[str, tuple[str, ...]] = {
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
-KWOK_NODE_IP = "10.240.0.1"
+KWOK_NODE_IP = "127.0.0.1"  # loopback: anything that dials a "kubelet" stays on this machine
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CLUSTER_NAME = "chaosguard"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"

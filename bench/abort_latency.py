@@ -1,0 +1,92 @@
+"""Abort latency of the SLI guard: from the moment a breaching sample is queryable in Prometheus to
+the moment the experiment is Aborted (a pod-kill run leaves no fault to remove), with the guard
+interval at 1 s. Per run: a guarded experiment reaches Running; the test flips its error ratio;
+a 20 ms poll of Prometheus's query API stamps when the breaching value is first answered; a 20 ms
+poll of the experiment stamps when its status says Aborted. Repeated RUNS times on one operator."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kubernetes import client
+
+from bench.apply_to_kill import percentile
+from tests.support.controlplane import ControlPlane, default_bin_dir
+from tests.support.operator import (
+    create_deployment,
+    install_crds,
+    label_namespace,
+    running_operator,
+    status_of,
+    wait_for_phase,
+)
+from tests.support.prometheus import MetricsTarget, PrometheusServer, equals, instant_query
+
+RUNS = 20
+POLL = 0.02
+EXPERIMENT = """\
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {{name: {name}}}
+spec:
+  action: pod-kill
+  podKill: {{gracePeriodSeconds: 1}}
+  target: {{selector: {{matchLabels: {{app: checkout}}}}, mode: one}}
+  duration: 5m
+  interval: 30s
+  steadyState:
+    prometheus: {{url: {url}, timeout: 500ms}}
+    interval: 1s
+    conditions:
+      - {{name: error-ratio, query: 'demo_error_ratio{{app="{app}"}}', operator: "<", threshold: 0.05}}
+"""
+
+
+def stamp_when(predicate: Callable[[], bool], timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.perf_counter()
+        time.sleep(POLL)
+    raise TimeoutError("the awaited moment did not come")
+
+
+def run() -> dict[str, tuple[float, str]]:
+    workdir = Path(tempfile.mkdtemp(prefix="chaosguard-bench-abort-"))
+    latencies: list[float] = []
+    with MetricsTarget() as target, PrometheusServer(workdir / "prometheus", [target]) as prometheus:
+        with ControlPlane(workdir / "cp", default_bin_dir()) as plane:
+            install_crds(plane)
+            with running_operator(plane, workdir):
+                api = plane.api_client()
+                core = client.CoreV1Api(api)
+                core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench")))
+                label_namespace(api, "bench", {"chaosguard.dev/chaos": "allowed"})
+                create_deployment(api, "bench", "checkout", 5)
+                for index in range(RUNS):
+                    app, name = f"bench-{index}", f"abort-{index}"
+                    query = f'demo_error_ratio{{app="{app}"}}'
+                    target.set_error_ratio(0.001, app=app)
+                    prometheus.wait_for_value(query, equals(0.001))
+                    manifest = EXPERIMENT.format(name=name, url=prometheus.url, app=app)
+                    plane.kubectl("apply", "-n", "bench", "-f", "-", input=manifest)
+                    wait_for_phase(api, "bench", name, "Running", timeout=60)
+                    target.set_error_ratio(0.5, app=app)
+                    queryable = stamp_when(
+                        lambda q=query: any(value == 0.5 for _, value in instant_query(prometheus.url, q)), 30
+                    )
+                    aborted = stamp_when(lambda n=name: status_of(api, "bench", n).get("phase") == "Aborted", 30)
+                    latencies.append(aborted - queryable)
+                    plane.kubectl("delete", "chaosexperiment", name, "-n", "bench")
+    print(
+        f"# abort_latency: {RUNS} runs, guard interval 1s; median {statistics.median(latencies):.3f}s, "
+        f"min {min(latencies):.3f}s, max {max(latencies):.3f}s (20 ms polling on both ends)"
+    )
+    return {
+        "abort_latency_p50": (statistics.median(latencies), "s"),
+        "abort_latency_p95": (percentile(latencies, 0.95), "s"),
+    }
