@@ -224,7 +224,7 @@ class ExperimentDriver:
         why = reason or "no reason given"
         if self.status.current_run is not None:
             self.abort_requested.set()
-            await self.roll_back_faults()
+            await self.roll_back_faults("abort on request")
             await self.end_run(Phase.ABORTED, "AbortRequested", f"aborted on request: {why}")
         else:
             self.emit("Normal", "AbortRequested", f"abort requested ({why}), but no run was in progress")
@@ -688,7 +688,7 @@ class ExperimentDriver:
         """Stops every further fault and rolls back first, then records the breach and says so."""
         started = asyncio.get_running_loop().time()
         self.abort_requested.set()
-        await self.roll_back_faults()
+        await self.roll_back_faults(f"SLI guard: {verdict.reason}")
         run = self.status.current_run
         breach = verdict.breach
         if run is not None and breach is not None:

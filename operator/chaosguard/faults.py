@@ -23,6 +23,8 @@ from chaosguard.netem import clear_command, injector_command
 INJECTOR_IMAGE_VARIABLE = "CHAOSGUARD_INJECTOR_IMAGE"
 DEFAULT_INJECTOR_IMAGE = "chaosguard:dev"
 EXEC_TIMEOUT_SECONDS = 5.0
+# What injector/netem.sh says when `clear` left no chaosguard qdisc behind.
+CLEARED = re.compile(r"(removed: qdisc|nothing to clear|nothing to remove)")
 
 
 def injector_image() -> str:
@@ -93,7 +95,7 @@ async def clear_fault(
 ) -> None:
     """Takes one fault out early and records how; never raises."""
     try:
-        await asyncio.to_thread(
+        output = await asyncio.to_thread(
             cluster.exec_in_container,
             fault.namespace,
             fault.name,
@@ -101,9 +103,12 @@ async def clear_fault(
             clear_command(),
             EXEC_TIMEOUT_SECONDS,
         )
-        fault.state, fault.removed_at, fault.removed_by = FaultState.REMOVED, now(), f"{why} (exec clear)"
-        fault.message = f"cleared by exec in {fault.container}"
-        return
+        # Only the script's own word counts: an exec that "succeeds" without it did not clear.
+        if CLEARED.search(output):
+            fault.state, fault.removed_at, fault.removed_by = FaultState.REMOVED, now(), f"{why} (exec clear)"
+            fault.message = f"cleared by exec in {fault.container}: {output.strip().splitlines()[-1][:200]}"
+            return
+        exec_problem = f"exec answered without the injector's confirmation: {output.strip()[:200]!r}"
     except Exception as error:
         exec_problem = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
     try:

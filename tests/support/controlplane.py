@@ -750,6 +750,9 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                # exec/logs dial the node's InternalIP (loopback for kwok nodes), never a hostname
+                # that would need DNS: nothing leaves this machine.
+                "--kubelet-preferred-address-types=InternalIP",
             ]
 
         return _Daemon(
