@@ -58,30 +58,33 @@ def stamp_when(predicate: Callable[[], bool], timeout: float) -> float:
 def run() -> dict[str, tuple[float, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="chaosguard-bench-abort-"))
     latencies: list[float] = []
-    with MetricsTarget() as target, PrometheusServer(workdir / "prometheus", [target]) as prometheus:
-        with ControlPlane(workdir / "cp", default_bin_dir()) as plane:
-            install_crds(plane)
-            with running_operator(plane, workdir):
-                api = plane.api_client()
-                core = client.CoreV1Api(api)
-                core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench")))
-                label_namespace(api, "bench", {"chaosguard.dev/chaos": "allowed"})
-                create_deployment(api, "bench", "checkout", 5)
-                for index in range(RUNS):
-                    app, name = f"bench-{index}", f"abort-{index}"
-                    query = f'demo_error_ratio{{app="{app}"}}'
-                    target.set_error_ratio(0.001, app=app)
-                    prometheus.wait_for_value(query, equals(0.001))
-                    manifest = EXPERIMENT.format(name=name, url=prometheus.url, app=app)
-                    plane.kubectl("apply", "-n", "bench", "-f", "-", input=manifest)
-                    wait_for_phase(api, "bench", name, "Running", timeout=60)
-                    target.set_error_ratio(0.5, app=app)
-                    queryable = stamp_when(
-                        lambda q=query: any(value == 0.5 for _, value in instant_query(prometheus.url, q)), 30
-                    )
-                    aborted = stamp_when(lambda n=name: status_of(api, "bench", n).get("phase") == "Aborted", 30)
-                    latencies.append(aborted - queryable)
-                    plane.kubectl("delete", "chaosexperiment", name, "-n", "bench")
+    with (
+        MetricsTarget() as target,
+        PrometheusServer(workdir / "prometheus", [target]) as prometheus,
+        ControlPlane(workdir / "cp", default_bin_dir()) as plane,
+    ):
+        install_crds(plane)
+        with running_operator(plane, workdir):
+            api = plane.api_client()
+            core = client.CoreV1Api(api)
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench")))
+            label_namespace(api, "bench", {"chaosguard.dev/chaos": "allowed"})
+            create_deployment(api, "bench", "checkout", 5)
+            for index in range(RUNS):
+                app, name = f"bench-{index}", f"abort-{index}"
+                query = f'demo_error_ratio{{app="{app}"}}'
+                target.set_error_ratio(0.001, app=app)
+                prometheus.wait_for_value(query, equals(0.001))
+                manifest = EXPERIMENT.format(name=name, url=prometheus.url, app=app)
+                plane.kubectl("apply", "-n", "bench", "-f", "-", input=manifest)
+                wait_for_phase(api, "bench", name, "Running", timeout=60)
+                target.set_error_ratio(0.5, app=app)
+                queryable = stamp_when(
+                    lambda q=query: any(value == 0.5 for _, value in instant_query(prometheus.url, q)), 30
+                )
+                aborted = stamp_when(lambda n=name: status_of(api, "bench", n).get("phase") == "Aborted", 30)
+                latencies.append(aborted - queryable)
+                plane.kubectl("delete", "chaosexperiment", name, "-n", "bench")
     print(
         f"# abort_latency: {RUNS} runs, guard interval 1s; median {statistics.median(latencies):.3f}s, "
         f"min {min(latencies):.3f}s, max {max(latencies):.3f}s (20 ms polling on both ends)"
