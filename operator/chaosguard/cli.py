@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from chaosguard import crdgen, windows
+from chaosguard import cli_approvals, crdgen, security, windows
 from chaosguard.errors import describe_validation_error
 from chaosguard.models import ChaosExperiment, ChaosPolicy
 from chaosguard.policy import (
@@ -224,6 +224,14 @@ def command_run(args: argparse.Namespace) -> int:
 
     from chaosguard import handlers  # noqa: F401  (registers the handlers)
 
+    options = security.options_from_args(args)
+    problem = security.missing_key_source(options, os.environ.get("CHAOSGUARD_NAMESPACE") or None)
+    if problem:
+        print(f"ERROR {problem}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    if options.webhook is not None:
+        from chaosguard import webhooks  # noqa: F401  (registers the admission handlers)
+
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -234,6 +242,7 @@ def command_run(args: argparse.Namespace) -> int:
             clusterwide=True,
             standalone=True,
             liveness_endpoint=args.liveness,
+            memo=kopf.Memo(security=options),
         )
     )
     return 0
@@ -249,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=None, help="serve the operator's metrics on this port")
     run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port")
     run.add_argument("--verbose", action="store_true")
+    security.add_run_arguments(run)
     run.set_defaults(handler=command_run)
 
     crds = sub.add_parser("crds", help="print the CRDs generated from the models")
@@ -268,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
     plan.add_argument("--seed", default="plan", help="seed for the example choice")
     plan.set_defaults(handler=command_plan)
+    cli_approvals.register(sub)
     return parser
 
 

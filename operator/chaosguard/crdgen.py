@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from chaosguard.models import (
     GROUP,
     VERSION,
+    ChaosApprovalSpec,
     ChaosExperimentSpec,
     ChaosExperimentStatus,
     ChaosPolicySpec,
@@ -127,15 +128,13 @@ def _crd(
     scope: str,
     short_names: list[str],
     spec_model: type[BaseModel],
-    status_model: type[BaseModel],
+    status_model: type[BaseModel] | None,
     printer_columns: list[dict[str, Any]],
     description: str,
     spec_required: bool,
 ) -> dict[str, Any]:
     spec_schema = structural_schema(spec_model)
     spec_schema["description"] = spec_schema.get("description") or f"Desired state of the {kind}."
-    status_schema = structural_schema(status_model)
-    status_schema["description"] = f"Observed state of the {kind}, written by the operator."
     root: dict[str, Any] = {
         "type": "object",
         "description": description,
@@ -144,11 +143,23 @@ def _crd(
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": spec_schema,
-            "status": status_schema,
         },
     }
+    if status_model is not None:
+        status_schema = structural_schema(status_model)
+        status_schema["description"] = f"Observed state of the {kind}, written by the operator."
+        root["properties"]["status"] = status_schema
     if spec_required:
         root["required"] = ["spec"]
+    version: dict[str, Any] = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "additionalPrinterColumns": printer_columns,
+        "schema": {"openAPIV3Schema": root},
+    }
+    if status_model is not None:
+        version["subresources"] = {"status": {}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -164,16 +175,7 @@ def _crd(
                 "shortNames": short_names,
                 "categories": ["chaosguard"],
             },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": printer_columns,
-                    "schema": {"openAPIV3Schema": root},
-                }
-            ],
+            "versions": [version],
         },
     }
 
@@ -224,11 +226,34 @@ def policy_crd() -> dict[str, Any]:
     )
 
 
+def approval_crd() -> dict[str, Any]:
+    return _crd(
+        kind="ChaosApproval",
+        plural="chaosapprovals",
+        scope="Namespaced",
+        short_names=["capp"],
+        spec_model=ChaosApprovalSpec,
+        status_model=None,
+        description=(
+            "An approval of a ChaosExperiment's exact spec. The approver is stamped (and signed) by the "
+            "operator's admission webhook from the authenticated request; `chaosguard approve` creates one."
+        ),
+        spec_required=True,
+        printer_columns=[
+            {"name": "Experiment", "type": "string", "jsonPath": ".spec.experiment"},
+            {"name": "Approver", "type": "string", "jsonPath": ".metadata.annotations.chaosguard\\.dev/approver"},
+            {"name": "Comment", "type": "string", "jsonPath": ".spec.comment", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name in crds/ -> CRD object."""
     return {
         f"{GROUP}_chaosexperiments.yaml": experiment_crd(),
         f"{GROUP}_chaospolicies.yaml": policy_crd(),
+        f"{GROUP}_chaosapprovals.yaml": approval_crd(),
     }
 
 

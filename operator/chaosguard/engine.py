@@ -22,7 +22,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from chaosguard import faults, metrics, windows
+from chaosguard import faults, gates, metrics, windows
 from chaosguard.clock import Clock
 from chaosguard.durations import format_seconds, to_seconds
 from chaosguard.errors import describe_validation_error
@@ -88,6 +88,8 @@ class OperatorContext:
     clock: Clock
     emit: Emit
     operator_namespace: str | None = None
+    signing_key: bytes | None = None  # for author and approver stamps (security.prepare loads it)
+    webhooks: bool = False  # started with the admission webhooks: every experiment needs an author stamp
     batcher: QueryBatcher = field(default_factory=lambda: QueryBatcher(reuse_within=0.5))
     workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -191,6 +193,8 @@ class ExperimentDriver:
             return 0.0
         if phase is Phase.PENDING:
             return await self.admit(spec)
+        if phase is Phase.AWAITING_APPROVAL:
+            return await gates.await_approvals(self, spec)
         if phase is Phase.SCHEDULED:
             return await self.wait_for_trigger(spec)
         if phase is Phase.RUNNING:
@@ -246,6 +250,12 @@ class ExperimentDriver:
         if refusals:
             await self.reject("PolicyRefused", "; ".join(str(r) for r in refusals), refusals)
             return IDLE_POLL_SECONDS
+        refusal = await gates.identity_refusal(self, spec, world)
+        if refusal is not None:
+            await self.reject(_reason_for(refusal), str(refusal), [refusal])
+            return IDLE_POLL_SECONDS
+        if world.effective.approvals:
+            return await gates.enter_awaiting(self, spec)
         self.status.observed_generation = self.generation
         self.set_condition("Admitted", "True", "PolicyAllows", "every applicable policy allows this experiment")
         self.status.phase = Phase.SCHEDULED
@@ -267,6 +277,10 @@ class ExperimentDriver:
         world = await self.world(spec)
         refusal = self.start_refusal(spec, world, now)
         if refusal is None:
+            refusal = await gates.identity_refusal(self, spec, world)
+        if refusal is None and not await gates.approvals_hold(self, spec, world):
+            return 0.0
+        if refusal is None:
             async with self.context.start_lock:
                 running = await self.running_elsewhere()
                 refusal = concurrency_refusal(world.effective, running)
@@ -276,7 +290,7 @@ class ExperimentDriver:
                     await self.start_run(spec, world, now)
                     return 0.0
         if refusal.rule == "max-concurrent-experiments" and spec.schedule is None:
-            if self.status.message != refusal.message:
+            if self.status.message != f"waiting: {refusal}":
                 self.status.message = f"waiting: {refusal}"
                 self.set_condition("Started", "False", "TooManyRunning", refusal.message)
                 await self.save()

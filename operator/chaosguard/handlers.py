@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import kopf
 
+from chaosguard import security
 from chaosguard.clock import Clock
 from chaosguard.engine import ExperimentDriver, OperatorContext
 from chaosguard.kube import Cluster
@@ -37,6 +38,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         emit=post_event,
         operator_namespace=os.environ.get("CHAOSGUARD_NAMESPACE") or None,
     )
+    await security.prepare(settings, memo)  # the signing key; the webhook server with --webhook-port
 
 
 @kopf.daemon(GROUP, VERSION, "chaosexperiments", cancellation_timeout=10.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -190,6 +191,81 @@ class Cluster:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, "chaosexperiments", name, {"status": status}
         )
+
+    # ------------------------------------------------------------------ approvals and identity (issue 6)
+
+    def experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    def approvals(self, namespace: str) -> list[dict[str, Any]]:
+        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "chaosapprovals")
+        raw = cast(dict[str, Any], listed)
+        items: list[dict[str, Any]] = raw.get("items", [])
+        return items
+
+    def create_approval(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        created = self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "chaosapprovals", body)
+        return cast(dict[str, Any], created)
+
+    def may(
+        self,
+        user: str,
+        groups: Sequence[str],
+        namespace: str,
+        verb: str,
+        resource: str,
+        subresource: str = "",
+        *,
+        uid: str = "",
+        extra: Mapping[str, Sequence[str]] | None = None,
+    ) -> tuple[bool, str]:
+        """A SubjectAccessReview: may this user (with these groups) do this? Returns (allowed, the API's reason)."""
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(
+                user=user,
+                groups=list(groups),
+                uid=uid or None,
+                extra={key: list(values) for key, values in (extra or {}).items()} or None,
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace=namespace, verb=verb, group="", resource=resource, subresource=subresource or None
+                ),
+            )
+        )
+        result: Any = client.AuthorizationV1Api(self.core.api_client).create_subject_access_review(review)
+        return bool(result.status.allowed), str(result.status.reason or "")
+
+    def secret_data(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
+        """A Secret's decoded data and resourceVersion, or None when there is no such Secret."""
+        try:
+            secret: Any = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+        return data, str(secret.metadata.resource_version)
+
+    def create_secret(self, namespace: str, name: str, data: Mapping[str, bytes]) -> None:
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            type="Opaque",
+            data={key: base64.b64encode(value).decode() for key, value in data.items()},
+        )
+        self.core.create_namespaced_secret(namespace, body)
+
+    def add_secret_data(self, namespace: str, name: str, data: Mapping[str, bytes], resource_version: str) -> None:
+        """Adds keys to an existing Secret, only if nobody changed it since `resource_version` (else 409)."""
+        patch = {
+            "metadata": {"resourceVersion": resource_version},
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        }
+        self.core.patch_namespaced_secret(name, namespace, patch)
 
 
 class _OwnerResolver:

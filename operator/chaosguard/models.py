@@ -559,6 +559,17 @@ class RunStatus(StatusModel):
     faults: list[FaultRecord] = Field(default_factory=list)
 
 
+class ApprovalRecord(StatusModel):
+    """How the operator judged one ChaosApproval of this experiment."""
+
+    name: str
+    approver: str = ""
+    approved_at: datetime | None = None
+    expires_at: datetime | None = None
+    counted: bool = False
+    reason: str = Field(default="", description="Why it does not count (empty when it counts).")
+
+
 class ChaosExperimentStatus(StatusModel):
     phase: Phase | None = None
     message: str = ""
@@ -569,6 +580,9 @@ class ChaosExperimentStatus(StatusModel):
     history: list[RunStatus] = Field(default_factory=list)
     next_run_at: datetime | None = None
     runs_total: int = 0
+    approvals: list[ApprovalRecord] = Field(
+        default_factory=list, description="The approvals of the current spec, as the operator last judged them."
+    )
 
 
 # --------------------------------------------------------------------------- policy
@@ -700,3 +714,42 @@ class ChaosPolicy(BaseModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ChaosPolicySpec = Field(default_factory=ChaosPolicySpec)
     status: ChaosPolicyStatus | None = None
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+class ChaosApprovalSpec(ApiModel):
+    """An approval of one ChaosExperiment's exact spec; the approver is stamped by the admission webhook."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "self == oldSelf",
+                    "message": "a ChaosApproval cannot be changed; delete it and approve again",
+                }
+            ]
+        )
+    )
+
+    experiment: str = Field(
+        min_length=1, max_length=253, description="Name of the ChaosExperiment, in this namespace, being approved."
+    )
+    spec_hash: str = Field(
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description=(
+            "sha256 of the experiment's spec as approved (canonical JSON; `chaosguard approve` fills it in). "
+            "Any edit of the spec voids the approval."
+        ),
+    )
+    comment: str = Field(default="", max_length=1000, description="Why it was approved, for the record.")
+
+
+class ChaosApproval(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", alias_generator=to_camel)
+
+    api_version: Literal["chaosguard.dev/v1alpha1"] = "chaosguard.dev/v1alpha1"
+    kind: Literal["ChaosApproval"] = "ChaosApproval"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChaosApprovalSpec

@@ -12,6 +12,7 @@ is skipped with the reason. Expect minutes, not seconds: the guest runs under TC
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -44,16 +45,30 @@ def _collect_guest_node_ids() -> list[str]:
 GUEST_NODE_IDS = _collect_guest_node_ids()
 
 
+def _say(request: pytest.FixtureRequest, line: str) -> None:
+    """Shows a line on the terminal even while output is captured (boot and run times)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        print(line)
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line("")
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def guest_suite() -> vm.SuiteRun:
+def guest_suite(request: pytest.FixtureRequest) -> vm.SuiteRun:
     problem = vm.boot_problem()
     if problem:
         pytest.skip(f"CANNOT BOOT A NETEM GUEST, so the latency injector is NOT tested here: {problem}")
+    _say(request, f"[netem guest] booting {vm.find_kernel().name} under QEMU and running {vm.NETNS_SUITE} in it")
     suite = vm.netns_suite_in_guest()
     boot = f"{suite.run.boot_seconds:.0f}s" if suite.run.boot_seconds is not None else "never"
-    print(
-        f"\nguest: booted in {boot}, suite and shutdown done after {suite.run.total_seconds:.0f}s, "
-        f"exit {suite.run.returncode}; log and junit in {suite.run.results_dir}"
+    _say(
+        request,
+        f"[netem guest] booted in {boot}; suite run and guest off after {suite.run.total_seconds:.0f}s, "
+        f"exit {suite.run.returncode}, {len(suite.cases)} results; log and junit in {suite.run.results_dir}",
     )
     if not suite.cases:
         pytest.fail(

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,13 @@ def _free_port() -> int:
 class OperatorProcess:
     """`chaosguard run` in its own process group, logging to a file, ready once /healthz answers."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.env = dict(env or {})
+        self.args = list(args)  # extra `chaosguard run` options, e.g. --webhook-port
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.metrics_port = 0
@@ -65,6 +68,7 @@ class OperatorProcess:
                 str(self.metrics_port),
                 "--metrics-address",
                 "127.0.0.1",
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -127,7 +131,7 @@ def running_operator(
 
 def install_crds(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "-k", str(REPO / "crds"))
-    for crd in ("chaosexperiments", "chaospolicies"):
+    for crd in ("chaosexperiments", "chaospolicies", "chaosapprovals"):
         control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}.{GROUP}", "--timeout=60s")
 
 

@@ -1,0 +1,130 @@
+"""Start-up of the identity machinery: the signing key, and (with `--webhook-port`) the webhook server.
+
+`chaosguard run` passes its options in kopf's memo (`memo.security`); the startup handler in
+`handlers` calls `prepare`, which loads the key into the OperatorContext and, when webhooks are on,
+gives kopf a TLS webhook server and lets it manage the webhook configurations `chaosguard.dev`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chaosguard.engine import OperatorContext
+
+WEBHOOK_CONFIGURATION = "chaosguard.dev"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    port: int
+    host: str = "127.0.0.1"  # the name or IP the API server reaches the operator at (URL and certificate)
+    listen: str | None = None  # the address to bind; default: host if it is an IP, else all interfaces
+    tls_dir: str | None = None  # tls.crt/tls.key/ca.crt to use, or where to generate them
+    extra_names: tuple[str, ...] = ()
+
+    @property
+    def listen_address(self) -> str:
+        if self.listen:
+            return self.listen
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return "0.0.0.0"
+        return self.host
+
+
+@dataclass(frozen=True)
+class SecurityOptions:
+    webhook: WebhookOptions | None = None
+    signing_key_file: str | None = None
+
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """`chaosguard run` options for the signing key and the admission webhooks."""
+    run.add_argument(
+        "--webhook-port",
+        type=int,
+        default=None,
+        help="serve the admission webhooks (author stamps, policy and permission checks at apply time) on this port",
+    )
+    run.add_argument(
+        "--webhook-host",
+        default="127.0.0.1",
+        help="the IP or DNS name the API server reaches the webhooks at (in the URL and the certificate)",
+    )
+    run.add_argument("--webhook-listen", default=None, help="address to bind (default: --webhook-host if an IP)")
+    run.add_argument(
+        "--webhook-tls-dir",
+        default=None,
+        help="tls.crt, tls.key and ca.crt to serve with; generated there (or in a temporary directory) if absent",
+    )
+    run.add_argument(
+        "--signing-key-file",
+        default=None,
+        help="keep the HMAC key for author/approver stamps in this file (created if missing) instead of the "
+        "Secret chaosguard-signing-key in $CHAOSGUARD_NAMESPACE",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> SecurityOptions:
+    webhook = None
+    if args.webhook_port is not None:
+        webhook = WebhookOptions(
+            port=args.webhook_port, host=args.webhook_host, listen=args.webhook_listen, tls_dir=args.webhook_tls_dir
+        )
+    return SecurityOptions(webhook=webhook, signing_key_file=args.signing_key_file)
+
+
+def missing_key_source(options: SecurityOptions, operator_namespace: str | None) -> str | None:
+    """Why webhooks cannot start (no place to keep the key), checked by the CLI before kopf starts."""
+    if options.webhook is not None and not options.signing_key_file and not operator_namespace:
+        return (
+            "--webhook-port needs a signing key: set CHAOSGUARD_NAMESPACE (the key lives in Secret "
+            "chaosguard-signing-key there) or pass --signing-key-file"
+        )
+    return None
+
+
+async def prepare(settings: Any, memo: Any) -> None:
+    """Loads the key into memo.context and configures kopf's admission settings when webhooks are on."""
+    from chaosguard.signing import key_from_file, key_from_secret
+    from chaosguard.webhook_tls import ensure_tls
+
+    options: SecurityOptions = memo.get("security") or SecurityOptions()
+    context: OperatorContext = memo.context
+    if options.signing_key_file:
+        context.signing_key = key_from_file(Path(options.signing_key_file))
+    elif context.operator_namespace:
+        context.signing_key = await asyncio.to_thread(key_from_secret, context.cluster, context.operator_namespace)
+    else:
+        logger.warning(
+            "no signing key (neither CHAOSGUARD_NAMESPACE nor --signing-key-file): experiments that a policy "
+            "requires approval for will be refused, since their author cannot be verified"
+        )
+    if options.webhook is None:
+        return
+    import kopf
+
+    webhook = options.webhook
+    directory = Path(webhook.tls_dir) if webhook.tls_dir else Path(tempfile.mkdtemp(prefix="chaosguard-webhook-"))
+    files = await asyncio.to_thread(ensure_tls, directory, [webhook.host, *webhook.extra_names])
+    settings.admission.server = kopf.WebhookServer(
+        addr=webhook.listen_address,
+        port=webhook.port,
+        host=webhook.host,
+        certfile=str(files.certfile),
+        pkeyfile=str(files.keyfile),
+        cafile=str(files.cafile),
+    )
+    settings.admission.managed = WEBHOOK_CONFIGURATION
+    context.webhooks = True
+    logger.info("admission webhooks on https://%s:%d (%s)", webhook.host, webhook.port, WEBHOOK_CONFIGURATION)
