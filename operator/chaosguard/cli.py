@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from chaosguard import cli_approvals, crdgen, security, windows
+from chaosguard import cli_approvals, cli_ops, crdgen, security, windows
 from chaosguard.errors import describe_validation_error
 from chaosguard.models import ChaosExperiment, ChaosPolicy
 from chaosguard.policy import (
@@ -279,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seed", default="plan", help="seed for the example choice")
     plan.set_defaults(handler=command_plan)
     cli_approvals.register(sub)
+    cli_ops.register(sub)
     return parser
 
 

@@ -21,16 +21,18 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, cast
-
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from chaosguard import report
 from chaosguard.durations import format_seconds
-from chaosguard.kube import Cluster, api_message, load_config
 from chaosguard.models import ABORT_ANNOTATION, GROUP, VERSION
+
+if TYPE_CHECKING:
+    from chaosguard.kube import Cluster
+
+# The kubernetes client is imported inside the functions that talk to the cluster: `chaosguard run`
+# must set KUBECONFIG before anything imports it (it reads the variable at import time), and the
+# `chaosguard` command imports this module to register the subcommands.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EMERGENCY_POLICY = "chaosguard-emergency-stop"
@@ -55,6 +57,10 @@ class CommandError(Exception):
 
 def connect(kubeconfig: str | None, context: str | None) -> Cluster:
     """An explicit --kubeconfig or --context wins; otherwise in-cluster, then $KUBECONFIG or ~/.kube/config."""
+    from kubernetes import client, config
+
+    from chaosguard.kube import Cluster, load_config
+
     try:
         if kubeconfig or context:
             config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
@@ -72,6 +78,8 @@ def connect(kubeconfig: str | None, context: str | None) -> Cluster:
 
 def current_namespace(kubeconfig: str | None, context: str | None) -> str:
     """The namespace of the kubeconfig's context (as kubectl uses it), else the pod's own, else default."""
+    from kubernetes import config
+
     try:
         contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
@@ -88,6 +96,12 @@ def current_namespace(kubeconfig: str | None, context: str | None) -> str:
 
 def api_call(what: str, call: Callable[[], Any], not_found: str | None = None, missing_ok: bool = False) -> Any:
     """Runs one API call; failures become CommandErrors that name the object and the fix."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    from chaosguard.kube import api_message
+
     try:
         return call()
     except ApiException as error:

@@ -25,7 +25,7 @@ from chaosguard.stamps import read_experiment_stamp, spec_hash
 if TYPE_CHECKING:
     from chaosguard.engine import ExperimentDriver, World
 
-POLL_SECONDS = 5.0
+POLL_SECONDS = 2.0  # how often an experiment awaiting approval looks for new ones
 
 
 def author_required(driver: ExperimentDriver, world: World) -> bool:
@@ -133,15 +133,16 @@ async def _waiting(driver: ExperimentDriver, count: ApprovalCount, force: bool =
 
 
 async def _approved(driver: ExperimentDriver, spec: ChaosExperimentSpec, count: ApprovalCount) -> None:
-    approvers = ", ".join(sorted({j.approval.approver for j in count.valid})) or "no approval needed"
-    driver.set_condition("Approved", "True", "Approved", f"approved by {approvers}")
+    approvers = ", ".join(sorted({j.approval.approver for j in count.valid}))
+    approved = f"approved by {approvers}" if approvers else "no ChaosPolicy requires approval any more"
+    driver.set_condition("Approved", "True", "Approved", approved)
     driver.status.phase = Phase.SCHEDULED
     if spec.schedule is not None:
         driver.status.next_run_at = windows.next_fire(spec.schedule.cron, spec.schedule.time_zone, driver.now())
-        driver.status.message = f"approved by {approvers}; next run at {driver.status.next_run_at.isoformat()}"
+        driver.status.message = f"{approved}; next run at {driver.status.next_run_at.isoformat()}"
     else:
         driver.status.next_run_at = None
-        driver.status.message = f"approved by {approvers}; starting"
+        driver.status.message = f"{approved}; starting"
     await driver.save()
     driver.emit("Normal", "Approved", driver.status.message)
 

@@ -32,10 +32,14 @@ class KubeError(RuntimeError):
 
 
 def load_config(kubeconfig: str | None = None) -> None:
+    """An explicit kubeconfig wins; else the in-cluster config; else $KUBECONFIG or ~/.kube/config."""
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        return
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
 def api_message(error: ApiException) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1008,6 +1009,12 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _inline(text: str) -> str:
+    """Escaped text whose `backticked` spans (as the findings are written) become <code>."""
+    parts = re.split(r"`([^`]+)`", text)
+    return "".join(f"<code>{_e(part)}</code>" if index % 2 else _e(part) for index, part in enumerate(parts))
+
+
 def _html_table(headers: Sequence[str], rows: Iterable[Sequence[object]], classes: Iterable[str] | None = None) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = []
@@ -1189,7 +1196,8 @@ def html_page(day: GameDay, generated_at: datetime | None = None) -> str:
     body.append('<section id="next"><h2>What to look at next</h2><ul class="findings">')
     for finding in day.findings:
         body.append(
-            f'<li class="{finding.severity.value}"><strong>{_e(finding.title)}.</strong> {_e(finding.detail)}</li>'
+            f'<li class="{finding.severity.value}"><strong>{_inline(finding.title)}.</strong> '
+            f"{_inline(finding.detail)}</li>"
         )
     body.append("</ul></section>")
     body.append('<section id="timeline"><h2>Timeline</h2>')

@@ -28,7 +28,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from chaosguard.models import GROUP
+from pydantic import ValidationError
+
+from chaosguard.models import GROUP, ChaosExperimentSpec
 
 AUTHOR = f"{GROUP}/author"
 AUTHOR_GROUPS = f"{GROUP}/author-groups"
@@ -55,8 +57,20 @@ def canonical_json(value: Any) -> bytes:
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """`sha256:<hex>` of the spec as stored (canonical JSON), the form ChaosApproval.spec.specHash takes."""
-    return "sha256:" + hashlib.sha256(canonical_json(dict(spec))).hexdigest()
+    """`sha256:<hex>` of the canonical JSON of the spec, the form ChaosApproval.spec.specHash takes.
+
+    Canonical means: as the operator reads it (the model), without the fields left at their defaults,
+    so that a default the API server fills in (say, for a field a newer CRD adds) changes nothing,
+    while any change to what the experiment does changes the hash. A spec the model refuses is
+    hashed as it is.
+    """
+    try:
+        normal = ChaosExperimentSpec.model_validate(dict(spec)).model_dump(
+            by_alias=True, mode="json", exclude_defaults=True
+        )
+    except ValidationError:
+        normal = dict(spec)
+    return "sha256:" + hashlib.sha256(canonical_json(normal)).hexdigest()
 
 
 def sign(key: bytes, payload: Mapping[str, Any]) -> str:
@@ -224,7 +238,7 @@ def stamp_for_update(
     if old.stamp is None:
         return None
     stamp = old.stamp
-    if dict(old_spec) != dict(new_spec) and requester.username not in stamp.writers:
+    if spec_hash(old_spec) != spec_hash(new_spec) and requester.username not in stamp.writers:
         return AuthorStamp(stamp.author, stamp.groups, (*stamp.editors, requester.username), stamp.stamped_at)
     return stamp
 

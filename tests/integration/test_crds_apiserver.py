@@ -30,7 +30,11 @@ def server_dry_run(control_plane: ControlPlane, text: str, namespace: str = "def
 
 def test_crds_are_established_with_printer_columns(chaosguard_crds: ControlPlane) -> None:
     names = chaosguard_crds.kubectl("api-resources", "--api-group=chaosguard.dev", "-o", "name").stdout.split()
-    assert sorted(names) == ["chaosexperiments.chaosguard.dev", "chaospolicies.chaosguard.dev"]
+    assert sorted(names) == [
+        "chaosapprovals.chaosguard.dev",
+        "chaosexperiments.chaosguard.dev",
+        "chaospolicies.chaosguard.dev",
+    ]
     explained = chaosguard_crds.kubectl("explain", "chaosexperiment.spec.target.mode").stdout
     assert "one | fixed | fixed-percent | all" in explained
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -42,14 +43,20 @@ WORKFLOW = REPO / ".github" / "workflows" / "e2e-kind.yaml"
 OPERATOR_NAMESPACE = "chaosguard-system"
 NAME = "chaosguard"  # the ServiceAccount, ClusterRole, ClusterRoleBinding and Deployment
 SERVICE_ACCOUNT_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{NAME}"
+SIGNING_KEY = "chaosguard-signing-key"  # chaosguard.signing.SECRET_NAME
 EXPECTED_OBJECTS = {
     ("Namespace", None, OPERATOR_NAMESPACE),
     ("CustomResourceDefinition", None, "chaosexperiments.chaosguard.dev"),
     ("CustomResourceDefinition", None, "chaospolicies.chaosguard.dev"),
+    ("CustomResourceDefinition", None, "chaosapprovals.chaosguard.dev"),
     ("ServiceAccount", OPERATOR_NAMESPACE, NAME),
     ("ClusterRole", None, NAME),
     ("ClusterRoleBinding", None, NAME),
     ("Deployment", OPERATOR_NAMESPACE, NAME),
+    # The signing key of the author/approver stamps, and the one Role that may read and fill it in.
+    ("Secret", OPERATOR_NAMESPACE, SIGNING_KEY),
+    ("Role", OPERATOR_NAMESPACE, SIGNING_KEY),
+    ("RoleBinding", OPERATOR_NAMESPACE, SIGNING_KEY),
 }
 
 
@@ -209,8 +216,13 @@ def test_rbac_has_no_wildcards_and_no_escalation(builds: dict[str, list[dict[str
             for field in ("verbs", "resources", "apiGroups", "resourceNames", "nonResourceURLs"):
                 assert not any("*" in item for item in rule.get(field, [])), f"a wildcard in {field}: {rule}"
             assert not {"escalate", "bind", "impersonate", "update", "deletecollection"} & set(rule["verbs"]), rule
-            assert not {"secrets", "configmaps", "serviceaccounts/token", "pods/exec"} & set(rule["resources"]), rule
+            assert not {"configmaps", "serviceaccounts/token", "pods/exec"} & set(rule["resources"]), rule
             assert "nonResourceURLs" not in rule, rule
+            if "secrets" in rule["resources"]:
+                # Only the signing key, by name, in the operator's namespace, read and filled in.
+                assert role["kind"] == "Role" and role["metadata"]["namespace"] == OPERATOR_NAMESPACE, role
+                assert rule["resources"] == ["secrets"] and rule.get("resourceNames") == [SIGNING_KEY], rule
+                assert set(rule["verbs"]) <= {"get", "patch"}, rule
 
 
 # --------------------------------------------------------------------------- the real API server
@@ -257,7 +269,14 @@ def test_the_operator_needs_no_more_than_the_deploy_rbac(
 
     flow: Kubectl = kubectl
     kubeconfig = installed.kubeconfig_for_service_account(OPERATOR_NAMESPACE, NAME)
-    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", {"CHAOSGUARD_NAMESPACE": OPERATOR_NAMESPACE})
+    # With the admission webhooks on (served on loopback, as in the admission tests), so that the role
+    # is shown to be enough for them too: the signing key, SubjectAccessReviews, webhook configurations.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    webhook = ["--webhook-port", str(port), "--webhook-tls-dir", str(tmp_path / "tls")]
+    env = {"CHAOSGUARD_NAMESPACE": OPERATOR_NAMESPACE}
+    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", env, args=webhook)
     operator.start()
     try:
         run = run_pod_kill_percent(flow, "shop-rbac", timeout=120)
@@ -273,6 +292,9 @@ def test_the_operator_needs_no_more_than_the_deploy_rbac(
     lines = "\n".join(line[:400] for line in denied[:8])
     assert not denied, f"the operator was denied something under the deploy/ RBAC ({len(denied)} log lines):\n{lines}"
     check_pod_kill_percent(run)
+    assert "Reconfiguring the validating webhook chaosguard.dev" in log
+    assert "Webhook 'experiment-author' succeeded" in log  # the flow's experiment went through the webhooks
+    assert installed.kubectl("get", "secret", SIGNING_KEY, "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.data}").stdout
 
     container = find(builds["overlays/kind"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
     limit = memory_bytes(container["resources"]["limits"]["memory"])
@@ -298,6 +320,15 @@ NEEDED = [
     ("get", "statefulsets.apps"),
     ("get", "replicasets.apps"),  # _OwnerResolver
     ("create", "events"),  # kopf.event
+    ("get", "chaosexperiments.chaosguard.dev"),  # Cluster.experiment (the approval webhook)
+    ("list", "chaosapprovals.chaosguard.dev"),  # Cluster.approvals
+    ("create", "subjectaccessreviews.authorization.k8s.io"),  # Cluster.may
+    ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io"),  # kopf, managed webhooks
+    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
+    ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
+    ("get", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.signing
+    ("patch", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),
 ]
 # Never granted: what a chaos operator must not be able to do with its own rights.
 DENIED = [
@@ -326,12 +357,21 @@ DENIED = [
     ("impersonate", "serviceaccounts"),
     ("create", "serviceaccounts", "--subresource=token"),
     ("delete", "events"),
+    ("create", "chaosapprovals.chaosguard.dev"),  # the operator never approves anything itself
+    ("get", "secrets", f"--namespace={OPERATOR_NAMESPACE}"),  # only the signing key, by name
+    ("get", "secrets/other", f"--namespace={OPERATOR_NAMESPACE}"),
+    ("delete", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),
+    ("get", f"secrets/{SIGNING_KEY}"),  # in "default": no
+    ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/other"),
+    ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/other"),
+    ("delete", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("create", "localsubjectaccessreviews.authorization.k8s.io"),
 ]
 
 
 def test_the_deploy_rbac_allows_what_the_code_calls_and_nothing_dangerous(installed: ControlPlane) -> None:
     def can(verb: str, resource: str, *flags: str) -> bool:
-        where = [] if "-A" in flags else ["-n", "default"]
+        where = [] if "-A" in flags or any(flag.startswith("--namespace=") for flag in flags) else ["-n", "default"]
         args = ["auth", "can-i", verb, resource, *where, *flags, f"--as={SERVICE_ACCOUNT_USER}"]
         result = installed.kubectl(*args, check=False)
         assert result.stdout.strip() in ("yes", "no"), result.stderr

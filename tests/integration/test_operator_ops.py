@@ -402,29 +402,14 @@ def test_abort_all_suspends_every_policy_aborts_the_running_and_undo_reverts_exa
     assert kills(wait_for_phase(k8s, shop, "after-the-incident", "Completed", timeout=30), "Killed")
 
 
-def test_abort_refuses_bad_usage_and_users_without_rights(
+def test_abort_all_by_a_user_without_rights_is_refused_and_changes_nothing(
     k8s: client.ApiClient, control_plane: ControlPlane, emergency_cleanup: None, cli: Any
 ) -> None:
-    for argv in (
-        ("abort",),
-        ("abort", "x", "--all"),
-        ("abort", "--all", "-n", "shop"),
-        ("abort", "x", "--undo"),
-        ("report",),
-        ("report", "x", "--format", "pdf"),
-    ):
-        with pytest.raises(SystemExit) as usage:
-            cli(*argv)
-        assert usage.value.code == 2, argv
-
     refused = cli("abort", "--all", "--reason", "prank", user="mallory")
     assert refused.code == 1 and "listing ChaosPolicies: refused by the API server (403)" in refused.err
     with pytest.raises(ApiException) as absent:
         policy_spec(k8s, cli_ops.EMERGENCY_POLICY)
     assert absent.value.status == 404
-
-    bad_config = cli_ops.main(["status", "--kubeconfig", "/nonexistent/kubeconfig"])
-    assert bad_config == 2
 
 
 # --------------------------------------------------------------------------- the operator's own metrics

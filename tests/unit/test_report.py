@@ -286,6 +286,7 @@ def test_breach_report_quotes_the_reason_verbatim_and_names_query_and_threshold(
     visible = well_formed(page)
     assert f"aborted by the SLI guard: {BREACH_MESSAGE}" in visible  # verbatim once unescaped
     assert html.escape(BREACH_MESSAGE) in page  # and escaped in the source
+    assert "<code>demo_error_ratio{app=&quot;checkout&quot;}</code> returned 0.5" in page  # `x` becomes <code>
 
 
 def test_breach_chart_draws_every_sample_on_the_right_side_of_the_threshold() -> None:

@@ -85,9 +85,7 @@ def test_forged_or_altered_stamps_do_not_verify() -> None:
     assert not stamps.read_experiment_stamp(KEY, other_author).valid
     other_key = persisted(stamped(created(), stamps.stamp_for_create(ALICE, NOW), key=OTHER_KEY))
     assert not stamps.read_experiment_stamp(KEY, other_key).valid
-    dropped_editor = persisted(
-        stamped(created(), stamps.AuthorStamp("alice", (), ("mallory",), NOW)), uid="uid-1"
-    )
+    dropped_editor = persisted(stamped(created(), stamps.AuthorStamp("alice", (), ("mallory",), NOW)), uid="uid-1")
     dropped_editor["metadata"]["annotations"].pop(EDITORS)
     assert not stamps.read_experiment_stamp(KEY, dropped_editor).valid
 
@@ -153,3 +151,15 @@ def test_identity_from_userinfo() -> None:
         {"username": "bob", "uid": "u-2", "groups": ["sre-leads", "system:authenticated"], "extra": {"scope": ["a"]}}
     )
     assert identity == Identity("bob", ("sre-leads", "system:authenticated"), "u-2", {"scope": ("a",)})
+
+
+def test_spec_hash_ignores_defaults_filled_in_but_not_what_the_experiment_does() -> None:
+    spec = {
+        "action": "pod-kill",
+        "target": {"selector": {"matchLabels": {"app": "checkout"}}, "mode": "one"},
+        "duration": "5m",
+    }
+    defaulted = {**spec, "dryRun": False, "target": {**spec["target"], "namespaces": []}}
+    assert stamps.spec_hash(spec) == stamps.spec_hash(defaulted)
+    assert stamps.spec_hash(spec) != stamps.spec_hash({**spec, "dryRun": True})
+    assert stamps.spec_hash(spec) != stamps.spec_hash({**spec, "duration": "6m"})

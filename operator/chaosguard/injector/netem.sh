@@ -272,8 +272,11 @@ on_signal() {
 	name=$1
 	code=$2
 	trap '' TERM INT HUP
-	if [ -n "$SLEEP_PID" ]; then
-		kill "$SLEEP_PID" 2>/dev/null || true
+	# The hold's sleep is the only background job, so $! names it even when the signal landed
+	# between `sleep &` and `SLEEP_PID=$!`.
+	sleep_pid=${SLEEP_PID:-${!:-}}
+	if [ -n "$sleep_pid" ]; then
+		kill "$sleep_pid" 2>/dev/null || true
 	fi
 	remove_ours "signal $name" || exit "$EX_REMOVE"
 	exit "$code"
