@@ -32,6 +32,8 @@
 # Every step logs one line on stdout, `chaosguard-netem: <event>: <details>`; errors go to stderr.
 # --status-file PATH also writes the last event line there (e.g. /dev/termination-log).
 
+# Unquoted expansions are deliberate word splitting (tc output, flag lists); globbing is off (set -f).
+# shellcheck disable=SC2086
 set -u
 set -f
 
@@ -268,6 +270,8 @@ remove_ours() {
 
 # --- inject ----------------------------------------------------------------------------------
 
+# Runs from the traps set in cmd_inject.
+# shellcheck disable=SC2317
 on_signal() {
 	name=$1
 	code=$2
