@@ -199,6 +199,14 @@ class LatencySpec(ApiModel):
         default_factory=list, description="Delay only traffic to these destination ports. Empty: all ports."
     )
 
+    @model_validator(mode="after")
+    def _delay_is_real(self) -> LatencySpec:
+        if to_seconds(self.delay) <= 0:
+            raise ValueError("latency.delay adds no delay: give a delay above 0, e.g. 200ms")
+        if self.correlation and to_seconds(self.jitter) <= 0:
+            raise ValueError("latency.correlation only correlates jitter: set latency.jitter, or drop correlation")
+        return self
+
     @field_validator("destination_cidrs")
     @classmethod
     def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:

@@ -51,6 +51,8 @@ def test_minimal_pod_kill_is_valid() -> None:
         ({"schedule": {"cron": "0 14 * * TUE", "timeZone": "Mars/Olympus"}}, "IANA time zone"),
         ({"targett": {}}, "Extra inputs are not permitted"),
         ({"action": "latency", "latency": {"delay": "1s"}, "interval": "1m"}, "interval"),
+        ({"action": "latency", "latency": {"delay": "0"}}, "adds no delay"),
+        ({"action": "latency", "latency": {"delay": "100ms", "correlation": 25}}, "only correlates jitter"),
     ],
 )
 def test_invalid_specs_are_refused_with_the_reason(overrides: dict[str, object], fragment: str) -> None:
