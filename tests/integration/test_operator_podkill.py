@@ -337,3 +337,44 @@ def fill_placeholders(policy: dict[str, Any], namespace: str) -> dict[str, Any]:
 
     filled: dict[str, Any] = fill(policy)
     return filled
+
+
+def test_a_disruption_budget_refusal_is_a_skip_never_a_forced_kill(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    budget = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "checkout"},
+        "spec": {"minAvailable": 5, "selector": {"matchLabels": {"app": "checkout"}}},
+    }
+    client.PolicyV1Api(k8s).create_namespaced_pod_disruption_budget(shop, budget)
+
+    def budget_sees_five() -> bool:
+        observed = client.PolicyV1Api(k8s).read_namespaced_pod_disruption_budget("checkout", shop).status
+        return observed is not None and observed.current_healthy == 5
+
+    wait_for(budget_sees_five, timeout=30, what="the disruption budget to see 5 healthy pods")
+    before = uids(k8s, shop)
+    apply_yaml(control_plane, experiment_yaml("budgeted", mode="fixed", value=2), shop)
+    status = wait_for_phase(k8s, shop, "budgeted", "Completed", timeout=60)
+    results = [k["result"] for k in kills(status)]
+    assert results == ["SkippedDisruptionBudget", "SkippedDisruptionBudget"], kills(status)
+    assert "PodDisruptionBudget" in kills(status)[0]["message"]
+    assert uids(k8s, shop) == before
+
+
+def test_plain_delete_when_budgets_are_not_respected_and_the_min_available_floor(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, slow_shop: str
+) -> None:
+    manifest = experiment_yaml("floor", mode="fixed", value=3).replace(
+        "podKill: {gracePeriodSeconds: 1}",
+        "podKill: {gracePeriodSeconds: 1, respectDisruptionBudgets: false, minAvailable: '60%'}",
+    )
+    apply_yaml(control_plane, manifest, slow_shop)
+    status = wait_for_phase(k8s, slow_shop, "floor", "Completed", timeout=90)
+    results = sorted(k["result"] for k in kills(status))
+    # 60 % of 5 must stay Ready: two kills leave 3, the third would leave 2.
+    assert results == ["Killed", "Killed", "SkippedMinAvailable"], kills(status)
+    assert {k["method"] for k in kills(status, "Killed")} == {"delete"}
+    assert "min-available" in kills(status, "SkippedMinAvailable")[0]["message"]

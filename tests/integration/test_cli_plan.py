@@ -1,0 +1,80 @@
+"""`chaosguard plan` against the live cluster: which pods would be hit now, which are left out
+and by which rule, and when the next allowed window opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from chaosguard.cli import main
+from tests.support.controlplane import ControlPlane
+from tests.support.operator import create_policy, ready_pods, scoped_policy
+
+pytestmark = pytest.mark.controlplane
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_plan_shows_hits_exclusions_with_their_rule_and_the_next_window(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaosguard_crds: ControlPlane,
+    shop: str,
+    isolated_policies: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    protected = ready_pods(k8s, shop, "checkout")[0].metadata.name
+    client.CoreV1Api(k8s).patch_namespaced_pod(
+        protected, shop, {"metadata": {"labels": {"chaosguard.dev/protected": "true"}}}
+    )
+    create_policy(
+        k8s,
+        f"plan-{shop}",
+        scoped_policy(
+            shop,
+            protectedSelector={"matchLabels": {"chaosguard.dev/protected": "true"}},
+            windows=[{"cron": "0 10 * * TUE", "duration": "1h", "timeZone": "Europe/Berlin"}],
+        ),
+    )
+    isolated_policies.append(f"plan-{shop}")
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(
+        (EXAMPLES / "pod-kill-percent.yaml")
+        .read_text()
+        .replace("name: checkout-pod-kill", f"name: p\n  namespace: {shop}")
+    )
+
+    code = main(
+        [
+            "plan",
+            "-f",
+            str(experiment),
+            "--kubeconfig",
+            str(control_plane.kubeconfig),
+            "--at",
+            "2026-11-24T10:30:00+01:00",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "would hit 1 of 4 eligible pods" in out  # 40 % of the 4 that are not protected
+    assert out.count("    HIT ") == 1 and out.count("    ELIGIBLE ") == 3
+    assert f"LEFT-OUT {shop}/{protected}: protected-pod" in out
+    assert "next allowed start: 2026-11-24T10:30:00+01:00" in out
+
+    code = main(
+        [
+            "plan",
+            "-f",
+            str(experiment),
+            "--kubeconfig",
+            str(control_plane.kubeconfig),
+            "--at",
+            "2026-11-24T12:00:00+01:00",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "REFUSED window" in out and "next allowed start: 2026-12-01T10:00:00+01:00" in out
