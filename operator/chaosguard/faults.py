@@ -130,3 +130,32 @@ async def clear_fault(
     fault.state, fault.removed_at = FaultState.REMOVED, now()
     fault.removed_by = f"{why} (clear container {cleaner['name']})"
     fault.message = f"exec failed ({exec_problem}); a clean-up container ran clear"
+
+
+async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:
+    """At start-up: a pod still carrying an injector whose experiment no longer exists (deleted while
+    no operator ran, its finalizer removed by hand) gets a clean-up container, unless one already ran
+    for that run. Experiments that still exist are their own drivers' business. Returns what it did."""
+    pods, experiments = await asyncio.gather(
+        asyncio.to_thread(cluster.pods_with_ephemeral_containers, "chaosguard-latency-"),
+        asyncio.to_thread(cluster.experiments),
+    )
+    existing = {f"{item['metadata']['namespace']}/{item['metadata']['name']}" for item in experiments}
+    actions = []
+    for namespace, name, uid, containers in pods:
+        names = [str(c.get("name", "")) for c in containers]
+        for container in containers:
+            if not str(container.get("name", "")).startswith("chaosguard-latency-"):
+                continue
+            env = {item.get("name"): item.get("value") for item in container.get("env") or []}
+            experiment, run_id = str(env.get("CHAOSGUARD_EXPERIMENT", "")), str(env.get("CHAOSGUARD_RUN", ""))
+            cleaners = [n for n in names if n.startswith(container_name(run_id, "clear"))]
+            if experiment in existing or cleaners or not run_id:
+                continue
+            cleaner = clear_container(run_id, experiment, 1, image)
+            try:
+                await asyncio.to_thread(cluster.add_ephemeral_container, namespace, name, uid, cleaner)
+                actions.append(f"cleared pod {namespace}/{name}: its experiment {experiment} is gone (run {run_id})")
+            except Exception as error:
+                actions.append(f"could not clear pod {namespace}/{name} (experiment {experiment} is gone): {error}")
+    return actions

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import kopf
 
-from chaosguard import security
+from chaosguard import faults, security
 from chaosguard.clock import Clock
 from chaosguard.engine import ExperimentDriver, OperatorContext
 from chaosguard.kube import Cluster
@@ -39,6 +39,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         operator_namespace=os.environ.get("CHAOSGUARD_NAMESPACE") or None,
     )
     await security.prepare(settings, memo)  # the signing key; the webhook server with --webhook-port
+
+
+@kopf.on.startup()
+async def sweep_orphaned_faults(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    # Runs after `configure` (kopf runs start-up handlers in the order they are declared).
+    try:
+        for action in await faults.sweep_orphans(memo.context.cluster, faults.injector_image()):
+            logger.warning("orphaned latency fault: %s", action)
+    except Exception as error:  # the sweep must never keep the operator from starting
+        logger.exception("the start-up sweep for orphaned latency faults failed: %s", error)
 
 
 @kopf.daemon(GROUP, VERSION, "chaosexperiments", cancellation_timeout=10.0)

@@ -169,6 +169,17 @@ class Cluster:
         containers = self.core.api_client.sanitize_for_serialization(obj.spec.ephemeral_containers or [])
         return obj.metadata.uid, list(containers)
 
+    def pods_with_ephemeral_containers(self, prefix: str) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+        """(namespace, name, uid, ephemeral containers) of every pod with one whose name starts with prefix."""
+        found = []
+        pods: list[Any] = self.core.list_pod_for_all_namespaces().items
+        for pod in pods:
+            containers = pod.spec.ephemeral_containers or []
+            if any(container.name.startswith(prefix) for container in containers):
+                plain = self.core.api_client.sanitize_for_serialization(containers)
+                found.append((pod.metadata.namespace, pod.metadata.name, pod.metadata.uid, list(plain)))
+        return found
+
     def exec_in_container(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> str:
         """Runs a command in a running container (through the kubelet); raises on any failure."""
         from kubernetes.stream import stream

@@ -162,3 +162,30 @@ def test_policy_caps_the_delay(
     apply_yaml(control_plane, latency_yaml("too-slow"), shop)
     status = wait_for_phase(k8s, shop, "too-slow", "Rejected", timeout=30)
     assert "REFUSED max-latency" in status["message"] and "100ms" in status["message"]
+
+
+def test_a_restarted_operator_clears_faults_whose_experiment_vanished(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    apply_yaml(control_plane, latency_yaml("vanished", mode="fixed", value=1), shop)
+    (fault,) = active_faults(k8s, shop, "vanished", 1)
+    chaos_operator.kill()
+    # Someone force-deletes the experiment while no operator runs: the finalizer is removed by hand.
+    custom = client.CustomObjectsApi(k8s)
+    custom.patch_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", shop, "chaosexperiments", "vanished", {"metadata": {"finalizers": None}}
+    )
+    control_plane.kubectl("delete", "chaosexperiment", "vanished", "-n", shop, "--ignore-not-found")
+    assert not ephemeral_clear_containers(k8s, shop, fault["uid"])
+    chaos_operator.start()
+    cleaners = wait_for(
+        lambda: ephemeral_clear_containers(k8s, shop, fault["uid"]),
+        timeout=30,
+        what="the start-up sweep to clear the orphaned fault",
+    )
+    assert cleaners[0]["command"] == [SCRIPT, "clear"]
+    assert {"name": "CHAOSGUARD_EXPERIMENT", "value": f"{shop}/vanished"} in cleaners[0]["env"]
+
+
+def ephemeral_clear_containers(api: client.ApiClient, namespace: str, uid: str) -> list[dict[str, Any]]:
+    return [c for c in ephemeral(api, namespace)[uid] if c["name"].startswith("chaosguard-clear")]

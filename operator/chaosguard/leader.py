@@ -1,0 +1,419 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, so that two replicas never both drive experiments.
+
+`chaosguard run --leader-elect` stands by until it holds the Lease `chaosguard-leader` in the
+operator's namespace, then starts kopf, and renews the Lease while kopf runs:
+
+- A standby takes the Lease when its holder has not renewed it for `leaseDurationSeconds`, counted
+  on the standby's own monotonic clock from when it *saw* the last change (as client-go does), so
+  that clock skew between nodes never shortens a lease; a released Lease (no holder) is taken at once.
+- Every write carries the resourceVersion that was read (optimistic concurrency): of two
+  candidates, one write wins and the other gets a 409 Conflict and stays a standby.
+- The leader renews every `renew_period`; when a renewal fails it retries every `retry_period`, and
+  when it has not renewed within `renew_deadline` (shorter than the lease duration), or finds
+  another holder, it exits at once with EXIT_LOST_LEASE, without a graceful stop, so that it never
+  acts on a lease another replica may already hold. Kubernetes restarts it, as a standby.
+- On SIGTERM the leader stops kopf (daemons are cancelled within their cancellation_timeout, see
+  handlers.py), then releases the Lease (empty holderIdentity), so the standby takes over at once
+  rather than after a lease duration. A latency fault still running is not taken out by the
+  stopping leader: its injector removes it at the run's deadline on its own (the dead man's switch),
+  and the next leader resumes the run from the experiment's status or rolls it back.
+
+kubernetes-client 37 ships `kubernetes.leaderelection` with a LeaseLock, but its loop is
+synchronous and thread-based, works on the global default client, and never releases the lease;
+this module keeps the decision pure (`decide`, unit-tested) and does the I/O with asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+logger = logging.getLogger("chaosguard.leader")
+
+LEASE_NAME = "chaosguard-leader"
+EXIT_LOST_LEASE = 3  # the exit status of a leader that could not renew its lease
+
+
+def default_identity() -> str:
+    """The pod's name (its hostname) and a random suffix: a restarted container is a new candidate."""
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class ElectionConfig:
+    namespace: str
+    identity: str
+    name: str = LEASE_NAME
+    lease_duration: float = 15.0  # a standby takes over once a holder has been silent this long
+    renew_deadline: float = 10.0  # the leader gives up when it has not renewed for this long
+    renew_period: float = 5.0  # the leader renews this often
+    retry_period: float = 2.0  # standbys look, and a leader retries a failed renewal, this often
+
+    def problems(self) -> list[str]:
+        """What is wrong with these timings, for people (empty when they are safe)."""
+        found = []
+        if not self.namespace:
+            found.append("leader election needs a namespace: --leader-election-namespace or $CHAOSGUARD_NAMESPACE")
+        if not self.identity:
+            found.append("leader election needs a non-empty identity")
+        if self.lease_duration < 1 or self.lease_duration != int(self.lease_duration):
+            found.append(f"--leader-election-lease-duration {self.lease_duration:g} must be a whole number >= 1")
+        if self.retry_period <= 0:
+            found.append(f"--leader-election-retry-period {self.retry_period:g} must be > 0")
+        if not 0 < self.renew_period < self.renew_deadline:
+            found.append(
+                f"--leader-election-renew-period {self.renew_period:g} must be > 0 and shorter than the renew "
+                f"deadline {self.renew_deadline:g}, so that a failed renewal is retried before the deadline"
+            )
+        if not self.renew_deadline < self.lease_duration:
+            found.append(
+                f"--leader-election-renew-deadline {self.renew_deadline:g} must be shorter than the lease duration "
+                f"{self.lease_duration:g}: a leader must stop before a standby may take over"
+            )
+        return found
+
+
+# --------------------------------------------------------------------------- pure: the decision
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The fields of a Lease's spec that the election reads and writes."""
+
+    holder: str = ""
+    duration_seconds: int | None = None
+    acquire_time: datetime | None = None
+    renew_time: datetime | None = None
+    transitions: int = 0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A record, and when (monotonic seconds, this process's clock) it was first seen as it is."""
+
+    record: LeaseRecord
+    at: float
+
+
+def observe(previous: Observation | None, current: LeaseRecord, now: float) -> Observation:
+    """The clock of a lease restarts whenever its record changes; an unchanged record keeps its time."""
+    if previous is not None and previous.record == current:
+        return previous
+    return Observation(current, now)
+
+
+class Verdict(enum.Enum):
+    CREATE = "create"  # no Lease yet: create it, holding it
+    RENEW = "renew"  # we hold it: renew it
+    TAKE = "take"  # free or expired: take it over
+    WAIT = "wait"  # someone else holds it, and it has not expired
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    write: LeaseRecord | None  # what to write (CREATE, RENEW, TAKE)
+    holder: str  # who holds the lease once this decision is carried out
+    wait: float  # WAIT: seconds until it could expire (the caller looks again sooner, every retry period)
+    reason: str
+
+
+def decide(
+    observed: Observation | None, identity: str, config: ElectionConfig, now: float, wall: datetime
+) -> Decision:
+    """What a candidate does with the Lease as it is now.
+
+    `observed` is None when there is no Lease; `now` is monotonic seconds (the same clock as
+    `observed.at`), `wall` the time written into acquireTime/renewTime for people and other tools.
+    """
+    duration = int(config.lease_duration)
+    if observed is None:
+        record = LeaseRecord(identity, duration, wall, wall, 0)
+        return Decision(Verdict.CREATE, record, identity, 0.0, "no lease yet")
+    current = observed.record
+    if current.holder == identity:
+        renewed = replace(current, duration_seconds=duration, renew_time=wall, acquire_time=current.acquire_time or wall)
+        return Decision(Verdict.RENEW, renewed, identity, 0.0, "we hold the lease")
+    taken = LeaseRecord(identity, duration, wall, wall, current.transitions + 1)
+    if not current.holder:
+        return Decision(Verdict.TAKE, taken, identity, 0.0, "the lease is free (released by its last holder)")
+    lasts = float(current.duration_seconds or duration)
+    remaining = observed.at + lasts - now
+    if remaining > 0:
+        return Decision(
+            Verdict.WAIT, None, current.holder, remaining, f"{current.holder} holds the lease (renewed in time)"
+        )
+    return Decision(
+        Verdict.TAKE, taken, identity, 0.0, f"{current.holder} has not renewed the lease for {lasts:g} s or more"
+    )
+
+
+def renewal_overdue(last_renewal: float, now: float, config: ElectionConfig) -> bool:
+    """True once the leader has gone `renew_deadline` without a successful renewal (counted from the
+    moment the last successful renewal was *sent*: the API server may have applied it at any point
+    after that, and a standby counts from when it saw it)."""
+    return now - last_renewal >= config.renew_deadline
+
+
+def released(record: LeaseRecord, wall: datetime) -> LeaseRecord:
+    """The record a leader writes when it steps down: no holder, so the standby takes over at once."""
+    return LeaseRecord("", 1, record.acquire_time, wall, record.transitions)
+
+
+# --------------------------------------------------------------------------- I/O: the Lease itself
+
+
+class LeaseConflict(Exception):
+    """A write lost the race (409): someone wrote the Lease since it was read."""
+
+
+def _format_time(moment: datetime | None) -> str | None:
+    # MicroTime: RFC 3339 with exactly six fractional digits, in UTC.
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def record_from_spec(spec: dict[str, Any]) -> LeaseRecord:
+    return LeaseRecord(
+        holder=str(spec.get("holderIdentity") or ""),
+        duration_seconds=spec.get("leaseDurationSeconds"),
+        acquire_time=_parse_time(spec.get("acquireTime")),
+        renew_time=_parse_time(spec.get("renewTime")),
+        transitions=int(spec.get("leaseTransitions") or 0),
+    )
+
+
+def spec_from_record(record: LeaseRecord) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "holderIdentity": record.holder,
+        "leaseDurationSeconds": record.duration_seconds,
+        "acquireTime": _format_time(record.acquire_time),
+        "renewTime": _format_time(record.renew_time),
+        "leaseTransitions": record.transitions,
+    }
+    return {key: value for key, value in spec.items() if value is not None}
+
+
+class LeaseLock:
+    """Reads and writes one Lease with the `kubernetes` client (get, create, update; nothing else)."""
+
+    def __init__(self, api: Any, namespace: str, name: str, timeout: float) -> None:
+        self.api = api  # a kubernetes.client.CoordinationV1Api
+        self.namespace = namespace
+        self.name = name
+        self.timeout = timeout
+
+    def read(self) -> tuple[LeaseRecord | None, str | None]:
+        """The record and its resourceVersion, or (None, None) when there is no Lease."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self.api.read_namespaced_lease(
+                self.name, self.namespace, _preload_content=False, _request_timeout=self.timeout
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None, None
+            raise
+        lease = json.loads(response.data)
+        return record_from_spec(lease.get("spec") or {}), str(lease["metadata"]["resourceVersion"])
+
+    def write(self, record: LeaseRecord, resource_version: str | None) -> str:
+        """Creates the Lease (resource_version None) or replaces the version that was read."""
+        from kubernetes.client.exceptions import ApiException
+
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
+        body["spec"] = spec_from_record(record)
+        try:
+            if resource_version is None:
+                response = self.api.create_namespaced_lease(
+                    self.namespace, body, _preload_content=False, _request_timeout=self.timeout
+                )
+            else:
+                response = self.api.replace_namespaced_lease(
+                    self.name, self.namespace, body, _preload_content=False, _request_timeout=self.timeout
+                )
+        except ApiException as error:
+            if error.status == 409:
+                raise LeaseConflict(f"the Lease {self.namespace}/{self.name} changed since it was read") from None
+            raise
+        return str(json.loads(response.data)["metadata"]["resourceVersion"])
+
+
+# --------------------------------------------------------------------------- the elector
+
+
+class LeaseLost(Exception):
+    """The leader cannot be sure it still holds the lease."""
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        lock: LeaseLock,
+        config: ElectionConfig,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.lock = lock
+        self.config = config
+        self.monotonic = monotonic
+        self.wall = wall
+        self.leading = False
+        self.holder = ""  # the holder as last seen
+        self.observation: Observation | None = None
+        self.last_attempt: float | None = None  # when the loop last asked the API server
+        self.last_contact: float | None = None  # when the API server last answered
+        self.last_renewal: float | None = None  # when the last successful write as leader was sent
+
+    def healthy(self) -> bool:
+        """Ready: the API server answered within the lease duration (leader and standby alike)."""
+        return self.last_contact is not None and self.monotonic() - self.last_contact < self.config.lease_duration
+
+    def alive(self) -> bool:
+        """Live: the election loop is going round (even while the API server is away)."""
+        slack = self.config.lease_duration + self.config.retry_period
+        return self.last_attempt is None or self.monotonic() - self.last_attempt < slack
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        async with asyncio.timeout(self.lock.timeout):
+            return await asyncio.to_thread(function, *args)
+
+    async def attempt(self) -> Decision:
+        """One look at the Lease, and the write it calls for; raises on API errors and conflicts."""
+        sent = self.last_attempt = self.monotonic()
+        record, version = await self._call(self.lock.read)
+        self.last_contact = self.monotonic()
+        self.observation = None if record is None else observe(self.observation, record, self.last_contact)
+        decision = decide(self.observation, self.config.identity, self.config, self.monotonic(), self.wall())
+        if decision.write is not None:
+            await self._call(self.lock.write, decision.write, version)
+            self.last_contact = self.monotonic()
+            self.observation = Observation(decision.write, self.last_contact)
+            self.last_renewal = sent
+        if self.holder != decision.holder:
+            logger.info("the leader is now %s (%s)", decision.holder or "nobody", decision.reason)
+        self.holder = decision.holder
+        return decision
+
+    async def acquire(self, stopping: asyncio.Event) -> bool:
+        """Stands by until this process holds the lease (True), or until `stopping` is set (False)."""
+        logger.info(
+            "standing by for the lease %s/%s as %s", self.config.namespace, self.config.name, self.config.identity
+        )
+        while not stopping.is_set():
+            try:
+                decision = await self.attempt()
+            except LeaseConflict:
+                decision = None  # another candidate wrote first; look again
+            except Exception as error:
+                logger.warning("cannot read or write the lease %s: %s", self.config.name, error)
+                decision = None
+            if decision is not None and decision.verdict is not Verdict.WAIT:
+                self.leading = True
+                logger.info("acquired the lease %s/%s: leading", self.config.namespace, self.config.name)
+                return True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.retry_period):
+                    await stopping.wait()
+        return False
+
+    async def hold(self) -> NoReturn:
+        """Renews the lease until it cannot: then raises LeaseLost (it never returns)."""
+        config = self.config
+        while True:
+            assert self.last_renewal is not None
+            await asyncio.sleep(max(0.0, self.last_renewal + config.renew_period - self.monotonic()))
+            while True:
+                remaining = self.last_renewal + config.renew_deadline - self.monotonic()
+                if remaining <= 0:
+                    raise LeaseLost(f"could not renew the lease within {config.renew_deadline:g} s")
+                try:
+                    async with asyncio.timeout(remaining):
+                        decision = await self.attempt()
+                except TimeoutError:
+                    continue  # the deadline check above ends it
+                except LeaseConflict:
+                    decision = None  # look again: it may be our own write that raced
+                except Exception as error:
+                    logger.warning("cannot renew the lease %s: %s", config.name, error)
+                    decision = None
+                if decision is not None and decision.verdict is Verdict.RENEW:
+                    break
+                if decision is not None:
+                    self.leading = False
+                    raise LeaseLost(f"the lease is held by {decision.holder} now")
+                await asyncio.sleep(max(0.0, min(config.retry_period, remaining)))
+
+    async def release(self) -> None:
+        """Steps down: writes an empty holder if we still hold the lease (best effort)."""
+        self.leading = False
+        try:
+            record, version = await self._call(self.lock.read)
+            if record is not None and record.holder == self.config.identity:
+                await self._call(self.lock.write, released(record, self.wall()), version)
+                logger.info("released the lease %s/%s", self.config.namespace, self.config.name)
+        except Exception as error:
+            logger.warning("could not release the lease %s (a standby takes over when it expires): %s", self.config.name, error)
+
+
+def _exit_now(code: int) -> NoReturn:
+    logging.shutdown()  # flush every handler: the last lines say why
+    os._exit(code)
+
+
+async def run_elected(
+    elector: LeaderElector,
+    run_operator: Callable[[asyncio.Event], Awaitable[None]],
+    stopping: asyncio.Event,
+    on_leading: Callable[[], Awaitable[None]] | None = None,
+    exit_now: Callable[[int], NoReturn] = _exit_now,
+) -> int:
+    """Stands by, leads (runs `run_operator(stop_flag)` while renewing), and steps down; the exit status.
+
+    `stopping` is set on SIGTERM/SIGINT before kopf runs (kopf handles them itself once it does); it
+    is also kopf's stop flag. Losing the lease ends the process at once through `exit_now`.
+    """
+    if not await elector.acquire(stopping):
+        logger.info("stopped while standing by")
+        return 0
+    if on_leading is not None:
+        await on_leading()
+    # Created before kopf starts, so that kopf counts it as not its own and leaves it alone on exit.
+    holder: asyncio.Task[NoReturn] = asyncio.create_task(elector.hold(), name="leader lease renewal")
+    operator = asyncio.create_task(run_operator(stopping), name="chaosguard operator")
+    await asyncio.wait({holder, operator}, return_when=asyncio.FIRST_COMPLETED)
+    if holder.done() and not holder.cancelled() and isinstance(holder.exception(), LeaseLost):
+        logger.critical(
+            "lost the leader lease (%s): exiting at once, so as never to act on a lease another replica may "
+            "hold; running faults end at their deadlines or are rolled back by the next leader",
+            holder.exception(),
+        )
+        exit_now(EXIT_LOST_LEASE)
+    # kopf has stopped (a signal, or it failed): only now step down, so the next leader never
+    # overlaps with this one's daemons.
+    holder.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holder
+    await elector.release()
+    if operator.done() and not operator.cancelled() and operator.exception() is not None:
+        logger.error("the operator failed: %r", operator.exception())
+        return 1
+    return 0
