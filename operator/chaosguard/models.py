@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from chaosguard.durations import DURATION_PATTERN, to_seconds
@@ -274,20 +274,14 @@ def _validate_cron(expression: str) -> str:
     return expression
 
 
+CronExpression = Annotated[str, AfterValidator(_validate_cron)]
+TimeZoneName = Annotated[str, AfterValidator(_validate_time_zone)]
+
+
 class ScheduleSpec(ApiModel):
-    cron: str = Field(description="When runs start, as a 5-field cron expression, e.g. '0 14 * * TUE'.")
-    time_zone: str = Field(default="UTC", description="IANA time zone the cron expression is read in.")
+    cron: CronExpression = Field(description="When runs start, as a 5-field cron expression, e.g. '0 14 * * TUE'.")
+    time_zone: TimeZoneName = Field(default="UTC", description="IANA time zone the cron expression is read in.")
     history_limit: int = Field(default=10, ge=1, le=50, description="How many past runs status keeps.")
-
-    @field_validator("cron")
-    @classmethod
-    def _cron_parses(cls, expression: str) -> str:
-        return _validate_cron(expression)
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone_exists(cls, name: str) -> str:
-        return _validate_time_zone(name)
 
 
 class ComparisonOperator(StrEnum):
@@ -597,19 +591,9 @@ class ChaosExperimentStatus(StatusModel):
 
 
 class TimeWindow(ApiModel):
-    cron: str = Field(description="When the window opens, as a 5-field cron expression.")
+    cron: CronExpression = Field(description="When the window opens, as a 5-field cron expression.")
     duration: Duration = Field(description="How long the window stays open, e.g. 6h.")
-    time_zone: str = Field(default="UTC", description="IANA time zone the cron expression is read in.")
-
-    @field_validator("cron")
-    @classmethod
-    def _cron_parses(cls, expression: str) -> str:
-        return _validate_cron(expression)
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone_exists(cls, name: str) -> str:
-        return _validate_time_zone(name)
+    time_zone: TimeZoneName = Field(default="UTC", description="IANA time zone the cron expression is read in.")
 
 
 class Blackout(ApiModel):
