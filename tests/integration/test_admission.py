@@ -385,8 +385,14 @@ def test_the_author_cannot_approve_her_own_experiment_nor_can_non_approvers(
 ) -> None:
     name = policy(approval=APPROVAL)
     assert kubectl_apply(control_plane, experiment_yaml("needs-ok", team), "alice").returncode == 0
-    status = wait_for_phase(k8s, team, "needs-ok", "AwaitingApproval")
-    assert f"ChaosPolicy/{name} requires 1 approval(s) from groups sre-leads" in status["message"]
+    wait_for_phase(k8s, team, "needs-ok", "AwaitingApproval")
+    wanted = f"waiting for approval: ChaosPolicy/{name} requires 1 approval(s) from groups sre-leads"
+    wait_for(
+        lambda: wanted in status_of(k8s, team, "needs-ok")["message"],
+        timeout=30,
+        what="the operator to say which approval it waits for",
+        describe=lambda: str(status_of(k8s, team, "needs-ok")),
+    )
 
     own = cli(control_plane, "alice", "approve", "needs-ok", "-n", team)
     assert own.returncode == 1, own.stderr
