@@ -24,12 +24,34 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ServiceRef:
+    namespace: str
+    name: str
+    port: int = 443
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceRef:
+        """`NAMESPACE/NAME[:PORT]`, e.g. chaosguard-system/chaosguard-webhook:443."""
+        namespace, slash, rest = text.partition("/")
+        name, colon, port = rest.partition(":")
+        if not slash or not namespace or not name or (colon and not port.isdigit()):
+            raise ValueError(f"--webhook-service {text!r}: write NAMESPACE/NAME or NAMESPACE/NAME:PORT")
+        return cls(namespace, name, int(port) if port else 443)
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        base = f"{self.name}.{self.namespace}.svc"
+        return (base, f"{base}.cluster.local")
+
+
+@dataclass(frozen=True)
 class WebhookOptions:
     port: int
     host: str = "127.0.0.1"  # the name or IP the API server reaches the operator at (URL and certificate)
     listen: str | None = None  # the address to bind; default: host if it is an IP, else all interfaces
     tls_dir: str | None = None  # tls.crt/tls.key/ca.crt to use, or where to generate them
     extra_names: tuple[str, ...] = ()
+    service: ServiceRef | None = None  # in a cluster: the API server reaches the webhooks through this Service
 
     @property
     def listen_address(self) -> str:
@@ -63,6 +85,13 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--webhook-listen", default=None, help="address to bind (default: --webhook-host if an IP)")
     run.add_argument(
+        "--webhook-service",
+        default=None,
+        metavar="NAMESPACE/NAME[:PORT]",
+        help="in a cluster: register the webhooks as reached through this Service (its DNS names go into the "
+        "certificate) instead of a URL; the server then listens on all interfaces",
+    )
+    run.add_argument(
         "--webhook-tls-dir",
         default=None,
         help="tls.crt, tls.key and ca.crt to serve with; generated there (or in a temporary directory) if absent",
@@ -78,8 +107,14 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace) -> SecurityOptions:
     webhook = None
     if args.webhook_port is not None:
+        service = ServiceRef.parse(args.webhook_service) if args.webhook_service else None
         webhook = WebhookOptions(
-            port=args.webhook_port, host=args.webhook_host, listen=args.webhook_listen, tls_dir=args.webhook_tls_dir
+            port=args.webhook_port,
+            host=service.dns_names[0] if service else args.webhook_host,
+            listen=args.webhook_listen or ("0.0.0.0" if service else None),
+            tls_dir=args.webhook_tls_dir,
+            extra_names=service.dns_names[1:] if service else (),
+            service=service,
         )
     return SecurityOptions(webhook=webhook, signing_key_file=args.signing_key_file)
 
@@ -117,7 +152,8 @@ async def prepare(settings: Any, memo: Any) -> None:
     webhook = options.webhook
     directory = Path(webhook.tls_dir) if webhook.tls_dir else Path(tempfile.mkdtemp(prefix="chaosguard-webhook-"))
     files = await asyncio.to_thread(ensure_tls, directory, [webhook.host, *webhook.extra_names])
-    settings.admission.server = kopf.WebhookServer(
+    server_class = kopf.WebhookServer if webhook.service is None else service_webhook_server(webhook.service)
+    settings.admission.server = server_class(
         addr=webhook.listen_address,
         port=webhook.port,
         host=webhook.host,
@@ -128,3 +164,21 @@ async def prepare(settings: Any, memo: Any) -> None:
     settings.admission.managed = WEBHOOK_CONFIGURATION
     context.webhooks = True
     logger.info("admission webhooks on https://%s:%d (%s)", webhook.host, webhook.port, WEBHOOK_CONFIGURATION)
+
+
+def service_webhook_server(service: ServiceRef) -> Any:
+    """kopf's webhook server, registered as reached through a Service rather than a URL (in a cluster,
+    the API server cannot reach a pod by name; kopf appends each handler's id to the service path)."""
+    import kopf
+
+    class ServiceWebhookServer(kopf.WebhookServer):
+        async def __call__(self, fn: Any) -> Any:
+            async for config in super().__call__(fn):
+                routed: dict[str, Any] = {
+                    "service": {"namespace": service.namespace, "name": service.name, "port": service.port, "path": "/"}
+                }
+                if config.get("caBundle"):
+                    routed["caBundle"] = config["caBundle"]
+                yield routed
+
+    return ServiceWebhookServer
