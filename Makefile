@@ -63,8 +63,17 @@ fmt: venv ## Format and auto-fix.
 	$(BIN)/ruff check --fix operator tests bench
 
 .PHONY: crds
-crds: venv ## Regenerate crds/ from the pydantic models.
+crds: venv ## Regenerate crds/ from the pydantic models (and the Helm chart's copy).
 	$(BIN)/chaosguard crds --out crds
+	@$(MAKE) --no-print-directory helm-sync
+
+HELM_CHART := deploy/helm/chaosguard
+
+.PHONY: helm-sync
+helm-sync: ## Copy crds/ and deploy/base/rbac.yaml into the Helm chart (tests check that they match).
+	rm -f $(HELM_CHART)/crds/*.yaml
+	cp crds/chaosguard.dev_*.yaml $(HELM_CHART)/crds/
+	cp deploy/base/rbac.yaml $(HELM_CHART)/files/rbac.yaml
 
 .PHONY: check-crds
 check-crds: venv ## Fail when crds/ differs from the models.
@@ -93,6 +102,9 @@ image: ## Build the operator image.
 e2e-kind: venv image ## Create a kind cluster, load the image, install CRDs and the operator, run tests/e2e.
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml
 	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	kubectl apply --server-side -k crds  # first: deploy/base has a ChaosPolicy, which needs its CRD
+	kubectl wait --for=condition=Established --timeout=60s \
+	  crd/chaosexperiments.chaosguard.dev crd/chaospolicies.chaosguard.dev crd/chaosapprovals.chaosguard.dev
 	kubectl apply --server-side -k deploy/overlays/kind
 	kubectl -n chaosguard-system rollout status deployment/chaosguard --timeout=180s
 	$(BIN)/pytest tests/e2e --e2e $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned Kubernetes control plane that the tests and the demo run:
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from
-# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server, kwok, and actionlint,
+# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server, kwok, actionlint and helm,
 # all from the Go module proxy, into a cache outside the repository.
 #
 # k8s.io/kubernetes (and etcd's server module) cannot be `go install`ed: their
@@ -18,6 +18,7 @@ KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.7}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 
 CACHE_ROOT="${CHAOSGUARD_CACHE:-$HOME/.cache/chaosguard}"
 BIN_DIR="$CACHE_ROOT/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin"
@@ -28,7 +29,8 @@ export PATH="/usr/local/go/bin:$PATH"
 
 log() { printf '[build-control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-if [[ -f "$STAMP" ]]; then
+# helm joined later: a cache finished before it still needs helm built.
+if [[ -f "$STAMP" && -x "$BIN_DIR/helm" ]]; then
   echo "$BIN_DIR"
   exit 0
 fi
@@ -106,6 +108,13 @@ chmod -R u+w "$BIN_DIR/../kwok-stages"
 if [[ ! -x "$BIN_DIR/actionlint" ]]; then
   log "building actionlint $ACTIONLINT_VERSION"
   GOBIN="$BIN_DIR" GOFLAGS= go install -trimpath -ldflags "-s -w" "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+fi
+
+if [[ ! -x "$BIN_DIR/helm" ]]; then
+  # helm v3 has no relative replace directives, so `go install` works; the ldflag sets `helm version`.
+  log "building helm $HELM_VERSION"
+  GOBIN="$BIN_DIR" GOFLAGS= go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
 
 "$BIN_DIR/kube-apiserver" --version >&2

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from chaosguard import cli_approvals, cli_ops, crdgen, security, windows
+from chaosguard import cli_approvals, cli_ops, crdgen, runner, security, windows
 from chaosguard.errors import describe_validation_error
 from chaosguard.models import ChaosExperiment, ChaosPolicy
 from chaosguard.policy import (
@@ -213,7 +213,6 @@ def command_crds(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    import asyncio
     import os
 
     if args.kubeconfig:
@@ -236,16 +235,7 @@ def command_run(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.metrics_address)
-    kopf.configure(verbose=args.verbose)
-    asyncio.run(
-        kopf.operator(
-            clusterwide=True,
-            standalone=True,
-            liveness_endpoint=args.liveness,
-            memo=kopf.Memo(security=options),
-        )
-    )
-    return 0
+    return runner.serve(args, kopf.Memo(security=options))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port")
     run.add_argument("--verbose", action="store_true")
     security.add_run_arguments(run)
+    runner.add_run_arguments(run)
     run.set_defaults(handler=command_run)
 
     crds = sub.add_parser("crds", help="print the CRDs generated from the models")

@@ -29,6 +29,7 @@ from chaosguard.errors import describe_validation_error
 from chaosguard.faults import clear_fault
 from chaosguard.guard import SteadyStateProbe
 from chaosguard.kube import Cluster, api_message
+from chaosguard.logs import ExperimentLogger
 from chaosguard.models import (
     ABORT_ANNOTATION,
     Action,
@@ -111,8 +112,9 @@ class ExperimentDriver:
     def __init__(self, context: OperatorContext, body: Mapping[str, Any], logger: logging.Logger | Any) -> None:
         self.context = context
         self.body = body  # kopf keeps this view live: spec and metadata follow the API
-        self.logger = logger
         self.status = ChaosExperimentStatus.model_validate(dict(body.get("status") or {}))
+        # Every line carries the experiment and the run (fields of their own with --log-format json).
+        self.logger = ExperimentLogger(logger, self.key, self.log_run_id)
         self.save_lock = asyncio.Lock()
         self.abort_requested = asyncio.Event()
         self.guard_task: asyncio.Task[None] | None = None
@@ -138,6 +140,11 @@ class ExperimentDriver:
 
     def now(self) -> datetime:
         return self.context.clock.now()
+
+    def log_run_id(self) -> str | None:
+        """The run a log line belongs to: the one in progress, else the last one."""
+        run = self.status.current_run or self.status.last_run
+        return run.id if run is not None else None
 
     # ------------------------------------------------------------------ main loop
 

@@ -34,7 +34,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -100,17 +100,20 @@ class LeaseRecord:
 
 @dataclass(frozen=True)
 class Observation:
-    """A record, and when (monotonic seconds, this process's clock) it was first seen as it is."""
+    """A record (and its resourceVersion), and when (monotonic seconds, this process's clock) it was
+    first seen as it is."""
 
     record: LeaseRecord
     at: float
+    version: str | None = None
 
 
-def observe(previous: Observation | None, current: LeaseRecord, now: float) -> Observation:
-    """The clock of a lease restarts whenever its record changes; an unchanged record keeps its time."""
-    if previous is not None and previous.record == current:
+def observe(previous: Observation | None, current: LeaseRecord, now: float, version: str | None = None) -> Observation:
+    """The clock of a lease restarts whenever it changes (its record, or its resourceVersion: every write
+    counts, even one whose renewTime a stuck clock left the same); an unchanged lease keeps its time."""
+    if previous is not None and previous.record == current and previous.version == version:
         return previous
-    return Observation(current, now)
+    return Observation(current, now, version)
 
 
 class Verdict(enum.Enum):
@@ -129,9 +132,7 @@ class Decision:
     reason: str
 
 
-def decide(
-    observed: Observation | None, identity: str, config: ElectionConfig, now: float, wall: datetime
-) -> Decision:
+def decide(observed: Observation | None, identity: str, config: ElectionConfig, now: float, wall: datetime) -> Decision:
     """What a candidate does with the Lease as it is now.
 
     `observed` is None when there is no Lease; `now` is monotonic seconds (the same clock as
@@ -143,7 +144,9 @@ def decide(
         return Decision(Verdict.CREATE, record, identity, 0.0, "no lease yet")
     current = observed.record
     if current.holder == identity:
-        renewed = replace(current, duration_seconds=duration, renew_time=wall, acquire_time=current.acquire_time or wall)
+        renewed = replace(
+            current, duration_seconds=duration, renew_time=wall, acquire_time=current.acquire_time or wall
+        )
         return Decision(Verdict.RENEW, renewed, identity, 0.0, "we hold the lease")
     taken = LeaseRecord(identity, duration, wall, wall, current.transitions + 1)
     if not current.holder:
@@ -301,12 +304,12 @@ class LeaderElector:
         sent = self.last_attempt = self.monotonic()
         record, version = await self._call(self.lock.read)
         self.last_contact = self.monotonic()
-        self.observation = None if record is None else observe(self.observation, record, self.last_contact)
+        self.observation = None if record is None else observe(self.observation, record, self.last_contact, version)
         decision = decide(self.observation, self.config.identity, self.config, self.monotonic(), self.wall())
         if decision.write is not None:
-            await self._call(self.lock.write, decision.write, version)
+            written = await self._call(self.lock.write, decision.write, version)
             self.last_contact = self.monotonic()
-            self.observation = Observation(decision.write, self.last_contact)
+            self.observation = Observation(decision.write, self.last_contact, written)
             self.last_renewal = sent
         if self.holder != decision.holder:
             logger.info("the leader is now %s (%s)", decision.holder or "nobody", decision.reason)
@@ -371,7 +374,9 @@ class LeaderElector:
                 await self._call(self.lock.write, released(record, self.wall()), version)
                 logger.info("released the lease %s/%s", self.config.namespace, self.config.name)
         except Exception as error:
-            logger.warning("could not release the lease %s (a standby takes over when it expires): %s", self.config.name, error)
+            logger.warning(
+                "could not release the lease %s (a standby takes over when it expires): %s", self.config.name, error
+            )
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -381,7 +386,7 @@ def _exit_now(code: int) -> NoReturn:
 
 async def run_elected(
     elector: LeaderElector,
-    run_operator: Callable[[asyncio.Event], Awaitable[None]],
+    run_operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
     stopping: asyncio.Event,
     on_leading: Callable[[], Awaitable[None]] | None = None,
     exit_now: Callable[[int], NoReturn] = _exit_now,
@@ -398,7 +403,7 @@ async def run_elected(
         await on_leading()
     # Created before kopf starts, so that kopf counts it as not its own and leaves it alone on exit.
     holder: asyncio.Task[NoReturn] = asyncio.create_task(elector.hold(), name="leader lease renewal")
-    operator = asyncio.create_task(run_operator(stopping), name="chaosguard operator")
+    operator: asyncio.Task[None] = asyncio.create_task(run_operator(stopping), name="chaosguard operator")
     await asyncio.wait({holder, operator}, return_when=asyncio.FIRST_COMPLETED)
     if holder.done() and not holder.cancelled() and isinstance(holder.exception(), LeaseLost):
         logger.critical(

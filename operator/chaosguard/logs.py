@@ -19,8 +19,10 @@ FORMATS = ("text", "json")
 class ExperimentLogger(logging.LoggerAdapter[Any]):
     """Adds `experiment` and `run` to every record (kopf's object logger, wrapped, adds `object`)."""
 
-    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any], experiment: str, run: Callable[[], str | None]):
-        super().__init__(logger, {"experiment": experiment})  # type: ignore[arg-type]
+    def __init__(
+        self, logger: logging.Logger | logging.LoggerAdapter[Any], experiment: str, run: Callable[[], str | None]
+    ):
+        super().__init__(logger, {"experiment": experiment})
         self.experiment = experiment
         self.run = run
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import aiohttp.web
+if TYPE_CHECKING:
+    import aiohttp.web
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,14 @@ class _Site:
         self.runner: aiohttp.web.AppRunner | None = None
 
     async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        import aiohttp.web
+
         report = self.check()
         return aiohttp.web.json_response(report, status=200 if report.get("ok") else 503)
 
     async def start(self) -> None:
+        import aiohttp.web  # kopf's own dependency; imported here to keep the CLI's start-up light
+
         app = aiohttp.web.Application()
         app.add_routes([aiohttp.web.get(self.endpoint.path, self.handle)])
         self.runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)

@@ -3,11 +3,12 @@
 - `kubectl kustomize` builds deploy/base and deploy/overlays/kind, and the real API server accepts
   every object they produce (server-side dry-run, in a namespace that enforces the restricted Pod
   Security Standard, with no warnings).
-- The Deployment agrees with deploy/Dockerfile and the Makefile (probe, user, image, names).
+- The Deployment agrees with deploy/Dockerfile and the Makefile (probes, user, image, names), and runs
+  two replicas with leader election, a RollingUpdate that keeps a ready standby, and a PodDisruptionBudget.
 - The ClusterRole has no wildcard, and is enough: on a control plane of its own, the overlay is
   applied for real and the operator runs under its ServiceAccount through the README's first
-  experiment (the same kubectl flow as tests/e2e), with no permission error; and it grants nothing
-  that the code does not call.
+  experiment (the same kubectl flow as tests/e2e), with leader election and the admission webhooks on,
+  with no permission error; and it grants nothing that the code does not call.
 - The workflow passes actionlint; the kind cluster config has the shape `make e2e-kind` expects;
   the Dockerfile copies only what exists and is not .dockerignored, and installs the latency
   injector where chaosguard.netem says the operator will look for it.
@@ -29,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chaosguard import netem
+from chaosguard import leader, netem
 from tests.support.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
 from tests.support.example_flow import Kubectl, check_pod_kill_percent, run_pod_kill_percent
 from tests.support.operator import OperatorProcess
@@ -44,6 +45,8 @@ OPERATOR_NAMESPACE = "chaosguard-system"
 NAME = "chaosguard"  # the ServiceAccount, ClusterRole, ClusterRoleBinding and Deployment
 SERVICE_ACCOUNT_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{NAME}"
 SIGNING_KEY = "chaosguard-signing-key"  # chaosguard.signing.SECRET_NAME
+LEADER_ELECTION = "chaosguard-leader-election"  # the Role and RoleBinding
+LEASE = leader.LEASE_NAME
 EXPECTED_OBJECTS = {
     ("Namespace", None, OPERATOR_NAMESPACE),
     ("CustomResourceDefinition", None, "chaosexperiments.chaosguard.dev"),
@@ -57,6 +60,12 @@ EXPECTED_OBJECTS = {
     ("Secret", OPERATOR_NAMESPACE, SIGNING_KEY),
     ("Role", OPERATOR_NAMESPACE, SIGNING_KEY),
     ("RoleBinding", OPERATOR_NAMESPACE, SIGNING_KEY),
+    # Leader election: the Lease chaosguard-leader, and two replicas that a drain takes down one at a time.
+    ("Role", OPERATOR_NAMESPACE, LEADER_ELECTION),
+    ("RoleBinding", OPERATOR_NAMESPACE, LEADER_ELECTION),
+    ("PodDisruptionBudget", OPERATOR_NAMESPACE, NAME),
+    # The ChaosPolicy that is safe out of the box (namespace opt-in, 25 % at most, no approvals).
+    ("ChaosPolicy", None, "default"),
 }
 
 
@@ -168,9 +177,21 @@ def test_the_deployment_fits_the_image_and_the_operator(builds: dict[str, list[d
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
 
-    # kopf runs standalone (no peering): never two operators at once, not even during a rollout.
-    assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"
+    # Two replicas, one leader (the Lease): a rolling update that keeps a ready standby is then safe.
+    args = container["args"]
+    assert spec["replicas"] == 2 and "--leader-elect" in args
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    pdb = find(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == spec["selector"] == {"matchLabels": spec["template"]["metadata"]["labels"]}
+    assert pod["terminationGracePeriodSeconds"] >= 15, "kopf's daemons get 10 s to stop before the lease goes"
+    # Readiness: the endpoint `--readiness` serves (leader and standby alike), on all interfaces.
+    readiness = urllib.parse.urlsplit(args[args.index("--readiness") + 1])
+    assert readiness.hostname == "0.0.0.0"
+    ready_probe = container["readinessProbe"]["httpGet"]
+    assert ready_probe["path"] == readiness.path
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}[ready_probe["port"]] == readiness.port
+    assert args[args.index("--log-format") + 1] == "json"
 
     # The probe asks the endpoint the image's ENTRYPOINT serves, on all interfaces.
     entrypoint = dockerfile_entrypoint()
@@ -215,9 +236,14 @@ def test_rbac_has_no_wildcards_and_no_escalation(builds: dict[str, list[dict[str
         for rule in role["rules"]:
             for field in ("verbs", "resources", "apiGroups", "resourceNames", "nonResourceURLs"):
                 assert not any("*" in item for item in rule.get(field, [])), f"a wildcard in {field}: {rule}"
-            assert not {"escalate", "bind", "impersonate", "update", "deletecollection"} & set(rule["verbs"]), rule
+            assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
             assert not {"configmaps", "serviceaccounts/token", "pods/exec"} & set(rule["resources"]), rule
             assert "nonResourceURLs" not in rule, rule
+            if "update" in rule["verbs"]:
+                # Only renewing the leader Lease, by name, in the operator's namespace.
+                assert role["kind"] == "Role" and role["metadata"]["namespace"] == OPERATOR_NAMESPACE, role
+                assert rule["resources"] == ["leases"] and rule.get("resourceNames") == [LEASE], rule
+                assert set(rule["verbs"]) <= {"get", "update"}, rule
             if "secrets" in rule["resources"]:
                 # Only the signing key, by name, in the operator's namespace, read and filled in.
                 assert role["kind"] == "Role" and role["metadata"]["namespace"] == OPERATOR_NAMESPACE, role
@@ -230,8 +256,9 @@ def test_rbac_has_no_wildcards_and_no_escalation(builds: dict[str, list[dict[str
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_the_api_server_accepts_every_object(
-    control_plane: ControlPlane, builds: dict[str, list[dict[str, Any]]], build: str
+    chaosguard_crds: ControlPlane, builds: dict[str, list[dict[str, Any]]], build: str
 ) -> None:
+    control_plane = chaosguard_crds  # the CRDs for real (they equal crds/): the ChaosPolicy needs its kind
     objects = builds[build]
     namespaces = [o for o in objects if o["kind"] == "Namespace"]
     crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
@@ -256,6 +283,10 @@ def installed(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     runs as a process with the ServiceAccount's token, in place of the container.
     """
     with ControlPlane(tmp_path_factory.mktemp("deploy-plane"), bin_dir) as plane:
+        # CRDs first, as `make e2e-kind` does: deploy/base has a ChaosPolicy, which needs its kind.
+        plane.kubectl("apply", "-k", str(REPO / "crds"))
+        crds = [f"crd/{plural}.chaosguard.dev" for plural in ("chaosexperiments", "chaospolicies", "chaosapprovals")]
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
         plane.kubectl("apply", "-k", str(BUILDS["overlays/kind"]))
         plane.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{NAME}", "--timeout=120s")
         yield plane
@@ -275,8 +306,10 @@ def test_the_operator_needs_no_more_than_the_deploy_rbac(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     webhook = ["--webhook-port", str(port), "--webhook-tls-dir", str(tmp_path / "tls")]
+    # With leader election as deployed, so that the Role is shown to be enough for the Lease too.
+    election = ["--leader-elect", "--leader-election-identity", "rbac-test"]
     env = {"CHAOSGUARD_NAMESPACE": OPERATOR_NAMESPACE}
-    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", env, args=webhook)
+    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", env, args=[*webhook, *election])
     operator.start()
     try:
         run = run_pod_kill_percent(flow, "shop-rbac", timeout=120)
@@ -292,6 +325,9 @@ def test_the_operator_needs_no_more_than_the_deploy_rbac(
     lines = "\n".join(line[:400] for line in denied[:8])
     assert not denied, f"the operator was denied something under the deploy/ RBAC ({len(denied)} log lines):\n{lines}"
     check_pod_kill_percent(run)
+    assert "acquired the lease" in log
+    holder = installed.kubectl("get", "lease", LEASE, "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}")
+    assert holder.stdout in ("rbac-test", ""), holder.stdout  # held, or released on the operator's exit
     assert "Reconfiguring the validating webhook chaosguard.dev" in log
     assert "Webhook 'experiment-author' succeeded" in log  # the flow's experiment went through the webhooks
     assert installed.kubectl("get", "secret", SIGNING_KEY, "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.data}").stdout
@@ -329,6 +365,9 @@ NEEDED = [
     ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
     ("get", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.signing
     ("patch", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),
+    ("create", "leases.coordination.k8s.io", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.leader
+    ("get", f"leases.coordination.k8s.io/{LEASE}", f"--namespace={OPERATOR_NAMESPACE}"),
+    ("update", f"leases.coordination.k8s.io/{LEASE}", f"--namespace={OPERATOR_NAMESPACE}"),
 ]
 # Never granted: what a chaos operator must not be able to do with its own rights.
 DENIED = [
@@ -366,6 +405,11 @@ DENIED = [
     ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/other"),
     ("delete", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
     ("create", "localsubjectaccessreviews.authorization.k8s.io"),
+    ("update", f"leases.coordination.k8s.io/{LEASE}"),  # in "default": no
+    ("update", "leases.coordination.k8s.io/other", f"--namespace={OPERATOR_NAMESPACE}"),
+    ("delete", f"leases.coordination.k8s.io/{LEASE}", f"--namespace={OPERATOR_NAMESPACE}"),
+    ("update", "leases.coordination.k8s.io", "--namespace=kube-system"),  # other components' leader leases
+    ("update", "leases.coordination.k8s.io", "--namespace=kube-node-lease"),  # node heartbeats
 ]
 
 
