@@ -30,7 +30,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # Events are posted explicitly (engine.emit → kopf.event); log lines must not become a second copy.
+    settings.posting.level = logging.CRITICAL + 1
     settings.watching.server_timeout = 120
     memo.context = OperatorContext(
         cluster=Cluster.connect(os.environ.get("KUBECONFIG")),
@@ -51,7 +52,9 @@ async def sweep_orphaned_faults(memo: kopf.Memo, logger: Any, **_: Any) -> None:
         logger.exception("the start-up sweep for orphaned latency faults failed: %s", error)
 
 
-@kopf.daemon(GROUP, VERSION, "chaosexperiments", cancellation_timeout=10.0)
+# The backoff lets a step in flight (an eviction call, say) finish and record itself before kopf
+# cancels the daemon, so the next leader never sees a kill that landed as "not done".
+@kopf.daemon(GROUP, VERSION, "chaosexperiments", cancellation_backoff=5.0, cancellation_timeout=10.0)
 async def drive_experiment(
     body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
 ) -> None:

@@ -36,8 +36,15 @@ RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 VARIANTS = {
     "defaults": [],
     "service-monitor": ["--set", "metrics.serviceMonitor.enabled=true"],
-    "webhook-self-signed": ["--set", "webhook.enabled=true"],
-    "webhook-cert-manager": ["--set", "webhook.enabled=true", "--set", "webhook.certManager.enabled=true"],
+    "webhook-self-signed": ["--set", "webhook.enabled=true", "--set", "replicaCount=1"],
+    "webhook-cert-manager": [
+        "--set",
+        "webhook.enabled=true",
+        "--set",
+        "webhook.certManager.enabled=true",
+        "--set",
+        "replicaCount=1",
+    ],
 }
 
 
@@ -107,6 +114,11 @@ def test_more_than_one_replica_without_leader_election_is_refused(bin_dir: Path)
     deployment = one(single, "Deployment", "chaosguard")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert "--leader-elect" not in container_of(single)["args"]
+
+
+def test_webhooks_with_a_standby_replica_are_refused(bin_dir: Path) -> None:
+    result = helm(bin_dir, "template", str(CHART), "--set", "webhook.enabled=true", check=False)
+    assert result.returncode != 0 and "webhook.enabled needs replicaCount 1" in result.stderr, result.stderr
 
 
 # --------------------------------------------------------------------------- one source of truth
@@ -222,7 +234,7 @@ def test_the_webhook_gets_a_service_and_a_certificate_for_its_name(
     objects = rendered["webhook-self-signed"]
     container = container_of(objects)
     args = container["args"]
-    assert flag(args, "--webhook-host") == dns and flag(args, "--webhook-listen") == "0.0.0.0"
+    assert flag(args, "--webhook-service") == f"{NAMESPACE}/chaosguard-webhook:{flag(args, '--webhook-port')}"
     service = one(objects, "Service", "chaosguard-webhook")
     (port,) = service["spec"]["ports"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
