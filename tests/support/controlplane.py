@@ -44,10 +44,10 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from chaosguard.webhook_tls import ensure_tls
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -297,77 +297,9 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def _write_pki(pki: Path, server_ips: Sequence[str], server_names: Sequence[str]) -> None:
-    """CA, apiserver serving cert and service-account key pair, all ECDSA P-256 (fast to make)."""
-    pki.mkdir(parents=True, exist_ok=True)
-    now = _utcnow()
-    not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=365)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chaosguard-test-ca")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_key(pki / "ca.key", ca_key)
-    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in server_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_key(pki / "apiserver.key", server_key)
-    (pki / "apiserver.crt").write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    """CA + apiserver serving cert (the operator's own generator: ca.crt, tls.crt, tls.key) and the
+    service-account key pair, all ECDSA P-256 (fast to make)."""
+    ensure_tls(pki, ["kube-apiserver", *server_names, *server_ips])
 
     sa_key = ec.generate_private_key(ec.SECP256R1())
     _write_key(pki / "sa.key", sa_key)
@@ -734,8 +666,8 @@ class ControlPlane:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={self._ports['apiserver']}",
                 f"--advertise-address={self._advertise}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--tls-cert-file={pki / 'tls.crt'}",
+                f"--tls-private-key-file={pki / 'tls.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
                 f"--token-auth-file={self.workdir / 'tokens.csv'}",
                 "--authorization-mode=Node,RBAC",
