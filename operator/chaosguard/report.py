@@ -713,6 +713,25 @@ def _md_block(text: str, language: str = "text") -> str:
     return f"{fence}{language}\n{text}\n{fence}"
 
 
+FAULT_COLUMNS = ("Pod", "Workload", "State", "Injected", "Deadline", "Removed", "Removed by", "Message")
+
+
+def _fault_rows(run: RunStatus) -> list[tuple[str, ...]]:
+    return [
+        (
+            f"{f.namespace}/{f.name}",
+            f.workload or "-",
+            f.state.value,
+            _clock(f.injected_at),
+            _clock(f.deadline),
+            _clock(f.removed_at),
+            f.removed_by or "-",
+            f.message or "-",
+        )
+        for f in run.faults
+    ]
+
+
 def _md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
@@ -932,20 +951,8 @@ def markdown(day: GameDay) -> str:
         out += ["## Faults", ""]
         out.append(
             _md_table(
-                ("Pod", "Workload", "State", "Injected", "Deadline", "Removed", "Removed by", "Message"),
-                (
-                    (
-                        f"{f.namespace}/{f.name}",
-                        f.workload or "-",
-                        f.state.value,
-                        _clock(f.injected_at),
-                        _clock(f.deadline),
-                        _clock(f.removed_at),
-                        f.removed_by or "-",
-                        f.message or "-",
-                    )
-                    for f in run.faults
-                ),
+                FAULT_COLUMNS,
+                _fault_rows(run),
             )
         )
         out.append("")
@@ -1246,20 +1253,8 @@ def html_page(day: GameDay, generated_at: datetime | None = None) -> str:
         body.append('<section id="faults"><h2>Faults</h2>')
         body.append(
             _html_table(
-                ("Pod", "Workload", "State", "Injected", "Deadline", "Removed", "Removed by", "Message"),
-                (
-                    (
-                        f"{f.namespace}/{f.name}",
-                        f.workload or "-",
-                        f.state.value,
-                        _clock(f.injected_at),
-                        _clock(f.deadline),
-                        _clock(f.removed_at),
-                        f.removed_by or "-",
-                        f.message or "-",
-                    )
-                    for f in run.faults
-                ),
+                FAULT_COLUMNS,
+                _fault_rows(run),
             )
         )
         body.append("</section>")
