@@ -31,6 +31,16 @@ def injector_image() -> str:
     return os.environ.get(INJECTOR_IMAGE_VARIABLE) or DEFAULT_INJECTOR_IMAGE
 
 
+async def adopt_own_image(cluster: Cluster, namespace: str | None, pod_name: str | None) -> None:
+    """In a cluster with no CHAOSGUARD_INJECTOR_IMAGE set, the injector is the operator's own image
+    (read from its own Pod), so an image renamed by an overlay is never silently replaced by a default."""
+    if os.environ.get(INJECTOR_IMAGE_VARIABLE) or not namespace or not pod_name:
+        return
+    image = await asyncio.to_thread(cluster.own_image, namespace, pod_name)
+    if image:
+        os.environ[INJECTOR_IMAGE_VARIABLE] = image
+
+
 def _label(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 

@@ -40,6 +40,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         operator_namespace=os.environ.get("CHAOSGUARD_NAMESPACE") or None,
     )
     await security.prepare(settings, memo)  # the signing key; the webhook server with --webhook-port
+    await faults.adopt_own_image(memo.context.cluster, memo.context.operator_namespace, os.environ.get("POD_NAME"))
 
 
 @kopf.on.startup()
