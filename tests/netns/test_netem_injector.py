@@ -4,9 +4,9 @@ Each test gets its own pair of network namespaces (tests/support/netns.py): the 
 the target namespace, as it would in a pod, and RTTs from the target to an echo server in the peer
 namespace are measured before, during and after the fault.
 
-Tolerance: the delay a fault adds is the median RTT during it minus the median RTT before it, and
-must lie within [delay - max(3 ms, 5 %), delay + max(25 ms, 25 %)] (netem never delays less than
-asked; the upper margin absorbs a slow emulated guest). Traffic the fault must not touch may gain
+Tolerance: the fastest probe during a fault must take at least delay - max(3 ms, 5 %) (netem never
+delays less than asked), and the median RTT during it minus the median before it at most
+delay + max(25 ms, 25 %) (the margin absorbs a slow emulated guest). Traffic the fault must not touch may gain
 at most 25 % of the delay.
 """
 
@@ -105,7 +105,9 @@ def check_delays(
             f"now {netns.describe(during)})"
         )
         report.append(line)
-        if should_delay and not low <= added <= high:
+        # netem never delivers a packet early, so the fastest probe during the fault is at least the
+        # delay; a median-over-median lower bound also failed when a loaded guest inflated the baseline.
+        if should_delay and not (min(during) >= low and added <= high):
             problems.append(
                 f"should be delayed by {delay_s * 1000:.0f} ms ({low * 1000:.1f}..{high * 1000:.1f}): {line}"
             )
