@@ -196,8 +196,8 @@ def experiment_crd() -> dict[str, Any]:
             {
                 "name": "Targets",
                 "type": "integer",
-                "jsonPath": ".status.currentRun.killsTotal",
-                "description": "Pods killed or faulted in the current run.",
+                "jsonPath": ".status.hits",
+                "description": "Pods killed or faulted by the current run, else by the last one.",
             },
             {"name": "Last-Run", "type": "string", "jsonPath": ".status.lastRun.phase", "priority": 1},
             {"name": "Next-Run", "type": "date", "jsonPath": ".status.nextRunAt", "priority": 1},

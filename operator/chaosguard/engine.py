@@ -864,6 +864,8 @@ class ExperimentDriver:
         async with self.save_lock:
             if self.status.observed_generation is None:
                 self.status.observed_generation = self.generation
+            latest = self.status.current_run or self.status.last_run
+            self.status.hits = latest.kills_total if latest is not None else 0
             wire = self.status.model_dump(by_alias=True, mode="json")
             await asyncio.to_thread(self.context.cluster.patch_experiment_status, self.namespace, self.name, wire)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.controlplane import ControlPlane
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,15 @@ def test_crds_are_established_with_printer_columns(chaosguard_crds: ControlPlane
         "chaosexperiments.chaosguard.dev",
         "chaospolicies.chaosguard.dev",
     ]
-    explained = chaosguard_crds.kubectl("explain", "chaosexperiment.spec.target.mode").stdout
+    # The API server publishes a new CRD's OpenAPI a moment after it is Established.
+    explained = wait_for(
+        lambda: (
+            (r := chaosguard_crds.kubectl("explain", "chaosexperiment.spec.target.mode", check=False)).returncode == 0
+            and r.stdout
+        ),
+        timeout=30,
+        what="kubectl explain to know the new CRD",
+    )
     assert "one | fixed | fixed-percent | all" in explained
 
 

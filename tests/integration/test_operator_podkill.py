@@ -60,6 +60,9 @@ def test_percent_example_kills_exactly_what_policy_allows_and_records_recovery(
     wait_for_ready_pods(k8s, shop, "checkout", 5)
     assert not {k["uid"] for k in killed} & uids(k8s, shop)
     assert status["lastRun"]["killsTotal"] == 2
+    assert status["hits"] == 2  # the Targets column of `kubectl get chaosexperiments`
+    columns = control_plane.kubectl("get", "chaosexperiment", "checkout-pod-kill", "-n", shop, "--no-headers").stdout
+    assert columns.split()[:3] == ["checkout-pod-kill", "Completed", "pod-kill"] and columns.split()[3] == "2"
     assert status["observedGeneration"] == 1
     reasons = [event.reason for event in events_for(k8s, shop, "checkout-pod-kill")]
     assert reasons.count("PodKilled") == 2 and "RunCompleted" in reasons, reasons
