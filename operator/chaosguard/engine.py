@@ -259,22 +259,26 @@ class ExperimentDriver:
             return IDLE_POLL_SECONDS
         refusal = await gates.identity_refusal(self, spec, world)
         if refusal is not None:
-            await self.reject(_reason_for(refusal), str(refusal), [refusal])
+            await self.reject(refusal.reason, str(refusal), [refusal])
             return IDLE_POLL_SECONDS
         if world.effective.approvals:
             return await gates.enter_awaiting(self, spec)
         self.status.observed_generation = self.generation
         self.set_condition("Admitted", "True", "PolicyAllows", "every applicable policy allows this experiment")
-        self.status.phase = Phase.SCHEDULED
-        if spec.schedule is not None:
-            self.status.next_run_at = windows.next_fire(spec.schedule.cron, spec.schedule.time_zone, self.now())
-            self.status.message = f"next run at {self.status.next_run_at.isoformat()}"
-        else:
-            self.status.next_run_at = None
-            self.status.message = "admitted; starting"
+        when = self.schedule_next(spec)
+        self.status.message = when if spec.schedule is not None else f"admitted; {when}"
         await self.save()
         self.emit("Normal", "Admitted", self.status.message)
         return 0.0
+
+    def schedule_next(self, spec: ChaosExperimentSpec) -> str:
+        """Moves to Scheduled, with the next cron fire for a game day; says when the run starts."""
+        self.status.phase = Phase.SCHEDULED
+        if spec.schedule is None:
+            self.status.next_run_at = None
+            return "starting"
+        self.status.next_run_at = windows.next_fire(spec.schedule.cron, spec.schedule.time_zone, self.now())
+        return f"next run at {self.status.next_run_at.isoformat()}"
 
     async def wait_for_trigger(self, spec: ChaosExperimentSpec) -> float:
         now = self.now()
@@ -308,7 +312,7 @@ class ExperimentDriver:
             await self.end_run(Phase.ABORTED, "SteadyStateNotHeld", refusal.message)
             return IDLE_POLL_SECONDS
         if spec.schedule is None:
-            await self.reject(_reason_for(refusal), str(refusal), [refusal])
+            await self.reject(refusal.reason, str(refusal), [refusal])
             return IDLE_POLL_SECONDS
         # A scheduled trigger that may not run is skipped, and the next one awaited.
         skipped_at = trigger or now
@@ -371,7 +375,7 @@ class ExperimentDriver:
         world = await self.world(spec)
         stop = self.stop_reason(world, now)
         if stop is not None:
-            await self.end_run(Phase.ABORTED, _reason_for(stop), str(stop))
+            await self.end_run(Phase.ABORTED, stop.reason, str(stop))
             return 0.0
         await self.resolve_interrupted_round(run)
         if run.next_round_at is not None and now >= run.next_round_at and now < run.deadline:
@@ -412,11 +416,12 @@ class ExperimentDriver:
                 kill.message = "the operator restarted before this kill; it was not repeated"
         await self.save()
 
-    async def kill_round(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, now: datetime) -> None:
-        round_number = run.rounds_done
-        namespaces = target_namespaces(spec, self.namespace)
+    async def pick_targets(
+        self, spec: ChaosExperimentSpec, world: World, run: RunStatus, round_number: int, label: str
+    ) -> list[PodView]:
+        """The round's targets, chosen reproducibly (seeded by experiment, run and round) and recorded."""
         pods: list[PodView] = []
-        for namespace in namespaces:
+        for namespace in target_namespaces(spec, self.namespace):
             pods.extend(await asyncio.to_thread(self.context.cluster.pods, namespace))
         eligibility = classify(pods, spec.target.selector, world.effective, world.namespace_labels)
         count = requested_count(spec.target, len(eligibility.eligible))
@@ -425,15 +430,36 @@ class ExperimentDriver:
         run.targets = [
             TargetRecord(namespace=p.namespace, name=p.name, uid=p.uid, workload=p.workload or "") for p in chosen
         ]
+        if not chosen:
+            reasons = sorted({exclusion.refusal.rule for exclusion in eligibility.excluded})
+            detail = f" (left out by: {', '.join(reasons)})" if reasons else ""
+            self.emit("Warning", "NoTargets", f"{label}no eligible pod matched{detail}")
+        return chosen
+
+    async def live_refusal(
+        self, victim: PodView, world: World, min_available: int | str | None, already_down: int = 0
+    ) -> Refusal | None:
+        """Judged against the live workload right before acting (call it under the workload's lock):
+        the pod must still be there and eligible, and one more pod down must stay within the cap and
+        the minimum-available floor. `already_down` counts this run's own faults the API cannot see."""
+        live, state = await self.live_workload(victim)
+        current = next((pod for pod in live if pod.uid == victim.uid), None)
+        if current is None:
+            return Refusal("gone", f"pod {victim.key} is gone")
+        for _ in range(already_down):
+            state = after_kill(state)
+        return pod_refusal(current, world.effective, world.namespace_labels) or kill_refusal(
+            current, state, world.effective, min_available
+        )
+
+    async def kill_round(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, now: datetime) -> None:
+        round_number = run.rounds_done
+        chosen = await self.pick_targets(spec, world, run, round_number, f"round {round_number + 1}: ")
         # The round counts as done before its first kill: an operator that dies mid-round resumes
         # with the next round, so a round can leave pods untouched but never kill twice.
         run.rounds_done = round_number + 1
         run.next_round_at = next_round_time(spec, run, now)
         await self.save()
-        if not chosen:
-            reasons = sorted({exclusion.refusal.rule for exclusion in eligibility.excluded})
-            detail = f" (left out by: {', '.join(reasons)})" if reasons else ""
-            self.emit("Warning", "NoTargets", f"round {round_number + 1}: no eligible pod matched{detail}")
         for victim in chosen:
             if self.halted or self.now() >= (run.deadline or now):
                 break
@@ -444,14 +470,7 @@ class ExperimentDriver:
     ) -> None:
         workload_key = victim.workload_key or victim.key
         async with self.context.workload_lock(workload_key):
-            live, state = await self.live_workload(victim)
-            current = next((pod for pod in live if pod.uid == victim.uid), None)
-            refusal = (
-                Refusal("gone", f"pod {victim.key} is gone")
-                if current is None
-                else pod_refusal(current, world.effective, world.namespace_labels)
-                or kill_refusal(current, state, world.effective, spec.pod_kill_settings.min_available)
-            )
+            refusal = await self.live_refusal(victim, world, spec.pod_kill_settings.min_available)
             record = KillRecord(
                 namespace=victim.namespace,
                 name=victim.name,
@@ -761,20 +780,7 @@ class ExperimentDriver:
         assert spec.latency is not None and run.deadline is not None
         run.rounds_done, run.next_round_at = 1, None
         await self.save()
-        pods: list[PodView] = []
-        for namespace in target_namespaces(spec, self.namespace):
-            pods.extend(await asyncio.to_thread(self.context.cluster.pods, namespace))
-        eligibility = classify(pods, spec.target.selector, world.effective, world.namespace_labels)
-        count = requested_count(spec.target, len(eligibility.eligible))
-        seed = f"{self.body['metadata'].get('uid')}/{run.id}/0"
-        chosen = choose(eligibility.eligible, count, random.Random(seed))
-        run.targets = [
-            TargetRecord(namespace=p.namespace, name=p.name, uid=p.uid, workload=p.workload or "") for p in chosen
-        ]
-        if not chosen:
-            reasons = sorted({exclusion.refusal.rule for exclusion in eligibility.excluded})
-            detail = f" (left out by: {', '.join(reasons)})" if reasons else ""
-            self.emit("Warning", "NoTargets", f"no eligible pod matched{detail}")
+        chosen = await self.pick_targets(spec, world, run, 0, "")
         for victim in chosen:
             if self.halted or self.now() >= run.deadline:
                 break
@@ -785,17 +791,8 @@ class ExperimentDriver:
         assert spec.latency is not None and run.deadline is not None
         workload_key = victim.workload_key or victim.key
         async with self.context.workload_lock(workload_key):
-            live, state = await self.live_workload(victim)
-            current = next((pod for pod in live if pod.uid == victim.uid), None)
             already = sum(1 for f in run.faults if f.workload == victim.workload and f.namespace == victim.namespace)
-            for _ in range(already):
-                state = after_kill(state)
-            refusal = (
-                Refusal("gone", f"pod {victim.key} is gone")
-                if current is None
-                else pod_refusal(current, world.effective, world.namespace_labels)
-                or kill_refusal(current, state, world.effective, None)
-            )
+            refusal = await self.live_refusal(victim, world, None, already)
             remaining = max(1, math.ceil((run.deadline - self.now()).total_seconds()))
             record = FaultRecord(
                 namespace=victim.namespace,
@@ -895,10 +892,6 @@ def _removal_cause(reason: str) -> str:
         "AbortRequested": "abort on request",
         "SpecChanged": "spec changed",
     }.get(reason, "abort")
-
-
-def _reason_for(refusal: Refusal) -> str:
-    return "".join(part.capitalize() for part in refusal.rule.split("-"))
 
 
 def _verb(result: KillResult) -> str:

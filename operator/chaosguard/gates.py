@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from chaosguard import windows
 from chaosguard.admission import author_unknown, permission_refusals
 from chaosguard.approvals import ApprovalCount, ApprovalView, ExperimentView, count_valid
 from chaosguard.models import ApprovalRecord, ChaosExperimentSpec, Phase
@@ -64,7 +63,7 @@ async def await_approvals(driver: ExperimentDriver, spec: ChaosExperimentSpec) -
         return POLL_SECONDS
     refusal = await identity_refusal(driver, spec, world)
     if refusal is not None:
-        await driver.reject(_reason(refusal), str(refusal), [refusal])
+        await driver.reject(refusal.reason, str(refusal), [refusal])
         return POLL_SECONDS
     count = await judge(driver, world)
     if count.satisfied:
@@ -136,16 +135,6 @@ async def _approved(driver: ExperimentDriver, spec: ChaosExperimentSpec, count: 
     approvers = ", ".join(sorted({j.approval.approver for j in count.valid}))
     approved = f"approved by {approvers}" if approvers else "no ChaosPolicy requires approval any more"
     driver.set_condition("Approved", "True", "Approved", approved)
-    driver.status.phase = Phase.SCHEDULED
-    if spec.schedule is not None:
-        driver.status.next_run_at = windows.next_fire(spec.schedule.cron, spec.schedule.time_zone, driver.now())
-        driver.status.message = f"{approved}; next run at {driver.status.next_run_at.isoformat()}"
-    else:
-        driver.status.next_run_at = None
-        driver.status.message = f"{approved}; starting"
+    driver.status.message = f"{approved}; {driver.schedule_next(spec)}"
     await driver.save()
     driver.emit("Normal", "Approved", driver.status.message)
-
-
-def _reason(refusal: Refusal) -> str:
-    return "".join(part.capitalize() for part in refusal.rule.split("-"))

@@ -44,6 +44,11 @@ class Refusal:
     def __str__(self) -> str:
         return f"REFUSED {self.rule}: {self.message}"
 
+    @property
+    def reason(self) -> str:
+        """The rule as a CamelCase reason, for Events and status conditions (max-duration -> MaxDuration)."""
+        return "".join(part.capitalize() for part in self.rule.split("-"))
+
 
 @dataclass(frozen=True)
 class EffectivePolicy:
