@@ -15,6 +15,7 @@ import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from chaosguard.models import LabelSelector, TargetMode, TargetSpec
 from chaosguard.policy import EffectivePolicy, Refusal, namespace_refusal
@@ -32,6 +33,7 @@ class PodView:
     ready: bool
     terminating: bool
     workload: str | None  # controlling workload as "Kind/name", e.g. "Deployment/checkout"
+    ready_since: datetime | None = None  # the Ready condition's lastTransitionTime, while Ready
 
     @property
     def key(self) -> str:
@@ -206,3 +208,17 @@ def kill_refusal(
 def after_kill(state: WorkloadState) -> WorkloadState:
     """The workload as it stands once one more of its pods is down."""
     return WorkloadState(key=state.key, desired=state.desired, ready=max(0, state.ready - 1))
+
+
+def recovered_at(pods: Iterable[PodView], workload_key: str, desired: int, killed_at: datetime) -> datetime | None:
+    """When the workload was back at full Ready strength after a kill at `killed_at`, judged from
+    the pods' own Ready transition times (the kubelet's clock, not the operator's), or None while
+    fewer than `desired` of its pods are Ready. Counting the Ready pods by when each became Ready,
+    strength reached `desired` at the desired-th earliest of those times; never before the kill."""
+    wanted = max(desired, 1)
+    since = sorted(
+        max(pod.ready_since or killed_at, killed_at)
+        for pod in pods
+        if pod.workload_key == workload_key and pod.ready and not pod.terminating and pod.phase == "Running"
+    )
+    return since[wanted - 1] if len(since) >= wanted else None
