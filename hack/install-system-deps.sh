@@ -6,10 +6,16 @@
 #                       because this machine's own kernel has no netem and loads no modules
 #   busybox-static      gives the guest a tiny init-free toolset (nc, ping) for RTT checks
 #   shellcheck          lets actionlint check the workflow's run: scripts
+#   containerd + runc + containernetworking-plugins   the real node's container runtime, OCI
+#                       runtime and CNI bridge (tests/support/realnode.py starts them by hand)
+#   nftables            the `nft` that kube-proxy's nftables mode drives (Services on the real node)
+#   buildah + debootstrap   the images the real node runs, built here without Docker or a registry
+#                       (tests/support/images.py): a Debian rootfs, then deploy/Dockerfile on top
 # Debian's prometheus package starts a system service on :9090 when installed; policy-rc.d
 # keeps that from happening, since tests start their own Prometheus on a free loopback port.
 set -euo pipefail
-PACKAGES=(prometheus iproute2 qemu-system-x86 linux-image-amd64 iputils-ping busybox-static shellcheck)
+PACKAGES=(prometheus iproute2 qemu-system-x86 linux-image-amd64 iputils-ping busybox-static shellcheck
+  containerd runc containernetworking-plugins nftables buildah debootstrap)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
