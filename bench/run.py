@@ -1,6 +1,8 @@
 """`make bench`: runs the benchmarks and prints one `BENCH <name> <value> <unit>` line per figure.
 
-`--only NAME` runs just the benchmark that produces NAME."""
+`--only NAME` runs just the benchmark that produces NAME; a group name (scale_100, scale_1000) runs
+that benchmark and prints all its figures. The scale benchmarks boot their own control plane with
+hundreds of runs and take minutes, so they run only when named."""
 
 from __future__ import annotations
 
@@ -10,12 +12,25 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-# benchmark module -> the figures it prints
+# benchmark ("module" for its run(), or "module:function") -> the figures it prints
 BENCHMARKS: dict[str, tuple[str, ...]] = {
     "bench.selection_speed": ("select_10k_pods",),
     "bench.apply_to_kill": ("apply_to_first_kill_p50", "apply_to_first_kill_p95"),
     "bench.abort_latency": ("abort_latency_p50", "abort_latency_p95"),
 }
+_SCALE_FIGURES = (
+    "apply_to_running_p95",
+    "guard_tick_late_p99",
+    "breach_to_aborted_p95",
+    "operator_cpu_pct",
+    "operator_rss_mb",
+    "status_writes_per_run_per_s",
+)
+# Benchmarks that run only when named: a group name selects all of its figures.
+ON_REQUEST: dict[str, tuple[str, ...]] = {
+    f"bench.scale:run_{n}": tuple(f"scale_{n}_{figure}" for figure in _SCALE_FIGURES) for n in (100, 1000)
+}
+GROUPS: dict[str, str] = {f"scale_{n}": f"bench.scale:run_{n}" for n in (100, 1000)}
 # Benchmarks that are scripts of their own (they boot a VM) and print their BENCH lines themselves.
 SCRIPTS: dict[str, tuple[str, ...]] = {
     "bench/bench_netem.py": (
@@ -32,16 +47,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", help="one figure name, e.g. select_10k_pods")
     args = parser.parse_args(argv)
+    group = GROUPS.get(args.only or "")
     chosen = [module for module, names in BENCHMARKS.items() if args.only is None or args.only in names]
+    chosen += [entry for entry, names in ON_REQUEST.items() if entry == group or args.only in names]
     scripts = [script for script, names in SCRIPTS.items() if args.only is None or args.only in names]
     if not chosen and not scripts:
-        known = ", ".join(name for names in [*BENCHMARKS.values(), *SCRIPTS.values()] for name in names)
+        known = ", ".join(
+            [
+                *GROUPS,
+                *(name for names in [*BENCHMARKS.values(), *ON_REQUEST.values(), *SCRIPTS.values()] for name in names),
+            ]
+        )
         print(f"unknown benchmark {args.only!r}; known: {known}", file=sys.stderr)
         return 2
-    for module_name in chosen:
-        runner: Callable[[], dict[str, tuple[float, str]]] = importlib.import_module(module_name).run
+    for entry in chosen:
+        module_name, _, function = entry.partition(":")
+        runner: Callable[[], dict[str, tuple[float, str]]] = getattr(
+            importlib.import_module(module_name), function or "run"
+        )
         for name, (value, unit) in runner().items():
-            if args.only is None or args.only == name:
+            if args.only is None or args.only == name or entry == group:
                 print(f"BENCH {name} {value:.3f} {unit}", flush=True)
     for script in scripts:
         result = subprocess.run([sys.executable, script], capture_output=True, text=True, check=False)

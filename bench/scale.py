@@ -1,0 +1,693 @@
+"""The operator at scale (issue 10): N guarded pod-kill runs at once, each steadyState condition at a
+1 s guard interval, then every SLI breached at the same moment. `run_100` (100 distinct queries) and
+`run_1000` (50 distinct queries shared by the runs) return the figures `scale_<N>_<figure>`.
+
+Method, on the local control plane (etcd, kube-apiserver, KCM, scheduler, kwok), a real Prometheus
+scraping a metrics target every second, and the operator as a process (`chaosguard run`):
+
+- Workloads: a few opted-in namespaces, each with a few small Deployments of pause pods (kept modest
+  so that KCM and kwok are not the bottleneck); several experiments target one Deployment. Each run
+  kills one pod (`mode: one`, an `interval` longer than the run) and lasts longer than the whole
+  measurement. No ChaosPolicy exists, so no cap refuses a kill (kills by result are reported).
+- apply -> Running: the N experiments go in one `kubectl apply -f -` of a multi-document manifest;
+  the clock starts just before kubectl is spawned; each experiment's first `status.phase: Running`
+  is stamped from one WATCH of chaosexperiments (opened before the apply). A run that is not Running
+  within the time limit is a failure and counts with the time limit as its value.
+- The steady window (once every run is Running, or the time limit passed, plus a few seconds to
+  settle): operator CPU from /proc/<pid>/stat (utime+stime delta over wall time, % of one core); RSS
+  from /proc/<pid>/status (the largest VmRSS sampled each second); status writes from the API
+  server's own /metrics (`apiserver_request_total{resource="chaosexperiments",subresource="status",
+  verb="PATCH"}`, delta over the window, per run Running through the window, per second); guard tick
+  lateness from the operator's histogram `chaosguard_guard_tick_lateness_seconds` (delta of the
+  buckets over the window, p99 interpolated within buckets as histogram_quantile does) or, where the
+  operator does not export it, from the gaps between consecutive `sliSamples` timestamps of each run
+  (gap - interval: how late each tick started after the previous one plus the interval).
+- breach -> Aborted: every series flips to the breaching value under one lock that the metrics
+  target's collection also takes, so that one scrape carries all flips; a 20 ms poll of an aggregate
+  query stamps when Prometheus first answers the breaching value; each run's Aborted is stamped from
+  the same watch. Runs not Aborted within the time limit count with the time limit as their value.
+
+With CHAOSGUARD_BENCH_PYSPY=<dir>, `py-spy record` (raw collapsed stacks) samples the operator over
+the steady window and `py-spy dump` takes one snapshot of its stacks; both land in <dir>.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.apply_to_kill import percentile
+from tests.support.controlplane import ControlPlane, default_bin_dir
+from tests.support.operator import GROUP, VERSION, install_crds, label_namespace, running_operator
+from tests.support.prometheus import MetricsTarget, PrometheusServer, instant_query
+
+FIGURES: dict[str, str] = {
+    "apply_to_running_p95": "s",
+    "guard_tick_late_p99": "s",
+    "breach_to_aborted_p95": "s",
+    "operator_cpu_pct": "%",
+    "operator_rss_mb": "MB",
+    "status_writes_per_run_per_s": "writes/run/s",
+}
+HEALTHY, BREACHING, THRESHOLD = 0.001, 0.5, 0.05
+GUARD_INTERVAL = 1.0
+POLL = 0.02
+SETTLE = 5.0
+APP_PREFIX = "scale-"
+EXPERIMENTS = "chaosexperiments"
+
+
+@dataclass(frozen=True)
+class Scale:
+    runs: int
+    distinct_queries: int
+    namespaces: int
+    deployments_per_namespace: int
+    replicas: int
+    running_limit: float  # seconds from the apply for every run to be Running
+    window: float  # the steady window
+    abort_limit: float  # seconds from the breach for every run to be Aborted
+
+    @property
+    def duration(self) -> str:  # every run outlasts the whole measurement
+        return f"{int(self.running_limit + self.window + self.abort_limit + 600)}s"
+
+
+SCALES = {
+    100: Scale(100, 100, 4, 5, 4, running_limit=180, window=30, abort_limit=120),
+    1000: Scale(1000, 50, 4, 10, 5, running_limit=300, window=30, abort_limit=180),
+}
+
+EXPERIMENT = """\
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  action: pod-kill
+  podKill: {{gracePeriodSeconds: 1}}
+  target: {{selector: {{matchLabels: {{app: {workload}}}}}, mode: one}}
+  duration: {duration}
+  interval: 2h
+  steadyState:
+    prometheus: {{url: {url}, timeout: 500ms}}
+    interval: 1s
+    conditions:
+      - {{name: error-ratio, query: 'demo_error_ratio{{app="{app}"}}', operator: "<", threshold: {threshold}}}
+"""
+
+
+# --------------------------------------------------------------------------- the flip, in one scrape
+
+
+class AtomicFlip:
+    """Takes the metrics target's collection under a lock, so that a flip of many series lands in one scrape."""
+
+    def __init__(self, target: MetricsTarget) -> None:
+        self.target = target
+        self.lock = threading.Lock()
+        original = target.registry.collect
+
+        def collect() -> Iterator[Any]:
+            with self.lock:
+                collected = list(original())
+            return iter(collected)
+
+        target.registry.collect = collect  # type: ignore[method-assign]
+
+    def set_all(self, apps: list[str], value: float) -> None:
+        with self.lock:
+            for app in apps:
+                self.target.set_error_ratio(value, app=app)
+
+
+# --------------------------------------------------------------------------- one watch of all experiments
+
+
+@dataclass
+class Stamps:
+    running: dict[str, float] = field(default_factory=dict)  # first Running, perf_counter
+    aborted: dict[str, float] = field(default_factory=dict)  # first Aborted after `aborted_after`
+    phase: dict[str, str] = field(default_factory=dict)  # the latest phase seen
+    events: int = 0
+    reconnects: int = 0
+    relists: int = 0
+
+
+class ExperimentWatch:
+    """One raw WATCH of chaosexperiments in all namespaces; stamps each first Running and each Aborted.
+
+    Raw HTTP and json, not the Python client: at N=1000 the stream carries every status write."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        parsed = urllib.parse.urlsplit(plane.server)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 443
+        self.context = ssl.create_default_context(cafile=str(plane.ca_file))
+        self.token = plane.token_for("admin")
+        self.stamps = Stamps()
+        self.lock = threading.Lock()
+        self.aborted_after: float | None = None  # perf_counter; Aborted counts only after this moment
+        self.stopping = threading.Event()
+        self.error: str | None = None
+        self.resource_version = ""
+        self.thread = threading.Thread(target=self._loop, name="experiment-watch", daemon=True)
+        self._connection: http.client.HTTPSConnection | None = None
+
+    def _get(self, path: str, timeout: float) -> http.client.HTTPResponse:
+        connection = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=timeout)
+        connection.request("GET", path, headers={"Authorization": f"Bearer {self.token}"})
+        self._connection = connection
+        return connection.getresponse()
+
+    def _path(self, **query: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/{EXPERIMENTS}?" + urllib.parse.urlencode(query)
+
+    def _relist(self) -> None:
+        response = self._get(self._path(), timeout=120)
+        body = json.loads(response.read())
+        now = time.perf_counter()
+        for item in body.get("items", []):
+            self._observe(item, now)
+        self.resource_version = body["metadata"]["resourceVersion"]
+        self.stamps.relists += 1
+
+    def start(self) -> ExperimentWatch:
+        self._relist()
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        sock = self._connection.sock if self._connection is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(timeout=10)
+
+    def _observe(self, item: dict[str, Any], now: float) -> None:
+        meta = item.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        phase = (item.get("status") or {}).get("phase") or ""
+        with self.lock:
+            self.stamps.phase[key] = phase
+            if phase == "Running" and key not in self.stamps.running:
+                self.stamps.running[key] = now
+            if (
+                phase == "Aborted"
+                and self.aborted_after is not None
+                and now >= self.aborted_after
+                and key not in self.stamps.aborted
+            ):
+                self.stamps.aborted[key] = now
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                path = self._path(
+                    watch="1", resourceVersion=self.resource_version, allowWatchBookmarks="true", timeoutSeconds="300"
+                )
+                response = self._get(path, timeout=330)
+                if response.status != 200:
+                    raise RuntimeError(f"watch: HTTP {response.status} {response.read()[:300]!r}")
+                for line in response:
+                    now = time.perf_counter()
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    item = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        if item.get("code") == 410:  # resourceVersion expired: list again
+                            response.close()
+                            self._relist()
+                            break
+                        raise RuntimeError(f"watch error: {item}")
+                    version = (item.get("metadata") or {}).get("resourceVersion")
+                    if version:
+                        self.resource_version = version
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self.stamps.events += 1
+                        self._observe(item, now)
+                self.stamps.reconnects += 1
+            except Exception as error:
+                if self.stopping.is_set():
+                    return
+                self.error = f"{type(error).__name__}: {error}"
+                self.stamps.reconnects += 1
+                time.sleep(0.5)
+
+    def snapshot(self) -> Stamps:
+        with self.lock:
+            return Stamps(
+                dict(self.stamps.running),
+                dict(self.stamps.aborted),
+                dict(self.stamps.phase),
+                self.stamps.events,
+                self.stamps.reconnects,
+                self.stamps.relists,
+            )
+
+
+# --------------------------------------------------------------------------- reading figures
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5), after pid and comm
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return float(line.split()[1])
+    return math.nan
+
+
+def apiserver_requests(plane: ControlPlane) -> Counter[str]:
+    """apiserver_request_total of chaosexperiments, summed by "verb/subresource"."""
+    status, text = plane.request("GET", "/metrics", timeout=30)
+    if status != 200 or not isinstance(text, str):
+        raise RuntimeError(f"GET /metrics of the API server: HTTP {status}")
+    totals: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{") or f'resource="{EXPERIMENTS}"' not in line:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        totals[f"{labels.get('verb')}/{labels.get('subresource') or '-'}"] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+@dataclass
+class OperatorMetrics:
+    lateness_buckets: dict[float, float] | None  # le -> cumulative count; None when not exported
+    status_writes: float | None
+
+
+def operator_metrics(text: str) -> OperatorMetrics:
+    buckets: dict[float, float] | None = None
+    writes: float | None = None
+    for family in text_string_to_metric_families(text):
+        if family.name == "chaosguard_guard_tick_lateness_seconds":
+            buckets = {}
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    le = float(sample.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + sample.value
+        elif family.name == "chaosguard_status_writes":  # the parser drops the counter's _total
+            writes = sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return OperatorMetrics(buckets, writes)
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
+    """As PromQL's histogram_quantile: linear interpolation inside the bucket holding the rank."""
+    ordered = sorted(buckets.items())
+    if not ordered or ordered[-1][1] <= 0:
+        return math.nan
+    total = ordered[-1][1]
+    rank = q * total
+    previous_le, previous_count = 0.0, 0.0
+    for le, count in ordered:
+        if count >= rank:
+            if math.isinf(le):  # the rank is in the +Inf bucket: the highest finite bound
+                return previous_le
+            if count == previous_count:
+                return le
+            return previous_le + (le - previous_le) * (rank - previous_count) / (count - previous_count)
+        previous_le, previous_count = le, count
+    return ordered[-1][0]
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def list_experiments(plane: ControlPlane) -> list[dict[str, Any]]:
+    status, body = plane.request("GET", f"/apis/{GROUP}/{VERSION}/{EXPERIMENTS}", timeout=120)
+    if status != 200:
+        raise RuntimeError(f"listing experiments: HTTP {status}")
+    return list(body.get("items", []))
+
+
+def tick_gaps(items: list[dict[str, Any]], since: float, until: float) -> tuple[list[float], int]:
+    """Seconds between consecutive guard samples of each run that both fall in [since, until], and how
+    many conditions have fewer than half the ticks the window should hold (their gaps are mostly open)."""
+    gaps: list[float] = []
+    sparse = 0
+    for item in items:
+        run = (item.get("status") or {}).get("currentRun") or {}
+        for points in (run.get("sliSamples") or {}).values():
+            times = sorted(t for t in (parse_time(p["at"]) for p in points if p.get("at")) if since <= t <= until)
+            gaps.extend(later - earlier for earlier, later in itertools.pairwise(times))
+            sparse += len(times) < (until - since) / GUARD_INTERVAL / 2
+    return gaps, sparse
+
+
+def kill_results(items: list[dict[str, Any]]) -> Counter[str]:
+    results: Counter[str] = Counter()
+    for item in items:
+        status = item.get("status") or {}
+        for run in (status.get("currentRun"), status.get("lastRun")):
+            for kill in (run or {}).get("kills") or []:
+                results[str(kill.get("result"))] += 1
+    return results
+
+
+def wait_until(predicate: Callable[[], bool], limit: float, poll: float = 0.2) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return predicate()
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+def create_workloads(api: client.ApiClient, scale: Scale) -> list[tuple[str, str]]:
+    """Opted-in namespaces with small Deployments of pause pods; (namespace, deployment) for each."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    workloads: list[tuple[str, str]] = []
+    for n in range(scale.namespaces):
+        namespace = f"scale-{n}"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        label_namespace(api, namespace, {"chaosguard.dev/chaos": "allowed"})
+        for d in range(scale.deployments_per_namespace):
+            name = f"web-{d}"
+            body = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "replicas": scale.replicas,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {
+                            "terminationGracePeriodSeconds": 1,
+                            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+                        },
+                    },
+                },
+            }
+            apps.create_namespaced_deployment(namespace, body)
+            workloads.append((namespace, name))
+
+    def all_ready() -> bool:
+        ready = 0
+        for namespace in {ns for ns, _ in workloads}:
+            for deployment in apps.list_namespaced_deployment(namespace).items:
+                ready += min(deployment.status.ready_replicas or 0, scale.replicas)
+        return ready == len(workloads) * scale.replicas
+
+    if not wait_until(all_ready, 180, poll=1.0):
+        raise RuntimeError("the scale workloads did not all become Ready within 180 s")
+    return workloads
+
+
+def manifest(scale: Scale, workloads: list[tuple[str, str]], prometheus_url: str) -> tuple[str, list[str]]:
+    documents, keys = [], []
+    for index in range(scale.runs):
+        namespace, workload = workloads[index % len(workloads)]
+        name = f"scale-{index:04d}"
+        documents.append(
+            EXPERIMENT.format(
+                name=name,
+                namespace=namespace,
+                workload=workload,
+                duration=scale.duration,
+                url=prometheus_url,
+                app=f"{APP_PREFIX}{index % scale.distinct_queries}",
+                threshold=THRESHOLD,
+            )
+        )
+        keys.append(f"{namespace}/{name}")
+    return "---\n".join(documents), keys
+
+
+# --------------------------------------------------------------------------- profiling (optional)
+
+
+def start_profile(pid: int, seconds: float, runs: int) -> subprocess.Popen[bytes] | None:
+    directory = os.environ.get("CHAOSGUARD_BENCH_PYSPY")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not directory or not os.access(spy, os.X_OK):
+        return None
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "100",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "-o",
+            str(out / f"scale_{runs}.collapsed"),
+        ],
+        stdout=(out / f"scale_{runs}.record.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def dump_profile(pid: int, runs: int) -> None:
+    directory = os.environ.get("CHAOSGUARD_BENCH_PYSPY")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not directory or not os.access(spy, os.X_OK):
+        return
+    with (Path(directory) / f"scale_{runs}.dump.txt").open("ab") as out:
+        subprocess.run([spy, "dump", "-p", str(pid)], stdout=out, stderr=subprocess.STDOUT, timeout=60, check=False)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
+    began = time.monotonic()
+    prefix = f"scale_{scale.runs}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"chaosguard-bench-{prefix}-"))
+    apps = [f"{APP_PREFIX}{i}" for i in range(scale.distinct_queries)]
+    aggregate = f'demo_error_ratio{{app=~"{APP_PREFIX}.*"}}'
+    notes: list[str] = []
+    with (
+        MetricsTarget() as target,
+        PrometheusServer(workdir / "prometheus", [target]) as prometheus,
+        ControlPlane(workdir / "cp", default_bin_dir()) as plane,
+    ):
+        flip = AtomicFlip(target)
+        flip.set_all(apps, HEALTHY)
+        prometheus.wait_for_series(
+            aggregate, lambda s: len(s) == len(apps) and all(v == HEALTHY for _, v in s), timeout=30
+        )
+        install_crds(plane)
+        api = plane.api_client()
+        workloads = create_workloads(api, scale)
+        text, keys = manifest(scale, workloads, prometheus.url)
+        with running_operator(plane, workdir) as operator:
+            assert operator.process is not None
+            pid = operator.process.pid
+            watch = ExperimentWatch(plane).start()
+            try:
+                # ---- apply -> Running
+                applied = time.perf_counter()
+                plane.kubectl("apply", "-f", "-", input=text, timeout=600)
+                apply_seconds = time.perf_counter() - applied
+                wait_until(
+                    lambda: len(watch.snapshot().running) >= scale.runs,
+                    max(0.0, scale.running_limit - (time.perf_counter() - applied)),
+                )
+                stamps = watch.snapshot()
+                to_running = [stamps.running[k] - applied if k in stamps.running else scale.running_limit for k in keys]
+                started = [k for k in keys if k in stamps.running]
+                late_starts = sum(1 for k in started if stamps.running[k] - applied > scale.running_limit)
+                not_started = scale.runs - len(started)
+
+                # ---- the steady window
+                time.sleep(SETTLE)
+                guarded = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
+                api_before = apiserver_requests(plane)
+                op_before = operator_metrics(operator.metrics())
+                cpu_before, wall_before = proc_cpu_seconds(pid), time.perf_counter()
+                window_from = time.time()
+                profile = start_profile(pid, scale.window, scale.runs)
+                rss: list[float] = []
+                dumped = False
+                while time.perf_counter() - wall_before < scale.window:
+                    rss.append(proc_status_kb(pid, "VmRSS") / 1024)
+                    if not dumped and time.perf_counter() - wall_before > scale.window / 2:
+                        dump_profile(pid, scale.runs)
+                        dumped = True
+                    time.sleep(1.0)
+                cpu_after, wall_after = proc_cpu_seconds(pid), time.perf_counter()
+                window_until = time.time()
+                api_after = apiserver_requests(plane)
+                op_after = operator_metrics(operator.metrics())
+                rss.append(proc_status_kb(pid, "VmRSS") / 1024)
+                peak_rss = proc_status_kb(pid, "VmHWM") / 1024
+                wall = wall_after - wall_before
+                still = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
+                through = guarded & still
+                cpu_pct = 100.0 * (cpu_after - cpu_before) / wall
+                api_delta = api_after - api_before
+                status_patches = api_delta.get("PATCH/status", 0.0)
+                writes_per_run = status_patches / max(1, len(through)) / wall if through else math.nan
+                if profile is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        profile.wait(timeout=60)
+                other_writes = {
+                    v: c
+                    for v, c in api_delta.items()
+                    if v != "PATCH/status" and not v.startswith(("GET", "LIST", "WATCH"))
+                }
+                reads = {v: c for v, c in api_delta.items() if v.startswith(("GET", "LIST"))}
+                if op_before.status_writes is not None and op_after.status_writes is not None:
+                    own = (op_after.status_writes - op_before.status_writes) / max(1, len(through)) / wall
+                    notes.append(
+                        f"# {prefix}: the operator's own chaosguard_status_writes_total: {own:.3f} writes/run/s"
+                    )
+
+                # ---- guard tick lateness
+                delta = {
+                    le: count - (op_before.lateness_buckets or {}).get(le, 0.0)
+                    for le, count in (op_after.lateness_buckets or {}).items()
+                }
+                if delta.get(math.inf, 0.0) > 0:
+                    late_p99 = histogram_quantile(0.99, delta)
+                    late_method = (
+                        f"chaosguard_guard_tick_lateness_seconds over the window "
+                        f"({delta.get(math.inf, 0):.0f} ticks), histogram_quantile(0.99)"
+                    )
+                else:
+                    items = list_experiments(plane)
+                    gaps, sparse = tick_gaps(
+                        [i for i in items if f"{i['metadata']['namespace']}/{i['metadata']['name']}" in through],
+                        window_from,
+                        window_until,
+                    )
+                    lateness = [max(0.0, g - GUARD_INTERVAL) for g in gaps]
+                    late_p99 = percentile(lateness, 0.99) if lateness else math.nan
+                    gap_p50 = percentile(gaps, 0.5) if gaps else math.nan
+                    gap_p99 = percentile(gaps, 0.99) if gaps else math.nan
+                    late_method = (
+                        "no chaosguard_guard_tick_lateness_seconds observed in the window (the operator does not "
+                        "export it): lateness = gap between "
+                        f"consecutive sliSamples timestamps - 1 s, {len(gaps)} gaps in the window, {sparse} runs with "
+                        "fewer than half the ticks the window should hold "
+                        f"(tick gap p50 {gap_p50:.2f} s, p99 {gap_p99:.2f} s)"
+                    )
+
+                # ---- breach -> Aborted
+                breach_set = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
+                watch.aborted_after = time.perf_counter()
+                flip.set_all(apps, BREACHING)
+                minimum = f"min({aggregate})"
+                breach_at: float | None = None
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    if any(value == BREACHING for _, value in instant_query(prometheus.url, minimum)):
+                        breach_at = time.perf_counter()
+                        break
+                    time.sleep(POLL)
+                if breach_at is None:
+                    raise RuntimeError("Prometheus never answered the breaching value within 30 s")
+                wait_until(
+                    lambda: breach_set <= set(watch.snapshot().aborted),
+                    max(0.0, scale.abort_limit - (time.perf_counter() - breach_at)),
+                )
+                stamps = watch.snapshot()
+                to_aborted = [
+                    stamps.aborted[k] - breach_at if k in stamps.aborted else scale.abort_limit for k in breach_set
+                ]
+                not_aborted = sum(1 for k in breach_set if k not in stamps.aborted)
+                end_phases = Counter(stamps.phase.get(k, "?") for k in keys)
+                kills = kill_results(list_experiments(plane))
+            finally:
+                watch.stop()
+    figures: dict[str, float] = {
+        "apply_to_running_p95": percentile(to_running, 0.95),
+        "guard_tick_late_p99": late_p99,
+        "breach_to_aborted_p95": percentile(to_aborted, 0.95) if to_aborted else math.nan,
+        "operator_cpu_pct": cpu_pct,
+        "operator_rss_mb": max(rss),
+        "status_writes_per_run_per_s": writes_per_run,
+    }
+    pods = scale.namespaces * scale.deployments_per_namespace * scale.replicas
+    print(
+        f"# {prefix}: N={scale.runs} guarded pod-kill runs, {scale.distinct_queries} distinct queries, guard "
+        f"interval 1 s; {pods} pods in {scale.namespaces * scale.deployments_per_namespace} Deployments of "
+        f"{scale.replicas} in {scale.namespaces} namespaces; one kubectl apply of {scale.runs} documents took "
+        f"{apply_seconds:.1f} s",
+        flush=True,
+    )
+    print(
+        f"# {prefix}: Running within {scale.running_limit:.0f} s of the apply: {len(started) - late_starts}; "
+        f"not Running (counted as {scale.running_limit:.0f} s): {not_started + late_starts}; apply->Running "
+        f"p50 {percentile(to_running, 0.5):.2f} s, max {max(to_running):.2f} s",
+        flush=True,
+    )
+    print(
+        f"# {prefix}: steady window {wall:.1f} s (from {SETTLE:.0f} s after the last start) with {len(through)} runs "
+        f"Running throughout; operator CPU {cpu_pct:.0f}% of a core, RSS max {max(rss):.0f} MB (VmHWM "
+        f"{peak_rss:.0f} MB); status PATCHes {status_patches:.0f} (API server's apiserver_request_total), other "
+        f"writes {other_writes or 'none'}, reads {reads or 'none'}",
+        flush=True,
+    )
+    print(f"# {prefix}: guard tick lateness: {late_method}", flush=True)
+    print(
+        f"# {prefix}: breach: {len(breach_set)} runs Running at the flip; Aborted within {scale.abort_limit:.0f} s: "
+        f"{len(breach_set) - not_aborted}; not Aborted (counted as {scale.abort_limit:.0f} s): {not_aborted}; "
+        f"breach->Aborted p50 {percentile(to_aborted, 0.5) if to_aborted else math.nan:.2f} s, max "
+        f"{max(to_aborted) if to_aborted else math.nan:.2f} s (from Prometheus first answering the breach, 20 ms poll)",
+        flush=True,
+    )
+    print(
+        f"# {prefix}: phases at the end {dict(end_phases)}; kills by result {dict(kills) or 'none'}; watch "
+        f"{stamps.events} events, {stamps.reconnects} reconnects, {stamps.relists} lists"
+        + (f", last error {watch.error}" if watch.error else "")
+        + f"; wall {time.monotonic() - began:.0f} s",
+        flush=True,
+    )
+    for note in notes:
+        print(note, flush=True)
+    return {f"{prefix}_{name}": (value, FIGURES[name]) for name, value in figures.items()}
+
+
+def run_100() -> dict[str, tuple[float, str]]:
+    return run_scale(SCALES[100])
+
+
+def run_1000() -> dict[str, tuple[float, str]]:
+    return run_scale(SCALES[1000])
+
+
+def run() -> dict[str, tuple[float, str]]:
+    return {**run_100(), **run_1000()}
