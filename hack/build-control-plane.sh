@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned Kubernetes control plane that the tests and the demo run:
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from
-# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server, kwok, actionlint and helm,
+# k8s.io/kubernetes, and the real node's kubelet and kube-proxy from the same
+# release; etcd from go.etcd.io/etcd/server, kwok, actionlint and helm,
 # all from the Go module proxy, into a cache outside the repository.
 #
 # k8s.io/kubernetes (and etcd's server module) cannot be `go install`ed: their
@@ -29,8 +30,14 @@ export PATH="/usr/local/go/bin:$PATH"
 
 log() { printf '[build-control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# helm joined later: a cache finished before it still needs helm built.
-if [[ -f "$STAMP" && -x "$BIN_DIR/helm" ]]; then
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+missing_kube=()
+for cmd in "${KUBE_COMMANDS[@]}"; do
+  [[ -x "$BIN_DIR/$cmd" ]] || missing_kube+=("$cmd")
+done
+
+# helm, kubelet and kube-proxy joined later: a cache finished before them still needs them built.
+if [[ -f "$STAMP" && -x "$BIN_DIR/helm" && ${#missing_kube[@]} -eq 0 ]]; then
   echo "$BIN_DIR"
   exit 0
 fi
@@ -68,7 +75,7 @@ PY
   log "wrapper for $module@$version: $(grep -c '=>' "$dir/go.mod") replaced sibling modules"
 }
 
-if [[ ! -x "$BIN_DIR/kube-apiserver" || ! -x "$BIN_DIR/kubectl" ]]; then
+if [[ ${#missing_kube[@]} -gt 0 ]]; then
   staging_version="v0.${KUBE_VERSION#v1.}"
   write_wrapper k8s.io/kubernetes "$KUBE_VERSION" "$staging_version" "$WORK/kube"
   minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
@@ -77,7 +84,7 @@ if [[ ! -x "$BIN_DIR/kube-apiserver" || ! -x "$BIN_DIR/kubectl" ]]; then
     ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   done
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for cmd in "${missing_kube[@]}"; do
     log "building $cmd $KUBE_VERSION (the first one downloads modules and takes longest)"
     (cd "$WORK/kube" && go build -trimpath -tags selinux,notest -ldflags "$ldflags" \
       -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")

@@ -124,8 +124,8 @@ def _ephemeral_port_range() -> tuple[int, int]:
     return low, high
 
 
-def _pick_port(taken: Collection[int]) -> int:
-    """A free port on 127.0.0.1, preferably outside the kernel's ephemeral range.
+def _pick_port(taken: Collection[int], host: str = "127.0.0.1") -> int:
+    """A free port on `host` (and 127.0.0.1), preferably outside the kernel's ephemeral range.
 
     Binding port 0 hands out a port from the ephemeral range, which is also where the source
     ports of outgoing connections come from: between our check and the daemon's own bind, the
@@ -148,6 +148,9 @@ def _pick_port(taken: Collection[int]) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
+                if host != "127.0.0.1":
+                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+                        other.bind((host, port))
             except OSError:
                 continue
             chosen = int(s.getsockname()[1])
@@ -326,12 +329,22 @@ class ControlPlane:
         nodes: int = 3,
         timeout: float = 120.0,
         stop_grace: float = 15.0,
+        bind_address: str = "127.0.0.1",
+        apiserver_args: Sequence[str] = (),
+        extra_users: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
+        """`bind_address`: where kube-apiserver listens and what it advertises for the `kubernetes`
+        Service when it is not loopback (a real node's address, so that pods reach it);
+        `apiserver_args` are appended to its flags; `extra_users` are static-token users beside
+        USERS (a kubelet's system:node:NAME, kube-proxy's system:kube-proxy)."""
         self.workdir = Path(workdir).resolve()
         self.bin_dir = Path(bin_dir).resolve()
         self.node_names: list[str] = [f"kwok-node-{i}" for i in range(nodes)]
         self.timeout = timeout
         self.stop_grace = stop_grace
+        self.bind_address = bind_address
+        self.apiserver_args = list(apiserver_args)
+        self._users: dict[str, tuple[str, ...]] = {**USERS, **(extra_users or {})}
         self.log_dir = self.workdir / "logs"
         self.pki_dir = self.workdir / "pki"
         self.kubeconfig_dir = self.workdir / "kubeconfigs"
@@ -349,7 +362,7 @@ class ControlPlane:
     @property
     def server(self) -> str:
         """The API server URL, e.g. https://127.0.0.1:43121."""
-        return f"https://127.0.0.1:{self._port('apiserver')}"
+        return f"https://{self.bind_address}:{self._port('apiserver')}"
 
     @property
     def ca_file(self) -> Path:
@@ -367,7 +380,7 @@ class ControlPlane:
     @property
     def users(self) -> Mapping[str, tuple[str, ...]]:
         """Static-token user names and their groups."""
-        return USERS
+        return self._users
 
     @property
     def etcd_url(self) -> str:
@@ -380,7 +393,7 @@ class ControlPlane:
 
     def token_for(self, user: str) -> str:
         if user not in self._tokens:
-            raise ControlPlaneError(f"unknown user {user!r}: the static users are {sorted(USERS)}")
+            raise ControlPlaneError(f"unknown user {user!r}: the static users are {sorted(self._users)}")
         return self._tokens[user]
 
     # -- lifecycle --
@@ -554,10 +567,11 @@ class ControlPlane:
         for old_log in self.log_dir.glob("*.log"):
             old_log.unlink()
         self._ports = {}
-        self._advertise = _advertise_address()
+        loopback = ipaddress.ip_address(self.bind_address).is_loopback
+        self._advertise = _advertise_address() if loopback else self.bind_address
         _write_pki(
             self.pki_dir,
-            server_ips=["127.0.0.1", self._advertise, str(next(iter(self._service_ips())))],
+            server_ips=["127.0.0.1", self.bind_address, self._advertise, str(next(iter(self._service_ips())))],
             server_names=[
                 "localhost",
                 "kubernetes",
@@ -567,9 +581,9 @@ class ControlPlane:
             ],
         )
         self._ssl = None
-        self._tokens = {user: secrets.token_urlsafe(32) for user in USERS}
+        self._tokens = {user: secrets.token_urlsafe(32) for user in self._users}
         lines = []
-        for index, (user, groups) in enumerate(USERS.items()):
+        for index, (user, groups) in enumerate(self._users.items()):
             line = f"{self._tokens[user]},{user},uid-{index}-{user}"
             if groups:
                 line += ',"' + ",".join(groups) + '"'
@@ -602,7 +616,7 @@ class ControlPlane:
         daemon.attempt += 1
         for port_name in daemon.ports:
             self._ports.pop(port_name, None)
-            self._ports[port_name] = _pick_port(set(self._ports.values()))
+            self._ports[port_name] = _pick_port(set(self._ports.values()), self.bind_address)
         if daemon.before_launch is not None:
             daemon.before_launch()
         daemon.process = self._launch(daemon.name, daemon.name, daemon.args())
@@ -657,13 +671,13 @@ class ControlPlane:
 
         def write_kubeconfigs() -> None:  # they name the server's port
             self._write_kubeconfig(self.kubeconfig, "admin", self._tokens["admin"])
-            for user in USERS:
+            for user in self._users:
                 self._write_kubeconfig(self.kubeconfig_dir / f"{user}.kubeconfig", user, self._tokens[user])
 
         def args() -> list[str]:
             return [
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={self.bind_address}",
                 f"--secure-port={self._ports['apiserver']}",
                 f"--advertise-address={self._advertise}",
                 f"--tls-cert-file={pki / 'tls.crt'}",
@@ -685,6 +699,7 @@ class ControlPlane:
                 # exec/logs dial the node's InternalIP (loopback for kwok nodes), never a hostname
                 # that would need DNS: nothing leaves this machine.
                 "--kubelet-preferred-address-types=InternalIP",
+                *self.apiserver_args,
             ]
 
         return _Daemon(
