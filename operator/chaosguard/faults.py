@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from chaosguard.kube import Cluster
+from chaosguard.lanes import ApiLanes
 from chaosguard.models import FaultRecord, FaultState, LatencySpec
 from chaosguard.netem import clear_command, injector_command
 
@@ -95,7 +96,7 @@ def clear_container(run_id: str, experiment: str, attempt: int, image: str) -> d
 
 
 async def clear_fault(
-    cluster: Cluster,
+    api: ApiLanes,
     fault: FaultRecord,
     run_id: str,
     experiment: str,
@@ -103,10 +104,11 @@ async def clear_fault(
     now: Callable[[], datetime],
     image: str,
 ) -> None:
-    """Takes one fault out early and records how; never raises."""
+    """Takes one fault out early and records how; never raises. (Callers on an abort path run it
+    in the urgent lane, so its calls never wait behind routine work.)"""
     try:
-        output = await asyncio.to_thread(
-            cluster.exec_in_container,
+        output = await api.call(
+            Cluster.exec_in_container,
             fault.namespace,
             fault.name,
             fault.container,
@@ -122,14 +124,14 @@ async def clear_fault(
     except Exception as error:
         exec_problem = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
     try:
-        uid, existing = await asyncio.to_thread(cluster.ephemeral_containers, fault.namespace, fault.name)
+        uid, existing = await api.call(Cluster.ephemeral_containers, fault.namespace, fault.name)
         if uid != fault.uid:
             fault.state, fault.removed_at, fault.removed_by = FaultState.REMOVED, now(), f"{why} (pod gone)"
             fault.message = "the pod is gone, and its network namespace with it"
             return
         attempt = 1 + sum(1 for c in existing if str(c.get("name", "")).startswith(container_name(run_id, "clear")))
         cleaner = clear_container(run_id, experiment, attempt, image)
-        await asyncio.to_thread(cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
+        await api.call(Cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
     except Exception as error:
         fault.state = FaultState.FAILED
         fault.message = (
