@@ -15,3 +15,29 @@ ABORT_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
 SLI_VALUE = Gauge("chaosguard_sli_value", "Last value of each steady-state condition.", ["experiment", "condition"])
+
+# The loop itself (issue 10): how late guard ticks start, what the API costs, what waits, what is written.
+GUARD_TICK_LATENESS = Histogram(
+    "chaosguard_guard_tick_lateness_seconds",
+    "How late each guard tick started against its schedule (one observation per run per tick).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+GUARD_TICK_QUERIES = Histogram(
+    "chaosguard_guard_tick_queries",
+    "Distinct (endpoint, query) pairs asked in one guard tick, for all runs due in it.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+API_CALL_SECONDS = Histogram(
+    "chaosguard_api_call_seconds",
+    "Kubernetes API calls made by the engine, by call and lane (urgent: aborts and rollbacks).",
+    ["call", "lane"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+API_CALLS_QUEUED = Gauge(
+    "chaosguard_api_calls_queued", "API calls submitted to a lane and not yet finished, by lane.", ["lane"]
+)
+STATUS_WRITES = Counter(
+    "chaosguard_status_writes_total",
+    "Status merge patches written, by why: change (a state change, at once) or batch (SLI samples).",
+    ["why"],
+)
