@@ -345,19 +345,31 @@ NEEDED = [
     ("watch", "chaosexperiments.chaosguard.dev", "-A"),
     ("patch", "chaosexperiments.chaosguard.dev"),  # kopf: finalizer, progress annotations
     ("patch", "chaosexperiments.chaosguard.dev", "--subresource=status"),  # Cluster.patch_experiment_status
-    ("list", "chaospolicies.chaosguard.dev"),  # Cluster.policies
+    ("list", "chaospolicies.chaosguard.dev"),  # the watch cache (informers.py); Cluster.policies
+    ("watch", "chaospolicies.chaosguard.dev"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),  # kopf notices CRDs established late
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("list", "namespaces"),  # Cluster.namespace_labels
-    ("list", "pods", "-A"),  # Cluster.pods
+    ("list", "namespaces"),  # the watch cache; Cluster.namespace_labels
+    ("watch", "namespaces"),
+    ("list", "pods", "-A"),  # the watch cache; Cluster.pods
+    ("watch", "pods", "-A"),
+    ("get", "pods"),  # faults.py: ephemeral containers, the kubelet's report on the injector
+    ("patch", "pods", "--subresource=ephemeralcontainers"),  # faults.py: injector and clean-up container
     ("create", "pods", "--subresource=eviction"),  # Cluster.kill (default)
     ("delete", "pods"),  # Cluster.kill with respectDisruptionBudgets: false
-    ("get", "deployments.apps"),  # Cluster.desired_replicas, workload_object
+    ("get", "deployments.apps"),  # Cluster.workload_object
     ("get", "statefulsets.apps"),
-    ("get", "replicasets.apps"),  # _OwnerResolver
+    ("get", "replicasets.apps"),
+    ("list", "deployments.apps", "-A"),  # the watch cache: desired replicas, owners
+    ("watch", "deployments.apps", "-A"),
+    ("list", "replicasets.apps", "-A"),
+    ("watch", "replicasets.apps", "-A"),
+    ("list", "statefulsets.apps", "-A"),
+    ("watch", "statefulsets.apps", "-A"),
     ("create", "events"),  # kopf.event
     ("get", "chaosexperiments.chaosguard.dev"),  # Cluster.experiment (the approval webhook)
-    ("list", "chaosapprovals.chaosguard.dev"),  # Cluster.approvals
+    ("list", "chaosapprovals.chaosguard.dev"),  # the watch cache; Cluster.approvals
+    ("watch", "chaosapprovals.chaosguard.dev"),
     ("create", "subjectaccessreviews.authorization.k8s.io"),  # Cluster.may
     ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io"),  # kopf, managed webhooks
     ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
@@ -376,7 +388,13 @@ DENIED = [
     ("list", "secrets", "-A"),
     ("create", "pods"),
     ("patch", "pods"),
-    ("create", "pods", "--subresource=exec"),
+    ("create", "pods", "--subresource=exec"),  # README, "Security": a clean-up container instead
+    ("get", "pods", "--subresource=exec"),
+    ("create", "pods", "--subresource=attach"),
+    ("create", "pods", "--subresource=portforward"),
+    ("get", "pods", "--subresource=log"),
+    ("patch", "pods", "--subresource=status"),
+    ("update", "pods", "--subresource=ephemeralcontainers"),  # patch adds; update could rewrite the list
     ("delete", "pods", "--subresource=eviction"),
     ("delete", "namespaces"),
     ("patch", "namespaces"),
