@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -39,7 +40,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar, cast
 
@@ -106,22 +106,6 @@ class WatchError(Exception):
 
 
 # --------------------------------------------------------------------------- projections
-
-
-@dataclass(frozen=True, slots=True)
-class PodFacts:
-    """What the engine needs of a pod; the workload is resolved at read time (ReplicaSet -> Deployment)."""
-
-    namespace: str
-    name: str
-    uid: str
-    labels: Mapping[str, str]
-    phase: str
-    ready: bool
-    ready_since: datetime | None
-    terminating: bool
-    controller_kind: str | None
-    controller_name: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +186,9 @@ def project_approval(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(item)
 
 
-def project_pod(raw: Mapping[str, Any]) -> PodFacts:
+def project_pod(raw: Mapping[str, Any]) -> PodView:
+    """The pod as selection sees it, except that `workload` is its direct controller ("ReplicaSet/x"):
+    which Deployment owns a ReplicaSet is the ReplicaSet's business, resolved when pods are read."""
     metadata = _metadata(raw)
     status = raw.get("status") or {}
     ready_condition = next(
@@ -211,17 +197,16 @@ def project_pod(raw: Mapping[str, Any]) -> PodFacts:
     )
     transition = ready_condition.get("lastTransitionTime") if ready_condition is not None else None
     controller = _controller(raw)
-    return PodFacts(
+    return PodView(
         namespace=sys.intern(str(metadata.get("namespace") or "")),
         name=str(metadata["name"]),
         uid=str(metadata.get("uid") or ""),
         labels=_frozen_labels(raw),
         phase=sys.intern(str(status.get("phase") or "Unknown")),
         ready=ready_condition is not None,
-        ready_since=parse_time(str(transition)) if transition else None,
         terminating=metadata.get("deletionTimestamp") is not None,
-        controller_kind=controller[0] if controller else None,
-        controller_name=controller[1] if controller else None,
+        workload=f"{controller[0]}/{controller[1]}" if controller is not None else None,
+        ready_since=parse_time(str(transition)) if transition else None,
     )
 
 
@@ -347,6 +332,7 @@ class InformerHealth:
     relists: int
     events: int
     bookmarks: int
+    failures: int
     last_error: str | None
 
 
@@ -387,7 +373,8 @@ class Informer(Generic[T]):
         self.relists = 0
         self.events = 0
         self.bookmarks = 0
-        self.last_error: str | None = None
+        self.failures = 0  # list or watch attempts that failed (each logged), over the informer's life
+        self.last_error: str | None = None  # the latest failure, cleared once a list or watch works again
 
     # -- state --
 
@@ -417,6 +404,7 @@ class Informer(Generic[T]):
             relists=self.relists,
             events=self.events,
             bookmarks=self.bookmarks,
+            failures=self.failures,
             last_error=self.last_error,
         )
 
@@ -477,6 +465,7 @@ class Informer(Generic[T]):
 
     def _note_failure(self, error: Exception, failures: int) -> None:
         message = _describe(error)
+        self.failures += 1
         self.last_error = message
         position = f"from resourceVersion {self.resource_version}" if self.resource_version else "by listing"
         if failures == 0 or message != self._last_logged_error:
@@ -543,6 +532,7 @@ class Informer(Generic[T]):
             self._stream_open = True
         self._stream_opened_at = time.monotonic()
         self._heard()
+        self.last_error = None
         try:
             if self._stopping.is_set():  # stop() came before the response was there to shut down
                 return
@@ -809,28 +799,18 @@ class ClusterCache:
         """Every pod of the namespace with its top workload, resolved as kube._OwnerResolver does."""
         pods = self._synced_store(self._pods).items(namespace)
         replica_sets = self._synced_store(self._replica_sets)
-        return [self._pod_view(pod, replica_sets) for pod in pods]
+        return [self._resolved(pod, replica_sets) for pod in pods]
 
     @staticmethod
-    def _pod_view(pod: PodFacts, replica_sets: Store[WorkloadFacts]) -> PodView:
-        workload: str | None = None
-        if pod.controller_kind is not None:
-            workload = f"{pod.controller_kind}/{pod.controller_name}"
-            if pod.controller_kind == "ReplicaSet" and pod.controller_name is not None:
-                replica_set = replica_sets.get(pod.namespace, pod.controller_name)
-                if replica_set is not None and replica_set.deployment is not None:
-                    workload = f"Deployment/{replica_set.deployment}"
-        return PodView(
-            namespace=pod.namespace,
-            name=pod.name,
-            uid=pod.uid,
-            labels=pod.labels,
-            phase=pod.phase,
-            ready=pod.ready,
-            terminating=pod.terminating,
-            workload=workload,
-            ready_since=pod.ready_since,
-        )
+    def _resolved(pod: PodView, replica_sets: Store[WorkloadFacts]) -> PodView:
+        """A pod controlled by a ReplicaSet that a Deployment controls belongs to the Deployment."""
+        kind, _, name = (pod.workload or "").partition("/")
+        if kind != "ReplicaSet":
+            return pod
+        replica_set = replica_sets.get(pod.namespace, name)
+        if replica_set is None or replica_set.deployment is None:
+            return pod
+        return dataclasses.replace(pod, workload=f"Deployment/{replica_set.deployment}")
 
     def _workload(self, namespace: str, workload: str) -> WorkloadFacts | None:
         kind, _, name = workload.partition("/")
