@@ -10,7 +10,7 @@ selection, windows); this module only sequences them with the API calls in `kube
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import copy
 import logging
 import math
 import random
@@ -22,19 +22,23 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from chaosguard import faults, gates, metrics, windows
+from chaosguard import faults, gates, lanes, metrics, windows
 from chaosguard.clock import Clock
 from chaosguard.durations import format_seconds, to_seconds
 from chaosguard.errors import describe_validation_error
 from chaosguard.faults import clear_fault
-from chaosguard.guard import SteadyStateProbe
+from chaosguard.guard import GuardedRun, GuardScheduler, SteadyStateProbe
+from chaosguard.informers import ClusterCache
 from chaosguard.kube import Cluster, api_message
+from chaosguard.lanes import ApiLanes
 from chaosguard.logs import ExperimentLogger
+from chaosguard.mergepatch import merge_patch
 from chaosguard.models import (
     ABORT_ANNOTATION,
     Action,
     ChaosExperimentSpec,
     ChaosExperimentStatus,
+    ChaosPolicy,
     Condition,
     ConditionStatus,
     FaultRecord,
@@ -67,6 +71,7 @@ from chaosguard.selection import (
     classify,
     kill_refusal,
     pod_refusal,
+    recovered_at,
     requested_count,
     workload_states,
 )
@@ -77,24 +82,32 @@ MAX_SLI_POINTS = 60
 DEFAULT_RECOVERY_TIMEOUT = 300.0
 IDLE_POLL_SECONDS = 5.0
 ACTIVE_POLL_SECONDS = 1.0
+SAMPLE_BATCH_SECONDS = 5.0  # SLI samples reach status at most this often per run (and always at the end)
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]  # (object body, type, reason, message)
 
 
 @dataclass
 class OperatorContext:
-    """What every experiment driver of one operator process shares."""
+    """What every experiment driver of one operator process shares: the API lanes, the
+    watch-backed cache every step reads from, and the one guard scheduler for all runs."""
 
-    cluster: Cluster
+    api: ApiLanes
+    cache: ClusterCache
     clock: Clock
     emit: Emit
+    batcher: QueryBatcher
+    guard: GuardScheduler
     operator_namespace: str | None = None
     signing_key: bytes | None = None  # for author and approver stamps (security.prepare loads it)
     webhooks: bool = False  # started with the admission webhooks: every experiment needs an author stamp
-    batcher: QueryBatcher = field(default_factory=lambda: QueryBatcher(reuse_within=0.5))
     workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    running: set[str] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)  # this process's runs, including starts in progress
+
+    @property
+    def cluster(self) -> Cluster:
+        """The routine lane's client, for code that runs its own calls (start-up, admission)."""
+        return self.api.cluster
 
     def workload_lock(self, key: str) -> asyncio.Lock:
         return self.workload_locks.setdefault(key, asyncio.Lock())
@@ -116,8 +129,11 @@ class ExperimentDriver:
         # Every line carries the experiment and the run (fields of their own with --log-format json).
         self.logger = ExperimentLogger(logger, self.key, self.log_run_id)
         self.save_lock = asyncio.Lock()
+        # What the API holds of our status, as we last wrote it: each save sends only the difference.
+        self.written: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
+        self.last_write = 0.0  # loop time of the last status write
         self.abort_requested = asyncio.Event()
-        self.guard_task: asyncio.Task[None] | None = None
+        self.guarded: GuardedRun | None = None
         self.stopped: Any = False  # kopf's stop flag once `run` starts: the object is being deleted, or we exit
 
     # ------------------------------------------------------------------ identity
@@ -171,7 +187,7 @@ class ExperimentDriver:
                 await stopped.wait(delay)
         finally:
             self.context.running.discard(self.key)
-            await self.stop_guard()
+            self.stop_guard()
 
     async def step(self) -> float:
         """Advances the experiment by at most one transition; returns how long to wait."""
@@ -191,6 +207,9 @@ class ExperimentDriver:
             await self.abort_on_request(str(requested))
 
         phase = self.status.phase
+        if phase is Phase.RUNNING:
+            return await self.advance_run(spec)
+        await self.track_late_recovery(spec)
         if phase is None:
             self.status.phase = Phase.PENDING
             self.status.message = "the spec is valid; checking it against policy"
@@ -204,17 +223,29 @@ class ExperimentDriver:
             return await gates.await_approvals(self, spec)
         if phase is Phase.SCHEDULED:
             return await self.wait_for_trigger(spec)
-        if phase is Phase.RUNNING:
-            return await self.advance_run(spec)
         return IDLE_POLL_SECONDS
 
     # ------------------------------------------------------------------ world
 
     async def world(self, spec: ChaosExperimentSpec) -> World:
-        labels, policies = await asyncio.gather(
-            asyncio.to_thread(self.context.cluster.namespace_labels),
-            asyncio.to_thread(self.context.cluster.policies),
+        """The policies and namespace labels as the watch-backed cache has them (every step)."""
+        cache = self.context.cache
+        return self.world_of(spec, cache.policies(), cache.namespace_labels())
+
+    async def fresh_world(self, spec: ChaosExperimentSpec) -> World:
+        """The same, read from the API right now: a kill cannot be undone, so the policy and the
+        labels it is judged by must be the current ones, not the cache's view of a moment ago."""
+        namespaces = sorted({*target_namespaces(spec, self.namespace), self.namespace})
+        policies = asyncio.ensure_future(self.context.api.call(Cluster.policies))
+        labels = await asyncio.gather(
+            *(self.context.api.call(Cluster.namespace_labels_of, namespace) for namespace in namespaces)
         )
+        known = {namespace: found for namespace, found in zip(namespaces, labels, strict=True) if found is not None}
+        return self.world_of(spec, await policies, known)
+
+    def world_of(
+        self, spec: ChaosExperimentSpec, policies: list[ChaosPolicy], labels: dict[str, dict[str, str]]
+    ) -> World:
         namespaces = [*target_namespaces(spec, self.namespace), self.namespace]
         chosen = applicable_policies(policies, namespaces, labels)
         return World(combine(chosen, self.context.operator_namespace), labels)
@@ -235,13 +266,12 @@ class ExperimentDriver:
         why = reason or "no reason given"
         if self.status.current_run is not None:
             self.abort_requested.set()
-            await self.roll_back_faults("abort on request")
-            await self.end_run(Phase.ABORTED, "AbortRequested", f"aborted on request: {why}")
+            with lanes.urgent():
+                await self.roll_back_faults("abort on request")
+                await self.end_run(Phase.ABORTED, "AbortRequested", f"aborted on request: {why}")
         else:
             self.emit("Normal", "AbortRequested", f"abort requested ({why}), but no run was in progress")
-        await asyncio.to_thread(
-            self.context.cluster.remove_experiment_annotation, self.namespace, self.name, ABORT_ANNOTATION
-        )
+        await self.context.api.call(Cluster.remove_experiment_annotation, self.namespace, self.name, ABORT_ANNOTATION)
 
     async def reject(self, reason: str, message: str, refusals: list[Refusal] | None = None) -> None:
         self.status.phase = Phase.REJECTED
@@ -292,14 +322,19 @@ class ExperimentDriver:
         if refusal is None and not await gates.approvals_hold(self, spec, world):
             return 0.0
         if refusal is None:
-            async with self.context.start_lock:
-                running = await self.running_elsewhere()
-                refusal = concurrency_refusal(world.effective, running)
-                if refusal is None:
+            # Counting and taking the slot happen with no await in between, so two experiments can
+            # never both take the last one; the slot is held while the before-check asks Prometheus.
+            refusal = concurrency_refusal(world.effective, self.running_elsewhere())
+            if refusal is None:
+                self.context.running.add(self.key)
+                try:
                     refusal = await self.steady_state_refusal(spec, now)
-                if refusal is None:
-                    await self.start_run(spec, world, now)
-                    return 0.0
+                    if refusal is None:
+                        await self.start_run(spec, world, now)
+                        return 0.0
+                finally:
+                    if self.status.current_run is None:
+                        self.context.running.discard(self.key)
         if refusal.rule == "max-concurrent-experiments" and spec.schedule is None:
             if self.status.message != f"waiting: {refusal}":
                 self.status.message = f"waiting: {refusal}"
@@ -331,13 +366,10 @@ class ExperimentDriver:
             return refusals[0]
         return time_refusal(world.effective, now)
 
-    async def running_elsewhere(self) -> int:
-        items = await asyncio.to_thread(self.context.cluster.experiments)
-        keys = {
-            f"{item['metadata']['namespace']}/{item['metadata']['name']}"
-            for item in items
-            if (item.get("status") or {}).get("phase") == Phase.RUNNING.value
-        }
+    def running_elsewhere(self) -> int:
+        """Runs in progress besides this one: what the cache says is Running, and this process's
+        own starts that the cache may not have seen yet (counting one twice only ever refuses)."""
+        keys = self.context.cache.running_experiments()
         return len((keys | self.context.running) - {self.key})
 
     async def start_run(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> None:
@@ -383,7 +415,10 @@ class ExperimentDriver:
                 await self.inject_round(spec, world, run, now)
             else:
                 await self.kill_round(spec, world, run, now)
-        await self.track_recovery(run)
+        if spec.action is Action.LATENCY and await self.settle_injectors(run):
+            return 0.0
+        if await self.track_recovery(run):
+            await self.save()
         now = self.now()
         if now >= run.deadline:
             return await self.finish_if_recovered(spec, run, now)
@@ -406,7 +441,7 @@ class ExperimentDriver:
         if not pending:
             return
         for kill in pending:
-            pods = await asyncio.to_thread(self.context.cluster.pods, kill.namespace)
+            pods = await self.context.api.call(Cluster.pods, kill.namespace)
             alive = next((pod for pod in pods if pod.uid == kill.uid and not pod.terminating), None)
             if alive is None:
                 kill.result, kill.method = KillResult.KILLED, "eviction"
@@ -422,7 +457,7 @@ class ExperimentDriver:
         """The round's targets, chosen reproducibly (seeded by experiment, run and round) and recorded."""
         pods: list[PodView] = []
         for namespace in target_namespaces(spec, self.namespace):
-            pods.extend(await asyncio.to_thread(self.context.cluster.pods, namespace))
+            pods.extend(self.context.cache.pods(namespace))
         eligibility = classify(pods, spec.target.selector, world.effective, world.namespace_labels)
         count = requested_count(spec.target, len(eligibility.eligible))
         seed = f"{self.body['metadata'].get('uid')}/{run.id}/{round_number}"
@@ -437,12 +472,17 @@ class ExperimentDriver:
         return chosen
 
     async def live_refusal(
-        self, victim: PodView, world: World, min_available: int | str | None, already_down: int = 0
+        self, spec: ChaosExperimentSpec, victim: PodView, min_available: int | str | None, already_down: int = 0
     ) -> Refusal | None:
-        """Judged against the live workload right before acting (call it under the workload's lock):
-        the pod must still be there and eligible, and one more pod down must stay within the cap and
-        the minimum-available floor. `already_down` counts this run's own faults the API cannot see."""
-        live, state = await self.live_workload(victim)
+        """Judged right before acting (call it under the workload's lock), from fresh reads, never
+        the cache: the policies and namespace labels as they are now, and the workload's live pods.
+        No suspension or closed window; the pod still there and eligible; one more pod down still
+        within the cap and the minimum-available floor. `already_down` counts this run's own
+        faults the API cannot see."""
+        (live, state), world = await asyncio.gather(self.live_workload(victim), self.fresh_world(spec))
+        stop = self.stop_reason(world, self.now())
+        if stop is not None:
+            return stop
         current = next((pod for pod in live if pod.uid == victim.uid), None)
         if current is None:
             return Refusal("gone", f"pod {victim.key} is gone")
@@ -470,7 +510,7 @@ class ExperimentDriver:
     ) -> None:
         workload_key = victim.workload_key or victim.key
         async with self.context.workload_lock(workload_key):
-            refusal = await self.live_refusal(victim, world, spec.pod_kill_settings.min_available)
+            refusal = await self.live_refusal(spec, victim, spec.pod_kill_settings.min_available)
             record = KillRecord(
                 namespace=victim.namespace,
                 name=victim.name,
@@ -506,8 +546,8 @@ class ExperimentDriver:
             self.append_kill(run, record)
             await self.save()
             settings = spec.pod_kill_settings
-            result, method, message = await asyncio.to_thread(
-                self.context.cluster.kill,
+            result, method, message = await self.context.api.call(
+                Cluster.kill,
                 victim,
                 grace_period_seconds=settings.grace_period_seconds,
                 use_eviction=settings.respect_disruption_budgets,
@@ -520,19 +560,28 @@ class ExperimentDriver:
         text = f"{_verb(result)} pod {victim.key} (uid {victim.uid}) of {victim.workload} by {method}: {message}"
         self.emit("Normal" if result is not KillResult.FAILED else "Warning", f"Pod{result.value}", text)
         if result is KillResult.KILLED and victim.workload:
-            owner = await asyncio.to_thread(self.context.cluster.workload_object, victim.namespace, victim.workload)
+            owner = await self.context.api.call(Cluster.workload_object, victim.namespace, victim.workload)
             if owner is not None:
                 self.context.emit(
                     owner, "Normal", "ChaosPodKilled", f"ChaosExperiment {self.key} killed pod {victim.name}"
                 )
 
     async def live_workload(self, victim: PodView) -> tuple[list[PodView], WorkloadState]:
-        pods = await asyncio.to_thread(self.context.cluster.pods, victim.namespace)
+        """The victim's workload as it is now, read fresh: its pods (only those its own selector
+        picks, where the cache knows the selector) and its desired replicas."""
+        selector = None
+        if victim.workload is not None:
+            selector = self.context.cache.workload_label_selector(victim.namespace, victim.workload)
         desired: dict[str, int] = {}
         if victim.workload is not None and victim.workload_key is not None:
-            replicas = await asyncio.to_thread(self.context.cluster.desired_replicas, victim.namespace, victim.workload)
+            pods, replicas = await asyncio.gather(
+                self.context.api.call(Cluster.live_pods, victim.namespace, selector),
+                self.context.api.call(Cluster.desired_replicas, victim.namespace, victim.workload),
+            )
             if replicas is not None:
                 desired[victim.workload_key] = replicas
+        else:
+            pods = await self.context.api.call(Cluster.live_pods, victim.namespace, selector)
         states = workload_states(pods, desired)
         key = victim.workload_key or victim.key
         return pods, states.get(key, WorkloadState(key=key, desired=1, ready=1 if victim.ready else 0))
@@ -544,34 +593,57 @@ class ExperimentDriver:
 
     # ------------------------------------------------------------------ recovery and the end of a run
 
-    async def track_recovery(self, run: RunStatus) -> None:
+    async def track_recovery(self, run: RunStatus) -> bool:
+        """Fills in each killed pod's recovery time once its workload is back at full Ready strength,
+        dated by the pods' own Ready transitions (so the figure is the workload's, not how busy the
+        operator was). The killed pods themselves never count, even before the cache sees them go.
+        Returns whether anything changed (the caller saves)."""
         waiting = [k for k in run.kills if k.result is KillResult.KILLED and k.recovered_after_seconds is None]
         if not waiting:
-            return
+            return False
+        killed = {k.uid for k in run.kills if k.result is KillResult.KILLED}
+        cache = self.context.cache
         changed = False
-        for workload_key in sorted({(k.namespace, k.workload) for k in waiting}):
-            namespace, workload = workload_key
-            pods = await asyncio.to_thread(self.context.cluster.pods, namespace)
-            replicas = await asyncio.to_thread(self.context.cluster.desired_replicas, namespace, workload)
-            state = workload_states(pods, {f"{namespace}/{workload}": replicas or 0}).get(f"{namespace}/{workload}")
-            if state is None or state.down > 0:
-                continue
-            now = self.now()
+        for namespace, workload in sorted({(k.namespace, k.workload) for k in waiting}):
+            key = f"{namespace}/{workload}"
+            pods = [pod for pod in cache.pods(namespace) if pod.uid not in killed]
+            replicas = cache.desired_replicas(namespace, workload)
+            state = workload_states(pods, {key: replicas or 0}).get(key)
+            desired = state.desired if state is not None else max(replicas or 0, 1)
             for kill in waiting:
-                if (kill.namespace, kill.workload) == workload_key:
-                    kill.recovered_after_seconds = round((now - kill.at).total_seconds(), 3)
-                    changed = True
-                    self.emit(
-                        "Normal",
-                        "WorkloadRecovered",
-                        f"{workload} in {namespace} back at full Ready strength "
-                        f"{kill.recovered_after_seconds}s after pod {kill.name} was killed",
-                    )
-        if changed:
-            await self.save()
+                if (kill.namespace, kill.workload) != (namespace, workload):
+                    continue
+                back = recovered_at(pods, key, desired, kill.at)
+                if back is None:
+                    continue
+                kill.recovered_after_seconds = round((back - kill.at).total_seconds(), 3)
+                changed = True
+                self.emit(
+                    "Normal",
+                    "WorkloadRecovered",
+                    f"{workload} in {namespace} back at full Ready strength "
+                    f"{kill.recovered_after_seconds}s after pod {kill.name} was killed",
+                )
+        return changed
+
+    async def track_late_recovery(self, spec: ChaosExperimentSpec) -> None:
+        """After a run ended (an abort a second after a kill, say), its killed pods' recovery is still
+        recorded when it comes, for as long as the recovery timeout after the run."""
+        run = self.status.last_run
+        if run is None or run.finished_at is None:
+            return
+        timeout = to_seconds(spec.steady_state.recovery.timeout) if spec.steady_state else DEFAULT_RECOVERY_TIMEOUT
+        if (self.now() - run.finished_at).total_seconds() > timeout or not await self.track_recovery(run):
+            return
+        times = {kill.uid: kill.recovered_after_seconds for kill in run.kills}
+        for past in self.status.history:
+            if past.id == run.id:
+                for kill in past.kills:
+                    kill.recovered_after_seconds = times.get(kill.uid, kill.recovered_after_seconds)
+        await self.save()
 
     async def finish_if_recovered(self, spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> float:
-        await self.stop_guard()
+        self.stop_guard()
         unrecovered = [k for k in run.kills if k.result is KillResult.KILLED and k.recovered_after_seconds is None]
         sli_problem = await self.steady_state_after(spec, run, now) if not unrecovered else None
         if not unrecovered and sli_problem is None:
@@ -600,9 +672,12 @@ class ExperimentDriver:
         return 0.0
 
     async def end_run(self, result: Phase, reason: str, message: str) -> None:
-        if asyncio.current_task() is not self.guard_task:
-            self.abort_requested.set()  # no kill may start while the run is being closed
-            await self.stop_guard()
+        if result is not Phase.COMPLETED and not lanes.in_urgent_lane():
+            with lanes.urgent():  # a stop (suspension, window, spec change) is an abort too
+                await self.end_run(result, reason, message)
+            return
+        self.abort_requested.set()  # no kill may start while the run is being closed
+        self.stop_guard()
         await self.roll_back_faults(_removal_cause(reason))
         run = self.status.current_run
         if run is not None:
@@ -639,7 +714,7 @@ class ExperimentDriver:
     def probe(self, spec: ChaosExperimentSpec) -> SteadyStateProbe | None:
         if spec.steady_state is None:
             return None
-        return SteadyStateProbe(self.context.cluster, self.context.batcher, self.namespace, spec.steady_state)
+        return SteadyStateProbe(self.context.api, self.context.batcher, self.namespace, spec.steady_state)
 
     async def steady_state_refusal(self, spec: ChaosExperimentSpec, now: datetime) -> Refusal | None:
         """The before-check: a run starts only from a steady state that holds right now."""
@@ -675,45 +750,41 @@ class ExperimentDriver:
         return "; ".join(problems) or None
 
     def resume_guard(self) -> None:
+        """Puts the current run under the operator's one guard scheduler (at start, or on resume)."""
         try:
             spec = ChaosExperimentSpec.model_validate(dict(self.body["spec"]))
         except ValidationError:
             return
-        if spec.steady_state is None or (self.guard_task is not None and not self.guard_task.done()):
-            return
-        self.guard_task = asyncio.create_task(self.guard_loop(spec), name=f"guard {self.key}")
-
-    async def stop_guard(self) -> None:
-        task, self.guard_task = self.guard_task, None
-        if task is None or task is asyncio.current_task() or task.done():
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def guard_loop(self, spec: ChaosExperimentSpec) -> None:
-        """Every steadyState.interval while the run lasts; apart from the driver, so that a stuck
-        kill cannot delay an abort."""
+        run = self.status.current_run
         probe = self.probe(spec)
-        assert probe is not None and spec.steady_state is not None
-        interval = to_seconds(spec.steady_state.interval)
-        loop = asyncio.get_running_loop()
-        while True:
-            run = self.status.current_run
-            if run is None or run.deadline is None or self.now() >= run.deadline:
-                return
-            tick_started = loop.time()
-            verdict = await probe.check(GuardState.from_wire(run.sli_state), self.now())
-            metrics.GUARD_CHECKS.labels(verdict.kind.value).inc()
-            if self.status.current_run is not run:
-                return
-            run.sli_state = verdict.state.to_wire()
-            self.record_samples(run, verdict)
-            if verdict.abort:
+        if probe is None or spec.steady_state is None or run is None or self.guarded is not None:
+            return
+        self.guarded = GuardedRun(
+            key=self.key,
+            probe=probe,
+            interval=to_seconds(spec.steady_state.interval),
+            state=lambda: GuardState.from_wire(run.sli_state),
+            on_verdict=lambda verdict: self.on_guard_verdict(run, verdict),
+        )
+        self.context.guard.add(self.guarded)
+
+    def stop_guard(self) -> None:
+        guarded, self.guarded = self.guarded, None
+        if guarded is not None:
+            self.context.guard.remove(self.key, guarded)
+
+    async def on_guard_verdict(self, run: RunStatus, verdict: Verdict) -> None:
+        """One tick's verdict for `run`: a breach aborts at once; samples reach status in batches."""
+        if self.status.current_run is not run or run.deadline is None or verdict.at >= run.deadline:
+            return  # the run ended meanwhile, or its after-check is the one that counts now
+        run.sli_state = verdict.state.to_wire()
+        self.record_samples(run, verdict)
+        if verdict.abort:
+            with lanes.urgent():
                 await self.abort_for(verdict)
-                return
-            await self.save()
-            await asyncio.sleep(max(0.0, interval - (loop.time() - tick_started)))
+            return
+        if asyncio.get_running_loop().time() - self.last_write >= SAMPLE_BATCH_SECONDS:
+            await self.save(batch=True)
 
     def record_samples(self, run: RunStatus, verdict: Verdict) -> None:
         for result in verdict.results:
@@ -725,9 +796,11 @@ class ExperimentDriver:
                 metrics.SLI_VALUE.labels(self.key, result.condition).set(result.value)
 
     async def abort_for(self, verdict: Verdict) -> None:
-        """Stops every further fault and rolls back first, then records the breach and says so."""
+        """Stops every further fault and rolls back first, then records the breach and says so
+        (call it in the urgent lane)."""
         started = asyncio.get_running_loop().time()
         self.abort_requested.set()
+        self.stop_guard()
         await self.roll_back_faults(f"SLI guard: {verdict.reason}")
         run = self.status.current_run
         breach = verdict.breach
@@ -764,7 +837,7 @@ class ExperimentDriver:
                 fault.state, fault.removed_at = FaultState.REMOVED, fault.deadline
                 fault.removed_by = "deadline (the injector's own timer)"
             else:
-                await clear_fault(self.context.cluster, fault, run.id, self.key, why, self.now, faults.injector_image())
+                await clear_fault(self.context.api, fault, run.id, self.key, why, self.now, faults.injector_image())
             verb = "removed" if fault.state is FaultState.REMOVED else "could not be removed"
             self.emit(
                 "Normal" if fault.state is FaultState.REMOVED else "Warning",
@@ -787,12 +860,27 @@ class ExperimentDriver:
             await self.inject_one(spec, world, run, victim)
         await self.save()
 
+    async def settle_injectors(self, run: RunStatus) -> bool:
+        """An injector that exited early (e.g. on a node without sch_netem) fails its fault with the
+        kubelet's reason; a run with no fault left in ends Failed. True when it ended the run."""
+        image = faults.injector_image()
+        failed = await faults.settle_injectors(self.context.api, run.faults, run.id, self.key, self.now, image)
+        for fault in failed:
+            self.emit("Warning", "LatencyFailed", f"pod {fault.namespace}/{fault.name}: {fault.message}")
+        if not run.faults or any(f.state is not FaultState.FAILED for f in run.faults):
+            if failed:
+                await self.save()
+            return False
+        message = f"run {run.id}: no latency is in place: {run.faults[0].message}"
+        await self.end_run(Phase.FAILED, "InjectionFailed", message)
+        return True
+
     async def inject_one(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, victim: PodView) -> None:
         assert spec.latency is not None and run.deadline is not None
         workload_key = victim.workload_key or victim.key
         async with self.context.workload_lock(workload_key):
             already = sum(1 for f in run.faults if f.workload == victim.workload and f.namespace == victim.namespace)
-            refusal = await self.live_refusal(victim, world, None, already)
+            refusal = await self.live_refusal(spec, victim, None, already)
             remaining = max(1, math.ceil((run.deadline - self.now()).total_seconds()))
             record = FaultRecord(
                 namespace=victim.namespace,
@@ -818,8 +906,8 @@ class ExperimentDriver:
             run.faults.append(record)
             await self.save()  # recorded before the call: a restart must know to clear it
             try:
-                await asyncio.to_thread(
-                    self.context.cluster.add_ephemeral_container, victim.namespace, victim.name, victim.uid, container
+                await self.context.api.call(
+                    Cluster.add_ephemeral_container, victim.namespace, victim.name, victim.uid, container
                 )
             except ApiException as error:
                 record.state = FaultState.FAILED
@@ -855,7 +943,9 @@ class ExperimentDriver:
             )
         )
 
-    async def save(self) -> None:
+    async def save(self, *, batch: bool = False) -> None:
+        """Writes what changed in status since the last write, as a merge patch (`batch`: SLI
+        samples only, which the guard sends at most every SAMPLE_BATCH_SECONDS)."""
         # The snapshot is taken inside the lock, so the last write to land is always the newest
         # state, even when the guard and the driver save at the same moment.
         async with self.save_lock:
@@ -864,7 +954,13 @@ class ExperimentDriver:
             latest = self.status.current_run or self.status.last_run
             self.status.hits = latest.kills_total if latest is not None else 0
             wire = self.status.model_dump(by_alias=True, mode="json")
-            await asyncio.to_thread(self.context.cluster.patch_experiment_status, self.namespace, self.name, wire)
+            patch = merge_patch(self.written, wire)
+            if not patch:
+                return
+            await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)
+            self.written = wire
+            self.last_write = asyncio.get_running_loop().time()
+            metrics.STATUS_WRITES.labels("batch" if batch else "change").inc()
 
     def emit(self, kind: str, reason: str, message: str) -> None:
         self.context.emit(self.body, kind, reason, message)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from chaosguard.admission import author_unknown, permission_refusals
@@ -97,7 +96,7 @@ async def judge(driver: ExperimentDriver, world: World) -> ApprovalCount:
         spec_hash=spec_hash(driver.body["spec"]),
         writers=check.stamp.writers if check.stamp is not None else frozenset(),
     )
-    items = await asyncio.to_thread(driver.context.cluster.approvals, driver.namespace)
+    items = driver.context.cache.approvals(driver.namespace)
     views = [ApprovalView.from_body(item, key) for item in items]
     count = count_valid(views, experiment, world.effective.approvals, driver.now())
     before = {record.name: record for record in driver.status.approvals}

@@ -10,13 +10,17 @@ from typing import Any, cast
 
 import kopf
 
-from chaosguard import faults, security
+from chaosguard import faults, lanes, security
 from chaosguard.clock import Clock
 from chaosguard.engine import ExperimentDriver, OperatorContext
-from chaosguard.kube import Cluster
+from chaosguard.guard import GuardScheduler
+from chaosguard.informers import ClusterCache
+from chaosguard.lanes import ApiLanes
 from chaosguard.models import FINALIZER, GROUP, VERSION
+from chaosguard.prometheus import QueryBatcher
 
 _EVENT_MESSAGE_LIMIT = 1000
+CACHE_SYNC_TIMEOUT = 120.0
 
 
 def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
@@ -33,12 +37,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Events are posted explicitly (engine.emit → kopf.event); log lines must not become a second copy.
     settings.posting.level = logging.CRITICAL + 1
     settings.watching.server_timeout = 120
+    api = ApiLanes.connect(os.environ.get("KUBECONFIG"))
+    cache = ClusterCache()
+    cache.start()
+    clock = Clock.from_environment()
+    batcher = QueryBatcher()
     memo.context = OperatorContext(
-        cluster=Cluster.connect(os.environ.get("KUBECONFIG")),
-        clock=Clock.from_environment(),
+        api=api,
+        cache=cache,
+        clock=clock,
         emit=post_event,
+        batcher=batcher,
+        guard=GuardScheduler(batcher, clock.now),
         operator_namespace=os.environ.get("CHAOSGUARD_NAMESPACE") or None,
     )
+    # No experiment is driven before the caches hold the whole cluster: an empty policy cache would
+    # read as "nothing restricts chaos". (kopf starts the daemons only after the start-up handlers.)
+    await cache.wait_synced(CACHE_SYNC_TIMEOUT)
     await security.prepare(settings, memo)  # the signing key; the webhook server with --webhook-port
     await faults.adopt_own_image(memo.context.cluster, memo.context.operator_namespace, os.environ.get("POD_NAME"))
 
@@ -67,6 +82,18 @@ async def roll_back_on_delete(body: kopf.Body, memo: kopf.Memo, logger: Any, **_
     # kopf has stopped the driver daemon, so no further fault starts; faults still in go now.
     # (A pod-kill leaves nothing to undo: the workload's controller replaces what was killed.)
     driver = ExperimentDriver(memo.context, body, logger)
-    await driver.roll_back_faults("deletion")
+    with lanes.urgent():
+        await driver.roll_back_faults("deletion")
     phase = (body.get("status") or {}).get("phase")
     post_event(body, "Normal", "Deleted", f"experiment deleted while {phase or 'new'}; its faults are rolled back")
+
+
+@kopf.on.cleanup()
+async def shut_down(memo: kopf.Memo, **_: Any) -> None:
+    context = getattr(memo, "context", None)
+    if context is None:
+        return
+    await context.guard.close()
+    await context.batcher.aclose()
+    context.cache.stop()
+    context.api.close()

@@ -58,9 +58,31 @@ class Cluster:
     custom: client.CustomObjectsApi
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> Cluster:
+    def connect(cls, kubeconfig: str | None = None, *, connections: int | None = None) -> Cluster:
+        """A client with a connection pool of its own (`connections` wide, else the client's default)."""
         load_config(kubeconfig)
-        return cls(client.CoreV1Api(), client.AppsV1Api(), client.CustomObjectsApi())
+        configuration = client.Configuration.get_default_copy()
+        if connections is not None:
+            configuration.connection_pool_maxsize = connections
+        api = client.ApiClient(configuration)
+        return cls(client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api))
+
+    def live_pods(self, namespace: str, label_selector: str | None) -> list[PodView]:
+        """A fresh read of the pods a label selector picks (all of the namespace's without one): the
+        population a kill is judged against, right before it, never from a cache."""
+        pods: list[Any] = self.core.list_namespaced_pod(namespace, label_selector=label_selector or None).items
+        owners = _OwnerResolver(self.apps, namespace)
+        return [_pod_view(pod, owners) for pod in pods]
+
+    def namespace_labels_of(self, namespace: str) -> dict[str, str] | None:
+        """One namespace's labels, fresh (None when it does not exist)."""
+        try:
+            obj: Any = self.core.read_namespace(namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(obj.metadata.labels or {})
 
     # ------------------------------------------------------------------ reading
 
@@ -79,9 +101,7 @@ class Cluster:
 
     def pods(self, namespace: str) -> list[PodView]:
         """Every pod of the namespace (the cap needs whole workloads, not only selected pods)."""
-        pods: list[Any] = self.core.list_namespaced_pod(namespace).items
-        owners = _OwnerResolver(self.apps, namespace)
-        return [_pod_view(pod, owners) for pod in pods]
+        return self.live_pods(namespace, None)
 
     def desired_replicas(self, namespace: str, workload: str) -> int | None:
         kind, _, name = workload.partition("/")
@@ -319,14 +339,15 @@ class _OwnerResolver:
 
 def _pod_view(pod: Any, owners: _OwnerResolver) -> PodView:
     conditions = pod.status.conditions or [] if pod.status else []
-    ready = any(condition.type == "Ready" and condition.status == "True" for condition in conditions)
+    ready_condition = next((c for c in conditions if c.type == "Ready" and c.status == "True"), None)
     return PodView(
         namespace=pod.metadata.namespace,
         name=pod.metadata.name,
         uid=pod.metadata.uid,
         labels=dict(pod.metadata.labels or {}),
         phase=(pod.status.phase if pod.status else None) or "Unknown",
-        ready=ready,
+        ready=ready_condition is not None,
         terminating=pod.metadata.deletion_timestamp is not None,
         workload=owners.workload_of(pod),
+        ready_since=ready_condition.last_transition_time if ready_condition is not None else None,
     )

@@ -1,19 +1,21 @@
 """The only Prometheus HTTP client in chaosguard.
 
-It runs PromQL instant queries through prometheus-api-client (`PrometheusConnect.custom_query`)
-and turns every answer into a `chaosguard.slo.QueryOutcome`: samples, or unavailable with a
-reason a person can act on. It never raises for a failed query.
+It runs PromQL instant queries and turns every answer into a `chaosguard.slo.QueryOutcome`:
+samples, or unavailable with a reason a person can act on. It never raises for a failed query.
+Two transports give the same outcomes and messages: the blocking `query` (prometheus-api-client,
+for the CLI) and `QueryBatcher` (aiohttp on the event loop, for the operator's guard, where a
+thread and a fresh HTTP session per query cost more CPU than hundreds of runs can afford).
 
 Bounded, always:
 - no retries (the library's default retries three times with backoff, which would turn a down
   Prometheus into many seconds of blindness; the guard's next tick is the retry);
-- requests gets the endpoint's timeout for connecting and for reading, Prometheus gets it as the
-  query's `timeout` parameter, and the async entry points also cap the wall-clock time at
+- the HTTP client gets the endpoint's timeout, Prometheus gets it as the query's `timeout`
+  parameter, and the async entry points also cap the wall-clock time at
   `timeout + WALL_CLOCK_GRACE`, so even a server that trickles bytes cannot hold a tick.
 
-`QueryBatcher` serves concurrent experiments: identical (endpoint, query) pairs asked for in the
-same tick are sent once and the answer is shared; distinct pairs run concurrently on a small
-thread pool owned by the batcher (not the event loop's default executor, which kopf uses).
+`QueryBatcher` serves the operator: identical (endpoint, query) pairs asked for at once are sent
+once and the answer is shared; distinct pairs run concurrently over aiohttp on the event loop
+(the blocking `query` stays for the CLI, one query at a time).
 
 Credentials are values: reading the bearer token or CA bundle from a Secret is the caller's job.
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import atexit
-import concurrent.futures
 import hashlib
 import json
 import math
@@ -38,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import requests
 import urllib3
 from prometheus_api_client import PrometheusConnect
@@ -50,7 +52,7 @@ from chaosguard.slo import QueryOk, QueryOutcome, QueryUnavailable, Sample, Unav
 
 DEFAULT_TIMEOUT = 2.0
 WALL_CLOCK_GRACE = 0.25
-DEFAULT_MAX_WORKERS = 8
+DEFAULT_MAX_CONNECTIONS = 100
 _DETAIL_LIMIT = 300
 
 
@@ -323,6 +325,80 @@ def query(request: QueryRequest) -> QueryOutcome:
 
 # --------------------------------------------------------------------------- many queries, async
 
+_ssl_contexts: dict[str, ssl.SSLContext] = {}
+
+
+def _ssl_context(ca: str) -> ssl.SSLContext:
+    """One verifying context per CA bundle (text or path), built once: building one parses the CA."""
+    context = _ssl_contexts.get(ca)
+    if context is None:
+        text = "-----BEGIN" in ca
+        context = ssl.create_default_context(cadata=ca) if text else ssl.create_default_context(cafile=ca)
+        _ssl_contexts[ca] = context
+    return context
+
+
+def _json_error(status: int, body: str) -> str:
+    try:
+        payload = json.loads(body)
+        if isinstance(payload, dict) and "error" in payload:
+            return f"{payload.get('errorType', 'error')}: {payload['error']}"
+    except ValueError:
+        pass
+    return body
+
+
+async def _query_with(session: aiohttp.ClientSession, request: QueryRequest) -> QueryOutcome:
+    """One instant query over a shared aiohttp session; never raises. The same outcomes and
+    messages as the blocking `query`, bounded in total by the endpoint's timeout."""
+    endpoint = request.endpoint
+    url, timeout = endpoint.url, endpoint.timeout
+    params = {"query": request.query, "timeout": f"{max(1, round(timeout * 1000))}ms"}
+    try:
+        ssl_option: ssl.SSLContext | bool = _ssl_context(endpoint.ca) if endpoint.ca else True
+        async with session.get(
+            f"{url}/api/v1/query",
+            params=params,
+            headers=endpoint.request_headers(),
+            ssl=ssl_option,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=True,
+        ) as response:
+            body = await response.text(errors="replace")
+            if response.status != 200:
+                return QueryUnavailable(
+                    UnavailableKind.HTTP_ERROR,
+                    f"HTTP {response.status} from {url}: {_truncate(_json_error(response.status, body))}",
+                )
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        return _timeout(url, timeout)
+    except aiohttp.ClientConnectorCertificateError as error:
+        return QueryUnavailable(
+            UnavailableKind.UNREACHABLE, f"cannot connect to {url}: {_describe(error.certificate_error)}"
+        )
+    except aiohttp.ClientConnectorError as error:
+        return QueryUnavailable(UnavailableKind.UNREACHABLE, f"cannot connect to {url}: {_describe(error.os_error)}")
+    except (aiohttp.InvalidURL, ValueError) as error:
+        return QueryUnavailable(UnavailableKind.INVALID_REQUEST, f"cannot query {url}: {_truncate(str(error))}")
+    except aiohttp.ClientError as error:
+        return QueryUnavailable(UnavailableKind.UNREACHABLE, f"cannot query {url}: {_describe(error)}")
+    except OSError as error:  # e.g. the CA bundle path does not exist
+        return QueryUnavailable(UnavailableKind.INVALID_REQUEST, f"cannot query {url}: {_describe(error)}")
+    try:
+        payload = json.loads(body)
+    except ValueError as error:
+        return QueryUnavailable(
+            UnavailableKind.BAD_RESPONSE, f"{url} did not answer with Prometheus API JSON: {_truncate(str(error))}"
+        )
+    try:
+        data = payload["data"]["result"]
+    except (KeyError, TypeError) as error:
+        return QueryUnavailable(
+            UnavailableKind.BAD_RESPONSE,
+            f"{url} did not answer like the Prometheus API: {type(error).__name__} {_truncate(str(error))}",
+        )
+    return parse_result(data, request.query)
+
 
 class QueryBatcher:
     """Runs instant queries for the asyncio world, once per distinct (endpoint, query) at a time.
@@ -333,21 +409,23 @@ class QueryBatcher:
     - `await batcher.query_many(requests)`: one tick's worth; each distinct pair once,
       concurrently; outcomes come back in the order of `requests`.
 
-    Every query is bounded by its endpoint's timeout plus `WALL_CLOCK_GRACE`. Use one batcher
-    per event loop; `close()` it on shutdown.
+    Queries go out on the event loop over one aiohttp session with kept-alive connections
+    (`max_connections` at once), not on threads: at hundreds of queries a second, a thread and a
+    fresh `requests` session per query cost more CPU than the guard may spend. Every query is
+    bounded by its endpoint's timeout plus `WALL_CLOCK_GRACE`. Use one batcher per event loop, and
+    close it (`async with`, or `await aclose()`).
     """
 
     def __init__(
         self,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         reuse_within: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="chaosguard-prometheus"
-        )
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
         self._reuse_within = reuse_within
         self._clock = clock
         self._inflight: dict[QueryRequest, asyncio.Task[QueryOutcome]] = {}
@@ -359,14 +437,24 @@ class QueryBatcher:
         """How many HTTP queries this batcher has started (after de-duplication)."""
         return self._sent
 
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
     async def _run(self, request: QueryRequest) -> QueryOutcome:
-        loop = asyncio.get_running_loop()
         self._sent += 1
         limit = request.endpoint.timeout + WALL_CLOCK_GRACE
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, query, request), timeout=limit)
+            return await asyncio.wait_for(_query_with(self._http(), request), timeout=limit)
         except TimeoutError:
             return _timeout(request.endpoint.url, request.endpoint.timeout)
+        except Exception as error:  # the guard must get an outcome, whatever went wrong
+            return QueryUnavailable(
+                UnavailableKind.BAD_RESPONSE,
+                f"querying {request.endpoint.url} failed: {type(error).__name__}: {_describe(error)}",
+            )
 
     def _forget(self, request: QueryRequest, task: asyncio.Task[QueryOutcome]) -> None:
         if self._inflight.get(request) is task:
@@ -396,26 +484,27 @@ class QueryBatcher:
         by_request = dict(zip(distinct, outcomes, strict=True))
         return [by_request[request] for request in requests]
 
-    def close(self) -> None:
-        """Stops accepting work; queries still running finish on their own (they are bounded)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def aclose(self) -> None:
+        """Closes the connections; queries still in flight end with an outcome of their own."""
+        if self._session is not None:
+            await self._session.close()
 
     async def __aenter__(self) -> QueryBatcher:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        self.close()
+        await self.aclose()
 
 
-async def query_many(requests: Sequence[QueryRequest], *, max_workers: int = DEFAULT_MAX_WORKERS) -> list[QueryOutcome]:
+async def query_many(requests: Sequence[QueryRequest]) -> list[QueryOutcome]:
     """One-shot `QueryBatcher.query_many` with a batcher of its own."""
-    async with QueryBatcher(max_workers=max_workers) as batcher:
+    async with QueryBatcher() as batcher:
         return await batcher.query_many(requests)
 
 
 async def query_async(request: QueryRequest) -> QueryOutcome:
     """One query from asyncio code, bounded by the endpoint's timeout (no de-duplication)."""
-    return (await query_many([request], max_workers=1))[0]
+    return (await query_many([request]))[0]
 
 
 __all__ = [

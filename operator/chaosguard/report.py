@@ -507,8 +507,10 @@ def findings(
         found.append(
             Finding(
                 Severity.BAD,
-                f"{len(unrecovered)} killed pod(s) never came back to full Ready strength: {', '.join(workloads)}",
-                "The workload did not heal on its own before the run ended. Look at scheduling (resources, "
+                f"{len(unrecovered)} killed pod(s) not back to full Ready strength: {', '.join(workloads)}",
+                "The workload had not healed on its own when this report was made (the operator keeps watching "
+                "for the recovery timeout after the run and records the time when it does). Look at scheduling "
+                "(resources, "
                 f"affinity, quotas), image pulls, crash loops and readiness probes: {commands}; "
                 f"`kubectl get events -n {unrecovered[0].namespace}`.",
             )

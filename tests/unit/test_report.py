@@ -326,7 +326,7 @@ def test_slow_and_missing_recovery_become_findings_with_commands() -> None:
     )
     text = report.render_markdown(experiment(PLAIN_SPEC, run))
     next_steps = section(text, "What to look at next")
-    assert "1 killed pod(s) never came back to full Ready strength: Deployment/checkout" in next_steps
+    assert "1 killed pod(s) not back to full Ready strength: Deployment/checkout" in next_steps
     assert "`kubectl describe deployment/checkout -n shop`" in next_steps
     assert "Deployment/checkout took 42.5s to recover" in next_steps
     assert "| checkout-b | Deployment/checkout | Killed | eviction | not recovered |" in section(text, "Kills")
@@ -335,7 +335,7 @@ def test_slow_and_missing_recovery_become_findings_with_commands() -> None:
 
     page = report.render_html(experiment(PLAIN_SPEC, run))
     well_formed(page)
-    assert '<li class="bad"><strong>1 killed pod(s) never came back' in page
+    assert '<li class="bad"><strong>1 killed pod(s) not back to full Ready strength' in page
 
 
 def test_prometheus_unavailable_is_explained_and_unmeasured_samples_are_still_drawn() -> None:
@@ -519,7 +519,7 @@ def test_a_run_in_progress_is_reported_as_such() -> None:
     assert day.in_progress and day.run.id == "r2-20261122T004836Z"
     text = report.markdown(day)
     assert "**Running (in progress)**" in text and "This run is still in progress" in text
-    assert "never came back" not in text  # recovery is still being tracked
+    assert "not back to full Ready strength" not in text  # recovery is still being tracked
     well_formed(report.html_page(day))
 
 

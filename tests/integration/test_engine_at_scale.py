@@ -1,0 +1,150 @@
+"""The engine's scale machinery against the real API server: the urgent lane, and the fresh reads
+that guard a kill when the watch caches are behind."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from chaosguard import lanes
+from chaosguard.clock import Clock
+from chaosguard.engine import ExperimentDriver, OperatorContext
+from chaosguard.guard import GuardScheduler
+from chaosguard.informers import ClusterCache
+from chaosguard.kube import Cluster, load_config
+from chaosguard.lanes import ApiLanes
+from chaosguard.models import ChaosExperimentSpec, KillResult, Phase, RunStatus
+from chaosguard.prometheus import QueryBatcher
+from tests.support.controlplane import ControlPlane
+from tests.support.operator import (
+    apply_yaml,
+    create_policy,
+    experiment,
+    label_namespace,
+    ready_pods,
+    scoped_policy,
+)
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.controlplane
+
+ROUTINE_CALLS = 1000
+
+EXPERIMENT = """\
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {name: cached}
+spec:
+  action: pod-kill
+  podKill: {gracePeriodSeconds: 1}
+  target: {selector: {matchLabels: {app: checkout}}, mode: one}
+  duration: 10m
+"""
+
+
+def _block(cluster: Cluster, gate: threading.Event) -> None:
+    """A routine call that holds its thread until the test lets it go."""
+    gate.wait(timeout=120)
+
+
+def test_an_abort_does_not_wait_behind_a_thousand_routine_calls(
+    chaosguard_crds: ControlPlane, namespace: str, k8s: client.ApiClient
+) -> None:
+    apply_yaml(chaosguard_crds, EXPERIMENT, namespace)
+    load_config(str(chaosguard_crds.kubeconfig))
+    api = ApiLanes.connect(str(chaosguard_crds.kubeconfig))
+    gate = threading.Event()
+
+    async def scenario() -> tuple[int, int, bool]:
+        routine = [asyncio.ensure_future(api.call(_block, gate)) for _ in range(ROUTINE_CALLS)]
+        await asyncio.sleep(0)  # every routine call is submitted: 16 running, the rest queued
+        with lanes.urgent():
+            await api.call(Cluster.patch_experiment_status, namespace, "cached", {"message": "aborted"})
+            read = await api.call(Cluster.experiment, namespace, "cached")
+        pending_when_done = sum(not call.done() for call in routine)
+        # The same call on the routine lane waits behind the thousand: the lane, not luck, made the difference.
+        queued = asyncio.ensure_future(api.call(Cluster.experiment, namespace, "cached"))
+        await asyncio.sleep(0.2)
+        queued_done_while_blocked = queued.done()
+        gate.set()
+        await asyncio.gather(*routine, queued)
+        assert read is not None and read["status"]["message"] == "aborted"
+        return pending_when_done, sum(call.done() for call in routine), queued_done_while_blocked
+
+    try:
+        pending_when_done, finished, queued_done_while_blocked = asyncio.run(scenario())
+    finally:
+        gate.set()
+        api.close()
+    assert pending_when_done == ROUTINE_CALLS, "the abort's calls finished while every routine call still waited"
+    assert not queued_done_while_blocked, "a routine call must queue behind the routine lane's backlog"
+    assert finished == ROUTINE_CALLS
+
+
+def _context(control_plane: ControlPlane, cache: ClusterCache) -> OperatorContext:
+    load_config(str(control_plane.kubeconfig))
+    batcher = QueryBatcher()
+    clock = Clock.from_environment()
+    events: list[tuple[str, str, str]] = []
+    return OperatorContext(
+        api=ApiLanes.connect(str(control_plane.kubeconfig)),
+        cache=cache,
+        clock=clock,
+        emit=lambda body, kind, reason, message: events.append((kind, reason, message)),
+        batcher=batcher,
+        guard=GuardScheduler(batcher, clock.now),
+    )
+
+
+@pytest.mark.parametrize("change", ["policy", "namespace-label"])
+def test_a_kill_is_judged_by_the_policy_of_now_even_when_the_cache_is_behind(
+    chaosguard_crds: ControlPlane, k8s: client.ApiClient, shop: str, isolated_policies: list[str], change: str
+) -> None:
+    """The cache chose the target; a moment later, before the kill, a policy protects the pods (or
+    the namespace opts out). The caches are stopped, so they still show the old world: the kill
+    must be refused from the fresh reads that guard it."""
+    apply_yaml(chaosguard_crds, EXPERIMENT, shop)
+    load_config(str(chaosguard_crds.kubeconfig))
+    cache = ClusterCache()
+    cache.start()
+    context = _context(chaosguard_crds, cache)
+    body: dict[str, Any] = experiment(k8s, shop, "cached")
+    spec = ChaosExperimentSpec.model_validate(body["spec"])
+
+    async def scenario() -> Any:
+        await cache.wait_synced(60)
+        wait_for(lambda: len(cache.pods(shop)) == 5, timeout=30, what="the cache to hold the shop's pods")
+        driver = ExperimentDriver(context, body, logging.getLogger("test"))
+        world = await driver.world(spec)
+        now = driver.now()
+        run = RunStatus(id="r1-test", phase=Phase.RUNNING, started_at=now, deadline=now + timedelta(minutes=10))
+        driver.status.current_run = run
+        [victim] = await driver.pick_targets(spec, world, run, 0, "")
+        cache.stop()  # from here on the cache shows the world as it was when the target was chosen
+        if change == "policy":
+            name = f"protect-{shop}"
+            isolated_policies.append(name)
+            selector = {"matchLabels": {"app": "checkout"}}
+            create_policy(k8s, name, scoped_policy(shop, requireNamespaceOptIn=False, protectedSelector=selector))
+        else:
+            create_policy(k8s, f"opt-in-{shop}", scoped_policy(shop, requireNamespaceOptIn=True))
+            isolated_policies.append(f"opt-in-{shop}")
+            label_namespace(k8s, shop, {"chaosguard.dev/chaos": None})
+        await driver.kill_one(spec, world, run, victim, 0)
+        return run.kills[-1]
+
+    try:
+        record = asyncio.run(scenario())
+    finally:
+        cache.stop()
+        context.api.close()
+    assert record.result is not KillResult.KILLED, record
+    rule = "protected-pod" if change == "policy" else "namespace-opt-in"
+    assert record.message.startswith(f"REFUSED {rule}: "), record.message
+    assert len(ready_pods(k8s, shop, "checkout")) == 5
