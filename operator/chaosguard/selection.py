@@ -15,7 +15,7 @@ import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chaosguard.models import LabelSelector, TargetMode, TargetSpec
 from chaosguard.policy import EffectivePolicy, Refusal, namespace_refusal
@@ -34,6 +34,7 @@ class PodView:
     terminating: bool
     workload: str | None  # controlling workload as "Kind/name", e.g. "Deployment/checkout"
     ready_since: datetime | None = None  # the Ready condition's lastTransitionTime, while Ready
+    ready_seen_at: datetime | None = None  # when a watch first saw it Ready (finer than ready_since's seconds)
 
     @property
     def key(self) -> str:
@@ -210,15 +211,29 @@ def after_kill(state: WorkloadState) -> WorkloadState:
     return WorkloadState(key=state.key, desired=state.desired, ready=max(0, state.ready - 1))
 
 
+def ready_moment(pod: PodView) -> datetime | None:
+    """When the pod became Ready, as well as the API lets us know it. The Ready condition's
+    lastTransitionTime is the kubelet's own clock but whole seconds; a watch's first sight of the
+    pod Ready is finer but late when the watch is. The truth is in [since, since + 1 s) and not
+    after the sighting, so the sighting is taken, held inside that second."""
+    since, seen = pod.ready_since, pod.ready_seen_at
+    if since is None:
+        return seen
+    if seen is None:
+        return since
+    return min(max(seen, since), since + timedelta(seconds=1))
+
+
 def recovered_at(pods: Iterable[PodView], workload_key: str, desired: int, killed_at: datetime) -> datetime | None:
     """When the workload was back at full Ready strength after a kill at `killed_at`, judged from
-    the pods' own Ready transition times (the kubelet's clock, not the operator's), or None while
-    fewer than `desired` of its pods are Ready. Counting the Ready pods by when each became Ready,
-    strength reached `desired` at the desired-th earliest of those times; never before the kill."""
+    the pods' own Ready transitions (not from when the operator got round to looking), or None
+    while fewer than `desired` of its pods are Ready. Counting the Ready pods by when each became
+    Ready, strength reached `desired` at the desired-th earliest of those moments; never before
+    the kill."""
     wanted = max(desired, 1)
-    since = sorted(
-        max(pod.ready_since or killed_at, killed_at)
+    moments = sorted(
+        max(ready_moment(pod) or killed_at, killed_at)
         for pod in pods
         if pod.workload_key == workload_key and pod.ready and not pod.terminating and pod.phase == "Running"
     )
-    return since[wanted - 1] if len(since) >= wanted else None
+    return moments[wanted - 1] if len(moments) >= wanted else None

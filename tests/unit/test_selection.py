@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +15,8 @@ from chaosguard.selection import (
     choose,
     classify,
     kill_refusal,
+    ready_moment,
+    recovered_at,
     requested_count,
     workload_states,
 )
@@ -170,3 +174,56 @@ def test_selection_never_takes_forbidden_pods_or_crosses_the_cap(
     for key, state in states.items():
         killed = state.down - initially_down[key]
         assert killed == 0 or state.down <= state.desired * cap // 100
+
+
+# --------------------------------------------------------------------------- recovery from the pods' own times
+
+KILLED_AT = datetime(2026, 11, 28, 12, 0, 0, 400000, tzinfo=UTC)
+
+
+def ready_pod(name: str, since: datetime | None, seen: datetime | None = None, **changes: object) -> PodView:
+    pod = PodView(
+        namespace="shop",
+        name=name,
+        uid=f"uid-{name}",
+        labels={"app": "checkout"},
+        phase="Running",
+        ready=True,
+        terminating=False,
+        workload="Deployment/checkout",
+        ready_since=since,
+        ready_seen_at=seen,
+    )
+    return replace(pod, **changes)  # type: ignore[arg-type]
+
+
+def test_recovery_is_when_the_last_missing_pod_became_ready_by_its_own_clock() -> None:
+    old = KILLED_AT - timedelta(hours=1)
+    replacement = datetime(2026, 11, 28, 12, 0, 3, tzinfo=UTC)  # whole seconds, as the API stores them
+    pods = [ready_pod("a", old), ready_pod("b", old), ready_pod("c", replacement)]
+    assert recovered_at(pods, "shop/Deployment/checkout", 3, KILLED_AT) == replacement
+    # a surge pod that came later does not push the moment back: three were Ready at `replacement`
+    later = [*pods, ready_pod("d", replacement + timedelta(seconds=5))]
+    assert recovered_at(later, "shop/Deployment/checkout", 3, KILLED_AT) == replacement
+
+
+def test_no_recovery_while_short_of_the_desired_count_or_counting_unready_pods() -> None:
+    old = KILLED_AT - timedelta(hours=1)
+    pods = [
+        ready_pod("a", old),
+        ready_pod("b", old, ready=False),
+        ready_pod("c", old, terminating=True),
+        ready_pod("d", old, workload="Deployment/other"),
+    ]
+    assert recovered_at(pods, "shop/Deployment/checkout", 2, KILLED_AT) is None
+
+
+def test_a_watch_sighting_refines_the_whole_second_but_never_leaves_it() -> None:
+    since = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)  # truncated: before the kill at .4
+    seen = since + timedelta(milliseconds=730)
+    assert ready_moment(ready_pod("a", since, seen)) == seen
+    assert recovered_at([ready_pod("a", since, seen)], "shop/Deployment/checkout", 1, KILLED_AT) == seen
+    # a late sighting (a busy watch) is held to the second the kubelet reported
+    assert ready_moment(ready_pod("a", since, since + timedelta(seconds=9))) == since + timedelta(seconds=1)
+    # without a sighting the API's second is all there is, and never before the kill
+    assert recovered_at([ready_pod("a", since)], "shop/Deployment/checkout", 1, KILLED_AT) == KILLED_AT
