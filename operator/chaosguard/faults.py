@@ -2,9 +2,15 @@
 
 The injector container holds NET_ADMIN and nothing more, and removes its own qdisc when its
 deadline passes, so the fault ends even if the operator is gone (a dead man's switch). To end it
-early the operator first execs `clear` in the injector; when that is impossible (the injector was
-killed, the kubelet does not answer) it adds a fresh short-lived container that runs `clear`.
-`clear` only ever removes chaosguard's own qdisc, so repeating it is harmless.
+early the operator adds a fresh short-lived container to the pod that runs `clear`, which only
+ever removes chaosguard's own qdisc, so repeating it is harmless. There is no `exec` into the
+injector: the operator's role has no `pods/exec` (README, "Security"), which would let it run any
+command in any container of the cluster, past Pod Security admission and without a trace in the
+pod; a clean-up container passes admission like the injector and stays in the pod's spec.
+
+An injector that exits before its deadline failed: `settle_injectors` reads why from the kubelet's
+report (its exit code and termination message), e.g. a node whose kernel has no sch_netem, and
+runs a clean-up container whose own report confirms that nothing of chaosguard's is left.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from chaosguard.kube import Cluster
 from chaosguard.lanes import ApiLanes
@@ -22,10 +31,22 @@ from chaosguard.models import FaultRecord, FaultState, LatencySpec
 from chaosguard.netem import clear_command, injector_command
 
 INJECTOR_IMAGE_VARIABLE = "CHAOSGUARD_INJECTOR_IMAGE"
+TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_INJECTOR_IMAGE = "chaosguard:dev"
-EXEC_TIMEOUT_SECONDS = 5.0
 # What injector/netem.sh says when `clear` left no chaosguard qdisc behind.
 CLEARED = re.compile(r"(removed: qdisc|nothing to clear|nothing to remove)")
+# How long a clean-up container that follows a failed injector may take to report (real node: ~1 s).
+CLEANUP_REPORT_SECONDS = 30.0
+# An injector seen running this long added its qdisc (it exits within milliseconds when tc refuses).
+CONFIRM_RUNNING_SECONDS = 3.0
+# Exit codes of injector/netem.sh, as a person would want them explained.
+INJECTOR_EXITS = {
+    2: "the injector refused its arguments or found no such network device",
+    3: "the pod's interface already has a root qdisc that is not chaosguard's, so it was left alone",
+    4: "tc could not add the delay",
+    5: "tc could not remove the delay again",
+}
+NO_NETEM = re.compile(r"qdisc kind is unknown|unknown qdisc|sch_netem", re.IGNORECASE)
 
 
 def injector_image() -> str:
@@ -71,6 +92,9 @@ def _container(name: str, command: list[str], experiment: str, run_id: str, imag
         "env": [
             {"name": "CHAOSGUARD_EXPERIMENT", "value": experiment},
             {"name": "CHAOSGUARD_RUN", "value": run_id},
+            # The script's last line becomes the kubelet's termination message, success or not:
+            # the operator reads why an injector stopped, and a clean-up container's confirmation.
+            {"name": "CHAOSGUARD_STATUS_FILE", "value": TERMINATION_LOG},
         ],
         "securityContext": _security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -95,6 +119,17 @@ def clear_container(run_id: str, experiment: str, attempt: int, image: str) -> d
     return _container(container_name(run_id, f"clear{attempt}"), clear_command(), experiment, run_id, image)
 
 
+async def _add_cleaner(api: ApiLanes, fault: FaultRecord, run_id: str, experiment: str, image: str) -> str | None:
+    """Adds a clean-up container to the fault's pod; its name, or None when the pod is gone."""
+    uid, existing = await api.call(Cluster.ephemeral_containers, fault.namespace, fault.name)
+    if uid != fault.uid:
+        return None
+    attempt = 1 + sum(1 for c in existing if str(c.get("name", "")).startswith(container_name(run_id, "clear")))
+    cleaner = clear_container(run_id, experiment, attempt, image)
+    await api.call(Cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
+    return str(cleaner["name"])
+
+
 async def clear_fault(
     api: ApiLanes,
     fault: FaultRecord,
@@ -104,44 +139,126 @@ async def clear_fault(
     now: Callable[[], datetime],
     image: str,
 ) -> None:
-    """Takes one fault out early and records how; never raises. (Callers on an abort path run it
-    in the urgent lane, so its calls never wait behind routine work.)"""
+    """Takes one fault out early (a clean-up container runs `clear`) and records how; never raises.
+    It does not wait for the container's report: the abort that calls it must not wait on a kubelet.
+    (Callers on an abort path run it in the urgent lane, so its calls never wait behind routine work.)"""
     try:
-        output = await api.call(
-            Cluster.exec_in_container,
-            fault.namespace,
-            fault.name,
-            fault.container,
-            clear_command(),
-            EXEC_TIMEOUT_SECONDS,
-        )
-        # Only the script's own word counts: an exec that "succeeds" without it did not clear.
-        if CLEARED.search(output):
-            fault.state, fault.removed_at, fault.removed_by = FaultState.REMOVED, now(), f"{why} (exec clear)"
-            fault.message = f"cleared by exec in {fault.container}: {output.strip().splitlines()[-1][:200]}"
-            return
-        exec_problem = f"exec answered without the injector's confirmation: {output.strip()[:200]!r}"
+        cleaner = await _add_cleaner(api, fault, run_id, experiment, image)
     except Exception as error:
-        exec_problem = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-    try:
-        uid, existing = await api.call(Cluster.ephemeral_containers, fault.namespace, fault.name)
-        if uid != fault.uid:
-            fault.state, fault.removed_at, fault.removed_by = FaultState.REMOVED, now(), f"{why} (pod gone)"
-            fault.message = "the pod is gone, and its network namespace with it"
-            return
-        attempt = 1 + sum(1 for c in existing if str(c.get("name", "")).startswith(container_name(run_id, "clear")))
-        cleaner = clear_container(run_id, experiment, attempt, image)
-        await api.call(Cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
-    except Exception as error:
+        detail = str(error).splitlines()[0][:200] if str(error) else repr(error)
+        until = fault.deadline.isoformat() if fault.deadline else "?"
         fault.state = FaultState.FAILED
-        fault.message = (
-            f"could not clear early (exec: {exec_problem}; clean-up container: {error}); "
-            f"the injector's own deadline at {fault.deadline.isoformat() if fault.deadline else '?'} removes it"
-        )
+        fault.message = f"could not add a clean-up container ({detail}); the injector's deadline at {until} removes it"
         return
     fault.state, fault.removed_at = FaultState.REMOVED, now()
-    fault.removed_by = f"{why} (clear container {cleaner['name']})"
-    fault.message = f"exec failed ({exec_problem}); a clean-up container ran clear"
+    if cleaner is None:
+        fault.removed_by = f"{why} (pod gone)"
+        fault.message = "the pod is gone, and its network namespace with it"
+        return
+    fault.removed_by = f"{why} (clear container {cleaner})"
+    fault.message = f"a clean-up container ({cleaner}) runs clear, which removes only chaosguard's qdisc"
+
+
+def container_state(pod: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The kubelet's report of one ephemeral container: {} until it has one, else e.g.
+    {"running": {...}} or {"terminated": {"exitCode": 4, "message": ...}}."""
+    for status in (pod.get("status") or {}).get("ephemeralContainerStatuses") or []:
+        if status.get("name") == name:
+            return dict(status.get("state") or {})
+    return {}
+
+
+def describe_injector_exit(terminated: Mapping[str, Any]) -> str:
+    """Why an injector stopped before its deadline, in words, with the script's own last line."""
+    code = int(terminated.get("exitCode", -1))
+    text = str(terminated.get("message") or "").strip()
+    last = text.splitlines()[-1][:300] if text else str(terminated.get("reason") or "no message")
+    if code == 4 and NO_NETEM.search(text):
+        return f"the node's kernel has no sch_netem, so no delay can be added there (injector exit 4: {last})"
+    what = INJECTOR_EXITS.get(code, f"the injector stopped with exit code {code}")
+    return f"{what} (injector exit {code}: {last})"
+
+
+def _read_pod(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        pod = cluster.core.read_namespaced_pod(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    body: dict[str, Any] = cluster.core.api_client.sanitize_for_serialization(pod)
+    return body
+
+
+async def _cleaner_report(api: ApiLanes, fault: FaultRecord, cleaner: str) -> str:
+    """Waits (bounded) for a clean-up container's own report: its confirmation, or why there is none."""
+    deadline = time.monotonic() + CLEANUP_REPORT_SECONDS
+    while time.monotonic() < deadline:
+        pod = await api.call(_read_pod, fault.namespace, fault.name)
+        if pod is None or pod["metadata"].get("uid") != fault.uid:
+            return "the pod is gone, and its network namespace with it"
+        terminated = container_state(pod, cleaner).get("terminated")
+        if terminated is not None:
+            text = str(terminated.get("message") or "").strip()
+            if int(terminated.get("exitCode", -1)) == 0 and CLEARED.search(text):
+                return f"confirmed by {cleaner}: {text.splitlines()[-1][:200]}"
+            return f"{cleaner} could not confirm: {describe_injector_exit(terminated)}"
+        await asyncio.sleep(0.5)
+    return f"{cleaner} did not report within {CLEANUP_REPORT_SECONDS:.0f}s"
+
+
+_confirmed: set[tuple[str, str]] = set()  # (pod uid, injector) seen running long enough
+
+
+async def settle_injectors(
+    api: ApiLanes,
+    faults: list[FaultRecord],
+    run_id: str,
+    experiment: str,
+    now: Callable[[], datetime],
+    image: str,
+) -> list[FaultRecord]:
+    """Reads the kubelet's report of each active injector not yet seen running for long. One that
+    exited with an error failed: its fault becomes Failed with the reason (e.g. the node's kernel has
+    no sch_netem), and a clean-up container confirms that nothing of chaosguard's is left in the pod.
+    Returns the faults that failed now. An injector the kubelet has not reported on yet (or never
+    will, as on simulated nodes) stays Active. Never raises."""
+    failed = []
+    for fault in faults:
+        key = (fault.uid, fault.container)
+        if fault.state is not FaultState.ACTIVE or key in _confirmed:
+            continue
+        try:
+            pod = await api.call(_read_pod, fault.namespace, fault.name)
+        except Exception:
+            continue  # the next tick asks again
+        if pod is None or pod["metadata"].get("uid") != fault.uid:
+            fault.state, fault.removed_at, fault.removed_by = FaultState.REMOVED, now(), "pod gone"
+            fault.message = "the pod is gone, and its network namespace with it"
+            continue
+        state = container_state(pod, fault.container)
+        if "running" in state:
+            started = str(state["running"].get("startedAt") or "")
+            if started and (now() - datetime.fromisoformat(started)).total_seconds() >= CONFIRM_RUNNING_SECONDS:
+                _confirmed.add(key)
+            continue
+        terminated = state.get("terminated")
+        if terminated is None or int(terminated.get("exitCode", -1)) == 0:
+            continue  # not started yet, or ended by its own timer (the run's deadline handles that)
+        reason = describe_injector_exit(terminated)
+        try:
+            cleaner = await _add_cleaner(api, fault, run_id, experiment, image)
+            if cleaner is None:
+                confirmation = "the pod is gone, and its network namespace with it"
+            else:
+                confirmation = await _cleaner_report(api, fault, cleaner)
+        except Exception as error:
+            confirmation = f"no clean-up container could be added: {error}"
+        fault.state = FaultState.FAILED
+        fault.message = f"{reason}; {confirmation}"
+        failed.append(fault)
+    _confirmed.intersection_update({(f.uid, f.container) for f in faults if f.state is FaultState.ACTIVE})
+    return failed
 
 
 async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:

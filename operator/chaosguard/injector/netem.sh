@@ -30,7 +30,9 @@
 #   129, 130, 143   ended early by SIGHUP, SIGINT, SIGTERM after removing the qdisc (128 + signal)
 #
 # Every step logs one line on stdout, `chaosguard-netem: <event>: <details>`; errors go to stderr.
-# --status-file PATH also writes the last event line there (e.g. /dev/termination-log).
+# --status-file PATH also writes the last event line there (e.g. /dev/termination-log); without the
+# flag, $CHAOSGUARD_STATUS_FILE names it (the operator sets it in its containers' environment, so
+# that the kubelet reports the script's last word as the container's termination message).
 
 # Unquoted expansions are deliberate word splitting (tc output, flag lists); globbing is off (set -f).
 # shellcheck disable=SC2086
@@ -69,7 +71,7 @@ TC=$found
 find_tool ip
 IP=$found
 
-STATUS_FILE=
+STATUS_FILE=${CHAOSGUARD_STATUS_FILE:-}
 DEV=
 DEV_SOURCE=
 SLEEP_PID=
