@@ -30,26 +30,34 @@ $(VENV_STAMP): pyproject.toml
 venv: $(VENV_STAMP) ## Create the virtualenv and install chaosguard with its dev tools.
 
 .PHONY: system-deps
-system-deps: ## Install the Debian packages the tests need (Prometheus, iproute2, QEMU, a netem kernel).
+system-deps: ## Install the Debian packages the tests need (Prometheus, QEMU, containerd, runc, CNI, buildah...).
 	@bash hack/install-system-deps.sh
 
 .PHONY: control-plane
-control-plane: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok (cached).
+control-plane: ## Build kube-apiserver, controller-manager, scheduler, kubectl, kubelet, kube-proxy, etcd, kwok, helm (cached).
 	@bash hack/build-control-plane.sh >/dev/null
 
+.PHONY: images
+images: system-deps ## Build the real node's images with buildah, no Docker: pause, the e2e app, the operator (cached).
+	@bash hack/build-images.sh >/dev/null
+
 .PHONY: setup
-setup: venv system-deps control-plane ## All of the above.
+setup: venv system-deps control-plane images ## All of the above.
 
 ##@ Development
 
 .PHONY: test
-test: setup ## Run every check and test: lint, CRD sync, unit, integration (real API server, Prometheus, netem).
+test: setup ## Every check and test: lint, CRD sync, unit, integration, e2e (operator installed on a real node).
 	@$(MAKE) --no-print-directory lint check-crds
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: unit
 unit: venv ## Run only the unit tests (pure logic, no cluster).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: setup ## Run only tests/e2e: a real node here, the operator's image installed with Helm, then kustomize.
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: venv ## ruff and mypy (strict).
@@ -89,19 +97,38 @@ demo: setup ## Start a local control plane and the operator, apply an example, s
 bench: setup ## Benchmarks; prints `BENCH <name> <value> <unit>` lines (ONLY=<name> runs one).
 	$(BIN)/python -m bench.run $(if $(ONLY),--only $(ONLY),)
 
+SANDBOX_DIR ?= .work/sandbox
+
+.PHONY: sandbox
+sandbox: setup ## A cluster to try chaosguard by hand: control plane, real node, Prometheus, the operator (Helm).
+	@mkdir -p $(SANDBOX_DIR)
+	@if [ -f $(SANDBOX_DIR)/pid ] && kill -0 "$$(cat $(SANDBOX_DIR)/pid)" 2>/dev/null; then \
+	  echo "[sandbox] already running (make sandbox-down stops it)"; \
+	else \
+	  echo "[sandbox] starting; log: $(SANDBOX_DIR)/sandbox.log"; \
+	  nohup $(BIN)/python -m tests.support.sandbox up --dir $(SANDBOX_DIR) >$(SANDBOX_DIR)/sandbox.log 2>&1 & \
+	  echo $$! >$(SANDBOX_DIR)/pid; \
+	fi
+	@$(BIN)/python -m tests.support.sandbox wait --dir $(SANDBOX_DIR)
+
+.PHONY: sandbox-down
+sandbox-down: venv ## Stop the sandbox and remove everything it made.
+	@$(BIN)/python -m tests.support.sandbox down --dir $(SANDBOX_DIR)
+
 ##@ Users' CI (kind; needs Docker, so it does not run on the development machines)
 
 KIND_CLUSTER ?= chaosguard-e2e
 IMAGE ?= chaosguard:dev
 
 .PHONY: image
-image: ## Build the operator image.
+image: ## Build the operator image and the e2e tests' app image (Docker).
 	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) -f deploy/Dockerfile .
+	docker build -t chaosguard-e2e-app:dev tests/e2e/app
 
 .PHONY: e2e-kind
 e2e-kind: venv image ## Create a kind cluster, load the image, install CRDs and the operator, run tests/e2e.
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml
-	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	kind load docker-image $(IMAGE) chaosguard-e2e-app:dev --name $(KIND_CLUSTER)
 	kubectl apply --server-side -k crds  # first: deploy/base has a ChaosPolicy, which needs its CRD
 	kubectl wait --for=condition=Established --timeout=60s \
 	  crd/chaosexperiments.chaosguard.dev crd/chaospolicies.chaosguard.dev crd/chaosapprovals.chaosguard.dev

@@ -351,6 +351,7 @@ NEEDED = [
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "namespaces"),  # the watch cache; Cluster.namespace_labels
     ("watch", "namespaces"),
+    ("get", "namespaces"),  # Cluster.namespace_labels_of: fresh labels right before a fault
     ("list", "pods", "-A"),  # the watch cache; Cluster.pods
     ("watch", "pods", "-A"),
     ("get", "pods"),  # faults.py: ephemeral containers, the kubelet's report on the injector

@@ -424,7 +424,9 @@ class ControlPlane:
             self._await_daemons([self._launch_daemon(self._apiserver())], t0)
             self._create_nodes()
             # The rest only need the API server: launch them in order, then wait for all.
-            daemons = [self._controller_manager(), self._scheduler(), self._kwok()]
+            daemons = [self._controller_manager(), self._scheduler()]
+            if self.node_names:  # kwok only runs fake nodes; none asked for, none started
+                daemons.append(self._kwok())
             self._await_daemons([self._launch_daemon(d) for d in daemons], t0)
             self._wait_until("kube-controller-manager", self._default_service_account_exists)
             self.timings["default-serviceaccount"] = time.monotonic() - t0

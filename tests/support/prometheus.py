@@ -147,8 +147,10 @@ class PrometheusServer:
         binary: str = PROMETHEUS_BINARY,
         port: int | None = None,
         startup_timeout: float = 60.0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.workdir = Path(workdir)
+        self.host = host  # e.g. a real node's address, where pods reach it (make sandbox)
         self.targets = list(targets)
         self.binary = binary
         self.port = port or free_port()
@@ -161,7 +163,7 @@ class PrometheusServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def write_config(self) -> None:
         # JSON is YAML: no dependency on a YAML writer.
@@ -188,7 +190,7 @@ class PrometheusServer:
                     self.binary,
                     f"--config.file={self.config_path}",
                     f"--storage.tsdb.path={self.storage_path}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    f"--web.listen-address={self.host}:{self.port}",
                     "--storage.tsdb.retention.time=1h",
                     "--log.level=warn",
                 ],
