@@ -326,7 +326,8 @@ class InformerHealth:
 
     kind: str
     synced: bool
-    connected: bool
+    connected: bool  # watching, or was a moment ago (CONNECTED_GRACE_SECONDS): resuming takes that little
+    watching: bool  # a watch stream is open right now
     staleness_seconds: float
     objects: int
     relists: int
@@ -383,6 +384,10 @@ class Informer(Generic[T]):
         return self._synced.is_set()
 
     @property
+    def watching(self) -> bool:
+        return self._stream_open
+
+    @property
     def connected(self) -> bool:
         with self._lock:
             if self._stream_open:
@@ -399,6 +404,7 @@ class Informer(Generic[T]):
             kind=self.kind,
             synced=self.synced,
             connected=self.connected,
+            watching=self.watching,
             staleness_seconds=self.staleness(),
             objects=len(self.store),
             relists=self.relists,
