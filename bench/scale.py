@@ -287,16 +287,27 @@ def proc_status_kb(pid: int, key: str) -> float:
 
 
 def apiserver_requests(plane: ControlPlane) -> Counter[str]:
-    """apiserver_request_total of chaosexperiments, summed by "verb/subresource"."""
+    """The API server's own counters: apiserver_request_total summed by "VERB resource[/subresource]"
+    (every client: the operator, the controllers, kwok, this benchmark), and the summed latency of
+    chaosexperiments/status PATCHes as "latency_sum" and "latency_count"."""
     status, text = plane.request("GET", "/metrics", timeout=30)
     if status != 200 or not isinstance(text, str):
         raise RuntimeError(f"GET /metrics of the API server: HTTP {status}")
     totals: Counter[str] = Counter()
     for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{") or f'resource="{EXPERIMENTS}"' not in line:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
-        totals[f"{labels.get('verb')}/{labels.get('subresource') or '-'}"] += float(line.rsplit(" ", 1)[1])
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            subresource = f"/{labels['subresource']}" if labels.get("subresource") else ""
+            totals[f"{labels.get('verb')} {labels.get('resource')}{subresource}"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(("apiserver_request_duration_seconds_sum{", "apiserver_request_duration_seconds_count{")):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            if (labels.get("resource"), labels.get("subresource"), labels.get("verb")) == (
+                EXPERIMENTS,
+                "status",
+                "PATCH",
+            ):
+                kind = "latency_sum" if "_sum{" in line else "latency_count"
+                totals[kind] += float(line.rsplit(" ", 1)[1])
     return totals
 
 
@@ -451,41 +462,39 @@ def manifest(scale: Scale, workloads: list[tuple[str, str]], prometheus_url: str
 # --------------------------------------------------------------------------- profiling (optional)
 
 
-def start_profile(pid: int, seconds: float, runs: int) -> subprocess.Popen[bytes] | None:
+def _py_spy() -> tuple[str, Path] | None:
     directory = os.environ.get("CHAOSGUARD_BENCH_PYSPY")
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not directory or not os.access(spy, os.X_OK):
         return None
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [
-            spy,
-            "record",
-            "-p",
-            str(pid),
-            "-d",
-            str(int(seconds)),
-            "-r",
-            "100",
-            "--nonblocking",
-            "--format",
-            "raw",
-            "-o",
-            str(out / f"scale_{runs}.collapsed"),
-        ],
-        stdout=(out / f"scale_{runs}.record.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return spy, Path(directory)
+
+
+def start_profile(pid: int, seconds: float, runs: int, phase: str) -> list[subprocess.Popen[bytes]]:
+    """Two samplers: on-CPU stacks, and all threads' stacks idle or not (wall time)."""
+    found = _py_spy()
+    if found is None:
+        return []
+    spy, out = found
+    processes = []
+    for kind, extra in (("cpu", ["-r", "100"]), ("wall", ["-r", "50", "--idle", "--threads"])):
+        command = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "--nonblocking", *extra]
+        command += ["--format", "raw", "-o", str(out / f"scale_{runs}.{phase}.{kind}.collapsed")]
+        log = (out / f"scale_{runs}.{phase}.{kind}.log").open("wb")
+        processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+    return processes
 
 
 def dump_profile(pid: int, runs: int) -> None:
-    directory = os.environ.get("CHAOSGUARD_BENCH_PYSPY")
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not directory or not os.access(spy, os.X_OK):
+    found = _py_spy()
+    if found is None:
         return
-    with (Path(directory) / f"scale_{runs}.dump.txt").open("ab") as out:
-        subprocess.run([spy, "dump", "-p", str(pid)], stdout=out, stderr=subprocess.STDOUT, timeout=60, check=False)
+    spy, out = found
+    with (out / f"scale_{runs}.dump.txt").open("ab") as dump:
+        dump.write(f"==== {datetime.now().isoformat()}\n".encode())
+        dump.flush()
+        subprocess.run([spy, "dump", "-p", str(pid)], stdout=dump, stderr=subprocess.STDOUT, timeout=60, check=False)
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -518,6 +527,7 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
             watch = ExperimentWatch(plane).start()
             try:
                 # ---- apply -> Running
+                starting = start_profile(pid, 60, scale.runs, "start")
                 applied = time.perf_counter()
                 plane.kubectl("apply", "-f", "-", input=text, timeout=600)
                 apply_seconds = time.perf_counter() - applied
@@ -538,14 +548,14 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 op_before = operator_metrics(operator.metrics())
                 cpu_before, wall_before = proc_cpu_seconds(pid), time.perf_counter()
                 window_from = time.time()
-                profile = start_profile(pid, scale.window, scale.runs)
+                profile = start_profile(pid, scale.window, scale.runs, "steady")
                 rss: list[float] = []
-                dumped = False
+                dumps = [scale.window * f for f in (0.25, 0.5, 0.75)] if profile else []
                 while time.perf_counter() - wall_before < scale.window:
                     rss.append(proc_status_kb(pid, "VmRSS") / 1024)
-                    if not dumped and time.perf_counter() - wall_before > scale.window / 2:
+                    if dumps and time.perf_counter() - wall_before > dumps[0]:
                         dump_profile(pid, scale.runs)
-                        dumped = True
+                        dumps.pop(0)
                     time.sleep(1.0)
                 cpu_after, wall_after = proc_cpu_seconds(pid), time.perf_counter()
                 window_until = time.time()
@@ -558,17 +568,17 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 through = guarded & still
                 cpu_pct = 100.0 * (cpu_after - cpu_before) / wall
                 api_delta = api_after - api_before
-                status_patches = api_delta.get("PATCH/status", 0.0)
+                status_patches = api_delta.get(f"PATCH {EXPERIMENTS}/status", 0.0)
+                patch_latency = api_delta.get("latency_sum", 0.0) / max(1.0, api_delta.get("latency_count", 0.0))
                 writes_per_run = status_patches / max(1, len(through)) / wall if through else math.nan
-                if profile is not None:
+                for sampler in [*starting, *profile]:
                     with contextlib.suppress(subprocess.TimeoutExpired):
-                        profile.wait(timeout=60)
-                other_writes = {
-                    v: c
-                    for v, c in api_delta.items()
-                    if v != "PATCH/status" and not v.startswith(("GET", "LIST", "WATCH"))
-                }
-                reads = {v: c for v, c in api_delta.items() if v.startswith(("GET", "LIST"))}
+                        sampler.wait(timeout=60)
+                requests = ", ".join(
+                    f"{name} {count / wall:.1f}/s"
+                    for name, count in api_delta.most_common()
+                    if not name.startswith(("latency", "WATCH")) and count / wall >= 0.1
+                )
                 if op_before.status_writes is not None and op_after.status_writes is not None:
                     own = (op_after.status_writes - op_before.status_writes) / max(1, len(through)) / wall
                     notes.append(
@@ -657,8 +667,12 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
     print(
         f"# {prefix}: steady window {wall:.1f} s (from {SETTLE:.0f} s after the last start) with {len(through)} runs "
         f"Running throughout; operator CPU {cpu_pct:.0f}% of a core, RSS max {max(rss):.0f} MB (VmHWM "
-        f"{peak_rss:.0f} MB); status PATCHes {status_patches:.0f} (API server's apiserver_request_total), other "
-        f"writes {other_writes or 'none'}, reads {reads or 'none'}",
+        f"{peak_rss:.0f} MB); status PATCHes {status_patches:.0f} (API server's apiserver_request_total), "
+        f"their mean latency in the API server {1000 * patch_latency:.0f} ms",
+        flush=True,
+    )
+    print(
+        f"# {prefix}: API requests in the window, all clients (apiserver_request_total): {requests}",
         flush=True,
     )
     print(f"# {prefix}: guard tick lateness: {late_method}", flush=True)
