@@ -559,6 +559,7 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                     time.sleep(1.0)
                 cpu_after, wall_after = proc_cpu_seconds(pid), time.perf_counter()
                 window_until = time.time()
+                load = os.getloadavg()
                 api_after = apiserver_requests(plane)
                 op_after = operator_metrics(operator.metrics())
                 rss.append(proc_status_kb(pid, "VmRSS") / 1024)
@@ -639,7 +640,9 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 ]
                 not_aborted = sum(1 for k in breach_set if k not in stamps.aborted)
                 end_phases = Counter(stamps.phase.get(k, "?") for k in keys)
-                kills = kill_results(list_experiments(plane))
+                final = list_experiments(plane)
+                kills = kill_results(final)
+                status_bytes = sum(len(json.dumps(i.get("status") or {})) for i in final) / max(1, len(final))
             finally:
                 watch.stop()
     figures: dict[str, float] = {
@@ -684,7 +687,9 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
         flush=True,
     )
     print(
-        f"# {prefix}: phases at the end {dict(end_phases)}; kills by result {dict(kills) or 'none'}; watch "
+        f"# {prefix}: phases at the end {dict(end_phases)}; kills by result {dict(kills) or 'none'}; mean status "
+        f"size at the end {status_bytes / 1024:.1f} KiB; load average over the window {load[0]:.1f} (1 min), "
+        f"{load[2]:.1f} (15 min) on {os.cpu_count()} CPUs; watch "
         f"{stamps.events} events, {stamps.reconnects} reconnects, {stamps.relists} lists"
         + (f", last error {watch.error}" if watch.error else "")
         + f"; wall {time.monotonic() - began:.0f} s",
