@@ -238,6 +238,14 @@ class Store(Generic[T]):
         self._lock = threading.Lock()
         self._by_namespace: dict[str, dict[str, T]] = {}
         self._rejected: dict[ObjectKey, str] = {}
+        # Change counters, so that readers can keep what they derive from a namespace until it changes.
+        self._changes = 0
+        self._replaced_at = 0
+        self._namespace_changed_at: dict[str, int] = {}
+
+    def _changed(self, namespace: str) -> None:
+        self._changes += 1
+        self._namespace_changed_at[namespace] = self._changes
 
     def replace(self, raw_items: Iterable[Mapping[str, Any]]) -> None:
         """Everything the store holds becomes exactly these objects (a list, after a 410 a re-list)."""
@@ -250,12 +258,15 @@ class Store(Generic[T]):
                 fresh.setdefault(key[0], {})[key[1]] = projected
         with self._lock:
             self._by_namespace, self._rejected = fresh, rejected
+            self._changes += 1
+            self._replaced_at, self._namespace_changed_at = self._changes, {}
 
     def upsert(self, raw: Mapping[str, Any]) -> None:
         key = object_key(raw)
         rejected: dict[ObjectKey, str] = {}
         projected = self._projected(key, raw, rejected)
         with self._lock:
+            self._changed(key[0])
             if projected is None:
                 self._drop(key)
                 self._rejected.update(rejected)
@@ -266,6 +277,7 @@ class Store(Generic[T]):
     def delete(self, raw: Mapping[str, Any]) -> None:
         key = object_key(raw)
         with self._lock:
+            self._changed(key[0])
             self._drop(key)
             self._rejected.pop(key, None)
 
@@ -307,6 +319,19 @@ class Store(Generic[T]):
                 for names in (self._by_namespace.get(space, {}),)
                 for name in sorted(names)
             ]
+
+    def version(self, namespace: str) -> int:
+        """A number that grows whenever anything in this namespace changes (or the store is replaced)."""
+        with self._lock:
+            return self._version(namespace)
+
+    def _version(self, namespace: str) -> int:
+        return max(self._replaced_at, self._namespace_changed_at.get(namespace, 0))
+
+    def namespace_snapshot(self, namespace: str) -> tuple[int, dict[str, T]]:
+        """The namespace's objects by name, with the `version` they are at."""
+        with self._lock:
+            return self._version(namespace), dict(self._by_namespace.get(namespace, {}))
 
     def rejected(self) -> dict[ObjectKey, str]:
         with self._lock:
@@ -612,6 +637,23 @@ def _describe(error: Exception) -> str:
 
 # --------------------------------------------------------------------------- the cluster cache
 
+
+def _deployment_of(pod: PodView, replica_sets: Mapping[str, WorkloadFacts]) -> str | None:
+    """The Deployment a pod belongs to through its controlling ReplicaSet, if any."""
+    kind, _, name = (pod.workload or "").partition("/")
+    replica_set = replica_sets.get(name) if kind == "ReplicaSet" else None
+    return None if replica_set is None else replica_set.deployment
+
+
+@dataclass(frozen=True)
+class _ResolvedPods:
+    """One namespace's pods as `ClusterCache.pods` returns them, and the store versions they reflect."""
+
+    versions: tuple[int, int]
+    by_name: dict[str, tuple[PodView, str | None, PodView]]  # name -> (stored pod, its Deployment, the view)
+    views: list[PodView]
+
+
 #: The metric's staleness callbacks read the informer currently registered for each kind.
 _LIVE_INFORMERS: dict[str, Informer[Any]] = {}
 _LIVE_LOCK = threading.Lock()
@@ -695,6 +737,8 @@ class ClusterCache:
                 self._stateful_sets,
             )
         }
+        self._pod_views: dict[str, _ResolvedPods] = {}
+        self._pod_views_lock = threading.Lock()
         self._workloads: Mapping[str, Informer[WorkloadFacts]] = {
             "Deployment": self._deployments,
             "StatefulSet": self._stateful_sets,
@@ -802,21 +846,36 @@ class ClusterCache:
         return [copy.deepcopy(dict(item)) for item in self._synced_store(self._approvals).items(namespace)]
 
     def pods(self, namespace: str) -> list[PodView]:
-        """Every pod of the namespace with its top workload, resolved as kube._OwnerResolver does."""
-        pods = self._synced_store(self._pods).items(namespace)
-        replica_sets = self._synced_store(self._replica_sets)
-        return [self._resolved(pod, replica_sets) for pod in pods]
+        """Every pod of the namespace, in name order, with its top workload resolved as
+        kube._OwnerResolver does (a ReplicaSet's pods belong to the Deployment controlling it).
 
-    @staticmethod
-    def _resolved(pod: PodView, replica_sets: Store[WorkloadFacts]) -> PodView:
-        """A pod controlled by a ReplicaSet that a Deployment controls belongs to the Deployment."""
-        kind, _, name = (pod.workload or "").partition("/")
-        if kind != "ReplicaSet":
-            return pod
-        replica_set = replica_sets.get(pod.namespace, name)
-        if replica_set is None or replica_set.deployment is None:
-            return pod
-        return dataclasses.replace(pod, workload=f"Deployment/{replica_set.deployment}")
+        The resolved list is kept until the namespace's pods or ReplicaSets change, and each pod's
+        view until that pod or its owner does: engine steps ask for the same namespaces again and
+        again, and most of their pods have not changed in between."""
+        pod_store, replica_set_store = self._synced_store(self._pods), self._synced_store(self._replica_sets)
+        with self._pod_views_lock:
+            known = self._pod_views.get(namespace)
+        if known is not None and known.versions == (pod_store.version(namespace), replica_set_store.version(namespace)):
+            return list(known.views)
+        pods_version, pods = pod_store.namespace_snapshot(namespace)
+        replica_sets_version, replica_sets = replica_set_store.namespace_snapshot(namespace)
+        previous = known.by_name if known is not None else {}
+        by_name: dict[str, tuple[PodView, str | None, PodView]] = {}
+        for name in sorted(pods):
+            pod = pods[name]
+            deployment = _deployment_of(pod, replica_sets)
+            before = previous.get(name)
+            if before is not None and before[0] is pod and before[1] == deployment:
+                by_name[name] = before
+            else:
+                view = pod if deployment is None else dataclasses.replace(pod, workload=f"Deployment/{deployment}")
+                by_name[name] = (pod, deployment, view)
+        resolved = _ResolvedPods(
+            (pods_version, replica_sets_version), by_name, [view for _, _, view in by_name.values()]
+        )
+        with self._pod_views_lock:
+            self._pod_views[namespace] = resolved
+        return list(resolved.views)
 
     def _workload(self, namespace: str, workload: str) -> WorkloadFacts | None:
         kind, _, name = workload.partition("/")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import REGISTRY
 from urllib3.exceptions import ProtocolError
 
 from chaosguard import informers
@@ -424,7 +425,7 @@ def test_stop_ends_the_thread_promptly_while_a_watch_is_open(
 
 
 def _relists_metric(kind: str) -> float:
-    return float(informers.CACHE_RELISTS.labels(kind=kind)._value.get())
+    return REGISTRY.get_sample_value("chaosguard_cache_relists_total", {"kind": kind}) or 0.0
 
 
 # --------------------------------------------------------------------------- the cluster cache, scripted
@@ -516,8 +517,8 @@ def test_cluster_cache_health(cache: ClusterCache) -> None:
     assert set(health) == set(cache.informers) and all(each.synced and each.connected for each in health.values())
     assert health["pods"].objects == 7
     assert all(0 <= seconds < 10 for seconds in cache.staleness().values())
-    sample = informers.CACHE_STALENESS.labels(kind="pods")._value.get()  # the metric's callback
-    assert 0 <= sample < 10
+    sample = REGISTRY.get_sample_value("chaosguard_cache_staleness_seconds", {"kind": "pods"})
+    assert sample is not None and 0 <= sample < 10  # read through the gauge's callback
 
 
 def test_reads_before_sync_refuse_rather_than_answer_empty() -> None:
@@ -539,3 +540,25 @@ def test_reads_before_sync_refuse_rather_than_answer_empty() -> None:
 def test_unknown_kinds_in_list_functions_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown kinds: nodes"):
         ClusterCache(list_functions={"nodes": FakeServer()})
+
+
+def test_resolved_pods_follow_changes_to_pods_and_replica_sets(cache: ClusterCache) -> None:
+    first = cache.pods("shop")
+    again = cache.pods("shop")
+    assert again == first and all(a is b for a, b in zip(again, first, strict=True))  # kept while unchanged
+    pods, replica_sets = cache.informers["pods"], cache.informers["replicasets"]
+
+    # A pod whose ReplicaSet the cache has not seen yet belongs to the ReplicaSet, until it arrives.
+    pods.apply_event(event("ADDED", raw_pod("new-1", owners=[owner("ReplicaSet", "new-abc")])))
+    assert {pod.name: pod.workload for pod in cache.pods("shop")}["new-1"] == "ReplicaSet/new-abc"
+    replica_sets.apply_event(event("ADDED", raw_replica_set("new-abc", "new")))
+    after = {pod.name: pod for pod in cache.pods("shop")}
+    assert after["new-1"].workload == "Deployment/new"
+    assert after["web-1"] is {pod.name: pod for pod in first}["web-1"]  # unchanged pods keep their view
+
+    pods.apply_event(event("MODIFIED", raw_pod("web-1", ready=False, owners=[owner("ReplicaSet", "web-abc")])))
+    web = next(pod for pod in cache.pods("shop") if pod.name == "web-1")
+    assert not web.ready and web.workload == "Deployment/web"
+    pods.apply_event(event("DELETED", raw_pod("web-1")))
+    assert "web-1" not in {pod.name for pod in cache.pods("shop")}
+    assert [pod.name for pod in cache.pods("other")] == ["elsewhere"]  # other namespaces untouched
