@@ -395,7 +395,8 @@ class Informer(Generic[T]):
         self._lists = 0
         self._last_logged_error: str | None = None
         self.resource_version: str | None = None  # where the next watch resumes; None: list first
-        self.last_heard_monotonic: float | None = None
+        self.last_heard_monotonic: float | None = None  # a list, a watch (re)connect, an event or a bookmark
+        self.last_event_monotonic: float | None = None  # an event or a bookmark
         self.relists = 0
         self.events = 0
         self.bookmarks = 0
@@ -570,6 +571,7 @@ class Informer(Generic[T]):
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if line:
                     self.apply_event(json.loads(line))
+            logger.debug("watch of %s ended; resuming from resourceVersion %s", self.kind, self.resource_version)
         finally:
             with self._lock:
                 self._response = None
@@ -605,6 +607,7 @@ class Informer(Generic[T]):
             self.events += 1
             CACHE_EVENTS.labels(kind=self.kind).inc()
         self._heard()
+        self.last_event_monotonic = self.last_heard_monotonic
 
 
 def _shut_down(response: Any) -> None:

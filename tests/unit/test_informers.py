@@ -223,6 +223,7 @@ def test_events_change_the_store_and_move_the_resource_version() -> None:
     assert informer.resource_version == "6" and informer.events == 2
     informer.apply_event(bookmark("10"))
     assert informer.resource_version == "10" and informer.bookmarks == 1 and informer.events == 2
+    assert informer.last_event_monotonic is not None and informer.staleness() < 5
     assert [pod.ready for pod in informer.store.items()] == [False]  # a bookmark changes nothing else
     informer.apply_event(event("DELETED", raw_pod("a", rv="11")))
     assert informer.store.items() == [] and informer.resource_version == "11"
