@@ -39,6 +39,8 @@ CLEARED = re.compile(r"(removed: qdisc|nothing to clear|nothing to remove)")
 CLEANUP_REPORT_SECONDS = 30.0
 # An injector seen running this long added its qdisc (it exits within milliseconds when tc refuses).
 CONFIRM_RUNNING_SECONDS = 3.0
+# No report on the injector this long after it was added: none will come (a simulated node), stop asking.
+NO_REPORT_SECONDS = 60.0
 # Exit codes of injector/netem.sh, as a person would want them explained.
 INJECTOR_EXITS = {
     2: "the injector refused its arguments or found no such network device",
@@ -207,7 +209,7 @@ async def _cleaner_report(api: ApiLanes, fault: FaultRecord, cleaner: str) -> st
     return f"{cleaner} did not report within {CLEANUP_REPORT_SECONDS:.0f}s"
 
 
-_confirmed: set[tuple[str, str]] = set()  # (pod uid, injector) seen running long enough
+_settled: set[tuple[str, str]] = set()  # (pod uid, injector) seen running long enough, or never reported on
 
 
 async def settle_injectors(
@@ -226,7 +228,7 @@ async def settle_injectors(
     failed = []
     for fault in faults:
         key = (fault.uid, fault.container)
-        if fault.state is not FaultState.ACTIVE or key in _confirmed:
+        if fault.state is not FaultState.ACTIVE or key in _settled:
             continue
         try:
             pod = await api.call(_read_pod, fault.namespace, fault.name)
@@ -240,9 +242,11 @@ async def settle_injectors(
         if "running" in state:
             started = str(state["running"].get("startedAt") or "")
             if started and (now() - datetime.fromisoformat(started)).total_seconds() >= CONFIRM_RUNNING_SECONDS:
-                _confirmed.add(key)
+                _settled.add(key)
             continue
         terminated = state.get("terminated")
+        if not state and fault.injected_at and (now() - fault.injected_at).total_seconds() > NO_REPORT_SECONDS:
+            _settled.add(key)
         if terminated is None or int(terminated.get("exitCode", -1)) == 0:
             continue  # not started yet, or ended by its own timer (the run's deadline handles that)
         reason = describe_injector_exit(terminated)
@@ -257,7 +261,7 @@ async def settle_injectors(
         fault.state = FaultState.FAILED
         fault.message = f"{reason}; {confirmation}"
         failed.append(fault)
-    _confirmed.intersection_update({(f.uid, f.container) for f in faults if f.state is FaultState.ACTIVE})
+    _settled.intersection_update({(f.uid, f.container) for f in faults if f.state is FaultState.ACTIVE})
     return failed
 
 

@@ -126,7 +126,10 @@ def check_pod_kill_percent(run: PodKillRun) -> None:
     assert all(k["method"] == "eviction" for k in killed), dump
     assert {k["uid"] for k in killed} <= run.uids_before, "a killed pod was not one of the workload's"
     assert not {k["uid"] for k in killed} & run.uids_after, "a killed pod is still there"
-    assert all((k.get("recoveredAfterSeconds") or 0) > 0 for k in killed), f"recovery not recorded:\n{dump}"
+    # Recorded for every kill. It is the kubelet's Ready time of the replacement (whole seconds), so on
+    # kwok, whose replacements are Ready within the second of the kill, it may be 0; the real node's
+    # e2e test checks it against the kubelet's own times.
+    assert all(k.get("recoveredAfterSeconds") is not None for k in killed), f"recovery not recorded:\n{dump}"
     events = f"Events on the experiment: {run.experiment_events}; on the workload: {run.workload_events}"
     assert run.experiment_events.count("PodKilled") == 2, events
     assert "RunCompleted" in run.experiment_events, events
