@@ -514,6 +514,8 @@ def test_cluster_cache_health(cache: ClusterCache) -> None:
     assert cache.synced and cache.healthy
     cache.require_fresh()
     cache.require_fresh("pods", "chaospolicies")
+    with pytest.raises(ValueError, match="no watch cache for nodes; there are: namespaces, chaospolicies"):
+        cache.require_fresh("nodes")
     health = cache.informer_health()
     assert set(health) == set(cache.informers) and all(each.synced and each.connected for each in health.values())
     assert health["pods"].objects == 7
