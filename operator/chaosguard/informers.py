@@ -842,7 +842,7 @@ class ClusterCache:
         return {name: reason for (_, name), reason in self._synced_store(self._policies).rejected().items()}
 
     def running_experiments(self) -> set[str]:
-        """ "namespace/name" of every experiment whose status.phase is Running."""
+        """The "namespace/name" of every experiment whose status.phase is Running (for the concurrency cap)."""
         return {
             f"{facts.namespace}/{facts.name}"
             for facts in self._synced_store(self._experiments).items()
@@ -882,7 +882,10 @@ class ClusterCache:
             (pods_version, replica_sets_version), by_name, [view for _, _, view in by_name.values()]
         )
         with self._pod_views_lock:
-            self._pod_views[namespace] = resolved
+            if pods:
+                self._pod_views[namespace] = resolved
+            else:  # nothing worth keeping, and namespaces come and go
+                self._pod_views.pop(namespace, None)
         return list(resolved.views)
 
     def _workload(self, namespace: str, workload: str) -> WorkloadFacts | None:
