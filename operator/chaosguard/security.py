@@ -174,8 +174,10 @@ def service_webhook_server(service: ServiceRef) -> Any:
     class ServiceWebhookServer(kopf.WebhookServer):
         async def __call__(self, fn: Any) -> Any:
             async for config in super().__call__(fn):
+                # No "path": kopf appends "/<handler id>" to the one given, and "/" would make "//id",
+                # which the API server refuses (segment[0] may not be empty).
                 routed: dict[str, Any] = {
-                    "service": {"namespace": service.namespace, "name": service.name, "port": service.port, "path": "/"}
+                    "service": {"namespace": service.namespace, "name": service.name, "port": service.port}
                 }
                 if config.get("caBundle"):
                     routed["caBundle"] = config["caBundle"]

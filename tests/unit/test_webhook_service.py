@@ -62,6 +62,5 @@ def test_the_server_registers_the_service_with_its_ca(tmp_path: Path) -> None:
         "namespace": "chaosguard-system",
         "name": "chaosguard-webhook",
         "port": 443,
-        "path": "/",
     }
     assert "url" not in config and config["caBundle"]
