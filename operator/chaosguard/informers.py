@@ -86,8 +86,8 @@ WATCH_TIMEOUT_SECONDS = 240
 WATCH_READ_TIMEOUT_SECONDS = 90.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 LIST_TIMEOUT_SECONDS = 60.0
-#: Items per list page. json.loads of a page holds the GIL throughout (about 10-25 ms for 250 pods
-#: on an idle core), which the operator's event loop waits out; smaller pages keep that short.
+#: Items per list page. json.loads of a page holds the GIL throughout (5-10 ms of CPU for 250 pods),
+#: which the operator's event loop waits out; smaller pages keep that short.
 LIST_PAGE_SIZE = 250
 BACKOFF_FIRST_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 5.0
