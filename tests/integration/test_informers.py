@@ -296,15 +296,15 @@ class Outage:
         )
 
 
+@pytest.fixture
+def outage(cache: ClusterCache, k8s: client.ApiClient, namespace: str, isolated_policies: list[str]) -> Outage:
+    return Outage(cache, k8s, namespace, isolated_policies)
+
+
 def test_a_broken_watch_loses_nothing(
-    cache: ClusterCache,
-    gates: dict[str, Gate],
-    k8s: client.ApiClient,
-    fresh: Cluster,
-    namespace: str,
-    isolated_policies: list[str],
+    cache: ClusterCache, gates: dict[str, Gate], k8s: client.ApiClient, fresh: Cluster, outage: Outage
 ) -> None:
-    outage = Outage(cache, k8s, namespace, isolated_policies)
+    namespace = outage.namespace
     watched = {kind: cache.informers[kind] for kind in gates}
     for kind, informer in watched.items():
         disconnect(informer, gates[kind])
@@ -338,18 +338,12 @@ def test_a_broken_watch_loses_nothing(
 
 
 def test_an_expired_resource_version_relists_and_replaces_the_store(
-    cache: ClusterCache,
-    gates: dict[str, Gate],
-    k8s: client.ApiClient,
-    fresh: Cluster,
-    namespace: str,
-    isolated_policies: list[str],
+    cache: ClusterCache, gates: dict[str, Gate], fresh: Cluster, outage: Outage
 ) -> None:
     """The policies' watch resumes from resourceVersion 1, older than anything the API server keeps for a
     custom resource (its watch cache starts when the CRD is installed), so the server answers 410; the
     policy deleted meanwhile can only disappear through the re-list replacing the store. (Built-in
     kinds are no use here: on a young cluster their watch caches still hold every event since 1.)"""
-    outage = Outage(cache, k8s, namespace, isolated_policies)
     policies = cache.informers["chaospolicies"]
     relists_before = policies.relists
     for kind in ("pods", "chaospolicies"):
