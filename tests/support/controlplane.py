@@ -243,6 +243,33 @@ class _Process:
             self._log.close()
 
 
+def wait_for_probe(
+    processes: Sequence[_Process],
+    what: str,
+    probe: Callable[[], tuple[bool, str]],
+    timeout: float,
+    tails: Callable[[], str],
+    error: type[ControlPlaneError] | None = None,
+) -> None:
+    """Poll `probe` (ready, detail) until it is ready; fail fast with its log tail when one of
+    `processes` died, or after `timeout` seconds with `tails()` (the logs that may say why)."""
+    failure = error or ControlPlaneError
+    deadline = time.monotonic() + timeout
+    while True:
+        for started in processes:
+            if not started.running():
+                raise failure(
+                    f"{started.name} exited with code {started.popen.returncode} while waiting "
+                    f"for {what}\n{started.log_tail()}"
+                )
+        ready, detail = probe()
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise failure(f"{what} not ready after {timeout:.0f}s: {detail}\n{tails()}")
+        time.sleep(0.1)
+
+
 def _remove_orphaned_data_dirs(parent: Path) -> None:
     """Remove etcd data left in tmpfs by control planes whose Python process was killed outright."""
     for directory in parent.glob(f"{_DATA_DIR_PREFIX}*"):
@@ -849,23 +876,8 @@ class ControlPlane:
 
     def _wait_until(self, name: str, probe: Callable[[], tuple[bool, str]]) -> None:
         """Poll `probe` until it is ready; fail fast with the log tail if any process died."""
-        deadline = time.monotonic() + self.timeout
         process = next((p for p in self._processes if p.name == name), None)
-        detail = ""
-        while True:
-            for started in self._processes:
-                if not started.running():
-                    raise ControlPlaneError(
-                        f"{started.name} exited with code {started.popen.returncode} while waiting "
-                        f"for {name}\n{started.log_tail()}"
-                    )
-            ready, detail = probe()
-            if ready:
-                return
-            if time.monotonic() > deadline:
-                tail = process.log_tail() if process else ""
-                raise ControlPlaneError(f"{name} not ready after {self.timeout:.0f}s: {detail}\n{tail}")
-            time.sleep(0.1)
+        wait_for_probe(self._processes, name, probe, self.timeout, lambda: process.log_tail() if process else "")
 
     # -- helpers --
 

@@ -62,6 +62,7 @@ from tests.support.controlplane import (
     ControlPlaneError,
     _pick_port,
     _Process,
+    wait_for_probe,
 )
 
 NODE_NAME = "chaosguard-node"
@@ -320,10 +321,10 @@ class RealNode:
             self.timings["containerd"] = time.monotonic() - t0
             self._grant_apiserver_kubelet_access()
             self._start_kubelet()
-            self._wait("the Node to be Ready", self._node_ready)
+            self._wait(f"Node {NODE_NAME}", self._node_ready)
             self.timings["node-ready"] = time.monotonic() - t0
             self._start_kube_proxy()
-            self._wait("kube-proxy to program the kubernetes Service", self._service_programmed)
+            self._wait("the kubernetes Service in kube-proxy's rules", self._service_programmed)
             self.timings["kube-proxy"] = time.monotonic() - t0
         except BaseException:
             self.stop()
@@ -628,22 +629,10 @@ state = "{root / "state"}"
     # -- readiness --
 
     def _wait(self, what: str, probe: Callable[[], tuple[bool, str]]) -> None:
-        deadline = time.monotonic() + self.timeout
-        detail = ""
-        while True:
-            for process in self._processes:
-                if not process.running():
-                    raise RealNodeError(
-                        f"{process.name} exited with code {process.popen.returncode} while waiting for {what}\n"
-                        f"{process.log_tail()}"
-                    )
-            ready, detail = probe()
-            if ready:
-                return
-            if time.monotonic() > deadline:
-                tails = "\n".join(p.log_tail(20) for p in self._processes)
-                raise RealNodeError(f"no {what} after {self.timeout:.0f}s: {detail}\n{tails}")
-            time.sleep(0.2)
+        def tails() -> str:
+            return "\n".join(p.log_tail(20) for p in self._processes)
+
+        wait_for_probe(self._processes, what, probe, self.timeout, tails, RealNodeError)
 
     def _node_ready(self) -> tuple[bool, str]:
         assert self._plane is not None
