@@ -47,7 +47,7 @@ def _up(directory: Path) -> int:
             install.run_steps(install.runner(bin_dir, plane.kubeconfig), install.HELM_INSTALL)
             lines = [
                 f"export KUBECONFIG={plane.kubeconfig}",
-                f"export PATH={bin_dir}:$PATH  # kubectl and helm {plane.kubectl_path.parent.name}",
+                f"export PATH={bin_dir}:$PATH  # the pinned kubectl and helm",
                 f"# Prometheus, for spec.steadyState.prometheus.url: {prometheus.url}",
                 f"# logs: {plane.log_dir} and {node.log_dir}; stop with: make sandbox-down",
             ]
