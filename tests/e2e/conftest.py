@@ -87,6 +87,8 @@ class E2ECluster:
     """Where the e2e tests run: this machine's real node, or a kind cluster (`plane` is None)."""
 
     kubectl: Kubectl
+    #: The argv that starts kubectl against this cluster, for long-running commands (logs -f).
+    kubectl_command: list[str]
     plane: ControlPlane | None = None
     bin_dir: Path | None = None
     node_has_netem: bool = True
@@ -141,7 +143,7 @@ def e2e_cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFa
                 raise AssertionError(f"`{' '.join(argv)}` failed ({result.returncode}):\n{result.stderr}")
             return result.stdout
 
-        yield E2ECluster(run)
+        yield E2ECluster(run, [binary, f"--context={context}"])
         return
     from tests.support.realnode import build_images, host_sysctls, leftovers, real_cluster
 
@@ -150,7 +152,8 @@ def e2e_cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFa
     workdir = Path(os.environ.get("CHAOSGUARD_E2E_DIR") or tmp_path_factory.mktemp("e2e-real-node"))
     sysctls, before = host_sysctls(), set(leftovers())
     with real_cluster(workdir, bin_dir, images) as (plane, _node):
-        yield E2ECluster(_kubectl_for(plane), plane, bin_dir, _kernel_has_netem(), sysctls)
+        command = [str(plane.kubectl_path), f"--kubeconfig={plane.kubeconfig}"]
+        yield E2ECluster(_kubectl_for(plane), command, plane, bin_dir, _kernel_has_netem(), sysctls)
     # The node is gone, and so is everything it made outside its work directory.
     left = sorted(set(leftovers()) - before)
     assert not left, f"the real node left behind: {left}"

@@ -94,11 +94,7 @@ class LogFollower:
 
 
 def follow_logs(e2e_cluster: E2ECluster, namespace: str, pod: str) -> LogFollower:
-    if e2e_cluster.plane is not None:
-        argv = [str(e2e_cluster.plane.kubectl_path), f"--kubeconfig={e2e_cluster.plane.kubeconfig}"]
-    else:
-        argv = ["kubectl"]  # pragma: no cover - kind: the current (checked) context
-    argv += ["logs", "-f", "-n", namespace, pod, "-c", "app"]
+    argv = [*e2e_cluster.kubectl_command, "logs", "-f", "-n", namespace, pod, "-c", "app"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return LogFollower(pod, process)
 
