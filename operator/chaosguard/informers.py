@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar, cast
 
@@ -212,6 +213,16 @@ def project_pod(raw: Mapping[str, Any]) -> PodView:
     )
 
 
+def carry_ready_sighting(previous: PodView | None, pod: PodView) -> PodView:
+    """Stamps when this watch first saw the pod Ready (kept while it stays Ready since the same
+    transition): recovery times use it to refine the Ready condition's whole-second timestamp."""
+    if not pod.ready:
+        return pod
+    if previous is not None and previous.ready and previous.ready_since == pod.ready_since:
+        return dataclasses.replace(pod, ready_seen_at=previous.ready_seen_at)
+    return dataclasses.replace(pod, ready_seen_at=datetime.now(UTC))
+
+
 def project_workload(raw: Mapping[str, Any]) -> WorkloadFacts:
     spec = raw.get("spec") or {}
     replicas = spec.get("replicas")
@@ -234,9 +245,14 @@ class Store(Generic[T]):
     not validate) is kept out of the store, and the reason is kept in `rejected` and logged, so
     it never vanishes silently."""
 
-    def __init__(self, kind: str, project: Callable[[Mapping[str, Any]], T]) -> None:
+    def __init__(
+        self, kind: str, project: Callable[[Mapping[str, Any]], T], carry: Callable[[T | None, T], T] | None = None
+    ) -> None:
         self.kind = kind
         self._project = project
+        # `carry(previous, new)`: what a new projection keeps of the one it replaces (what only the
+        # watch knows, such as when a pod was first seen Ready); called under the lock.
+        self._carry = carry
         self._lock = threading.Lock()
         self._by_namespace: dict[str, dict[str, T]] = {}
         self._rejected: dict[ObjectKey, str] = {}
@@ -259,6 +275,11 @@ class Store(Generic[T]):
             if projected is not None:
                 fresh.setdefault(key[0], {})[key[1]] = projected
         with self._lock:
+            if self._carry is not None:
+                for space, names in fresh.items():
+                    before = self._by_namespace.get(space, {})
+                    for name, item in names.items():
+                        names[name] = self._carry(before.get(name), item)
             self._by_namespace, self._rejected = fresh, rejected
             self._changes += 1
             self._replaced_at, self._namespace_changed_at = self._changes, {}
@@ -273,7 +294,10 @@ class Store(Generic[T]):
                 self._drop(key)
                 self._rejected.update(rejected)
             else:
-                self._by_namespace.setdefault(key[0], {})[key[1]] = projected
+                names = self._by_namespace.setdefault(key[0], {})
+                if self._carry is not None:
+                    projected = self._carry(names.get(key[1]), projected)
+                names[key[1]] = projected
                 self._rejected.pop(key, None)
 
     def delete(self, raw: Mapping[str, Any]) -> None:
@@ -379,9 +403,10 @@ class Informer(Generic[T]):
         *,
         watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
         page_size: int = LIST_PAGE_SIZE,
+        carry: Callable[[T | None, T], T] | None = None,
     ) -> None:
         self.kind = kind
-        self.store: Store[T] = Store(kind, project)
+        self.store: Store[T] = Store(kind, project, carry)
         self._list_call = list_call
         self._watch_timeout_seconds = watch_timeout_seconds
         self._page_size = page_size
@@ -711,10 +736,15 @@ class ClusterCache:
         overrides = dict(list_functions or {})
 
         def informer(
-            kind: str, list_call: Callable[..., Any], project: Callable[[Mapping[str, Any]], T]
+            kind: str,
+            list_call: Callable[..., Any],
+            project: Callable[[Mapping[str, Any]], T],
+            carry: Callable[[T | None, T], T] | None = None,
         ) -> Informer[T]:
             chosen = overrides.pop(kind, list_call)
-            return Informer(kind, chosen, project, watch_timeout_seconds=watch_timeout_seconds, page_size=page_size)
+            return Informer(
+                kind, chosen, project, watch_timeout_seconds=watch_timeout_seconds, page_size=page_size, carry=carry
+            )
 
         def custom_list(plural: str) -> Callable[..., Any]:
             return functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, plural)
@@ -723,7 +753,7 @@ class ClusterCache:
         self._policies = informer(POLICIES, custom_list(POLICIES), project_policy)
         self._experiments = informer(EXPERIMENTS, custom_list(EXPERIMENTS), project_experiment)
         self._approvals = informer(APPROVALS, custom_list(APPROVALS), project_approval)
-        self._pods = informer(PODS, core.list_pod_for_all_namespaces, project_pod)
+        self._pods = informer(PODS, core.list_pod_for_all_namespaces, project_pod, carry_ready_sighting)
         self._replica_sets = informer(REPLICA_SETS, apps.list_replica_set_for_all_namespaces, project_workload)
         self._deployments = informer(DEPLOYMENTS, apps.list_deployment_for_all_namespaces, project_workload)
         self._stateful_sets = informer(STATEFUL_SETS, apps.list_stateful_set_for_all_namespaces, project_workload)

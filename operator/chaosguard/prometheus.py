@@ -377,7 +377,9 @@ async def _query_with(session: aiohttp.ClientSession, request: QueryRequest) -> 
             UnavailableKind.UNREACHABLE, f"cannot connect to {url}: {_describe(error.certificate_error)}"
         )
     except aiohttp.ClientConnectorError as error:
-        return QueryUnavailable(UnavailableKind.UNREACHABLE, f"cannot connect to {url}: {_describe(error.os_error)}")
+        # asyncio words a refused connection "Connect call failed (...)"; the errno says it plainly.
+        cause = os.strerror(error.os_error.errno) if error.os_error.errno else _describe(error.os_error)
+        return QueryUnavailable(UnavailableKind.UNREACHABLE, f"cannot connect to {url}: {cause}")
     except (aiohttp.InvalidURL, ValueError) as error:
         return QueryUnavailable(UnavailableKind.INVALID_REQUEST, f"cannot query {url}: {_truncate(str(error))}")
     except aiohttp.ClientError as error:

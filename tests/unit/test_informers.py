@@ -565,3 +565,20 @@ def test_resolved_pods_follow_changes_to_pods_and_replica_sets(cache: ClusterCac
     pods.apply_event(event("DELETED", raw_pod("web-1")))
     assert "web-1" not in {pod.name for pod in cache.pods("shop")}
     assert [pod.name for pod in cache.pods("other")] == ["elsewhere"]  # other namespaces untouched
+
+
+def test_the_pod_store_stamps_when_it_first_saw_each_pod_ready() -> None:
+    store = informers.Store("pods", informers.project_pod, informers.carry_ready_sighting)
+    store.upsert(raw_pod("a", ready=False))
+    assert store.items()[0].ready_seen_at is None
+    before = datetime.now(UTC)
+    store.upsert(raw_pod("a", rv="2", ready_at="2026-11-28T10:00:07Z"))
+    seen = store.items()[0].ready_seen_at
+    assert seen is not None and seen >= before
+    store.upsert(raw_pod("a", rv="3", ready_at="2026-11-28T10:00:07Z", labels={"app": "checkout", "x": "y"}))
+    store.replace([raw_pod("a", rv="4", ready_at="2026-11-28T10:00:07Z")])
+    assert store.items()[0].ready_seen_at == seen  # kept while Ready since the same transition
+    store.upsert(raw_pod("a", rv="5", ready=False))
+    store.upsert(raw_pod("a", rv="6", ready_at="2026-11-28T10:09:00Z"))
+    again = store.items()[0].ready_seen_at
+    assert again is not None and again > seen  # a new transition, a new sighting
