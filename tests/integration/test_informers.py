@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import threading
 import uuid
@@ -22,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from chaosguard.informers import CacheNotReady, ClusterCache, Informer
 from chaosguard.kube import Cluster
+from chaosguard.selection import PodView
 from tests.integration.conftest import create_namespace
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import (
@@ -36,6 +38,12 @@ from tests.support.operator import (
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
+
+
+def without_sightings(pods: list[PodView]) -> list[PodView]:
+    """The cache's pods as a fresh list shows them: only a watch knows when it first saw one Ready."""
+    return [dataclasses.replace(pod, ready_seen_at=None) for pod in pods]
+
 
 CONVERGE = 30.0  # seconds for the cache to show a change the API server already has
 
@@ -165,7 +173,7 @@ def test_deployment_pods_resolve_to_their_deployment(
 ) -> None:
     create_deployment(k8s, namespace, "web", 3)
     wait_for(
-        lambda: cache.pods(namespace) == fresh.pods(namespace) and len(cache.pods(namespace)) == 3,
+        lambda: without_sightings(cache.pods(namespace)) == fresh.pods(namespace) and len(cache.pods(namespace)) == 3,
         timeout=CONVERGE,
         what="the cache's pods to equal a fresh list",
         describe=lambda: f"cache {cache.pods(namespace)}\nfresh {fresh.pods(namespace)}",
@@ -185,7 +193,7 @@ def test_deployment_pods_resolve_to_their_deployment(
     wait_for(lambda: cache.desired_replicas(namespace, "Deployment/web") == 5, timeout=CONVERGE, what="5 replicas")
     wait_for_ready_pods(k8s, namespace, "web", 5)
     wait_for(
-        lambda: cache.pods(namespace) == fresh.pods(namespace),
+        lambda: without_sightings(cache.pods(namespace)) == fresh.pods(namespace),
         timeout=CONVERGE,
         what="the scaled-up pods in the cache",
         describe=lambda: f"cache {pod_names(cache.pods(namespace))}, fresh {pod_names(fresh.pods(namespace))}",
@@ -291,9 +299,8 @@ class Outage:
         assert self.cache_has_policies(self.old_policy)
 
     def caught_up(self, fresh: Cluster) -> bool:
-        return self.cache.pods(self.namespace) == fresh.pods(self.namespace) and self.cache_has_policies(
-            self.new_policy
-        )
+        pods_match = without_sightings(self.cache.pods(self.namespace)) == fresh.pods(self.namespace)
+        return pods_match and self.cache_has_policies(self.new_policy)
 
 
 @pytest.fixture
