@@ -670,7 +670,8 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
     print(
         f"# {prefix}: steady window {wall:.1f} s (from {SETTLE:.0f} s after the last start) with {len(through)} runs "
         f"Running throughout; operator CPU {cpu_pct:.0f}% of a core, RSS max {max(rss):.0f} MB (VmHWM "
-        f"{peak_rss:.0f} MB); status PATCHes {status_patches:.0f} (API server's apiserver_request_total), "
+        f"{peak_rss:.0f} MB); status PATCHes {status_patches:.0f} (API server's apiserver_request_total; all of "
+        "them, also those of experiments not yet Running, over the runs Running throughout), "
         f"their mean latency in the API server {1000 * patch_latency:.0f} ms",
         flush=True,
     )
