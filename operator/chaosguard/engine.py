@@ -22,13 +22,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from chaosguard import faults, gates, lanes, metrics, windows
+from chaosguard import faults, gates, informers, lanes, metrics, windows
 from chaosguard.clock import Clock
 from chaosguard.durations import format_seconds, to_seconds
 from chaosguard.errors import describe_validation_error
 from chaosguard.faults import clear_fault
 from chaosguard.guard import GuardedRun, GuardScheduler, SteadyStateProbe
-from chaosguard.informers import ClusterCache
+from chaosguard.informers import CacheNotReady, ClusterCache
 from chaosguard.kube import Cluster, api_message
 from chaosguard.lanes import ApiLanes
 from chaosguard.logs import ExperimentLogger
@@ -103,6 +103,7 @@ class OperatorContext:
     webhooks: bool = False  # started with the admission webhooks: every experiment needs an author stamp
     workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)  # this process's runs, including starts in progress
+    start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held only to count and take a slot
 
     @property
     def cluster(self) -> Cluster:
@@ -227,8 +228,20 @@ class ExperimentDriver:
 
     # ------------------------------------------------------------------ world
 
+    def cache_is_live(self, *kinds: str) -> bool:
+        """Whether these watch caches are synced and connected: a decision reads them only then,
+        and reads the API instead while a watch is down (when unsure, ask; never guess)."""
+        try:
+            self.context.cache.require_fresh(*kinds)
+        except CacheNotReady as error:
+            self.logger.warning("reading from the API instead of the cache: %s", error)
+            return False
+        return True
+
     async def world(self, spec: ChaosExperimentSpec) -> World:
         """The policies and namespace labels as the watch-backed cache has them (every step)."""
+        if not self.cache_is_live(informers.NAMESPACES, informers.POLICIES):
+            return await self.fresh_world(spec)
         cache = self.context.cache
         return self.world_of(spec, cache.policies(), cache.namespace_labels())
 
@@ -322,11 +335,13 @@ class ExperimentDriver:
         if refusal is None and not await gates.approvals_hold(self, spec, world):
             return 0.0
         if refusal is None:
-            # Counting and taking the slot happen with no await in between, so two experiments can
-            # never both take the last one; the slot is held while the before-check asks Prometheus.
-            refusal = concurrency_refusal(world.effective, self.running_elsewhere())
+            # Counting and taking the slot happen under one lock, so two experiments can never both
+            # take the last one; the slot is held while the before-check asks Prometheus.
+            async with self.context.start_lock:
+                refusal = concurrency_refusal(world.effective, await self.running_elsewhere())
+                if refusal is None:
+                    self.context.running.add(self.key)
             if refusal is None:
-                self.context.running.add(self.key)
                 try:
                     refusal = await self.steady_state_refusal(spec, now)
                     if refusal is None:
@@ -366,10 +381,18 @@ class ExperimentDriver:
             return refusals[0]
         return time_refusal(world.effective, now)
 
-    def running_elsewhere(self) -> int:
+    async def running_elsewhere(self) -> int:
         """Runs in progress besides this one: what the cache says is Running, and this process's
         own starts that the cache may not have seen yet (counting one twice only ever refuses)."""
-        keys = self.context.cache.running_experiments()
+        if self.cache_is_live(informers.EXPERIMENTS):
+            keys = self.context.cache.running_experiments()
+        else:
+            items = await self.context.api.call(Cluster.experiments)
+            keys = {
+                f"{item['metadata']['namespace']}/{item['metadata']['name']}"
+                for item in items
+                if (item.get("status") or {}).get("phase") == Phase.RUNNING.value
+            }
         return len((keys | self.context.running) - {self.key})
 
     async def start_run(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> None:

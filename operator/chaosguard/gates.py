@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chaosguard import informers
 from chaosguard.admission import author_unknown, permission_refusals
 from chaosguard.approvals import ApprovalCount, ApprovalView, ExperimentView, count_valid
+from chaosguard.kube import Cluster
 from chaosguard.models import ApprovalRecord, ChaosExperimentSpec, Phase
 from chaosguard.policy import Refusal, static_refusals, target_namespaces
 from chaosguard.stamps import read_experiment_stamp, spec_hash
@@ -96,7 +98,10 @@ async def judge(driver: ExperimentDriver, world: World) -> ApprovalCount:
         spec_hash=spec_hash(driver.body["spec"]),
         writers=check.stamp.writers if check.stamp is not None else frozenset(),
     )
-    items = driver.context.cache.approvals(driver.namespace)
+    if driver.cache_is_live(informers.APPROVALS):
+        items = driver.context.cache.approvals(driver.namespace)
+    else:
+        items = await driver.context.api.call(Cluster.approvals, driver.namespace)
     views = [ApprovalView.from_body(item, key) for item in items]
     count = count_valid(views, experiment, world.effective.approvals, driver.now())
     before = {record.name: record for record in driver.status.approvals}
