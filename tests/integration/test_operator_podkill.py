@@ -33,17 +33,26 @@ def uids(api: client.ApiClient, namespace: str) -> set[str]:
     return {pod.metadata.uid for pod in ready_pods(api, namespace, "checkout")}
 
 
-def recovery_from_pods(api: client.ApiClient, namespace: str, kill: dict[str, Any], desired: int = 5) -> float:
-    """What the pods themselves say: full strength came back when the desired-th pod became Ready
-    (by its Ready condition's lastTransitionTime; one that was Ready before the kill counts from it)."""
+def recovery_from_pods(
+    api: client.ApiClient, namespace: str, kill: dict[str, Any], desired: int = 5
+) -> tuple[float, float]:
+    """What the pods themselves say, as bounds: full strength came back when the desired-th pod
+    became Ready, by its Ready condition's lastTransitionTime, which the API keeps in whole seconds
+    (so the moment is in [t, t + 1 s)); one that was Ready before the kill counts from the kill."""
     killed_at = datetime.fromisoformat(kill["at"])
     since = sorted(
-        max(condition.last_transition_time, killed_at)
+        condition.last_transition_time
         for pod in ready_pods(api, namespace, "checkout")
         for condition in pod.status.conditions
         if condition.type == "Ready"
     )
-    return round((since[desired - 1] - killed_at).total_seconds(), 3)
+    moment = since[desired - 1]
+    low, high = max(moment, killed_at), max(moment + timedelta(seconds=1), killed_at)
+    return round((low - killed_at).total_seconds(), 3), round((high - killed_at).total_seconds(), 3)
+
+
+def within(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
 
 
 def kills(status: dict[str, Any], result: str | None = None) -> list[dict[str, Any]]:
@@ -70,7 +79,8 @@ def test_percent_example_kills_exactly_what_policy_allows_and_records_recovery(
     assert {k["uid"] for k in killed} <= before
     assert all(k["method"] == "eviction" for k in killed)
     wait_for_ready_pods(k8s, shop, "checkout", 5)
-    assert [k["recoveredAfterSeconds"] for k in killed] == [recovery_from_pods(k8s, shop, k) for k in killed]
+    for kill in killed:
+        assert within(kill["recoveredAfterSeconds"], recovery_from_pods(k8s, shop, kill)), kill
     assert not {k["uid"] for k in killed} & uids(k8s, shop)
     assert status["lastRun"]["killsTotal"] == 2
     assert status["hits"] == 2  # the Targets column of `kubectl get chaosexperiments`
@@ -132,7 +142,7 @@ def test_a_run_aborted_a_second_after_a_kill_still_records_the_recovery_the_pods
         timeout=60,
         what="the recovery time of the workload, after the run ended",
     )
-    assert recorded == recovery_from_pods(k8s, slow_shop, kill)
+    assert within(recorded, recovery_from_pods(k8s, slow_shop, kill)), (recorded, kill)
     assert recorded >= 7, recorded  # at least the 8 s readiness delay, at the API's 1 s precision
     history = status_of(k8s, slow_shop, "early-end")["history"][-1]
     assert [k.get("recoveredAfterSeconds") for k in history["kills"] if k["result"] == "Killed"] == [recorded]
