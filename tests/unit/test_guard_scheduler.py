@@ -1,0 +1,121 @@
+"""The one guard scheduler for all runs, with Prometheus replaced by a scripted answerer (pure logic:
+the real Prometheus is in the integration tests): queries shared, verdicts fanned out, a breach
+acted on without waiting for other runs' slow queries, a failing tick judged as no data."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from chaosguard.guard import GuardedRun, GuardScheduler, SteadyStateProbe
+from chaosguard.lanes import ApiLanes
+from chaosguard.models import SteadyStateSpec
+from chaosguard.prometheus import QueryBatcher, QueryRequest
+from chaosguard.slo import GuardState, QueryOutcome, Verdict, ok
+from chaosguard.slo import Sample as SloSample
+
+
+class ScriptedPrometheus:
+    """Answers each query with a value; a query in `held` waits until released."""
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = values
+        self.asked: Counter[str] = Counter()
+        self.held: dict[str, asyncio.Event] = {}
+
+    async def query(self, request: QueryRequest) -> QueryOutcome:
+        self.asked[request.query] += 1
+        gate = self.held.get(request.query)
+        if gate is not None:
+            await gate.wait()
+        return ok(SloSample({}, self.values[request.query]))
+
+
+def probe(prometheus: ScriptedPrometheus, query: str, interval: str = "1s") -> SteadyStateProbe:
+    spec = SteadyStateSpec.model_validate(
+        {
+            "prometheus": {"url": "http://prometheus.test:9090"},
+            "interval": interval,
+            "conditions": [{"name": "errors", "query": query, "operator": "<", "threshold": 0.05}],
+        }
+    )
+    return SteadyStateProbe(cast(ApiLanes, None), cast(QueryBatcher, prometheus), "shop", spec)
+
+
+class Verdicts:
+    def __init__(self) -> None:
+        self.by_run: dict[str, list[Verdict]] = {}
+        self.changed = asyncio.Event()
+
+    def run(self, key: str, scheduler_probe: SteadyStateProbe) -> GuardedRun:
+        async def on_verdict(verdict: Verdict) -> None:
+            self.by_run.setdefault(key, []).append(verdict)
+            self.changed.set()
+
+        return GuardedRun(key, scheduler_probe, 1.0, GuardState, on_verdict)
+
+    async def until(self, predicate: Any) -> None:
+        async def wait() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout=10)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def test_identical_queries_of_many_runs_are_asked_once_per_tick_and_each_run_gets_its_verdict() -> None:
+    async def scenario() -> None:
+        prometheus = ScriptedPrometheus({"shared": 0.01, "own": 0.01})
+        scheduler = GuardScheduler(cast(QueryBatcher, prometheus), now)
+        verdicts = Verdicts()
+        for index in range(50):
+            scheduler.add(verdicts.run(f"run-{index}", probe(prometheus, "shared")))
+        scheduler.add(verdicts.run("loner", probe(prometheus, "own")))
+        await verdicts.until(lambda: len(verdicts.by_run) == 51)
+        await scheduler.close()
+        assert prometheus.asked == Counter({"shared": 1, "own": 1})
+        assert all(not v[0].abort for v in verdicts.by_run.values())
+
+    asyncio.run(scenario())
+
+
+def test_a_breach_is_acted_on_while_another_runs_query_still_hangs() -> None:
+    async def scenario() -> None:
+        prometheus = ScriptedPrometheus({"breaching": 0.5, "slow": 0.01})
+        prometheus.held["slow"] = asyncio.Event()
+        scheduler = GuardScheduler(cast(QueryBatcher, prometheus), now)
+        verdicts = Verdicts()
+        scheduler.add(verdicts.run("slow-run", probe(prometheus, "slow")))
+        scheduler.add(verdicts.run("breached", probe(prometheus, "breaching")))
+        await verdicts.until(lambda: "breached" in verdicts.by_run)
+        assert verdicts.by_run["breached"][0].abort
+        assert "slow-run" not in verdicts.by_run  # its query is still out: nobody waited for it
+        prometheus.held["slow"].set()
+        await verdicts.until(lambda: "slow-run" in verdicts.by_run)
+        await scheduler.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_run_gets_no_more_ticks_and_a_failing_tick_counts_as_no_data() -> None:
+    async def scenario() -> None:
+        prometheus = ScriptedPrometheus({"fine": 0.01})
+        scheduler = GuardScheduler(cast(QueryBatcher, prometheus), now)
+        verdicts = Verdicts()
+        broken = probe(prometheus, "missing")  # the scripted Prometheus raises KeyError for it
+        run = verdicts.run("broken", broken)
+        scheduler.add(run)
+        await verdicts.until(lambda: "broken" in verdicts.by_run)
+        [verdict] = verdicts.by_run["broken"]
+        assert verdict.abort and verdict.unavailable  # fail-safe: judged as not queried
+        scheduler.remove("broken", run)
+        assert "broken" not in scheduler
+        await scheduler.close()
+
+    asyncio.run(scenario())
