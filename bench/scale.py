@@ -711,3 +711,79 @@ def run_1000() -> dict[str, tuple[float, str]]:
 
 def run() -> dict[str, tuple[float, str]]:
     return {**run_100(), **run_1000()}
+
+
+# --------------------------------------------------------------------------- summarising a profile
+
+_WAIT_LEAF = re.compile(
+    r"^(SSLSocket\.(read|recv_into)|EpollSelector\.select|_PollLikeSelector\.select|poll_wait_for_socket|"
+    r"Condition\.wait|_worker \(concurrent/futures/thread\.py:81|SimpleQueue|Lock|_wait_for_tstate_lock|select \(|"
+    r"BaseSelectorEventLoop\._write_to_self|sleep)"
+)
+_CPU_SHARES = (
+    ("Kubernetes client calls (pool threads)", r"chaosguard/kube\.py"),
+    ("  status PATCH", r"patch_experiment_status"),
+    ("  LIST namespaces", r"Cluster\.namespace_labels"),
+    ("  LIST chaospolicies", r"Cluster\.policies"),
+    ("  pods, workloads, kills", r"Cluster\.(pods|desired_replicas|workload_object|kill)"),
+    ("  kubernetes model (de)serialisation", r"sanitize_for_serialization|__deserialize|from_dict"),
+    ("TLS (ssl.py)", r"\(ssl\.py"),
+    ("Prometheus queries", r"chaosguard/prometheus\.py"),
+    ("event-loop thread", r"_run_module_as_main"),
+    ("  kopf", r"\(kopf/"),
+    ("  aiohttp", r"\(aiohttp/"),
+    ("JSON encode/decode", r"\(json/"),
+    ("pydantic model_validate/model_dump", r"pydantic/main\.py"),
+    ("chaosguard engine", r"chaosguard/engine\.py"),
+)
+
+
+def summarize_profile(path: Path) -> str:
+    """Shares of a py-spy raw profile: for a --threads (wall) profile, each thread group's time by the
+    chaosguard call it was in; otherwise on-CPU shares, leaving out samples whose leaf is a blocking wait."""
+    groups: dict[str, Counter[str]] = {}
+    shares: Counter[str] = Counter()
+    kept = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples, frames = int(count), stack.split(";")
+        thread = re.match(r"thread \(\d+\): ?(.*)", frames[0])
+        if thread is not None:
+            if len(frames) == 1:
+                continue
+            group = re.sub(r"_\d+$", "_*", thread.group(1)) or "?"
+            call = re.search(r"(Cluster\.\w+|chaosguard/prometheus\.py)", stack)
+            if call is not None:
+                what = call.group(1)
+            elif _WAIT_LEAF.match(frames[-1]):
+                what = "waiting (idle)"
+            else:
+                own = [f for f in frames if "(chaosguard/" in f or "(kopf/" in f]
+                what = (own[-1] if own else frames[-1]).split(" (")[0]
+            groups.setdefault(group, Counter())[what] += samples
+        elif not _WAIT_LEAF.match(frames[-1]):
+            kept += samples
+            for name, pattern in _CPU_SHARES:
+                if re.search(pattern, stack):
+                    shares[name] += samples
+    lines = [f"# {path.name}"]
+    for group, counts in sorted(groups.items(), key=lambda item: -sum(item[1].values())):
+        total = sum(counts.values())
+        lines.append(
+            f"{group} ({total} samples): " + ", ".join(f"{w} {100 * n / total:.1f}%" for w, n in counts.most_common(8))
+        )
+    if kept and not groups:
+        lines.append(f"on-CPU ({kept} samples not in a blocking wait):")
+        lines += [f"  {100 * shares[name] / kept:5.1f}%  {name}" for name, _ in _CPU_SHARES]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bench.scale summarize <dir or .collapsed files>
+    if len(sys.argv) < 3 or sys.argv[1] != "summarize":
+        raise SystemExit("usage: python -m bench.scale summarize <py-spy dir or .collapsed files>")
+    for argument in sys.argv[2:]:
+        target = Path(argument)
+        for found in sorted(target.glob("*.collapsed")) if target.is_dir() else [target]:
+            print(summarize_profile(found), end="\n\n")
