@@ -243,7 +243,8 @@ class ExperimentDriver:
         if not self.cache_is_live(informers.NAMESPACES, informers.POLICIES):
             return await self.fresh_world(spec)
         cache = self.context.cache
-        return self.world_of(spec, cache.policies(), cache.namespace_labels())
+        namespaces = {*target_namespaces(spec, self.namespace), self.namespace}
+        return self.world_of(spec, cache.policies(), cache.labels_of(namespaces))
 
     async def fresh_world(self, spec: ChaosExperimentSpec) -> World:
         """The same, read from the API right now: a kill cannot be undone, so the policy and the

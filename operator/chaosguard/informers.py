@@ -860,6 +860,13 @@ class ClusterCache:
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         return {name: dict(labels) for (_, name), labels in self._synced_store(self._namespaces).entries()}
 
+    def labels_of(self, namespaces: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The labels of just these namespaces (those that exist): what one experiment's step needs,
+        without copying every namespace of the cluster on every step."""
+        store = self._synced_store(self._namespaces)
+        found = {name: store.get("", name) for name in namespaces}
+        return {name: dict(labels) for name, labels in found.items() if labels is not None}
+
     def policies(self) -> list[ChaosPolicy]:
         """The valid policies (shared instances: treat them as read-only); see invalid_policies()."""
         return self._synced_store(self._policies).items()
