@@ -26,7 +26,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 ROUTINE_WORKERS = 16
-URGENT_WORKERS = 4
+# Wide, because aborts come in bursts: one platform-wide breach aborts every run at once, and each
+# abort's status write must not wait for another's (the threads only exist while there is work).
+URGENT_WORKERS = 64
 
 _urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("chaosguard_urgent_lane", default=False)
 
