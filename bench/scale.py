@@ -54,7 +54,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -639,6 +639,7 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 while time.monotonic() < deadline:
                     if any(value == BREACHING for _, value in instant_query(prometheus.url, minimum)):
                         breach_at = time.perf_counter()
+                        breach_wall = datetime.now(UTC)
                         break
                     time.sleep(POLL)
                 if breach_at is None:
@@ -699,7 +700,8 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
         f"# {prefix}: breach: {len(breach_set)} runs Running at the flip; Aborted within {scale.abort_limit:.0f} s: "
         f"{len(breach_set) - not_aborted}; not Aborted (counted as {scale.abort_limit:.0f} s): {not_aborted}; "
         f"breach->Aborted p50 {percentile(to_aborted, 0.5) if to_aborted else math.nan:.2f} s, max "
-        f"{max(to_aborted) if to_aborted else math.nan:.2f} s (from Prometheus first answering the breach, 20 ms poll)",
+        f"{max(to_aborted) if to_aborted else math.nan:.2f} s (from Prometheus first answering the breach, 20 ms poll, "
+        f"at {breach_wall:%H:%M:%S.%f} UTC)",
         flush=True,
     )
     print(
@@ -708,7 +710,7 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
         f"{load[2]:.1f} (15 min) on {os.cpu_count()} CPUs; watch "
         f"{stamps.events} events, {stamps.reconnects} reconnects, {stamps.relists} lists"
         + (f", last error {watch.error}" if watch.error else "")
-        + f"; wall {time.monotonic() - began:.0f} s",
+        + f"; wall {time.monotonic() - began:.0f} s; logs in {workdir}",
         flush=True,
     )
     for note in notes:
