@@ -98,7 +98,12 @@ OUTSIDE_PATHS = (
     Path("/var/run/netns"),
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-_LOCK = Path("/run/chaosguard-realnode.pid")
+#: containerd's socket, named so that the shims of a real node whose test process was killed outright
+#: (they outlive containerd by design) can be told apart from anything else's.
+SOCKET_NAME = "chaosguard-containerd.sock"
+#: The lock (one real node per machine: they share names and addresses) and what the node holding it
+#: must clean up, kept where a later node finds it should this one's process be killed outright.
+_STATE = Path("/run/chaosguard-realnode.json")
 
 
 class RealNodeError(ControlPlaneError):
@@ -255,7 +260,7 @@ class RealNode:
 
     @property
     def socket(self) -> Path:
-        return self.containerd_dir / "containerd.sock"
+        return self.containerd_dir / SOCKET_NAME
 
     @property
     def logs(self) -> dict[str, Path]:
@@ -301,9 +306,8 @@ class RealNode:
             return
         self._delete_links()
         self._network = False
-        with contextlib.suppress(OSError, ValueError):
-            if int(_LOCK.read_text()) == os.getpid():
-                _LOCK.unlink()
+        if _read_state().get("pid") == os.getpid():
+            _STATE.unlink(missing_ok=True)
 
     def start(self, plane: ControlPlane, images: Mapping[str, tuple[str, Path]] | None = None) -> RealNode:
         """containerd (with the images imported), the kubelet and kube-proxy; returns when the Node
@@ -348,30 +352,38 @@ class RealNode:
         with contextlib.suppress(RealNodeError):
             for family in ("ip", "ip6"):
                 _run("nft", "delete", "table", family, "kube-proxy", check=False)
-        _unmount_under(self.workdir)
-        for cgroup in _kubepods_cgroups():
-            if cgroup not in self._cgroups_before:
-                _remove_cgroup_tree(cgroup)
-        self._clean_outside()
+        _clean_up(self.workdir, self._outside, self._cgroups_before)
+        self._outside = {}
         if errors:
             raise RealNodeError("could not stop cleanly: " + "; ".join(errors))
 
     # -- steps --
 
     def _take_lock(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            owner = int(_LOCK.read_text())
-            if owner != os.getpid():
-                try:
-                    os.kill(owner, 0)
-                except ProcessLookupError:
-                    pass
-                else:
-                    raise RealNodeError(
-                        f"another real node (process {owner}) is running on this machine: "
-                        "stop it first (`make sandbox-down` for the sandbox)"
-                    )
-        _LOCK.write_text(f"{os.getpid()}\n")
+        """One real node per machine. A lock left by a process that died without its teardown is
+        taken over, after what its node left is cleaned up."""
+        state = _read_state()
+        owner = state.get("pid")
+        if isinstance(owner, int) and owner != os.getpid():
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                _reap_stale_node(state)
+            else:
+                raise RealNodeError(
+                    f"another real node (process {owner}) is running on this machine: "
+                    "stop it first (`make sandbox-down` for the sandbox)"
+                )
+        self._save_state()
+
+    def _save_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "workdir": str(self.workdir),
+            "outside": {str(k): sorted(v) if v is not None else None for k, v in self._outside.items()},
+            "cgroups_before": sorted(str(c) for c in self._cgroups_before),
+        }
+        _STATE.write_text(json.dumps(state))
 
     def _delete_links(self) -> None:
         for link in (POD_BRIDGE, NODE_BRIDGE):
@@ -381,30 +393,7 @@ class RealNode:
     def _record_outside(self) -> None:
         self._outside = {path: _children(path) if path.exists() else None for path in OUTSIDE_PATHS}
         self._cgroups_before = set(_kubepods_cgroups())
-
-    def _clean_outside(self) -> None:
-        for path, before in self._outside.items():
-            if before is None:
-                _unmount_under(path)
-                if path == Path("/var/run/netns"):
-                    continue  # `ip netns` owns this directory; only our namespaces go
-                shutil.rmtree(path, ignore_errors=True)
-                continue
-            for name in _children(path) - before:
-                child = path / name
-                _unmount_under(child)
-                if path == Path("/var/run/netns"):
-                    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        child.unlink()
-        if Path("/var/run/netns").exists() and self._outside.get(Path("/var/run/netns")) is None:
-            for name in _children(Path("/var/run/netns")):
-                if name.startswith("cni-"):
-                    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-        self._outside = {}
+        self._save_state()
 
     def _launch(self, name: str, argv: Sequence[str]) -> _Process:
         process = _Process(name, list(argv), self.log_dir / f"{name}.log", self.workdir)
@@ -679,17 +668,74 @@ state = "{root / "state"}"
 
     def _kill_shims(self) -> None:
         """containerd's shims outlive it by design; these are the ones started for our socket."""
-        marker = str(self.socket).encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"containerd-shim" in cmdline and marker in cmdline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(entry.name), signal.SIGKILL)
+        _kill_shims_of(str(self.socket).encode())
+
+
+def _kill_shims_of(marker: bytes) -> None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"containerd-shim" in cmdline and marker in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _read_state() -> dict[str, Any]:
+    try:
+        state = json.loads(_STATE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _reap_stale_node(state: Mapping[str, Any]) -> None:
+    """What a real node whose process was killed outright (no teardown ran) left: its shims and its
+    pods' processes, its firewall table, and the rest as stop() would have removed it."""
+    _kill_shims_of(SOCKET_NAME.encode())
+    for cgroup in _kubepods_cgroups():
+        for procs in cgroup.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+    for family in ("ip", "ip6"):
+        subprocess.run(["nft", "delete", "table", family, "kube-proxy"], capture_output=True)
+    outside = {Path(k): set(v) if v is not None else None for k, v in (state.get("outside") or {}).items()}
+    before = {Path(c) for c in state.get("cgroups_before") or []}
+    _clean_up(Path(str(state.get("workdir") or "")), outside, before)
+
+
+def _clean_up(workdir: Path, outside: Mapping[Path, set[str] | None], cgroups_before: set[Path]) -> None:
+    """Unmounts what is mounted under the work directory, removes the kubepods cgroups the node made
+    (once their processes are gone) and whatever it created outside the work directory."""
+    if workdir.is_absolute() and workdir != Path("/"):
+        _unmount_under(workdir)
+    deadline = time.monotonic() + 10
+    for cgroup in _kubepods_cgroups():
+        if cgroup in cgroups_before:
+            continue
+        while any(p.read_text().strip() for p in cgroup.rglob("cgroup.procs")) and time.monotonic() < deadline:
+            time.sleep(0.1)  # killed processes leave their cgroup when the kernel has reaped them
+        _remove_cgroup_tree(cgroup)
+    netns = Path("/var/run/netns")
+    for path, before in outside.items():
+        created = _children(path) - (before or set())
+        for name in sorted(created):
+            child = path / name
+            _unmount_under(child)
+            if path == netns:
+                subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+            elif child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    child.unlink()
+        if before is None and path != netns:  # `ip netns` owns that directory; only our namespaces go
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def host_sysctls() -> dict[str, str]:
