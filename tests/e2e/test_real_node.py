@@ -1,6 +1,7 @@
 """The real node is a node as a cluster has it: the kubelet serves only whom the API server
 authorizes, and it leaves this machine's kernel tunables alone (it runs in a mount namespace where
-they are files of its own). Only on this machine's real node, not on kind."""
+they are files of its own) (this machine's real node only); and the operator runs as installed,
+two replicas of which one holds the leader Lease (everywhere)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,16 @@ def test_the_kubelet_leaves_the_machines_kernel_tunables_alone(real_node: E2EClu
 
     assert real_node.sysctls_before
     assert host_sysctls() == real_node.sysctls_before
+
+
+@pytest.mark.usefixtures("installed_operator")
+def test_the_operator_runs_two_replicas_and_one_of_them_leads(kubectl: Kubectl) -> None:
+    deployment = json.loads(kubectl("get", "deployment", "chaosguard", "-n", "chaosguard-system", "-o", "json"))
+    assert deployment["status"].get("readyReplicas") == 2, deployment["status"]
+    pods = json.loads(
+        kubectl("get", "pods", "-n", "chaosguard-system", "-l", "app.kubernetes.io/name=chaosguard", "-o", "json")
+    )["items"]
+    names = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+    lease = json.loads(kubectl("get", "lease", "chaosguard-leader", "-n", "chaosguard-system", "-o", "json"))
+    holder = lease["spec"]["holderIdentity"]
+    assert holder.split("_")[0] in names, (holder, names)
