@@ -135,6 +135,7 @@ class ExperimentDriver:
         self.last_write = 0.0  # loop time of the last status write
         self.abort_requested = asyncio.Event()
         self.guarded: GuardedRun | None = None
+        self._parsed: tuple[int, ChaosExperimentSpec] | None = None  # (generation, spec)
         self.stopped: Any = False  # kopf's stop flag once `run` starts: the object is being deleted, or we exit
 
     # ------------------------------------------------------------------ identity
@@ -190,10 +191,18 @@ class ExperimentDriver:
             self.context.running.discard(self.key)
             self.stop_guard()
 
+    def parsed_spec(self) -> ChaosExperimentSpec:
+        """The spec as a model, validated once per generation (a running experiment steps every
+        second; the spec only changes with the generation). Raises ValidationError."""
+        generation = self.generation
+        if self._parsed is None or self._parsed[0] != generation:
+            self._parsed = (generation, ChaosExperimentSpec.model_validate(dict(self.body["spec"])))
+        return self._parsed[1]
+
     async def step(self) -> float:
         """Advances the experiment by at most one transition; returns how long to wait."""
         try:
-            spec = ChaosExperimentSpec.model_validate(dict(self.body["spec"]))
+            spec = self.parsed_spec()
         except ValidationError as error:
             if self.status.phase is not Phase.REJECTED or self.status.observed_generation != self.generation:
                 problems = describe_validation_error(error, prefix="spec")
@@ -709,7 +718,7 @@ class ExperimentDriver:
             metrics.ACTIVE_RUNS.dec()
             if result is Phase.ABORTED:
                 metrics.ABORTS.labels(reason).inc()
-        spec = ChaosExperimentSpec.model_validate(dict(self.body["spec"]))
+        spec = self.parsed_spec()
         if run is not None:
             run.phase = result
             run.finished_at = self.now()
@@ -776,7 +785,7 @@ class ExperimentDriver:
     def resume_guard(self) -> None:
         """Puts the current run under the operator's one guard scheduler (at start, or on resume)."""
         try:
-            spec = ChaosExperimentSpec.model_validate(dict(self.body["spec"]))
+            spec = self.parsed_spec()
         except ValidationError:
             return
         run = self.status.current_run
