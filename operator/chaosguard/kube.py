@@ -227,6 +227,13 @@ class Cluster:
         patch = {"metadata": {"annotations": {key: None}}}
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", name, patch)
 
+    def patch_experiment_status_ops(self, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
+        """A JSON patch (RFC 6902) of the experiment: all its operations apply, or none (a failed
+        `test` operation refuses the whole patch with 422)."""
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "chaosexperiments", name, operations, _content_type="application/json-patch+json"
+        )
+
     def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, "chaosexperiments", name, {"status": status}

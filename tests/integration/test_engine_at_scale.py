@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -148,3 +148,37 @@ def test_a_kill_is_judged_by_the_policy_of_now_even_when_the_cache_is_behind(
     rule = "protected-pod" if change == "policy" else "namespace-opt-in"
     assert record.message.startswith(f"REFUSED {rule}: "), record.message
     assert len(ready_pods(k8s, shop, "checkout")) == 5
+
+
+def test_a_late_sample_batch_never_revives_a_run_that_has_ended(
+    chaosguard_crds: ControlPlane, namespace: str, k8s: client.ApiClient
+) -> None:
+    """The guard's sample batches go out in the background; one that lands after the run ended
+    (or after a newer run began) must change nothing, and one for the current run lands."""
+    apply_yaml(chaosguard_crds, EXPERIMENT, namespace)
+    load_config(str(chaosguard_crds.kubeconfig))
+    cache = ClusterCache()
+    context = _context(chaosguard_crds, cache)
+    now = datetime.now(UTC)
+    samples = {"error-ratio": [{"at": now.isoformat(), "status": "Holds", "value": "0.001"}]}
+
+    async def scenario() -> dict[str, Any]:
+        driver = ExperimentDriver(context, experiment(k8s, namespace, "cached"), logging.getLogger("test"))
+        current = RunStatus(id="r2-now", phase=Phase.RUNNING, started_at=now, deadline=now + timedelta(minutes=5))
+        driver.status.current_run = current
+        await driver.save()
+        ended = current.model_copy(update={"id": "r1-before", "sli_samples": samples})
+        await driver.write_samples(ended)  # the test op fails: nothing may change
+        untouched = dict(experiment(k8s, namespace, "cached")["status"]["currentRun"])
+        current.sli_samples = samples
+        await driver.write_samples(current)
+        return untouched
+
+    try:
+        untouched = asyncio.run(scenario())
+    finally:
+        context.api.close()
+    assert untouched["id"] == "r2-now" and not untouched.get("sliSamples"), untouched
+    run = experiment(k8s, namespace, "cached")["status"]["currentRun"]
+    assert run["id"] == "r2-now"
+    assert run["sliSamples"] == samples
