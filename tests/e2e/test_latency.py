@@ -84,9 +84,8 @@ def connect_median_ms(kubectl: Kubectl, namespace: str, pod: str, server_ip: str
     return float(output.strip().splitlines()[-1])
 
 
-def client_latency(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
-    body = json.loads(kubectl("get", "chaosexperiment", "client-latency", "-n", namespace, "-o", "json"))
-    return dict(body.get("status") or {})
+def active_faults(status: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in (status.get("currentRun") or {}).get("faults", []) if f["state"] == "Active"]
 
 
 @pytest.mark.usefixtures("installed_operator")
@@ -105,11 +104,10 @@ def test_latency_between_two_pods_during_and_after(
 
     kubectl("apply", "-n", e2e_namespace, "-f", "-", input=EXPERIMENT)
     active = wait_for(
-        lambda: [f for f in (client_latency(kubectl, e2e_namespace).get("currentRun") or {}).get("faults", [])
-                 if f["state"] == "Active"],
+        lambda: active_faults(experiment_status(kubectl, e2e_namespace, "client-latency")),
         timeout=60,
         what="the latency fault to be Active",
-    )  # fmt: skip
+    )
     target = active[0]["name"]
     # Active once the API took the injector; the delay is in once its container has started.
     during = wait_for(
@@ -119,7 +117,7 @@ def test_latency_between_two_pods_during_and_after(
         what=f"connects from {target} to slow down by about {DELAY_MS} ms",
     )
     wait_for(
-        lambda: client_latency(kubectl, e2e_namespace).get("phase") == "Completed",
+        lambda: experiment_status(kubectl, e2e_namespace, "client-latency").get("phase") == "Completed",
         timeout=120,
         interval=1.0,
         what="client-latency to complete",

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import APP_IMAGE, E2ECluster
+from tests.e2e.test_latency import ended, experiment_status
 from tests.support.example_flow import (
     EXAMPLES,
     Kubectl,
@@ -123,15 +124,6 @@ def all_ready(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
     return found if len(found) == REPLICAS else []
 
 
-def ended(status: dict[str, Any]) -> dict[str, Any]:
-    return status if status.get("phase") in ("Completed", "Failed", "Aborted") else {}
-
-
-def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
-    body = json.loads(kubectl("get", "chaosexperiment", "sigapp-kill", "-n", namespace, "-o", "json"))
-    return dict(body.get("status") or {})
-
-
 @pytest.mark.usefixtures("installed_operator")
 def test_pod_kill_of_a_real_container_honours_the_grace_period_and_recovers_by_real_readiness(
     kubectl: Kubectl, e2e_cluster: E2ECluster, e2e_namespace: str
@@ -159,11 +151,11 @@ def test_pod_kill_of_a_real_container_honours_the_grace_period_and_recovers_by_r
 
     kubectl("apply", "-n", e2e_namespace, "-f", "-", input=EXPERIMENT)
     final = wait_for(
-        lambda: ended(status(kubectl, e2e_namespace)),
+        lambda: ended(experiment_status(kubectl, e2e_namespace, "sigapp-kill")),
         timeout=180,
         interval=1.0,
         what="the experiment to end",
-        describe=lambda: yaml.safe_dump(status(kubectl, e2e_namespace))[:3000],
+        describe=lambda: yaml.safe_dump(experiment_status(kubectl, e2e_namespace, "sigapp-kill"))[:3000],
     )
     dump = yaml.safe_dump(final)[:4000]
     assert final["phase"] == "Completed", dump
