@@ -136,6 +136,7 @@ class ExperimentDriver:
         self.abort_requested = asyncio.Event()
         self.guarded: GuardedRun | None = None
         self.samples_write: asyncio.Task[None] | None = None  # the SLI-sample batch in flight, if any
+        self.unsaved = False  # a transition awaits its write (see save_before_waiting)
         self._parsed: tuple[int, ChaosExperimentSpec] | None = None  # (generation, spec)
         self.stopped: Any = False  # kopf's stop flag once `run` starts: the object is being deleted, or we exit
 
@@ -184,6 +185,8 @@ class ExperimentDriver:
             while not stopped:
                 try:
                     delay = await self.step()
+                    if delay > 0 and self.unsaved:
+                        await self.save()
                 except Exception as error:  # a failing API call must not kill the guard loop
                     self.logger.exception("step failed; retrying: %s", error)
                     delay = ACTIVE_POLL_SECONDS * 5
@@ -225,7 +228,7 @@ class ExperimentDriver:
             self.status.phase = Phase.PENDING
             self.status.message = "the spec is valid; checking it against policy"
             self.set_condition("Admitted", "Unknown", "Checking", self.status.message)
-            await self.save()
+            self.save_before_waiting()
             self.emit("Normal", "Pending", self.status.message)
             return 0.0
         if phase is Phase.PENDING:
@@ -321,7 +324,7 @@ class ExperimentDriver:
         self.set_condition("Admitted", "True", "PolicyAllows", "every applicable policy allows this experiment")
         when = self.schedule_next(spec)
         self.status.message = when if spec.schedule is not None else f"admitted; {when}"
-        await self.save()
+        self.save_before_waiting()
         self.emit("Normal", "Admitted", self.status.message)
         return 0.0
 
@@ -423,7 +426,7 @@ class ExperimentDriver:
         self.set_condition("Started", "True", "RunStarted", self.status.message)
         self.context.running.add(self.key)
         self.abort_requested.clear()
-        await self.save()
+        self.save_before_waiting()  # the run's first round writes it, before anything is touched
         metrics.ACTIVE_RUNS.inc()
         self.resume_guard()
         dry = " (dry run: nothing is touched)" if spec.dry_run else ""
@@ -1011,6 +1014,13 @@ class ExperimentDriver:
             )
         )
 
+    def save_before_waiting(self) -> None:
+        """For a transition that the next one follows at once (Pending, then Scheduled, then the run
+        starting): the driver writes before it next waits, or the next write carries it. Nothing
+        outside has been touched yet, so a restart in between only decides the same again; the
+        first kill or fault of a run is always preceded by a write of its own."""
+        self.unsaved = True
+
     async def save(self) -> None:
         """Writes what changed in status since the last write, as a merge patch, at once (every
         state change; SLI samples ride along, and between changes go out in batches)."""
@@ -1023,6 +1033,7 @@ class ExperimentDriver:
             self.status.hits = latest.kills_total if latest is not None else 0
             wire = self.status.model_dump(by_alias=True, mode="json")
             patch = merge_patch(self.written, wire)
+            self.unsaved = False
             if not patch:
                 return
             await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)

@@ -50,7 +50,7 @@ async def enter_awaiting(driver: ExperimentDriver, spec: ChaosExperimentSpec) ->
     driver.status.next_run_at = None
     driver.status.message = "admitted; waiting for approvals"
     driver.set_condition("Approved", "False", "AwaitingApproval", driver.status.message)
-    await driver.save()
+    driver.save_before_waiting()
     driver.emit("Normal", "AwaitingApproval", driver.status.message)
     return 0.0
 
@@ -140,5 +140,5 @@ async def _approved(driver: ExperimentDriver, spec: ChaosExperimentSpec, count: 
     approved = f"approved by {approvers}" if approvers else "no ChaosPolicy requires approval any more"
     driver.set_condition("Approved", "True", "Approved", approved)
     driver.status.message = f"{approved}; {driver.schedule_next(spec)}"
-    await driver.save()
+    driver.save_before_waiting()
     driver.emit("Normal", "Approved", driver.status.message)
