@@ -137,6 +137,7 @@ class ExperimentDriver:
         self.guarded: GuardedRun | None = None
         self.samples_write: asyncio.Task[None] | None = None  # the SLI-sample batch in flight, if any
         self.unsaved = False  # a transition awaits its write (see save_before_waiting)
+        self.bypassed: set[tuple[str, ...]] = set()  # watch caches found down: their reads go to the API
         self._parsed: tuple[int, ChaosExperimentSpec] | None = None  # (generation, spec)
         self.stopped: Any = False  # kopf's stop flag once `run` starts: the object is being deleted, or we exit
 
@@ -247,8 +248,13 @@ class ExperimentDriver:
         try:
             self.context.cache.require_fresh(*kinds)
         except CacheNotReady as error:
-            self.logger.warning("reading from the API instead of the cache: %s", error)
+            if kinds not in self.bypassed:  # said once per outage, not on every step
+                self.logger.warning("reading from the API instead of the cache: %s", error)
+            self.bypassed.add(kinds)
             return False
+        if kinds in self.bypassed:
+            self.logger.info("the watch caches of %s are live again; reading from them", ", ".join(kinds))
+            self.bypassed.discard(kinds)
         return True
 
     async def world(self, spec: ChaosExperimentSpec) -> World:
