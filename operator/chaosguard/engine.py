@@ -735,8 +735,14 @@ class ExperimentDriver:
             run.reason = reason
             run.message = message
             run.next_round_at = None
+            previous = self.status.last_run
+            for index, past in enumerate(self.status.history):
+                if previous is not None and past.id == previous.id:  # it leaves lastRun: history keeps it whole
+                    self.status.history[index] = previous.model_copy(update={"kills": previous.kills[-20:]})
             self.status.last_run = run
-            self.status.history.append(run.model_copy(update={"kills": run.kills[-20:]}))
+            # lastRun holds this run in full, so its history entry leaves the SLI samples out until the
+            # next run takes lastRun's place: one copy of them, not two, in every write of the object.
+            self.status.history.append(run.model_copy(update={"kills": run.kills[-20:], "sli_samples": {}}))
             limit = spec.schedule.history_limit if spec.schedule else 10
             del self.status.history[: max(0, len(self.status.history) - limit)]
         self.status.current_run = None
