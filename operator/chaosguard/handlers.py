@@ -3,6 +3,7 @@ finalizer's rollback on deletion. Everything that decides anything lives in the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -95,5 +96,5 @@ async def shut_down(memo: kopf.Memo, **_: Any) -> None:
         return
     await context.guard.close()
     await context.batcher.aclose()
-    context.cache.stop()
+    await asyncio.to_thread(context.cache.stop)  # joins the watch threads
     context.api.close()
