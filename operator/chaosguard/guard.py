@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 # A tick this close to its time is taken with the ticks due now, so runs that share an interval
 # share their queries instead of drifting into separate ticks a few milliseconds apart.
 COALESCE_SECONDS = 0.005
+MIN_INTERVAL_SECONDS = 0.1  # the models refuse 0; this keeps the grid arithmetic safe whatever comes in
 
 
 class SteadyStateProbe:
@@ -125,6 +126,7 @@ class GuardScheduler:
     def add(self, run: GuardedRun) -> None:
         """Guards `run` from now on; its first tick is due at once. Replaces a run with the same key."""
         run.next_due = asyncio.get_running_loop().time()
+        run.interval = max(run.interval, MIN_INTERVAL_SECONDS)
         self._runs[run.key] = run
         self._changed.set()
         if self._task is None or self._task.done():
@@ -147,6 +149,16 @@ class GuardScheduler:
                     await task
 
     async def _loop(self) -> None:
+        while True:
+            try:
+                await self._schedule()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the guards of every run depend on this loop: it must go on
+                logger.exception("the guard scheduler failed; it starts over")
+                await asyncio.sleep(0.1)  # a bug that repeats must not spin a core
+
+    async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()

@@ -361,6 +361,8 @@ class SteadyStateSpec(ApiModel):
 
     @model_validator(mode="after")
     def _every_condition_has_endpoint(self) -> SteadyStateSpec:
+        if to_seconds(self.interval) <= 0:
+            raise ValueError("steadyState.interval must be longer than 0 (the guard asks once per interval), e.g. 5s")
         for condition in self.conditions:
             if condition.prometheus is None and self.prometheus is None:
                 raise ValueError(

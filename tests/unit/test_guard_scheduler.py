@@ -119,3 +119,17 @@ def test_a_removed_run_gets_no_more_ticks_and_a_failing_tick_counts_as_no_data()
         await scheduler.close()
 
     asyncio.run(scenario())
+
+
+def test_an_interval_of_zero_cannot_stop_the_scheduler() -> None:
+    async def scenario() -> None:
+        prometheus = ScriptedPrometheus({"fine": 0.01})
+        scheduler = GuardScheduler(cast(QueryBatcher, prometheus), now)
+        verdicts = Verdicts()
+        run = verdicts.run("zero", probe(prometheus, "fine"))
+        run.interval = 0.0  # the models refuse it; the scheduler must survive it anyway
+        scheduler.add(run)
+        await verdicts.until(lambda: len(verdicts.by_run.get("zero", [])) >= 3)
+        await scheduler.close()
+
+    asyncio.run(scenario())

@@ -68,6 +68,14 @@ def test_steady_state_needs_a_prometheus_for_every_condition() -> None:
         )
 
 
+def test_a_guard_interval_of_zero_is_refused() -> None:
+    condition = {"name": "errors", "query": "up", "operator": "<", "threshold": 1}
+    with pytest.raises(ValidationError, match=r"steadyState.interval must be longer than 0"):
+        experiment_spec(
+            steadyState={"prometheus": {"url": "http://p:9090"}, "interval": "0s", "conditions": [condition]}
+        )
+
+
 def test_latency_cidrs_are_checked() -> None:
     with pytest.raises(ValidationError, match="not a CIDR"):
         ChaosExperimentSpec.model_validate(
