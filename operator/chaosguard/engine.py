@@ -408,11 +408,7 @@ class ExperimentDriver:
             keys = self.context.cache.running_experiments()
         else:
             items = await self.context.api.call(Cluster.experiments)
-            keys = {
-                f"{item['metadata']['namespace']}/{item['metadata']['name']}"
-                for item in items
-                if (item.get("status") or {}).get("phase") == Phase.RUNNING.value
-            }
+            keys = informers.running_keys(informers.project_experiment(item) for item in items)
         return len((keys | self.context.running) - {self.key})
 
     async def start_run(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> None:

@@ -180,6 +180,11 @@ def project_experiment(raw: Mapping[str, Any]) -> ExperimentFacts:
     return ExperimentFacts(namespace=namespace, name=name, phase=None if phase is None else str(phase))
 
 
+def running_keys(experiments: Iterable[ExperimentFacts]) -> set[str]:
+    """The "namespace/name" of those experiments whose status.phase is Running."""
+    return {f"{facts.namespace}/{facts.name}" for facts in experiments if facts.phase == Phase.RUNNING.value}
+
+
 def project_approval(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     """The item as the API returns it, minus managedFields (bookkeeping nobody here reads)."""
     item = dict(raw)
@@ -880,11 +885,7 @@ class ClusterCache:
 
     def running_experiments(self) -> set[str]:
         """The "namespace/name" of every experiment whose status.phase is Running (for the concurrency cap)."""
-        return {
-            f"{facts.namespace}/{facts.name}"
-            for facts in self._synced_store(self._experiments).items()
-            if facts.phase == Phase.RUNNING.value
-        }
+        return running_keys(self._synced_store(self._experiments).items())
 
     def approvals(self, namespace: str) -> list[dict[str, Any]]:
         """The namespace's ChaosApproval items as the API returns them (deep copies, in name order)."""

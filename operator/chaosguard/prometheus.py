@@ -199,22 +199,29 @@ def _describe(error: BaseException) -> str:
     return _truncate(match.group(1) if match else (text or type(cause).__name__))
 
 
+def _error_text(body: str) -> str:
+    """Prometheus's own words from an error body (`errorType: error`), else the body as it is."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(payload, dict) and "error" in payload:
+        return f"{payload.get('errorType', 'error')}: {payload['error']}"
+    return body
+
+
 def _http_error(error: PrometheusApiClientException, url: str) -> QueryUnavailable:
     text = str(error)
     match = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.DOTALL)
     if not match:
         return QueryUnavailable(UnavailableKind.HTTP_ERROR, f"{url}: {_truncate(text)}")
     status, body_repr = match.groups()
-    body = body_repr
     try:
-        raw = ast.literal_eval(body_repr)
-        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        payload = json.loads(body)
-        if isinstance(payload, dict) and "error" in payload:
-            body = f"{payload.get('errorType', 'error')}: {payload['error']}"
-    except (ValueError, SyntaxError, TypeError):
-        pass
-    return QueryUnavailable(UnavailableKind.HTTP_ERROR, f"HTTP {status} from {url}: {_truncate(body)}")
+        raw = ast.literal_eval(body_repr)  # the library shows the body as a bytes literal
+    except (ValueError, SyntaxError):
+        raw = body_repr
+    body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return QueryUnavailable(UnavailableKind.HTTP_ERROR, f"HTTP {status} from {url}: {_truncate(_error_text(body))}")
 
 
 def _parse_value(raw: Any) -> float:
@@ -338,16 +345,6 @@ def _ssl_context(ca: str) -> ssl.SSLContext:
     return context
 
 
-def _json_error(status: int, body: str) -> str:
-    try:
-        payload = json.loads(body)
-        if isinstance(payload, dict) and "error" in payload:
-            return f"{payload.get('errorType', 'error')}: {payload['error']}"
-    except ValueError:
-        pass
-    return body
-
-
 async def _query_with(session: aiohttp.ClientSession, request: QueryRequest) -> QueryOutcome:
     """One instant query over a shared aiohttp session; never raises. The same outcomes and
     messages as the blocking `query`, bounded in total by the endpoint's timeout."""
@@ -368,7 +365,7 @@ async def _query_with(session: aiohttp.ClientSession, request: QueryRequest) -> 
             if response.status != 200:
                 return QueryUnavailable(
                     UnavailableKind.HTTP_ERROR,
-                    f"HTTP {response.status} from {url}: {_truncate(_json_error(response.status, body))}",
+                    f"HTTP {response.status} from {url}: {_truncate(_error_text(body))}",
                 )
     except (TimeoutError, aiohttp.ServerTimeoutError):
         return _timeout(url, timeout)

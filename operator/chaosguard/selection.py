@@ -146,6 +146,11 @@ class WorkloadState:
         return max(0, self.desired - self.ready)
 
 
+def serving(pod: PodView) -> bool:
+    """Counts toward its workload's strength: Running, Ready and not on its way out."""
+    return pod.ready and not pod.terminating and pod.phase == "Running"
+
+
 def workload_states(pods: Iterable[PodView], desired_by_workload: Mapping[str, int]) -> dict[str, WorkloadState]:
     """Live state of each workload from all its pods (not only the selected ones)."""
     ready: dict[str, int] = {}
@@ -155,7 +160,7 @@ def workload_states(pods: Iterable[PodView], desired_by_workload: Mapping[str, i
         if key is None:
             continue
         existing[key] = existing.get(key, 0) + (0 if pod.terminating else 1)
-        if pod.ready and not pod.terminating and pod.phase == "Running":
+        if serving(pod):
             ready[key] = ready.get(key, 0) + 1
     keys = set(existing) | set(desired_by_workload)
     return {
@@ -234,6 +239,6 @@ def recovered_at(pods: Iterable[PodView], workload_key: str, desired: int, kille
     moments = sorted(
         max(ready_moment(pod) or killed_at, killed_at)
         for pod in pods
-        if pod.workload_key == workload_key and pod.ready and not pod.terminating and pod.phase == "Running"
+        if pod.workload_key == workload_key and serving(pod)
     )
     return moments[wanted - 1] if len(moments) >= wanted else None
