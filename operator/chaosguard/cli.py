@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from chaosguard import cli_approvals, cli_ops, crdgen, runner, security, windows
+from chaosguard import cli_apply, cli_approvals, cli_ops, crdgen, runner, security, windows
 from chaosguard.errors import describe_validation_error
 from chaosguard.models import ChaosExperiment, ChaosPolicy
 from chaosguard.policy import (
@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=command_plan)
     cli_approvals.register(sub)
     cli_ops.register(sub)
+    cli_apply.register(sub)
     return parser
 
 

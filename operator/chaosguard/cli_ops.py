@@ -201,22 +201,30 @@ def _in(moment: datetime | None, now: datetime) -> str:
 # --------------------------------------------------------------------------- report
 
 
+def render_report(
+    experiment: dict[str, Any], run_id: str | None, output: str | None, fmt: str | None
+) -> tuple[str, str, str]:
+    """The report's text, its format (`fmt`, else html for an output named *.html, else markdown)
+    and the id of the run it reports (the last one when `run_id` is None)."""
+    fmt = fmt or ("html" if output and output.lower().endswith((".html", ".htm")) else "markdown")
+    try:
+        day = report.build(experiment, run_id)
+    except report.ReportError as error:
+        raise CommandError(str(error)) from None
+    return (report.html_page(day, _now()) if fmt == "html" else report.markdown(day)), fmt, day.run.id
+
+
 def command_report(args: argparse.Namespace) -> int:
-    fmt = args.format or ("html" if args.output and args.output.lower().endswith((".html", ".htm")) else "markdown")
     cluster = connect(args.kubeconfig, args.context)
     namespace = args.namespace or current_namespace(args.kubeconfig, args.context)
     experiment = get_experiment(cluster, namespace, args.name)
-    try:
-        day = report.build(experiment, args.run)
-    except report.ReportError as error:
-        raise CommandError(str(error)) from None
-    text = report.html_page(day, _now()) if fmt == "html" else report.markdown(day)
+    text, fmt, run_id = render_report(experiment, args.run, args.output, args.format)
     if args.output and args.output != "-":
         try:
             Path(args.output).write_text(text, encoding="utf-8")
         except OSError as error:
             raise CommandError(f"cannot write {args.output}: {error.strerror}") from None
-        print(f"wrote {args.output}: {fmt} report of run {day.run.id} of {namespace}/{args.name}", file=sys.stderr)
+        print(f"wrote {args.output}: {fmt} report of run {run_id} of {namespace}/{args.name}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK
