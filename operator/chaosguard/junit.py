@@ -38,13 +38,10 @@ def render(cases: Sequence[Case], timestamp: datetime) -> str:
     failures = sum(1 for case in cases if case.problem == "failure")
     errors = sum(1 for case in cases if case.problem == "error")
     total = sum(case.seconds for case in cases)
-    counts = {"tests": str(len(cases)), "failures": str(failures), "errors": str(errors), "skipped": "0"}
-    root = ElementTree.Element("testsuites", {**counts, "time": _time(total)})
-    suite = ElementTree.SubElement(
-        root,
-        "testsuite",
-        {"name": SUITE_NAME, **counts, "time": _time(total), "timestamp": timestamp.isoformat(timespec="seconds")},
-    )
+    counts = {"tests": str(len(cases)), "failures": str(failures), "errors": str(errors)}
+    root = ElementTree.Element("testsuites", {"name": SUITE_NAME, **counts, "time": _time(total)})
+    suite_attributes = {"skipped": "0", "time": _time(total), "timestamp": timestamp.isoformat(timespec="seconds")}
+    suite = ElementTree.SubElement(root, "testsuite", {"name": SUITE_NAME, **counts, **suite_attributes})
     for case in cases:
         element = ElementTree.SubElement(
             suite, "testcase", {"classname": case.classname, "name": case.name, "time": _time(case.seconds)}
