@@ -10,6 +10,7 @@ selection, windows); this module only sequences them with the API calls in `kube
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import math
@@ -656,6 +657,7 @@ class ExperimentDriver:
                 if back is None:
                     continue
                 kill.recovered_after_seconds = round((back - kill.at).total_seconds(), 3)
+                metrics.POD_RECOVERY_SECONDS.observe(kill.recovered_after_seconds)
                 changed = True
                 self.emit(
                     "Normal",
@@ -1039,6 +1041,7 @@ class ExperimentDriver:
                 self.status.observed_generation = self.generation
             latest = self.status.current_run or self.status.last_run
             self.status.hits = latest.kills_total if latest is not None else 0
+            publish_fault_gauges(self.key, self.status.current_run)
             wire = self.status.model_dump(by_alias=True, mode="json")
             patch = merge_patch(self.written, wire)
             self.unsaved = False
@@ -1053,6 +1056,20 @@ class ExperimentDriver:
         self.context.emit(self.body, kind, reason, message)
         log = self.logger.warning if kind == "Warning" else self.logger.info
         log("%s: %s", reason, message)
+
+
+def publish_fault_gauges(key: str, run: RunStatus | None) -> None:
+    """The faults in place and their latest deadline, for dashboards and the FaultPastDeadline alert."""
+    live = [f for f in (run.faults if run else []) if f.state in (FaultState.INJECTING, FaultState.ACTIVE)]
+    deadlines = [f.deadline.timestamp() for f in live if f.deadline is not None]
+    if run is not None:
+        metrics.ACTIVE_FAULTS.labels(key).set(len(live))
+    if deadlines:
+        metrics.FAULT_DEADLINE.labels(key).set(max(deadlines))
+    for gauge, stale in ((metrics.ACTIVE_FAULTS, run is None), (metrics.FAULT_DEADLINE, not deadlines)):
+        if stale:
+            with contextlib.suppress(KeyError):
+                gauge.remove(key)
 
 
 def next_round_time(spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> datetime | None:

@@ -41,3 +41,30 @@ STATUS_WRITES = Counter(
     "Status merge patches written, by why: change (a state change, at once) or batch (SLI samples).",
     ["why"],
 )
+
+# For dashboards and alerts (issue 14): recovery, live faults and their deadlines, leadership.
+POD_RECOVERY_SECONDS = Histogram(
+    "chaosguard_pod_recovery_seconds",
+    "From a pod-kill to its workload back at full Ready strength.",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+ACTIVE_FAULTS = Gauge(
+    "chaosguard_active_faults",
+    "Network faults in place (injecting or active) for each experiment's run.",
+    ["experiment"],
+)
+FAULT_DEADLINE = Gauge(
+    "chaosguard_fault_deadline_timestamp_seconds",
+    "The latest deadline among an experiment's faults still in place (Unix time); absent when none is.",
+    ["experiment"],
+)
+LEADING = Gauge(
+    "chaosguard_leading", "1 while this process drives experiments (the leader, or the only replica), else 0."
+)
+
+# Series that exist from the start at 0, so that increase() and rate() see a run's or an abort's first
+# count (a counter series born at 1 has no earlier sample to count from).
+for _result in ("Completed", "Aborted", "Failed"):
+    RUNS.labels(_result)
+for _reason in ("SLIBreached", "SLIUnavailable", "AbortRequested"):
+    ABORTS.labels(_reason)

@@ -18,7 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from chaosguard import leader, logs
+from chaosguard import leader, logs, metrics
 from chaosguard.probes import Endpoint, Probes, parse_endpoint
 
 EXIT_BAD_OPTIONS = 2
@@ -93,6 +93,16 @@ def serve(args: argparse.Namespace, memo: Any) -> int:
 
 
 async def _kopf(args: argparse.Namespace, memo: Any, stop_flag: asyncio.Event | None, ready: asyncio.Event) -> None:
+    metrics.LEADING.set(1)  # kopf runs only in the leader (or the only replica): this process drives experiments
+    try:
+        await _kopf_until_stopped(args, memo, stop_flag, ready)
+    finally:
+        metrics.LEADING.set(0)
+
+
+async def _kopf_until_stopped(
+    args: argparse.Namespace, memo: Any, stop_flag: asyncio.Event | None, ready: asyncio.Event
+) -> None:
     import kopf
 
     operator = asyncio.create_task(
