@@ -31,11 +31,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -132,6 +132,13 @@ class MetricsTarget:
 # --------------------------------------------------------------------------- Prometheus itself
 
 
+class ScrapeTarget(Protocol):
+    """Anything Prometheus can scrape: a MetricsTarget, an operator's metrics endpoint."""
+
+    @property
+    def address(self) -> str: ...
+
+
 class PrometheusError(RuntimeError):
     pass
 
@@ -148,10 +155,13 @@ class PrometheusServer:
         port: int | None = None,
         startup_timeout: float = 60.0,
         host: str = "127.0.0.1",
+        jobs: Mapping[str, Sequence[ScrapeTarget]] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.host = host  # e.g. a real node's address, where pods reach it (make sandbox)
         self.targets = list(targets)
+        # More scrape jobs by name, e.g. {"chaosguard-metrics": [the operator]}, for queries that select a job.
+        self.jobs = {name: list(members) for name, members in (jobs or {}).items()}
         self.binary = binary
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
@@ -171,6 +181,10 @@ class PrometheusServer:
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [
                 {"job_name": JOB, "static_configs": [{"targets": [t.address for t in self.targets]}]},
+                *(
+                    {"job_name": name, "static_configs": [{"targets": [t.address for t in members]}]}
+                    for name, members in self.jobs.items()
+                ),
             ],
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +243,10 @@ class PrometheusServer:
     def _targets_up(self) -> bool:
         self._check_alive()
         up = instant_query(self.url, f'up{{job="{JOB}"}} == 1')
-        return len(up) == len(self.targets)
+        extra = [instant_query(self.url, f'up{{job="{name}"}} == 1') for name in self.jobs]
+        return len(up) == len(self.targets) and all(
+            len(found) == len(members) for found, members in zip(extra, self.jobs.values(), strict=True)
+        )
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
