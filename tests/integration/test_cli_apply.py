@@ -82,8 +82,8 @@ def junit_case(schema: xmlschema.XMLSchema, path: Path) -> ElementTree.Element:
 
 
 def unreachable_guard(experiment: str) -> str:
-    """A steady-state guard on a Prometheus nobody serves: the first tick finds it unavailable and
-    (onUnavailable defaults to abort) the operator aborts the run."""
+    """A steady-state guard on a Prometheus nobody serves: the check before the run finds it unavailable
+    (onUnavailable defaults to abort), so the operator aborts the run with nothing injected."""
     return experiment + (
         "  steadyState:\n"
         "    prometheus: {url: 'http://127.0.0.1:9'}\n"

@@ -2,8 +2,9 @@
 
 - Every dashboard query (panels and annotations) and every rule expression is evaluated by a real
   Prometheus scraping a real operator (as job chaosguard-metrics, the Service's name) after real runs
-  (one Completed, one aborted by its SLI guard), and returns without error; the ones that must say
-  something do (one replica leading, the breach abort counted, the kill's recovery time).
+  (one Completed, one aborted when its SLI, served by the same Prometheus, breaches mid-run), and
+  returns without error; the ones that must say something do (one replica leading, the breach abort
+  counted by the alert's expression, the kill's recovery time).
 - `promtool check rules` passes on the rule file.
 - `helm template` with the ServiceMonitor, the PrometheusRule and the dashboard switched on renders
   objects the API server accepts in a server-side dry run with the Prometheus Operator's CRDs installed
@@ -25,7 +26,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.integration.test_cli_apply import unreachable_guard
 from tests.integration.test_helm_chart import CHART, NAMESPACE, render
 from tests.integration.test_operator_ops import OperatorMetrics
 from tests.integration.test_operator_podkill import experiment_yaml
@@ -67,14 +67,29 @@ def rule_expressions() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(chaos_operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    with (
-        MetricsTarget() as demo,
-        PrometheusServer(
-            tmp_path_factory.mktemp("prometheus"), [demo], jobs={JOB: [OperatorMetrics(chaos_operator)]}
-        ) as server,
-    ):
+def demo() -> Iterator[MetricsTarget]:
+    """The guarded service's own metrics: its error ratio, which the test flips to breach the SLI."""
+    with MetricsTarget() as target:
+        yield target
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    demo: MetricsTarget, chaos_operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusServer]:
+    operator = OperatorMetrics(chaos_operator)
+    with PrometheusServer(tmp_path_factory.mktemp("prometheus"), [demo], jobs={JOB: [operator]}) as server:
         yield server
+
+
+def guarded(experiment: str, prometheus: PrometheusServer) -> str:
+    return experiment + (
+        "  steadyState:\n"
+        f"    prometheus: {{url: '{prometheus.url}'}}\n"
+        "    interval: 1s\n"
+        "    conditions:\n"
+        "      - {name: error-ratio, query: 'max(demo_error_ratio)', operator: '<', threshold: 0.05}\n"
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -107,13 +122,17 @@ def test_every_dashboard_panel_says_what_it_answers() -> None:
 @pytest.mark.prometheus
 @needs_prometheus
 def test_every_dashboard_query_and_rule_evaluates_on_prometheus_scraping_the_operator(
-    control_plane: ControlPlane, k8s: client.ApiClient, shop: str, prometheus: PrometheusServer
+    control_plane: ControlPlane, k8s: client.ApiClient, shop: str, demo: MetricsTarget, prometheus: PrometheusServer
 ) -> None:
     apply_yaml(control_plane, experiment_yaml("watched", duration="2s"), shop)
     wait_for_phase(k8s, shop, "watched", "Completed", timeout=60)
-    breach = unreachable_guard(experiment_yaml("breached", duration="1m", interval="5s"))
-    apply_yaml(control_plane, breach, shop)
-    wait_for_phase(k8s, shop, "breached", "Aborted", timeout=60)
+    demo.set_error_ratio(0.0)
+    prometheus.wait_for_value("max(demo_error_ratio)", lambda v: v == 0.0)
+    apply_yaml(control_plane, guarded(experiment_yaml("breached", duration="1m", interval="5s"), prometheus), shop)
+    wait_for_phase(k8s, shop, "breached", "Running", timeout=60)
+    demo.set_error_ratio(0.5)
+    aborted = wait_for_phase(k8s, shop, "breached", "Aborted", timeout=60)
+    assert aborted["lastRun"]["reason"] == "SLIBreached", aborted["lastRun"]
 
     aborts = rule_expressions()["ChaosguardRunAbortedByBreach"]
     fired = prometheus.wait_for_series(aborts, lambda series: len(series) >= 1, timeout=30)
