@@ -114,6 +114,10 @@ def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refu
 
 
 def command_validate(args: argparse.Namespace) -> int:
+    args.file = [*(args.file or []), *args.paths]
+    if not args.file:
+        print("ERROR name the files to check: chaosguard validate -f FILE (or FILE ...)", file=sys.stderr)
+        return EXIT_UNREADABLE
     try:
         documents = read_documents(args.file)
         experiments, inline_policies = split_documents(documents)
@@ -123,6 +127,8 @@ def command_validate(args: argparse.Namespace) -> int:
     except UnreadableInput as error:
         print(f"ERROR {error}", file=sys.stderr)
         return EXIT_UNREADABLE
+    if not experiments and args.no_experiment_ok:
+        return EXIT_ADMITTED  # e.g. pre-commit on a commit that changed only policies (checked above) or other YAML
     if not experiments:
         print("ERROR no ChaosExperiment found in " + ", ".join(args.file), file=sys.stderr)
         return EXIT_UNREADABLE
@@ -258,7 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(handler=command_crds)
 
     validate = sub.add_parser("validate", help="check experiments against policy offline (no cluster)")
-    validate.add_argument("-f", "--file", action="append", required=True, help="YAML file or directory")
+    validate.add_argument("-f", "--file", action="append", help="YAML file or directory")
+    validate.add_argument(
+        "paths", nargs="*", metavar="FILE", help="more YAML files or directories (as pre-commit passes them)"
+    )
+    validate.add_argument(
+        "--no-experiment-ok",
+        action="store_true",
+        help="exit 0 when the files hold no ChaosExperiment (policies in them are still checked)",
+    )
     validate.add_argument("--policy", action="append", help="ChaosPolicy YAML file or directory")
     validate.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
     validate.set_defaults(handler=command_validate)

@@ -22,7 +22,7 @@ import xmlschema
 from kubernetes import client
 
 from tests.integration.test_operator_podkill import experiment_yaml, kills
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, default_bin_dir
 from tests.support.operator import (
     REPO,
     OperatorProcess,
@@ -323,3 +323,11 @@ def assert_nothing_left(k8s: client.ApiClient, namespace: str, name: str) -> Non
     assert ABORT_ANNOTATION not in (body["metadata"].get("annotations") or {})
     assert all(kill["at"] <= last["finishedAt"] for kill in last.get("kills") or []), last
     wait_for_ready_pods(k8s, namespace, "checkout", 5)
+
+
+def test_the_chaos_ci_workflow_passes_actionlint() -> None:
+    actionlint = default_bin_dir() / "actionlint"
+    assert actionlint.exists(), f"{actionlint} is missing: run hack/build-control-plane.sh"
+    workflow = Path(".github") / "workflows" / "chaos-ci.yaml"
+    result = subprocess.run([str(actionlint), "-no-color", str(workflow)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
