@@ -51,6 +51,36 @@ def junit_schema() -> xmlschema.XMLSchema:
     return xmlschema.XMLSchema(str(JUNIT_SCHEMA))
 
 
+@dataclass(frozen=True)
+class Ci:
+    """What each test here works with: the control plane (the operator running), a shop namespace with
+    5 checkout pods, and a directory for the experiment file and the JUnit XML."""
+
+    control_plane: ControlPlane
+    k8s: client.ApiClient
+    shop: str
+    tmp_path: Path
+
+    @property
+    def junit(self) -> Path:
+        return self.tmp_path / "junit.xml"
+
+    def apply(self, experiment_text: str, *argv: str) -> Finished:
+        """`chaosguard apply -f <the experiment> -n shop --wait --junit junit.xml ARGV...`, to its end."""
+        path = write(self.tmp_path, experiment_text)
+        return run_apply(self.control_plane, *self.argv(path), *argv)
+
+    def argv(self, path: Path) -> list[str]:
+        return ["-f", str(path), "-n", self.shop, "--wait", "--junit", str(self.junit)]
+
+
+@pytest.fixture
+def ci(
+    control_plane: ControlPlane, k8s: client.ApiClient, chaos_operator: OperatorProcess, shop: str, tmp_path: Path
+) -> Ci:
+    return Ci(control_plane, k8s, shop, tmp_path)
+
+
 def command(control_plane: ControlPlane, *argv: str) -> list[str]:
     return [sys.executable, "-m", "chaosguard", "apply", *argv, "--kubeconfig", str(control_plane.kubeconfig)]
 
@@ -94,28 +124,20 @@ def unreachable_guard(experiment: str) -> str:
 
 
 def test_completed_run_exits_0_with_a_passing_junit_case_and_a_report(
-    control_plane: ControlPlane,
-    k8s: client.ApiClient,
-    chaos_operator: OperatorProcess,
-    shop: str,
-    tmp_path: Path,
-    junit_schema: xmlschema.XMLSchema,
+    ci: Ci, junit_schema: xmlschema.XMLSchema
 ) -> None:
-    path = write(tmp_path, experiment_yaml("ci-ok", duration="3s"))
-    junit, report = tmp_path / "junit.xml", tmp_path / "report.html"
-    done = run_apply(
-        control_plane, "-f", str(path), "-n", shop, "--wait", "--junit", str(junit), "--report", str(report)
-    )
+    report = ci.tmp_path / "report.html"
+    done = ci.apply(experiment_yaml("ci-ok", duration="3s"), "--report", str(report))
 
     assert done.code == 0, done
     assert "chaosexperiment.chaosguard.dev/ci-ok created" in done.out
     assert "phase Running" in done.out and "kill " in done.out
-    status = status_of(k8s, shop, "ci-ok")
+    status = status_of(ci.k8s, ci.shop, "ci-ok")
     run_id = status["lastRun"]["id"]
     assert status["lastRun"]["phase"] == "Completed"
-    assert f"{shop}/ci-ok: Completed: run {run_id} Completed" in done.out
-    case = junit_case(junit_schema, junit)
-    assert case.get("classname") == f"{shop}.ci-ok" and case.get("name") == run_id
+    assert f"{ci.shop}/ci-ok: Completed: run {run_id} Completed" in done.out
+    case = junit_case(junit_schema, ci.junit)
+    assert case.get("classname") == f"{ci.shop}.ci-ok" and case.get("name") == run_id
     assert case.find("failure") is None and case.find("error") is None
     assert float(case.get("time") or 0) >= 3.0
     html = report.read_text()
@@ -123,24 +145,17 @@ def test_completed_run_exits_0_with_a_passing_junit_case_and_a_report(
 
 
 def test_aborted_run_exits_1_and_the_junit_failure_carries_the_abort_reason(
-    control_plane: ControlPlane,
-    k8s: client.ApiClient,
-    chaos_operator: OperatorProcess,
-    shop: str,
-    tmp_path: Path,
-    junit_schema: xmlschema.XMLSchema,
+    ci: Ci, junit_schema: xmlschema.XMLSchema
 ) -> None:
-    path = write(tmp_path, unreachable_guard(experiment_yaml("ci-breach", duration="1m", interval="5s")))
-    junit, report = tmp_path / "junit.xml", tmp_path / "report.md"
-    done = run_apply(
-        control_plane, "-f", str(path), "-n", shop, "--wait", "--junit", str(junit), "--report", str(report)
+    report = ci.tmp_path / "report.md"
+    done = ci.apply(
+        unreachable_guard(experiment_yaml("ci-breach", duration="1m", interval="5s")), "--report", str(report)
     )
 
     assert done.code == 1, done
-    last = status_of(k8s, shop, "ci-breach")["lastRun"]
+    last = status_of(ci.k8s, ci.shop, "ci-breach")["lastRun"]
     assert last["phase"] == "Aborted", last
-    case = junit_case(junit_schema, junit)
-    failure = case.find("failure")
+    failure = junit_case(junit_schema, ci.junit).find("failure")
     assert failure is not None and failure.get("type") == "Aborted"
     assert last["reason"] in (failure.get("message") or "") and last["message"] in (failure.get("message") or "")
     assert "SLI error-ratio" in (failure.text or "")
@@ -148,100 +163,68 @@ def test_aborted_run_exits_1_and_the_junit_failure_carries_the_abort_reason(
 
 
 def test_experiment_refused_by_policy_exits_2_with_validates_refused_lines(
-    control_plane: ControlPlane,
-    k8s: client.ApiClient,
-    chaos_operator: OperatorProcess,
-    shop: str,
-    isolated_policies: list[str],
-    tmp_path: Path,
-    junit_schema: xmlschema.XMLSchema,
+    ci: Ci, isolated_policies: list[str], junit_schema: xmlschema.XMLSchema
 ) -> None:
-    isolated_policies.append(f"{shop}-short")
-    create_policy(k8s, f"{shop}-short", scoped_policy(shop, maxDuration="2s"))
-    path = write(tmp_path, experiment_yaml("ci-too-long", duration="10s"))
-    junit = tmp_path / "junit.xml"
-    done = run_apply(control_plane, "-f", str(path), "-n", shop, "--wait", "--junit", str(junit))
+    isolated_policies.append(f"{ci.shop}-short")
+    create_policy(ci.k8s, f"{ci.shop}-short", scoped_policy(ci.shop, maxDuration="2s"))
+    done = ci.apply(experiment_yaml("ci-too-long", duration="10s"))
 
     assert done.code == 2, done
-    assert f"{path} {shop}/ci-too-long: refused" in done.out
+    assert f"{ci.tmp_path / 'experiment.yaml'} {ci.shop}/ci-too-long: refused" in done.out
     refused = [line.strip() for line in done.out.splitlines() if line.strip().startswith("REFUSED ")]
     assert refused and refused[0].startswith("REFUSED max-duration: "), done.out
-    assert status_of(k8s, shop, "ci-too-long")["phase"] == "Rejected"
-    assert kills(status_of(k8s, shop, "ci-too-long"), "Killed") == []
-    error = junit_case(junit_schema, junit).find("error")
+    status = status_of(ci.k8s, ci.shop, "ci-too-long")
+    assert status["phase"] == "Rejected" and kills(status, "Killed") == []
+    error = junit_case(junit_schema, ci.junit).find("error")
     assert error is not None and error.get("type") == "Rejected"
     assert refused[0] in (error.get("message") or "")
 
 
-def test_invalid_file_exits_2_before_touching_the_cluster(
-    control_plane: ControlPlane, k8s: client.ApiClient, shop: str, tmp_path: Path, junit_schema: xmlschema.XMLSchema
-) -> None:
-    path = write(tmp_path, experiment_yaml("ci-invalid", duration="ten seconds"))
-    junit = tmp_path / "junit.xml"
-    done = run_apply(control_plane, "-f", str(path), "-n", shop, "--wait", "--junit", str(junit))
+def test_invalid_file_exits_2_before_touching_the_cluster(ci: Ci, junit_schema: xmlschema.XMLSchema) -> None:
+    done = ci.apply(experiment_yaml("ci-invalid", duration="ten seconds"))
 
     assert done.code == 2, done
     assert "REFUSED schema: " in done.out and "spec.duration" in done.out, done.out
-    items = client.CustomObjectsApi(k8s).list_namespaced_custom_object(
-        "chaosguard.dev", "v1alpha1", shop, "chaosexperiments"
+    items = client.CustomObjectsApi(ci.k8s).list_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", ci.shop, "chaosexperiments"
     )["items"]
     assert items == []
-    error = junit_case(junit_schema, junit).find("error")
+    error = junit_case(junit_schema, ci.junit).find("error")
     assert error is not None and error.get("type") == "Invalid"
 
 
-def test_timeout_exits_3_and_aborts_the_run_it_gave_up_on(
-    control_plane: ControlPlane,
-    k8s: client.ApiClient,
-    chaos_operator: OperatorProcess,
-    shop: str,
-    tmp_path: Path,
-    junit_schema: xmlschema.XMLSchema,
-) -> None:
-    path = write(tmp_path, experiment_yaml("ci-slow", duration="2m", interval="2s"))
-    junit = tmp_path / "junit.xml"
-    done = run_apply(control_plane, "-f", str(path), "-n", shop, "--wait", "--timeout", "4s", "--junit", str(junit))
+def test_timeout_exits_3_and_aborts_the_run_it_gave_up_on(ci: Ci, junit_schema: xmlschema.XMLSchema) -> None:
+    done = ci.apply(experiment_yaml("ci-slow", duration="2m", interval="2s"), "--timeout", "4s")
 
     assert done.code == 3, done
     assert "did not end within --timeout 4s; aborted" in done.out
-    status = status_of(k8s, shop, "ci-slow")
+    status = status_of(ci.k8s, ci.shop, "ci-slow")
     assert status.get("currentRun") is None and status["lastRun"]["phase"] == "Aborted"
-    failure = junit_case(junit_schema, junit).find("failure")
+    failure = junit_case(junit_schema, ci.junit).find("failure")
     assert failure is not None and failure.get("type") == "TimedOut"
 
 
-def test_sigint_aborts_the_run_and_leaves_nothing_behind(
-    control_plane: ControlPlane,
-    k8s: client.ApiClient,
-    chaos_operator: OperatorProcess,
-    shop: str,
-    tmp_path: Path,
-    junit_schema: xmlschema.XMLSchema,
-) -> None:
-    path = write(tmp_path, experiment_yaml("ci-interrupted", duration="2m", interval="2s"))
-    junit = tmp_path / "junit.xml"
-    argv = ["-f", str(path), "-n", shop, "--wait", "--abort-on-interrupt", "--junit", str(junit)]
-    with started(command(control_plane, *argv)) as process:
-        wait_for_kill(k8s, shop, "ci-interrupted", process)
+def test_sigint_aborts_the_run_and_leaves_nothing_behind(ci: Ci, junit_schema: xmlschema.XMLSchema) -> None:
+    path = write(ci.tmp_path, experiment_yaml("ci-interrupted", duration="2m", interval="2s"))
+    with started(command(ci.control_plane, *ci.argv(path), "--abort-on-interrupt")) as process:
+        wait_for_kill(ci.k8s, ci.shop, "ci-interrupted", process)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
 
     assert process.returncode == 1, (out, err)
     assert "interrupted" in out and "aborted on interrupt" in out, out
-    assert_nothing_left(k8s, shop, "ci-interrupted")
-    failure = junit_case(junit_schema, junit).find("failure")
+    assert_nothing_left(ci.k8s, ci.shop, "ci-interrupted")
+    failure = junit_case(junit_schema, ci.junit).find("failure")
     assert failure is not None and failure.get("type") == "Aborted"
     assert "interrupted (Ctrl-C)" in (failure.get("message") or "")
 
 
-def test_ctrl_c_on_a_terminal_asks_and_aborts_on_yes(
-    control_plane: ControlPlane, k8s: client.ApiClient, chaos_operator: OperatorProcess, shop: str, tmp_path: Path
-) -> None:
-    path = write(tmp_path, experiment_yaml("ci-asked", duration="2m", interval="2s"))
+def test_ctrl_c_on_a_terminal_asks_and_aborts_on_yes(ci: Ci) -> None:
+    path = write(ci.tmp_path, experiment_yaml("ci-asked", duration="2m", interval="2s"))
     leader, follower = pty.openpty()
-    with started(command(control_plane, "-f", str(path), "-n", shop, "--wait"), stdin=follower) as process:
+    with started(command(ci.control_plane, *ci.argv(path)), stdin=follower) as process:
         os.close(follower)
-        wait_for_kill(k8s, shop, "ci-asked", process)
+        wait_for_kill(ci.k8s, ci.shop, "ci-asked", process)
         process.send_signal(signal.SIGINT)
         wait_for(lambda: "[y/N]" in process.read(), timeout=20, what="the question whether to abort")
         os.write(leader, b"y\n")
@@ -249,7 +232,7 @@ def test_ctrl_c_on_a_terminal_asks_and_aborts_on_yes(
     os.close(leader)
 
     assert process.returncode == 1, (out, err)
-    assert_nothing_left(k8s, shop, "ci-asked")
+    assert_nothing_left(ci.k8s, ci.shop, "ci-asked")
 
 
 # --------------------------------------------------------------------------- helpers
