@@ -55,11 +55,11 @@ class Interrupted(Exception):
 
 @dataclass(frozen=True)
 class Baseline:
-    """What was there before this command: only a run other than `last_run_id` counts, and a
-    refusal only once the operator has judged `generation`."""
+    """What was there before this command: only a run not in `earlier_runs` counts (a run the applied
+    spec change aborts is not this command's), and a refusal only once the operator judged `generation`."""
 
     generation: int
-    last_run_id: str | None
+    earlier_runs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def decide(experiment: Mapping[str, Any], baseline: Baseline) -> Outcome | None:
         lines = tuple(refusal_lines(str(status.get("message") or "")))
         return Outcome(EXIT_REFUSED, "Rejected", "refused by the operator", lines)
     last, current = status.get("lastRun") or {}, status.get("currentRun") or {}
-    if not last.get("id") or last["id"] == baseline.last_run_id or current.get("id") == last["id"]:
+    if not last.get("id") or last["id"] in baseline.earlier_runs or current.get("id") == last["id"]:
         return None
     phase = str(last.get("phase") or "Failed")
     summary = f"run {last['id']} {phase} ({last.get('reason') or '-'}): {last.get('message') or ''}".rstrip(": ")
@@ -341,7 +341,8 @@ def _apply(cluster: Cluster, namespace: str, loaded: Loaded) -> Applied | Outcom
             )
     else:
         print(f"chaosexperiment.{GROUP}/{name} {'created' if existing is None else 'configured'}")
-    return Applied(namespace, name, Baseline(generation, last.get("id")), existing is None)
+    earlier = {str(run["id"]) for run in (last, before.get("currentRun") or {}) if run.get("id")}
+    return Applied(namespace, name, Baseline(generation, frozenset(earlier)), existing is None)
 
 
 def _follow_existing(cluster: Cluster, namespace: str, name: str) -> Applied:
@@ -351,7 +352,7 @@ def _follow_existing(cluster: Cluster, namespace: str, name: str) -> Applied:
     waiting = bool(status.get("currentRun")) or status.get("phase") not in ("Completed", "Aborted", "Failed")
     last_id = (status.get("lastRun") or {}).get("id") if waiting else None
     generation = int(experiment["metadata"].get("generation") or 1)
-    return Applied(namespace, name, Baseline(generation, last_id), created=False)
+    return Applied(namespace, name, Baseline(generation, frozenset({last_id} if last_id else ())), created=False)
 
 
 # --------------------------------------------------------------------------- following
@@ -363,8 +364,19 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def _follow(cluster: Cluster, applied: Applied, console: Console, deadline: float, seen: Seen) -> Outcome | None:
     """Polls until the experiment's outcome shows, or `deadline` passes (None)."""
+    problem = ""
     while True:
-        experiment = cli_ops.get_experiment(cluster, applied.namespace, applied.name)
+        try:
+            experiment = cli_ops.get_experiment(cluster, applied.namespace, applied.name)
+        except cli_ops.CommandError as error:  # the run goes on without us: keep trying until the deadline
+            if str(error) != problem:
+                problem = str(error)
+                console.event(f"cannot read the experiment, retrying: {problem}")
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(POLL_SECONDS)
+            continue
+        problem = ""
         for line in new_events(seen, experiment):
             console.event(line)
         outcome = decide(experiment, applied.baseline)
@@ -433,6 +445,8 @@ def run_to_end(cluster: Cluster, applied: Applied, args: argparse.Namespace, tim
                 if not args.abort_on_interrupt and interrupt.ask and not _ask_to_abort(applied):
                     console.event("not aborted; following on (Ctrl-C again to be asked again)")
                     continue
+                for signum in previous:  # the abort is under way and bounded: a second Ctrl-C must not cut it short
+                    signal.signal(signum, signal.SIG_IGN)
                 what = _stop(cluster, applied, "interrupted (Ctrl-C) in chaosguard apply")
                 console.event(f"{what} on interrupt")
                 outcome = _follow(cluster, applied, console, time.monotonic() + ABORT_WAIT_SECONDS, seen)
@@ -487,7 +501,7 @@ def command_apply(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     try:
         loaded = _load(args) if args.file else None
         if isinstance(loaded, Outcome):
-            return _finish(None, Applied(namespace, name, Baseline(0, None), False), loaded, args)
+            return _finish(None, Applied(namespace, name, Baseline(0), False), loaded, args)
         cluster = cli_ops.connect(args.kubeconfig, args.context)
         if loaded is not None:
             name = loaded.name
@@ -498,7 +512,7 @@ def command_apply(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             namespace = args.namespace or cli_ops.current_namespace(args.kubeconfig, args.context)
             applied = _follow_existing(cluster, namespace, name)
         if isinstance(applied, Outcome):
-            return _finish(None, Applied(namespace, name, Baseline(0, None), False), applied, args)
+            return _finish(None, Applied(namespace, name, Baseline(0), False), applied, args)
         if not args.wait:
             return EXIT_COMPLETED
         return _finish(cluster, applied, run_to_end(cluster, applied, args, args.timeout), args)

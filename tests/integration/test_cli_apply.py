@@ -143,6 +143,11 @@ def test_completed_run_exits_0_with_a_passing_junit_case_and_a_report(
     html = report.read_text()
     assert html.startswith("<!DOCTYPE html>") and run_id in html
 
+    again = ci.apply(experiment_yaml("ci-ok", duration="3s"))
+    assert again.code == 2 and "is unchanged and its run" in again.err, again
+    followed = run_apply(ci.control_plane, "--name", "ci-ok", "-n", ci.shop, "--wait")
+    assert followed.code == 0 and f"Completed: run {run_id} Completed" in followed.out, followed
+
 
 def test_aborted_run_exits_1_and_the_junit_failure_carries_the_abort_reason(
     ci: Ci, junit_schema: xmlschema.XMLSchema

@@ -13,7 +13,7 @@ from chaosguard import cli_apply, junit
 from chaosguard.cli_apply import Applied, Baseline, Outcome, Seen, decide, new_events, refusal_lines
 
 SCHEMA = xmlschema.XMLSchema(str(Path(__file__).resolve().parents[1] / "support" / "junit-10.xsd"))
-APPLIED = Applied("shop", "checkout-kill", Baseline(2, "r1"), created=True)
+APPLIED = Applied("shop", "checkout-kill", Baseline(2, frozenset({"r1"})), created=True)
 
 
 def experiment(status: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -39,6 +39,8 @@ def test_a_refusal_counts_only_once_the_operator_judged_the_applied_generation()
 
 def test_only_a_run_newer_than_the_baseline_ends_the_wait() -> None:
     old = {"id": "r1", "phase": "Completed"}
+    replaced = {"id": "r1", "phase": "Aborted", "reason": "SpecChanged"}  # the applied edit stopped the old run
+    assert decide(experiment({"phase": "Pending", "lastRun": replaced}), APPLIED.baseline) is None
     assert (
         decide(experiment({"phase": "Running", "lastRun": old, "currentRun": {"id": "r2"}}), APPLIED.baseline) is None
     )
@@ -56,9 +58,7 @@ def test_only_a_run_newer_than_the_baseline_ends_the_wait() -> None:
     assert outcome is not None
     assert (outcome.code, outcome.verdict, outcome.run_id, outcome.seconds) == (1, "Aborted", "r2", 42.0)
     assert outcome.lines == ("SLI errors: 0.2 (healthy while < 0.01)",)
-    completed = decide(
-        experiment({"phase": "Completed", "lastRun": {**aborted, "phase": "Completed"}}), Baseline(2, None)
-    )
+    completed = decide(experiment({"phase": "Completed", "lastRun": {**aborted, "phase": "Completed"}}), Baseline(2))
     assert completed is not None and completed.code == cli_apply.EXIT_COMPLETED
 
 
