@@ -6,7 +6,8 @@ run and exits with a code a pipeline can act on:
     0  the run Completed
     1  the run was Aborted or Failed (an SLI breach, an abort, a workload that did not recover)
     2  the experiment was refused (by policy, by the API server's schema or its admission webhook)
-       or the input is invalid: the `REFUSED <rule>: ...` lines are the ones `chaosguard validate` prints
+       or the input is invalid: the `REFUSED <rule>: ...` lines are the ones `chaosguard validate` prints;
+       also when the command cannot do its part (no cluster, no rights, a file it cannot write)
     3  it did not end within --timeout; a run still in progress then is aborted (fail-safe: nobody
        watches a run after CI gave up on it)
 
@@ -73,7 +74,10 @@ class Outcome:
 
 
 def refusal_lines(message: str) -> list[str]:
-    """The operator joins its refusals with '; ' (engine.reject); each starts with REFUSED."""
+    """The operator joins its refusals with '; ' (engine.reject), each starting with REFUSED; an
+    admission webhook's denial puts its own words before the first."""
+    if "REFUSED " in message:
+        message = message[message.index("REFUSED ") :]
     parts = [part.strip() for part in message.split("; REFUSED ")]
     lines = [part if index == 0 else f"REFUSED {part}" for index, part in enumerate(parts) if part]
     return [line if line.startswith("REFUSED ") else f"REFUSED policy: {line}" for line in lines]
@@ -403,7 +407,16 @@ def _ask_to_abort(applied: Applied) -> bool:
 
 def _stop(cluster: Cluster, applied: Applied, reason: str) -> str:
     """Ends what this command started: the run in progress (as `chaosguard abort` does), or an
-    experiment this command created whose run has not started yet (deleted: it must not run unwatched)."""
+    experiment this command created whose run has not started yet (deleted: it must not run unwatched).
+    Says what it did, or why it could not (the abort request stays for the operator to act on)."""
+    try:
+        return _stop_or_raise(cluster, applied, reason)
+    except cli_ops.CommandError as error:
+        print(f"ERROR {error}", file=sys.stderr)
+        return f"could not stop it: {error}"
+
+
+def _stop_or_raise(cluster: Cluster, applied: Applied, reason: str) -> str:
     experiment = cli_ops.get_experiment(cluster, applied.namespace, applied.name)
     status = experiment.get("status") or {}
     if status.get("currentRun"):
@@ -516,9 +529,9 @@ def command_apply(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if not args.wait:
             return EXIT_COMPLETED
         return _finish(cluster, applied, run_to_end(cluster, applied, args, args.timeout), args)
-    except cli_ops.CommandError as error:
+    except cli_ops.CommandError as error:  # no cluster, no rights, a file it cannot write: never a run's verdict
         print(f"ERROR {error}", file=sys.stderr)
-        return EXIT_REFUSED if error.code == cli_ops.EXIT_USAGE else error.code
+        return EXIT_REFUSED
 
 
 def _finish(cluster: Cluster | None, applied: Applied, outcome: Outcome, args: argparse.Namespace) -> int:
