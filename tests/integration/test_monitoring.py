@@ -26,7 +26,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.integration.test_helm_chart import CHART, NAMESPACE, render
+from tests.integration.test_helm_chart import CHART, NAMESPACE, helm, render
 from tests.integration.test_operator_ops import OperatorMetrics
 from tests.integration.test_operator_podkill import experiment_yaml
 from tests.support.controlplane import ControlPlane, default_bin_dir
@@ -176,7 +176,9 @@ def test_the_monitoring_objects_of_the_chart_are_accepted_by_the_api_server(
 ) -> None:
     bin_dir = default_bin_dir()  # the pinned helm
     switches = ["metrics.serviceMonitor.enabled", "alerting.prometheusRule.enabled", "grafana.dashboard.enabled"]
-    objects = render(bin_dir, *[arg for switch in switches for arg in ("--set", f"{switch}=true")])
+    values = [arg for switch in switches for arg in ("--set", f"{switch}=true")]
+    helm(bin_dir, "lint", "--strict", str(CHART), *values)
+    objects = render(bin_dir, *values)
     defaults = render(bin_dir)
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects} - {
         (o["kind"], o["metadata"]["name"]) for o in defaults

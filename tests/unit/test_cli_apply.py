@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ElementTree
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,3 +109,26 @@ def test_junit_cases_are_valid_for_every_outcome(tmp_path: Path) -> None:
     assert "SLI errors: 0.2" in (failure.text or "")
     error = elements[2].find("error")
     assert error is not None and error.get("message") == "REFUSED max-duration: too long"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_live_line_is_redrawn_and_cleared_before_each_event() -> None:
+    run = {"id": "r2", "deadline": "2026-11-24T14:05:00Z", "kills": [{"result": "Killed"}], "faults": []}
+    line = cli_apply.live_line(
+        experiment({"phase": "Running", "currentRun": run}), 65.0, datetime(2026, 11, 24, 14, 4, 30, tzinfo=UTC)
+    )
+    assert line == "1m5s | Running | 1 killed, 0 faults active | ends in 30s"
+    out = Terminal()
+    console = cli_apply.Console(out, started=0.0)
+    console.draw(line)
+    console.event("phase Completed")
+    written = out.getvalue()
+    assert written.startswith("\r\x1b[K" + line + "\r\x1b[K[")
+    assert written.endswith("] phase Completed\n")
+    quiet = io.StringIO()
+    cli_apply.Console(quiet, started=0.0).draw(line)
+    assert quiet.getvalue() == ""
