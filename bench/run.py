@@ -17,6 +17,12 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "bench.selection_speed": ("select_10k_pods",),
     "bench.apply_to_kill": ("apply_to_first_kill_p50", "apply_to_first_kill_p95"),
     "bench.abort_latency": ("abort_latency_p50", "abort_latency_p95"),
+    "bench.apply_ci": (
+        "apply_run_end_to_exit_p50",
+        "apply_run_end_to_exit_p95",
+        "apply_interrupt_to_exit_p50",
+        "apply_interrupt_to_exit_p95",
+    ),
 }
 _SCALE_FIGURES = (
     "apply_to_running_p95",
