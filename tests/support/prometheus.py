@@ -5,7 +5,8 @@
   `demo_http_requests_total{app,code}` (counter), whose values a test flips.
 - `PrometheusServer`: runs /usr/bin/prometheus (never the system service) with its own config
   (scrape and evaluation every 1s), storage dir and loopback port; `stop()`/`start()` again
-  simulate Prometheus going down and coming back on the same URL.
+  simulate Prometheus going down and coming back on the same URL. `jobs=` adds scrape jobs by
+  name (e.g. the operator as job chaosguard-metrics, for the dashboard's and the rules' queries).
 - `RecordingServer`: a tiny HTTP(S) server that records each request's path and headers and
   either forwards it to an upstream (a counting reverse proxy), answers a canned response, or
   answers only after a delay (a slow Prometheus).
