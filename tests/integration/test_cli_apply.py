@@ -26,6 +26,7 @@ from tests.support.controlplane import ControlPlane, default_bin_dir
 from tests.support.operator import (
     REPO,
     OperatorProcess,
+    apply_yaml,
     create_policy,
     experiment,
     scoped_policy,
@@ -196,6 +197,26 @@ def test_invalid_file_exits_2_before_touching_the_cluster(ci: Ci, junit_schema: 
     assert items == []
     error = junit_case(junit_schema, ci.junit).find("error")
     assert error is not None and error.get("type") == "Invalid"
+
+
+def test_applying_an_edit_during_a_run_follows_the_new_run_not_the_one_it_stopped(
+    ci: Ci, junit_schema: xmlschema.XMLSchema
+) -> None:
+    apply_yaml(ci.control_plane, experiment_yaml("ci-edited", duration="2m", interval="2s"), ci.shop)
+    wait_for(
+        lambda: (status_of(ci.k8s, ci.shop, "ci-edited").get("currentRun") or {}).get("killsTotal", 0) >= 1,
+        timeout=30,
+        what="the first kill of the run the edit stops",
+    )
+    stopped = status_of(ci.k8s, ci.shop, "ci-edited")["currentRun"]["id"]
+    done = ci.apply(experiment_yaml("ci-edited", duration="3s"))
+
+    assert done.code == 0, done
+    assert "chaosexperiment.chaosguard.dev/ci-edited configured" in done.out
+    history = {run["id"]: run for run in status_of(ci.k8s, ci.shop, "ci-edited")["history"]}
+    assert history[stopped]["phase"] == "Aborted" and history[stopped]["reason"] == "SpecChanged"
+    case = junit_case(junit_schema, ci.junit)
+    assert case.get("name") != stopped and history[str(case.get("name"))]["phase"] == "Completed"
 
 
 def test_timeout_exits_3_and_aborts_the_run_it_gave_up_on(ci: Ci, junit_schema: xmlschema.XMLSchema) -> None:
