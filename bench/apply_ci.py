@@ -22,6 +22,7 @@ from pathlib import Path
 from kubernetes import client
 
 from bench.apply_to_kill import percentile
+from tests.integration.test_cli_apply import experiment_names
 from tests.integration.test_operator_podkill import experiment_yaml
 from tests.support.controlplane import ControlPlane, default_bin_dir
 from tests.support.operator import REPO, create_deployment, install_crds, label_namespace, running_operator, status_of
@@ -35,13 +36,6 @@ def apply(plane: ControlPlane, path: Path, *extra: str) -> subprocess.Popen[byte
     argv = [sys.executable, "-m", "chaosguard", "apply", "-f", str(path), "-n", NAMESPACE, "--wait", *extra]
     argv += ["--kubeconfig", str(plane.kubeconfig)]
     return subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-
-
-def experiment_names(api: client.ApiClient) -> set[str]:
-    listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
-        "chaosguard.dev", "v1alpha1", NAMESPACE, "chaosexperiments"
-    )
-    return {item["metadata"]["name"] for item in listed["items"]}
 
 
 def run() -> dict[str, tuple[float, str]]:
@@ -71,7 +65,7 @@ def run() -> dict[str, tuple[float, str]]:
                 process = apply(plane, path, "--abort-on-interrupt")
                 wait_for(
                     lambda n=name: (
-                        n in experiment_names(api)
+                        n in experiment_names(api, NAMESPACE)
                         and (status_of(api, NAMESPACE, n).get("currentRun") or {}).get("killsTotal", 0)
                     ),
                     timeout=60,

@@ -40,6 +40,7 @@ EXIT_COMPLETED, EXIT_ABORTED, EXIT_REFUSED, EXIT_TIMED_OUT = 0, 1, 2, 3
 DEFAULT_TIMEOUT = "30m"
 POLL_SECONDS = 1.0
 ABORT_WAIT_SECONDS = 30.0
+ABORTED = "aborted"
 RUN_ENDS = {"Completed": EXIT_COMPLETED, "Aborted": EXIT_ABORTED, "Failed": EXIT_ABORTED}
 
 
@@ -421,7 +422,7 @@ def _stop_or_raise(cluster: Cluster, applied: Applied, reason: str) -> str:
     status = experiment.get("status") or {}
     if status.get("currentRun"):
         cli_ops.abort_one(cluster, applied.namespace, applied.name, reason, ABORT_WAIT_SECONDS)
-        return "aborted"
+        return ABORTED
     if applied.created and decide(experiment, applied.baseline) is None:
         cli_ops.api_call(
             f"deleting ChaosExperiment {applied.namespace}/{applied.name}",
@@ -462,9 +463,10 @@ def run_to_end(cluster: Cluster, applied: Applied, args: argparse.Namespace, tim
                     signal.signal(signum, signal.SIG_IGN)
                 what = _stop(cluster, applied, "interrupted (Ctrl-C) in chaosguard apply")
                 console.event(f"{what} on interrupt")
-                outcome = _follow(cluster, applied, console, time.monotonic() + ABORT_WAIT_SECONDS, seen)
-                if outcome is not None:
-                    return outcome
+                if what == ABORTED:  # the run's own record says how it ended
+                    outcome = _follow(cluster, applied, console, time.monotonic() + ABORT_WAIT_SECONDS, seen)
+                    if outcome is not None:
+                        return outcome
                 return Outcome(EXIT_ABORTED, "Aborted", f"interrupted; {what}", seconds=console.elapsed())
     finally:
         for signum, handler in previous.items():

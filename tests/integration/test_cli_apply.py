@@ -191,10 +191,7 @@ def test_invalid_file_exits_2_before_touching_the_cluster(ci: Ci, junit_schema: 
 
     assert done.code == 2, done
     assert "REFUSED schema: " in done.out and "spec.duration" in done.out, done.out
-    items = client.CustomObjectsApi(ci.k8s).list_namespaced_custom_object(
-        "chaosguard.dev", "v1alpha1", ci.shop, "chaosexperiments"
-    )["items"]
-    assert items == []
+    assert experiment_names(ci.k8s, ci.shop) == set()
     error = junit_case(junit_schema, ci.junit).find("error")
     assert error is not None and error.get("type") == "Invalid"
 
@@ -230,6 +227,19 @@ def test_timeout_exits_3_and_aborts_the_run_it_gave_up_on(ci: Ci, junit_schema: 
     assert failure is not None and failure.get("type") == "TimedOut"
 
 
+def test_timeout_before_the_first_run_deletes_the_experiment_it_created(ci: Ci) -> None:
+    scheduled = experiment_yaml("ci-scheduled", duration="3s") + "  schedule: {cron: '0 0 1 1 *'}\n"
+    done = ci.apply(scheduled, "--timeout", "3s")
+
+    assert done.code == 3, done
+    assert "phase Scheduled" in done.out and "did not end within --timeout 3s; deleted" in done.out, done.out
+    wait_for(
+        lambda: "ci-scheduled" not in experiment_names(ci.k8s, ci.shop),
+        timeout=30,
+        what="the experiment to be gone",
+    )
+
+
 def test_sigint_aborts_the_run_and_leaves_nothing_behind(ci: Ci, junit_schema: xmlschema.XMLSchema) -> None:
     path = write(ci.tmp_path, experiment_yaml("ci-interrupted", duration="2m", interval="2s"))
     with started(command(ci.control_plane, *ci.argv(path), "--abort-on-interrupt")) as process:
@@ -262,6 +272,13 @@ def test_ctrl_c_on_a_terminal_asks_and_aborts_on_yes(ci: Ci) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def experiment_names(k8s: client.ApiClient, namespace: str) -> set[str]:
+    listed = client.CustomObjectsApi(k8s).list_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", namespace, "chaosexperiments"
+    )
+    return {item["metadata"]["name"] for item in listed["items"]}
 
 
 class Started:
