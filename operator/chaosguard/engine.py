@@ -399,6 +399,9 @@ class ExperimentDriver:
                     self.context.running.add(self.key)
             if refusal is None:
                 try:
+                    # The owners' guards as they are now, not as cached: a policy applied a moment
+                    # ago must already hold the run that starts now.
+                    world = await self.fresh_world(spec)
                     refusal = await self.steady_state_refusal(spec, world, now)
                     if refusal is None:
                         await self.start_run(spec, world, now)

@@ -4,8 +4,9 @@
   `demo_error_ratio{app}`, `demo_latency_seconds{app}` (gauges) and
   `demo_http_requests_total{app,code}` (counter), whose values a test flips.
 - `PrometheusServer`: runs /usr/bin/prometheus (never the system service) with its own config
-  (scrape and evaluation every 1s), storage dir and loopback port; `stop()`/`start()` again
-  simulate Prometheus going down and coming back on the same URL.
+  (scrape and evaluation every 1s), storage dir and loopback port, and optional recording and
+  alerting rules (`rule_groups`); `stop()`/`start()` again simulate Prometheus going down and
+  coming back on the same URL.
 - `RecordingServer`: a tiny HTTP(S) server that records each request's path and headers and
   either forwards it to an upstream (a counting reverse proxy), answers a canned response, or
   answers only after a delay (a slow Prometheus).
@@ -31,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -148,6 +149,7 @@ class PrometheusServer:
         port: int | None = None,
         startup_timeout: float = 60.0,
         host: str = "127.0.0.1",
+        rule_groups: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.host = host  # e.g. a real node's address, where pods reach it (make sandbox)
@@ -158,6 +160,9 @@ class PrometheusServer:
         self.config_path = self.workdir / "prometheus.yml"
         self.storage_path = self.workdir / "data"
         self.log_path = self.workdir / "prometheus.log"
+        # Recording and alerting rules, as Prometheus rule groups ({name, rules: [...]}), evaluated every 1s.
+        self.rule_groups = [dict(group) for group in rule_groups]
+        self.rules_path = self.workdir / "rules.json"
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: list[float] = []
 
@@ -167,13 +172,16 @@ class PrometheusServer:
 
     def write_config(self) -> None:
         # JSON is YAML: no dependency on a YAML writer.
-        config = {
+        config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [
                 {"job_name": JOB, "static_configs": [{"targets": [t.address for t in self.targets]}]},
             ],
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.rule_groups:
+            self.rules_path.write_text(json.dumps({"groups": self.rule_groups}, indent=2))
+            config["rule_files"] = [str(self.rules_path)]
         self.config_path.write_text(json.dumps(config, indent=2))
 
     def start(self) -> PrometheusServer:

@@ -1,0 +1,341 @@
+"""The cluster owners' guards (ChaosPolicy.spec.steadyState) against a real Prometheus that holds
+Sloth- and Pyrra-shaped recording rules and an alerting rule, all fed by the metrics endpoint the
+tests flip; policies and experiments go in with `kubectl apply`, the operator runs as a process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from chaosguard.models import ErrorBudgetGate
+from chaosguard.platform_guards import budget_query, burn_rate_query
+from tests.integration.test_operator_podkill import experiment_yaml
+from tests.support.controlplane import ControlPlane
+from tests.support.operator import OperatorProcess, apply_yaml, status_of, wait_for_event, wait_for_phase
+from tests.support.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
+from tests.support.wait import wait_for
+
+pytestmark = [
+    pytest.mark.controlplane,
+    pytest.mark.prometheus,
+    pytest.mark.skipif(not prometheus_available(), reason="Debian's prometheus is not installed (make system-deps)"),
+]
+
+
+def _as(label: str, expr: str) -> str:
+    """`expr` with the scraped `app` label copied into `label` (every test's app is its namespace)."""
+    return f'label_replace({expr}, "{label}", "$1", "app", "(.+)")'
+
+
+# Series named and labelled as Sloth and Pyrra record them, computed from the flipped gauge
+# demo_error_ratio{app}: a 99% SLO, so a 1% budget. Sloth's period budget is counted over a rolling
+# 10 s window here (30 days in real life), so that a spent budget recovers within a test.
+RULE_GROUPS: list[dict[str, Any]] = [
+    {
+        "name": "sloth-shaped",
+        "rules": [
+            {
+                "record": "slo:sli_error:ratio_rate5m",
+                "expr": _as("sloth_id", _as("sloth_service", "demo_error_ratio")),
+                "labels": {"sloth_slo": "availability", "sloth_window": "5m"},
+            },
+            {
+                "record": "slo:error_budget:ratio",
+                "expr": _as("sloth_id", _as("sloth_service", "demo_error_ratio * 0 + 0.01")),
+                "labels": {"sloth_slo": "availability"},
+            },
+            {
+                "record": "slo:period_error_budget_remaining:ratio",
+                "expr": _as("sloth_id", _as("sloth_service", "1 - avg_over_time(demo_error_ratio[10s]) / 0.01")),
+                "labels": {"sloth_slo": "availability"},
+            },
+        ],
+    },
+    {
+        "name": "pyrra-shaped",
+        "rules": [
+            {"record": "pyrra_objective", "expr": _as("slo", "demo_error_ratio * 0 + 0.99")},
+            {"record": "pyrra_availability", "expr": _as("slo", "1 - demo_error_ratio")},
+            {"record": "demo_requests:burnrate5m", "expr": _as("slo", "demo_error_ratio")},
+        ],
+    },
+    {
+        "name": "incidents",
+        "rules": [
+            {
+                "alert": "CheckoutSlow",
+                "expr": _as("namespace", "demo_latency_seconds > 1"),
+                "labels": {"severity": "critical"},
+            }
+        ],
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[MetricsTarget]:
+    with MetricsTarget() as metrics:
+        yield metrics
+
+
+@pytest.fixture(scope="module")
+def prometheus(target: MetricsTarget, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    with PrometheusServer(tmp_path_factory.mktemp("prometheus"), [target], rule_groups=RULE_GROUPS) as server:
+        yield server
+
+
+@pytest.fixture
+def healthy(shop: str, target: MetricsTarget, prometheus: PrometheusServer) -> str:
+    target.set_error_ratio(0.001, app=shop)
+    target.set_latency(0.1, app=shop)
+    prometheus.wait_for_value(f'demo_error_ratio{{app="{shop}"}}', equals(0.001))
+    return shop
+
+
+@pytest.fixture
+def policies(control_plane: ControlPlane) -> Iterator[list[str]]:
+    """Names of the ChaosPolicies a test applies; deleted at its end."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        control_plane.kubectl("delete", "chaospolicy", name, "--ignore-not-found")
+
+
+def apply_policy(control_plane: ControlPlane, names: list[str], shop: str, steady_state: dict[str, Any]) -> str:
+    """A policy covering only this test's namespace, applied as YAML (JSON is YAML) with kubectl."""
+    name = f"guards-{shop}"[:63]
+    body = {
+        "apiVersion": "chaosguard.dev/v1alpha1",
+        "kind": "ChaosPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"chaosguard.dev/test": shop}},
+            "steadyState": steady_state,
+        },
+    }
+    apply_yaml(control_plane, json.dumps(body))
+    names.append(name)
+    return name
+
+
+def run_of(status: dict[str, Any]) -> dict[str, Any]:
+    return dict(status.get("lastRun") or status.get("currentRun") or {})
+
+
+def kills_so_far(k8s: client.ApiClient, shop: str, name: str) -> int:
+    return int((status_of(k8s, shop, name).get("currentRun") or {}).get("killsTotal", 0))
+
+
+def test_a_spent_budget_keeps_a_run_waiting_until_it_recovers(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    healthy: str,
+    target: MetricsTarget,
+    prometheus: PrometheusServer,
+    policies: list[str],
+) -> None:
+    budget = f'slo:period_error_budget_remaining:ratio{{sloth_service="{healthy}"}}'
+    target.set_error_ratio(0.05, app=healthy)  # 5x the budget: spent within the (10 s) window
+    prometheus.wait_for_value(budget, lambda value: value < 0)
+    policy = apply_policy(
+        control_plane,
+        policies,
+        healthy,
+        {
+            "prometheus": {"url": prometheus.url, "timeout": "500ms"},
+            "interval": "1s",
+            "errorBudgets": [
+                {"name": "checkout", "sloth": {"service": healthy, "slo": "availability"}, "minBudgetRemaining": 50}
+            ],
+        },
+    )
+    apply_yaml(control_plane, experiment_yaml("budget", duration="3s"), healthy)
+
+    waiting = wait_for(
+        lambda: (s := status_of(k8s, healthy, "budget")) and "REFUSED error-budget" in s.get("message", "") and s,
+        timeout=30,
+        what="the run to wait for the error budget",
+    )
+    message = waiting["message"]
+    assert waiting["phase"] == "Scheduled" and not waiting.get("currentRun"), waiting
+    assert f"ChaosPolicy/{policy}" in message and "minimum of 50%" in message, message
+    assert "of the 30d budget left" in message and "burn rate 5x over 5m" in message, message
+    assert "not recovering" in message, message  # burning as fast as the budget went: no start in sight
+    started = {c["type"]: c for c in waiting["conditions"]}["Started"]
+    assert started["status"] == "False" and started["reason"] == "ErrorBudgetLow"
+    event = wait_for_event(k8s, healthy, "budget", "Waiting")
+    assert event.type == "Warning" and "error budget checkout" in event.message
+
+    target.set_error_ratio(0.0, app=healthy)  # no more errors: the old ones leave the window
+    recovered_after = datetime.now().astimezone()
+    status = wait_for_phase(k8s, healthy, "budget", {"Completed", "Aborted", "Failed"}, timeout=60)
+    assert status["phase"] == "Completed", status["message"]
+    started_at = datetime.fromisoformat(run_of(status)["startedAt"])
+    assert started_at >= recovered_after, (started_at, recovered_after)
+
+
+def test_a_burn_rate_above_the_maximum_aborts_a_running_run_naming_the_policy(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    healthy: str,
+    target: MetricsTarget,
+    prometheus: PrometheusServer,
+    policies: list[str],
+) -> None:
+    prometheus.wait_for_value(f'demo_requests:burnrate5m{{slo="{healthy}"}}', equals(0.001))
+    policy = apply_policy(
+        control_plane,
+        policies,
+        healthy,
+        {
+            "prometheus": {"url": prometheus.url, "timeout": "500ms"},
+            "interval": "1s",
+            "errorBudgets": [
+                {
+                    "name": "checkout",
+                    "pyrra": {"slo": healthy, "metric": "demo_requests"},
+                    "minBudgetRemaining": 10,
+                    "maxBurnRate": 10,
+                }
+            ],
+        },
+    )
+    apply_yaml(control_plane, experiment_yaml("burn", duration="2m", interval="2s"), healthy)
+    wait_for(lambda: kills_so_far(k8s, healthy, "burn") >= 1, timeout=30, what="a first kill")
+    target.set_error_ratio(0.5, app=healthy)  # 50x the budget's sustainable rate
+    status = wait_for_phase(k8s, healthy, "burn", "Aborted", timeout=20)
+    run = run_of(status)
+    abort = run["abort"]
+    assert abort["policy"] == policy and abort["condition"] == f"{policy}/checkout:burn-rate", abort
+    assert abort["value"] == "50" and abort["threshold"] == 10, abort
+    assert run["reason"] == "BurnRateExceeded"
+    assert f"ChaosPolicy/{policy}" in status["message"] and "burns at 50x" in status["message"], status["message"]
+    event = wait_for_event(k8s, healthy, "burn", "BurnRateExceeded")
+    assert event.type == "Warning" and policy in event.message
+
+
+def test_an_alert_firing_keeps_a_run_from_starting_and_aborts_it_when_it_starts_firing(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    healthy: str,
+    target: MetricsTarget,
+    prometheus: PrometheusServer,
+    policies: list[str],
+) -> None:
+    firing = f'ALERTS{{alertname="CheckoutSlow",alertstate="firing",namespace="{healthy}"}}'
+    target.set_latency(2.0, app=healthy)
+    prometheus.wait_for_value(firing, equals(1.0))
+    policy = apply_policy(
+        control_plane,
+        policies,
+        healthy,
+        {
+            "prometheus": {"url": prometheus.url, "timeout": "500ms"},
+            "interval": "1s",
+            "quietAlerts": {"matchers": ['severity="critical"'], "targetNamespacesOnly": True},
+        },
+    )
+    apply_yaml(control_plane, experiment_yaml("incident", duration="2m", interval="2s"), healthy)
+    waiting = wait_for(
+        lambda: (s := status_of(k8s, healthy, "incident")) and "REFUSED quiet-alerts" in s.get("message", "") and s,
+        timeout=30,
+        what="the run to wait for the alert to stop firing",
+    )
+    assert "alert CheckoutSlow is firing" in waiting["message"] and policy in waiting["message"], waiting["message"]
+    assert not waiting.get("currentRun")
+
+    target.set_latency(0.1, app=healthy)  # the incident is over: the run starts
+    wait_for(lambda: kills_so_far(k8s, healthy, "incident") >= 1, timeout=30, what="a first kill")
+    target.set_latency(2.0, app=healthy)  # a new incident while the run goes on
+    status = wait_for_phase(k8s, healthy, "incident", "Aborted", timeout=20)
+    run = run_of(status)
+    assert run["reason"] == "AlertFiring" and run["abort"]["policy"] == policy, run
+    assert 'alertname="CheckoutSlow"' in run["abort"]["series"], run["abort"]
+    assert "alert CheckoutSlow is firing" in status["message"] and f"ChaosPolicy/{policy}" in status["message"]
+    wait_for_event(k8s, healthy, "incident", "AlertFiring")
+    target.set_latency(0.1, app=healthy)
+
+
+def test_an_author_cannot_drop_or_weaken_a_policy_condition(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    healthy: str,
+    target: MetricsTarget,
+    prometheus: PrometheusServer,
+    policies: list[str],
+) -> None:
+    query = f'demo_error_ratio{{app="{healthy}"}}'
+    policy = apply_policy(
+        control_plane,
+        policies,
+        healthy,
+        {
+            "prometheus": {"url": prometheus.url, "timeout": "500ms"},
+            "interval": "1s",
+            "conditions": [{"name": "error-ratio", "query": query, "operator": "<", "threshold": 0.05}],
+        },
+    )
+    # The author redefines a condition of the same name, far looser, checked once a minute, and
+    # tells the guard to carry on when it cannot tell: none of it touches the policy's condition.
+    weakened = experiment_yaml("weakened", duration="2m", interval="2s") + (
+        "  steadyState:\n"
+        f"    prometheus: {{url: {prometheus.url}}}\n"
+        "    interval: 1m\n"
+        "    onUnavailable: continue\n"
+        "    conditions:\n"
+        "      - name: error-ratio\n"
+        f"        query: {query}\n"
+        '        operator: "<"\n'
+        "        threshold: 0.9\n"
+    )
+    apply_yaml(control_plane, weakened, healthy)
+    wait_for(lambda: kills_so_far(k8s, healthy, "weakened") >= 1, timeout=30, what="a first kill")
+    target.set_error_ratio(0.5, app=healthy)  # healthy by the author's 0.9, a breach by the policy's 0.05
+    status = wait_for_phase(k8s, healthy, "weakened", "Aborted", timeout=15)  # well inside the author's 1m
+    run = run_of(status)
+    abort = run["abort"]
+    assert abort["condition"] == f"{policy}/error-ratio" and abort["policy"] == policy, abort
+    assert abort["threshold"] == 0.05 and abort["value"] == "0.5", abort
+    assert run["reason"] == "PolicySLIBreached"
+    samples = run["sliSamples"]
+    assert "error-ratio" in samples and f"{policy}/error-ratio" in samples, list(samples)
+
+
+def test_budget_and_burn_rate_queries_written_for_raw_metrics_run_in_prometheus(
+    target: MetricsTarget, prometheus: PrometheusServer
+) -> None:
+    """The PromQL built from errorQuery/totalQuery and from ratioQuery is valid and means what it says."""
+    app = "raw-queries"
+    target.set_error_ratio(0.002, app=app)
+    prometheus.wait_for_value(f'demo_error_ratio{{app="{app}"}}', equals(0.002))
+    ratio = ErrorBudgetGate.model_validate(
+        {
+            "name": "raw",
+            "ratioQuery": f'max(max_over_time(demo_error_ratio{{app="{app}"}}[{{{{.window}}}}]))',
+            "objective": 99,
+            "window": "1h",
+            "minBudgetRemaining": 50,
+            "maxBurnRate": 10,
+        }
+    )
+    assert prometheus.wait_for_value(budget_query(ratio), lambda v: abs(v - 0.8) < 1e-9)  # 0.2% of a 1% budget
+    assert prometheus.wait_for_value(burn_rate_query(ratio), lambda v: abs(v - 0.2) < 1e-9)
+    events = ErrorBudgetGate.model_validate(
+        {
+            "name": "events",
+            "errorQuery": f'sum(max_over_time(demo_error_ratio{{app="{app}"}}[{{{{.window}}}}]))',
+            "totalQuery": f'count(max_over_time(demo_error_ratio{{app="{app}"}}[{{{{.window}}}}]))',
+            "objective": 99.9,
+            "maxBurnRate": 10,
+        }
+    )
+    assert prometheus.wait_for_value(burn_rate_query(events), lambda v: abs(v - 2.0) < 1e-6)
