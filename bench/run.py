@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "bench.selection_speed": ("select_10k_pods",),
     "bench.apply_to_kill": ("apply_to_first_kill_p50", "apply_to_first_kill_p95"),
     "bench.abort_latency": ("abort_latency_p50", "abort_latency_p95"),
+    "bench.abort_latency:run_platform": ("platform_guard_abort_p95",),
 }
 _SCALE_FIGURES = (
     "apply_to_running_p95",

@@ -353,11 +353,12 @@ def describe(guards: PlatformGuards) -> list[str]:
             what = "quiet alerts: not started, and aborted, while a matching alert fires"
         else:
             condition = guard.condition
-            what = (
-                f"condition {guard.guard}: {condition.query} {condition.operator.value} "
+            lines.append(
+                f"{guard.source} condition {guard.guard}: holds while {condition.query} {condition.operator.value} "
                 f"{format_value(condition.threshold)}, before, during and after the run"
             )
-        lines.append(f"{guard.source} {what} [{guard.condition.query}]")
+            continue
+        lines.append(f"{guard.source} {what}, asking {guard.condition.query}")
     return lines
 
 
