@@ -891,7 +891,11 @@ class ExperimentDriver:
         except ValidationError:
             return
         run = self.status.current_run
-        if run is None or run.deadline is None or self.abort_requested.is_set() or self.now() >= run.deadline:
+        if run is None or run.deadline is None or self.abort_requested.is_set():
+            return
+        if self.now() >= run.deadline:
+            if guards is not None and self.guarded is None:
+                self.guarded_by = guards  # the after-check holds the run to them (also after a restart)
             return
         if self.guarded is not None and (guards is None or guards == self.guarded_by):
             return

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from chaosguard.cli import main
 from chaosguard.models import ErrorBudgetGate
 from chaosguard.platform_guards import budget_query, burn_rate_query
 from tests.integration.test_operator_podkill import experiment_yaml
@@ -339,3 +341,30 @@ def test_budget_and_burn_rate_queries_written_for_raw_metrics_run_in_prometheus(
         }
     )
     assert prometheus.wait_for_value(burn_rate_query(events), lambda v: abs(v - 2.0) < 1e-6)
+
+
+def test_plan_lists_the_guards_of_the_live_policies_as_checked_at_run_time(
+    control_plane: ControlPlane,
+    chaosguard_crds: ControlPlane,
+    shop: str,
+    policies: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    policy = apply_policy(
+        control_plane,
+        policies,
+        shop,
+        {"prometheus": {"url": "http://127.0.0.1:9"}, "quietAlerts": {"matchers": ['severity="critical"']}},
+    )
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(
+        experiment_yaml("planned").replace(
+            "metadata: {name: planned}", f"metadata: {{name: planned, namespace: {shop}}}"
+        )
+    )
+    code = main(["plan", "-f", str(experiment), "--kubeconfig", str(control_plane.kubeconfig)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [guard] = [line.strip() for line in out.splitlines() if line.strip().startswith("GUARD")]
+    assert guard.startswith(f"GUARD ChaosPolicy/{policy} quiet alerts") and guard.endswith("checked at run time"), out
