@@ -63,7 +63,7 @@ class SteadyStateProbe:
         self.conditions = [*(spec.conditions if spec is not None else ()), *extra_conditions]
         self.extra = frozenset(condition.name for condition in extra_conditions)
         self.extra_secrets_namespace = extra_secrets_namespace or namespace
-        self._endpoints: dict[tuple[str, str], Endpoint | str] = {}
+        self._endpoints: dict[tuple[str, int], Endpoint | str] = {}
 
     @property
     def on_unavailable(self) -> OnUnavailable:
@@ -76,7 +76,9 @@ class SteadyStateProbe:
 
     async def _endpoint(self, spec: PrometheusEndpoint, namespace: str) -> Endpoint | str:
         """The endpoint, or a reason it cannot be used (a Secret that cannot be read)."""
-        key = (namespace, spec.model_dump_json())
+        # By identity: the probe's conditions hold their endpoint specs for its whole life, and this
+        # runs on every tick of every run, so no serialising here.
+        key = (namespace, id(spec))
         if key not in self._endpoints:
             try:
                 token = await self._secret(namespace, spec.bearer_token_secret)
