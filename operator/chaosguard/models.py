@@ -350,6 +350,23 @@ class RecoverySpec(ApiModel):
     )
 
 
+def _conditions_problem(
+    conditions: list[SteadyStateCondition], default: PrometheusEndpoint | None, more_names: list[str]
+) -> str | None:
+    """What is wrong with a steadyState's conditions: one without any endpoint, or a repeated name."""
+    for condition in conditions:
+        if condition.prometheus is None and default is None:
+            return (
+                f"condition {condition.name!r} has no Prometheus: set steadyState.prometheus.url "
+                "or the condition's own prometheus.url"
+            )
+    names = [condition.name for condition in conditions] + more_names
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        return f"names must be unique within steadyState; repeated: {', '.join(duplicates)}"
+    return None
+
+
 class SteadyStateSpec(ApiModel):
     prometheus: PrometheusEndpoint | None = Field(default=None, description="Default Prometheus endpoint.")
     interval: Duration = Field(default="5s", description="How often every condition is checked.")
@@ -364,16 +381,9 @@ class SteadyStateSpec(ApiModel):
     def _every_condition_has_endpoint(self) -> SteadyStateSpec:
         if to_seconds(self.interval) <= 0:
             raise ValueError("steadyState.interval must be longer than 0 (the guard asks once per interval), e.g. 5s")
-        for condition in self.conditions:
-            if condition.prometheus is None and self.prometheus is None:
-                raise ValueError(
-                    f"condition {condition.name!r} has no Prometheus: set steadyState.prometheus.url "
-                    "or the condition's own prometheus.url"
-                )
-        names = [condition.name for condition in self.conditions]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"condition names must be unique; repeated: {', '.join(duplicates)}")
+        problem = _conditions_problem(self.conditions, self.prometheus, [])
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -788,16 +798,9 @@ class PolicySteadyState(ApiModel):
             raise ValueError("steadyState needs conditions, errorBudgets or quietAlerts")
         if self.prometheus is None and (self.error_budgets or self.quiet_alerts):
             raise ValueError("errorBudgets and quietAlerts are asked of steadyState.prometheus: set its url")
-        for condition in self.conditions:
-            if condition.prometheus is None and self.prometheus is None:
-                raise ValueError(
-                    f"condition {condition.name!r} has no Prometheus: set steadyState.prometheus.url "
-                    "or the condition's own prometheus.url"
-                )
-        names = [c.name for c in self.conditions] + [g.name for g in self.error_budgets]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"condition and errorBudget names must be unique; repeated: {', '.join(duplicates)}")
+        problem = _conditions_problem(self.conditions, self.prometheus, [g.name for g in self.error_budgets])
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -204,28 +204,16 @@ def _compile(policy: str, guards: PolicySteadyState, target_namespaces: Sequence
         compiled.append(PlatformCondition(policy, GuardKind.CONDITION, condition.name, field, named))
     for gate in guards.error_budgets:
         field = f"{base}.errorBudgets[{gate.name}]"
-        if gate.min_budget_remaining is not None:
-            condition = _condition(
-                f"{policy}/{gate.name}:budget",
-                budget_query(gate),
-                ComparisonOperator.GE,
-                gate.min_budget_remaining / 100,
-                endpoint,
-            )
-            compiled.append(
-                PlatformCondition(policy, GuardKind.BUDGET, gate.name, f"{field}.minBudgetRemaining", condition, gate)
-            )
-        if gate.max_burn_rate is not None:
-            condition = _condition(
-                f"{policy}/{gate.name}:burn-rate",
-                burn_rate_query(gate),
-                ComparisonOperator.LE,
-                gate.max_burn_rate,
-                endpoint,
-            )
-            compiled.append(
-                PlatformCondition(policy, GuardKind.BURN_RATE, gate.name, f"{field}.maxBurnRate", condition, gate)
-            )
+        gates = (
+            (GuardKind.BUDGET, "budget", "minBudgetRemaining", ComparisonOperator.GE, gate.min_budget_remaining, 100),
+            (GuardKind.BURN_RATE, "burn-rate", "maxBurnRate", ComparisonOperator.LE, gate.max_burn_rate, 1),
+        )
+        for kind, suffix, setting, operator, limit, unit in gates:
+            if limit is None:
+                continue
+            query = budget_query(gate) if kind is GuardKind.BUDGET else burn_rate_query(gate)
+            condition = _condition(f"{policy}/{gate.name}:{suffix}", query, operator, limit / unit, endpoint)
+            compiled.append(PlatformCondition(policy, kind, gate.name, f"{field}.{setting}", condition, gate))
     if guards.quiet_alerts is not None:
         condition = _condition(
             f"{policy}/quiet-alerts",

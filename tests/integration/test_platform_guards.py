@@ -17,6 +17,7 @@ from chaosguard.cli import main
 from chaosguard.models import ErrorBudgetGate
 from chaosguard.platform_guards import budget_query, burn_rate_query
 from tests.integration.test_operator_podkill import experiment_yaml
+from tests.integration.test_operator_slo import kills_so_far, run_of
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import OperatorProcess, apply_yaml, status_of, wait_for_event, wait_for_phase
 from tests.support.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
@@ -108,9 +109,11 @@ def policies(control_plane: ControlPlane) -> Iterator[list[str]]:
         control_plane.kubectl("delete", "chaospolicy", name, "--ignore-not-found")
 
 
-def apply_policy(control_plane: ControlPlane, names: list[str], shop: str, steady_state: dict[str, Any]) -> str:
-    """A policy covering only this test's namespace, applied as YAML (JSON is YAML) with kubectl."""
+def apply_policy(control_plane: ControlPlane, names: list[str], shop: str, url: str, guards: dict[str, Any]) -> str:
+    """A policy covering only this test's namespace, applied as YAML (JSON is YAML) with kubectl;
+    its guards ask `url` every second."""
     name = f"guards-{shop}"[:63]
+    steady_state = {"prometheus": {"url": url, "timeout": "500ms"}, "interval": "1s", **guards}
     body = {
         "apiVersion": "chaosguard.dev/v1alpha1",
         "kind": "ChaosPolicy",
@@ -125,12 +128,14 @@ def apply_policy(control_plane: ControlPlane, names: list[str], shop: str, stead
     return name
 
 
-def run_of(status: dict[str, Any]) -> dict[str, Any]:
-    return dict(status.get("lastRun") or status.get("currentRun") or {})
-
-
-def kills_so_far(k8s: client.ApiClient, shop: str, name: str) -> int:
-    return int((status_of(k8s, shop, name).get("currentRun") or {}).get("killsTotal", 0))
+def wait_for_refusal(k8s: client.ApiClient, shop: str, name: str, rule: str) -> dict[str, Any]:
+    """The experiment's status once it waits on `rule` instead of starting."""
+    return wait_for(
+        lambda: (s := status_of(k8s, shop, name)) and f"REFUSED {rule}" in s.get("message", "") and s,
+        timeout=30,
+        what=f"{shop}/{name} to wait on {rule}",
+        describe=lambda: str(status_of(k8s, shop, name).get("message")),
+    )
 
 
 def test_a_spent_budget_keeps_a_run_waiting_until_it_recovers(
@@ -149,9 +154,8 @@ def test_a_spent_budget_keeps_a_run_waiting_until_it_recovers(
         control_plane,
         policies,
         healthy,
+        prometheus.url,
         {
-            "prometheus": {"url": prometheus.url, "timeout": "500ms"},
-            "interval": "1s",
             "errorBudgets": [
                 {"name": "checkout", "sloth": {"service": healthy, "slo": "availability"}, "minBudgetRemaining": 50}
             ],
@@ -159,11 +163,7 @@ def test_a_spent_budget_keeps_a_run_waiting_until_it_recovers(
     )
     apply_yaml(control_plane, experiment_yaml("budget", duration="3s"), healthy)
 
-    waiting = wait_for(
-        lambda: (s := status_of(k8s, healthy, "budget")) and "REFUSED error-budget" in s.get("message", "") and s,
-        timeout=30,
-        what="the run to wait for the error budget",
-    )
+    waiting = wait_for_refusal(k8s, healthy, "budget", "error-budget")
     message = waiting["message"]
     assert waiting["phase"] == "Scheduled" and not waiting.get("currentRun"), waiting
     assert f"ChaosPolicy/{policy}" in message and "minimum of 50%" in message, message
@@ -196,9 +196,8 @@ def test_a_burn_rate_above_the_maximum_aborts_a_running_run_naming_the_policy(
         control_plane,
         policies,
         healthy,
+        prometheus.url,
         {
-            "prometheus": {"url": prometheus.url, "timeout": "500ms"},
-            "interval": "1s",
             "errorBudgets": [
                 {
                     "name": "checkout",
@@ -239,18 +238,13 @@ def test_an_alert_firing_keeps_a_run_from_starting_and_aborts_it_when_it_starts_
         control_plane,
         policies,
         healthy,
+        prometheus.url,
         {
-            "prometheus": {"url": prometheus.url, "timeout": "500ms"},
-            "interval": "1s",
             "quietAlerts": {"matchers": ['severity="critical"'], "targetNamespacesOnly": True},
         },
     )
     apply_yaml(control_plane, experiment_yaml("incident", duration="2m", interval="2s"), healthy)
-    waiting = wait_for(
-        lambda: (s := status_of(k8s, healthy, "incident")) and "REFUSED quiet-alerts" in s.get("message", "") and s,
-        timeout=30,
-        what="the run to wait for the alert to stop firing",
-    )
+    waiting = wait_for_refusal(k8s, healthy, "incident", "quiet-alerts")
     assert "alert CheckoutSlow is firing" in waiting["message"] and policy in waiting["message"], waiting["message"]
     assert not waiting.get("currentRun")
 
@@ -280,9 +274,8 @@ def test_an_author_cannot_drop_or_weaken_a_policy_condition(
         control_plane,
         policies,
         healthy,
+        prometheus.url,
         {
-            "prometheus": {"url": prometheus.url, "timeout": "500ms"},
-            "interval": "1s",
             "conditions": [{"name": "error-ratio", "query": query, "operator": "<", "threshold": 0.05}],
         },
     )
@@ -355,7 +348,8 @@ def test_plan_lists_the_guards_of_the_live_policies_as_checked_at_run_time(
         control_plane,
         policies,
         shop,
-        {"prometheus": {"url": "http://127.0.0.1:9"}, "quietAlerts": {"matchers": ['severity="critical"']}},
+        "http://127.0.0.1:9",
+        {"quietAlerts": {"matchers": ['severity="critical"']}},
     )
     experiment = tmp_path / "experiment.yaml"
     experiment.write_text(
