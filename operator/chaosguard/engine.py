@@ -170,6 +170,7 @@ class ExperimentDriver:
         self.abort_requested = asyncio.Event()
         self.guarded: GuardedRun | None = None
         self.guarded_by: PlatformGuards | None = None  # the policy guards self.guarded holds the run to
+        self.guards_in_cache: PlatformGuards | None = None  # as the cache showed them when last looked at
         self.samples_write: asyncio.Task[None] | None = None  # the SLI-sample batch in flight, if any
         self.unsaved = False  # a transition awaits its write (see save_before_waiting)
         self.bypassed: set[tuple[str, ...]] = set()  # watch caches found down: their reads go to the API
@@ -401,6 +402,7 @@ class ExperimentDriver:
                 try:
                     # The owners' guards as they are now, not as cached: a policy applied a moment
                     # ago must already hold the run that starts now.
+                    self.guards_in_cache = world.guards
                     world = await self.fresh_world(spec)
                     refusal = await self.steady_state_refusal(spec, world, now)
                     if refusal is None:
@@ -488,7 +490,12 @@ class ExperimentDriver:
             return ACTIVE_POLL_SECONDS  # the guard is ending the run
         now = self.now()
         world = await self.world(spec)
-        self.resume_guard(world.guards)  # a policy guard added, changed or removed mid-run holds from now on
+        if world.guards != self.guards_in_cache:
+            # A policy guard added, changed or removed mid-run holds from now on. Only a change the
+            # cache shows counts: the guards the run started with were read fresh, and a cache that
+            # has not caught up with them yet must not replace them with older ones.
+            self.guards_in_cache = world.guards
+            self.resume_guard(world.guards)
         stop = self.stop_reason(world, now)
         if stop is not None:
             await self.end_run(Phase.ABORTED, stop.reason, str(stop))
