@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,20 +94,47 @@ def prometheus(target: MetricsTarget, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture
-def healthy(shop: str, target: MetricsTarget, prometheus: PrometheusServer) -> str:
-    target.set_error_ratio(0.001, app=shop)
-    target.set_latency(0.1, app=shop)
-    prometheus.wait_for_value(f'demo_error_ratio{{app="{shop}"}}', equals(0.001))
-    return shop
-
-
-@pytest.fixture
 def policies(control_plane: ControlPlane) -> Iterator[list[str]]:
     """Names of the ChaosPolicies a test applies; deleted at its end."""
     names: list[str] = []
     yield names
     for name in names:
         control_plane.kubectl("delete", "chaospolicy", name, "--ignore-not-found")
+
+
+@dataclass
+class Scene:
+    """One test's world: the API, its opted-in shop namespace (healthy metrics), the flipped
+    metrics, the rule-holding Prometheus, and the policies it applied (deleted at its end)."""
+
+    k8s: client.ApiClient
+    plane: ControlPlane
+    shop: str
+    target: MetricsTarget
+    prometheus: PrometheusServer
+    policies: list[str]
+
+    def policy(self, guards: dict[str, Any]) -> str:
+        return apply_policy(self.plane, self.policies, self.shop, self.prometheus.url, guards)
+
+    def apply(self, manifest: str) -> None:
+        apply_yaml(self.plane, manifest, self.shop)
+
+
+@pytest.fixture
+def scene(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    target: MetricsTarget,
+    prometheus: PrometheusServer,
+    policies: list[str],
+) -> Scene:
+    target.set_error_ratio(0.001, app=shop)
+    target.set_latency(0.1, app=shop)
+    prometheus.wait_for_value(f'demo_error_ratio{{app="{shop}"}}', equals(0.001))
+    return Scene(k8s, control_plane, shop, target, prometheus, policies)
 
 
 def apply_policy(control_plane: ControlPlane, names: list[str], shop: str, url: str, guards: dict[str, Any]) -> str:
@@ -138,32 +166,20 @@ def wait_for_refusal(k8s: client.ApiClient, shop: str, name: str, rule: str) -> 
     )
 
 
-def test_a_spent_budget_keeps_a_run_waiting_until_it_recovers(
-    k8s: client.ApiClient,
-    control_plane: ControlPlane,
-    chaos_operator: OperatorProcess,
-    healthy: str,
-    target: MetricsTarget,
-    prometheus: PrometheusServer,
-    policies: list[str],
-) -> None:
-    budget = f'slo:period_error_budget_remaining:ratio{{sloth_service="{healthy}"}}'
-    target.set_error_ratio(0.05, app=healthy)  # 5x the budget: spent within the (10 s) window
-    prometheus.wait_for_value(budget, lambda value: value < 0)
-    policy = apply_policy(
-        control_plane,
-        policies,
-        healthy,
-        prometheus.url,
+def test_a_spent_budget_keeps_a_run_waiting_until_it_recovers(scene: Scene) -> None:
+    budget = f'slo:period_error_budget_remaining:ratio{{sloth_service="{scene.shop}"}}'
+    scene.target.set_error_ratio(0.05, app=scene.shop)  # 5x the budget: spent within the (10 s) window
+    scene.prometheus.wait_for_value(budget, lambda value: value < 0)
+    policy = scene.policy(
         {
             "errorBudgets": [
-                {"name": "checkout", "sloth": {"service": healthy, "slo": "availability"}, "minBudgetRemaining": 50}
+                {"name": "checkout", "sloth": {"service": scene.shop, "slo": "availability"}, "minBudgetRemaining": 50}
             ],
         },
     )
-    apply_yaml(control_plane, experiment_yaml("budget", duration="3s"), healthy)
+    scene.apply(experiment_yaml("budget", duration="3s"))
 
-    waiting = wait_for_refusal(k8s, healthy, "budget", "error-budget")
+    waiting = wait_for_refusal(scene.k8s, scene.shop, "budget", "error-budget")
     message = waiting["message"]
     assert waiting["phase"] == "Scheduled" and not waiting.get("currentRun"), waiting
     assert f"ChaosPolicy/{policy}" in message and "minimum of 50%" in message, message
@@ -171,110 +187,74 @@ def test_a_spent_budget_keeps_a_run_waiting_until_it_recovers(
     assert "not recovering" in message, message  # burning as fast as the budget went: no start in sight
     started = {c["type"]: c for c in waiting["conditions"]}["Started"]
     assert started["status"] == "False" and started["reason"] == "ErrorBudgetLow"
-    event = wait_for_event(k8s, healthy, "budget", "Waiting")
+    event = wait_for_event(scene.k8s, scene.shop, "budget", "Waiting")
     assert event.type == "Warning" and "error budget checkout" in event.message
 
-    target.set_error_ratio(0.0, app=healthy)  # no more errors: the old ones leave the window
+    scene.target.set_error_ratio(0.0, app=scene.shop)  # no more errors: the old ones leave the window
     recovered_after = datetime.now().astimezone()
-    status = wait_for_phase(k8s, healthy, "budget", {"Completed", "Aborted", "Failed"}, timeout=60)
+    status = wait_for_phase(scene.k8s, scene.shop, "budget", {"Completed", "Aborted", "Failed"}, timeout=60)
     assert status["phase"] == "Completed", status["message"]
     started_at = datetime.fromisoformat(run_of(status)["startedAt"])
     assert started_at >= recovered_after, (started_at, recovered_after)
 
 
-def test_a_burn_rate_above_the_maximum_aborts_a_running_run_naming_the_policy(
-    k8s: client.ApiClient,
-    control_plane: ControlPlane,
-    chaos_operator: OperatorProcess,
-    healthy: str,
-    target: MetricsTarget,
-    prometheus: PrometheusServer,
-    policies: list[str],
-) -> None:
-    prometheus.wait_for_value(f'demo_requests:burnrate5m{{slo="{healthy}"}}', equals(0.001))
-    policy = apply_policy(
-        control_plane,
-        policies,
-        healthy,
-        prometheus.url,
+def test_a_burn_rate_above_the_maximum_aborts_a_running_run_naming_the_policy(scene: Scene) -> None:
+    scene.prometheus.wait_for_value(f'demo_requests:burnrate5m{{slo="{scene.shop}"}}', equals(0.001))
+    policy = scene.policy(
         {
             "errorBudgets": [
                 {
                     "name": "checkout",
-                    "pyrra": {"slo": healthy, "metric": "demo_requests"},
+                    "pyrra": {"slo": scene.shop, "metric": "demo_requests"},
                     "minBudgetRemaining": 10,
                     "maxBurnRate": 10,
                 }
             ],
         },
     )
-    apply_yaml(control_plane, experiment_yaml("burn", duration="2m", interval="2s"), healthy)
-    wait_for(lambda: kills_so_far(k8s, healthy, "burn") >= 1, timeout=30, what="a first kill")
-    target.set_error_ratio(0.5, app=healthy)  # 50x the budget's sustainable rate
-    status = wait_for_phase(k8s, healthy, "burn", "Aborted", timeout=20)
+    scene.apply(experiment_yaml("burn", duration="2m", interval="2s"))
+    wait_for(lambda: kills_so_far(scene.k8s, scene.shop, "burn") >= 1, timeout=30, what="a first kill")
+    scene.target.set_error_ratio(0.5, app=scene.shop)  # 50x the budget's sustainable rate
+    status = wait_for_phase(scene.k8s, scene.shop, "burn", "Aborted", timeout=20)
     run = run_of(status)
     abort = run["abort"]
     assert abort["policy"] == policy and abort["condition"] == f"{policy}/checkout:burn-rate", abort
     assert abort["value"] == "50" and abort["threshold"] == 10, abort
     assert run["reason"] == "BurnRateExceeded"
     assert f"ChaosPolicy/{policy}" in status["message"] and "burns at 50x" in status["message"], status["message"]
-    event = wait_for_event(k8s, healthy, "burn", "BurnRateExceeded")
+    event = wait_for_event(scene.k8s, scene.shop, "burn", "BurnRateExceeded")
     assert event.type == "Warning" and policy in event.message
 
 
-def test_an_alert_firing_keeps_a_run_from_starting_and_aborts_it_when_it_starts_firing(
-    k8s: client.ApiClient,
-    control_plane: ControlPlane,
-    chaos_operator: OperatorProcess,
-    healthy: str,
-    target: MetricsTarget,
-    prometheus: PrometheusServer,
-    policies: list[str],
-) -> None:
-    firing = f'ALERTS{{alertname="CheckoutSlow",alertstate="firing",namespace="{healthy}"}}'
-    target.set_latency(2.0, app=healthy)
-    prometheus.wait_for_value(firing, equals(1.0))
-    policy = apply_policy(
-        control_plane,
-        policies,
-        healthy,
-        prometheus.url,
+def test_an_alert_firing_keeps_a_run_from_starting_and_aborts_it_when_it_starts_firing(scene: Scene) -> None:
+    firing = f'ALERTS{{alertname="CheckoutSlow",alertstate="firing",namespace="{scene.shop}"}}'
+    scene.target.set_latency(2.0, app=scene.shop)
+    scene.prometheus.wait_for_value(firing, equals(1.0))
+    policy = scene.policy(
         {
             "quietAlerts": {"matchers": ['severity="critical"'], "targetNamespacesOnly": True},
         },
     )
-    apply_yaml(control_plane, experiment_yaml("incident", duration="2m", interval="2s"), healthy)
-    waiting = wait_for_refusal(k8s, healthy, "incident", "quiet-alerts")
+    scene.apply(experiment_yaml("incident", duration="2m", interval="2s"))
+    waiting = wait_for_refusal(scene.k8s, scene.shop, "incident", "quiet-alerts")
     assert "alert CheckoutSlow is firing" in waiting["message"] and policy in waiting["message"], waiting["message"]
     assert not waiting.get("currentRun")
 
-    target.set_latency(0.1, app=healthy)  # the incident is over: the run starts
-    wait_for(lambda: kills_so_far(k8s, healthy, "incident") >= 1, timeout=30, what="a first kill")
-    target.set_latency(2.0, app=healthy)  # a new incident while the run goes on
-    status = wait_for_phase(k8s, healthy, "incident", "Aborted", timeout=20)
+    scene.target.set_latency(0.1, app=scene.shop)  # the incident is over: the run starts
+    wait_for(lambda: kills_so_far(scene.k8s, scene.shop, "incident") >= 1, timeout=30, what="a first kill")
+    scene.target.set_latency(2.0, app=scene.shop)  # a new incident while the run goes on
+    status = wait_for_phase(scene.k8s, scene.shop, "incident", "Aborted", timeout=20)
     run = run_of(status)
     assert run["reason"] == "AlertFiring" and run["abort"]["policy"] == policy, run
     assert 'alertname="CheckoutSlow"' in run["abort"]["series"], run["abort"]
     assert "alert CheckoutSlow is firing" in status["message"] and f"ChaosPolicy/{policy}" in status["message"]
-    wait_for_event(k8s, healthy, "incident", "AlertFiring")
-    target.set_latency(0.1, app=healthy)
+    wait_for_event(scene.k8s, scene.shop, "incident", "AlertFiring")
+    scene.target.set_latency(0.1, app=scene.shop)
 
 
-def test_an_author_cannot_drop_or_weaken_a_policy_condition(
-    k8s: client.ApiClient,
-    control_plane: ControlPlane,
-    chaos_operator: OperatorProcess,
-    healthy: str,
-    target: MetricsTarget,
-    prometheus: PrometheusServer,
-    policies: list[str],
-) -> None:
-    query = f'demo_error_ratio{{app="{healthy}"}}'
-    policy = apply_policy(
-        control_plane,
-        policies,
-        healthy,
-        prometheus.url,
+def test_an_author_cannot_drop_or_weaken_a_policy_condition(scene: Scene) -> None:
+    query = f'demo_error_ratio{{app="{scene.shop}"}}'
+    policy = scene.policy(
         {
             "conditions": [{"name": "error-ratio", "query": query, "operator": "<", "threshold": 0.05}],
         },
@@ -283,7 +263,7 @@ def test_an_author_cannot_drop_or_weaken_a_policy_condition(
     # tells the guard to carry on when it cannot tell: none of it touches the policy's condition.
     weakened = experiment_yaml("weakened", duration="2m", interval="2s") + (
         "  steadyState:\n"
-        f"    prometheus: {{url: {prometheus.url}}}\n"
+        f"    prometheus: {{url: {scene.prometheus.url}}}\n"
         "    interval: 1m\n"
         "    onUnavailable: continue\n"
         "    conditions:\n"
@@ -292,10 +272,10 @@ def test_an_author_cannot_drop_or_weaken_a_policy_condition(
         '        operator: "<"\n'
         "        threshold: 0.9\n"
     )
-    apply_yaml(control_plane, weakened, healthy)
-    wait_for(lambda: kills_so_far(k8s, healthy, "weakened") >= 1, timeout=30, what="a first kill")
-    target.set_error_ratio(0.5, app=healthy)  # healthy by the author's 0.9, a breach by the policy's 0.05
-    status = wait_for_phase(k8s, healthy, "weakened", "Aborted", timeout=15)  # well inside the author's 1m
+    scene.apply(weakened)
+    wait_for(lambda: kills_so_far(scene.k8s, scene.shop, "weakened") >= 1, timeout=30, what="a first kill")
+    scene.target.set_error_ratio(0.5, app=scene.shop)  # healthy by the author's 0.9, a breach by the policy's 0.05
+    status = wait_for_phase(scene.k8s, scene.shop, "weakened", "Aborted", timeout=15)  # well inside the author's 1m
     run = run_of(status)
     abort = run["abort"]
     assert abort["condition"] == f"{policy}/error-ratio" and abort["policy"] == policy, abort
