@@ -62,20 +62,26 @@ class SteadyStateProbe:
         self.spec = spec
         self.conditions = [*(spec.conditions if spec is not None else ()), *extra_conditions]
         self.extra = frozenset(condition.name for condition in extra_conditions)
-        self.extra_secrets_namespace = extra_secrets_namespace or namespace
-        self._endpoints: dict[tuple[str, int], Endpoint | str] = {}
+        self.extra_secrets_namespace = extra_secrets_namespace  # None: unknown, so such Secrets are not read
+        self._endpoints: dict[tuple[str | None, int], Endpoint | str] = {}
 
     @property
     def on_unavailable(self) -> OnUnavailable:
         return self.spec.on_unavailable if self.spec is not None else OnUnavailable.ABORT
 
-    async def _secret(self, namespace: str, ref: SecretKeyRef | None) -> str | None:
-        if ref is None:
+    async def _secret(self, namespace: str | None, ref: SecretKeyRef | None) -> str | None:
+        if ref is None or namespace is None:
             return None
         return await self.api.call(Cluster.secret_value, namespace, ref.name, ref.key)
 
-    async def _endpoint(self, spec: PrometheusEndpoint, namespace: str) -> Endpoint | str:
+    async def _endpoint(self, spec: PrometheusEndpoint, namespace: str | None) -> Endpoint | str:
         """The endpoint, or a reason it cannot be used (a Secret that cannot be read)."""
+        if namespace is None and (spec.bearer_token_secret or spec.ca_secret):
+            # Never the author's namespace instead: the owners' credentials are theirs alone.
+            return (
+                f"the ChaosPolicy credentials for {spec.url} live in the operator's namespace, which this "
+                "operator does not know: set CHAOSGUARD_NAMESPACE"
+            )
         # By identity: the probe's conditions hold their endpoint specs for its whole life, and this
         # runs on every tick of every run, so no serialising here.
         key = (namespace, id(spec))
