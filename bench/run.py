@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
         "apply_interrupt_to_exit_p50",
         "apply_interrupt_to_exit_p95",
     ),
+    "bench.abort_latency:run_platform": ("platform_guard_abort_p95",),
 }
 _SCALE_FIGURES = (
     "apply_to_running_p95",

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from chaosguard import cli_apply, cli_approvals, cli_ops, crdgen, runner, security, windows
+from chaosguard import cli_apply, cli_approvals, cli_ops, crdgen, platform_guards, runner, security, windows
 from chaosguard.errors import describe_validation_error
 from chaosguard.models import ChaosExperiment, ChaosPolicy
 from chaosguard.policy import (
@@ -95,6 +95,12 @@ def load_policies(documents: Sequence[Document]) -> list[ChaosPolicy]:
     return list(policies.values())
 
 
+def print_platform_guards(policies: Sequence[ChaosPolicy], namespaces: Sequence[str]) -> None:
+    """The covering policies' guards that need Prometheus: listed, never reported as passed."""
+    for line in platform_guards.describe(platform_guards.platform_guards(policies, namespaces)):
+        print(f"  GUARD {line}: checked at run time")
+
+
 def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refusal]:
     """Every offline rule for one experiment document."""
     try:
@@ -111,6 +117,17 @@ def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refu
         if refusal is not None:
             refusals.append(refusal)
     return refusals
+
+
+def covering(doc: Document, policies: list[ChaosPolicy]) -> tuple[list[ChaosPolicy], list[str]]:
+    """(the policies that cover an experiment document offline, its target namespaces); none if unreadable."""
+    try:
+        experiment = ChaosExperiment.model_validate(doc.body)
+    except ValidationError:
+        return [], []
+    namespace = experiment.metadata.namespace or "default"
+    namespaces = target_namespaces(experiment.spec, namespace)
+    return applicable_policies(policies, [*namespaces, namespace], None), namespaces
 
 
 def command_validate(args: argparse.Namespace) -> int:
@@ -145,6 +162,7 @@ def command_validate(args: argparse.Namespace) -> int:
         else:
             names = ", ".join(p.metadata.name for p in policies) or "none"
             print(f"{doc.source} {name}: admitted at {at.isoformat()} (policies: {names})")
+        print_platform_guards(*covering(doc, policies))
     return EXIT_REFUSED if refused else EXIT_ADMITTED
 
 
@@ -174,8 +192,10 @@ def command_plan(args: argparse.Namespace) -> int:
         namespace = experiment.metadata.namespace or "default"
         spec = experiment.spec
         namespaces = target_namespaces(spec, namespace)
-        effective = combine(applicable_policies(all_policies, [*namespaces, namespace], labels))
+        chosen = applicable_policies(all_policies, [*namespaces, namespace], labels)
+        effective = combine(chosen)
         print(f"{namespace}/{experiment.metadata.name} ({spec.action.value}, mode {spec.target.mode.value}):")
+        print_platform_guards(chosen, namespaces)
         refusals = static_refusals(spec, namespace, effective, labels)
         time_problem = time_refusal(effective, at)
         for refusal in [*refusals, *([time_problem] if time_problem else [])]:

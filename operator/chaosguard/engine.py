@@ -46,12 +46,22 @@ from chaosguard.models import (
     FaultState,
     KillRecord,
     KillResult,
-    OnUnavailable,
     Phase,
     RunStatus,
     SliAbort,
     TargetRecord,
 )
+from chaosguard.platform_guards import (
+    GuardKind,
+    PlatformCondition,
+    PlatformGuards,
+    breach_text,
+    budget_refusal_text,
+    burn_rate_condition,
+    platform_guards,
+    unmeasured_text,
+)
+from chaosguard.platform_guards import Phase as GuardPhase
 from chaosguard.policy import (
     EffectivePolicy,
     Refusal,
@@ -76,6 +86,7 @@ from chaosguard.selection import (
     requested_count,
     workload_states,
 )
+from chaosguard.slo import ConditionStatus as SliStatus
 from chaosguard.slo import EvidencePoint, GuardState, Verdict, VerdictKind, append_capped, format_labels, format_value
 
 MAX_KILL_RECORDS = 100
@@ -84,6 +95,28 @@ DEFAULT_RECOVERY_TIMEOUT = 300.0
 IDLE_POLL_SECONDS = 5.0
 ACTIVE_POLL_SECONDS = 1.0
 SAMPLE_BATCH_SECONDS = 5.0  # SLI samples reach status at most this often per run (and always at the end)
+DEFAULT_GUARD_INTERVAL = 5.0
+# Refusals a one-shot experiment waits out (re-checked every poll) instead of being rejected, with
+# the reason of its Started condition: too many running, or a policy guard that may pass.
+WAIT_RULES = {
+    "max-concurrent-experiments": "TooManyRunning",
+    "error-budget": "ErrorBudgetLow",
+    "burn-rate": "BurnRateHigh",
+    "quiet-alerts": "AlertsFiring",
+    "policy-steady-state": "PolicySteadyStateNotHeld",
+}
+GUARD_RULES = {
+    GuardKind.BUDGET: "error-budget",
+    GuardKind.BURN_RATE: "burn-rate",
+    GuardKind.QUIET_ALERTS: "quiet-alerts",
+    GuardKind.CONDITION: "policy-steady-state",
+}
+GUARD_REASONS = {  # an abort's reason, for Events, status and metrics
+    GuardKind.BUDGET: "ErrorBudgetLow",
+    GuardKind.BURN_RATE: "BurnRateExceeded",
+    GuardKind.QUIET_ALERTS: "AlertFiring",
+    GuardKind.CONDITION: "PolicySLIBreached",
+}
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]  # (object body, type, reason, message)
 
@@ -121,6 +154,7 @@ class World:
 
     effective: EffectivePolicy
     namespace_labels: dict[str, dict[str, str]]
+    guards: PlatformGuards = field(default_factory=PlatformGuards)  # the covering policies' steadyState
 
 
 class ExperimentDriver:
@@ -136,6 +170,8 @@ class ExperimentDriver:
         self.last_write = 0.0  # loop time of the last status write
         self.abort_requested = asyncio.Event()
         self.guarded: GuardedRun | None = None
+        self.guarded_by: PlatformGuards | None = None  # the policy guards self.guarded holds the run to
+        self.guards_in_cache: PlatformGuards | None = None  # as the cache showed them when last looked at
         self.samples_write: asyncio.Task[None] | None = None  # the SLI-sample batch in flight, if any
         self.unsaved = False  # a transition awaits its write (see save_before_waiting)
         self.bypassed: set[tuple[str, ...]] = set()  # watch caches found down: their reads go to the API
@@ -179,7 +215,7 @@ class ExperimentDriver:
         self.stopped = stopped
         if self.status.phase is Phase.RUNNING:
             self.context.running.add(self.key)
-            self.resume_guard()
+            self.resume_guard(None)
         else:
             # A fault of a run that is over (the operator died before taking it out) goes now.
             await self.roll_back_faults("operator restart")
@@ -282,7 +318,8 @@ class ExperimentDriver:
     ) -> World:
         namespaces = [*target_namespaces(spec, self.namespace), self.namespace]
         chosen = applicable_policies(policies, namespaces, labels)
-        return World(combine(chosen, self.context.operator_namespace), labels)
+        guards = platform_guards(chosen, target_namespaces(spec, self.namespace))
+        return World(combine(chosen, self.context.operator_namespace), labels, guards)
 
     # ------------------------------------------------------------------ transitions
 
@@ -364,19 +401,28 @@ class ExperimentDriver:
                     self.context.running.add(self.key)
             if refusal is None:
                 try:
-                    refusal = await self.steady_state_refusal(spec, now)
+                    # The owners' guards as they are now, not as cached: a policy applied a moment
+                    # ago must already hold the run that starts now.
+                    self.guards_in_cache = world.guards
+                    world = await self.fresh_world(spec)
+                    refusal = await self.steady_state_refusal(spec, world, now)
                     if refusal is None:
                         await self.start_run(spec, world, now)
                         return 0.0
                 finally:
                     if self.status.current_run is None:
                         self.context.running.discard(self.key)
-        if refusal.rule == "max-concurrent-experiments" and spec.schedule is None:
+        if refusal.rule in WAIT_RULES and spec.schedule is None:
             if self.status.message != f"waiting: {refusal}":
+                # An Event when the reason to wait changes, not each time its figures move.
+                started = next((c for c in self.status.conditions if c.type == "Started"), None)
+                announce = started is None or started.reason != WAIT_RULES[refusal.rule]
                 self.status.message = f"waiting: {refusal}"
-                self.set_condition("Started", "False", "TooManyRunning", refusal.message)
+                self.set_condition("Started", "False", WAIT_RULES[refusal.rule], refusal.message)
                 await self.save()
-                self.emit("Normal", "Waiting", refusal.message)
+                if announce:
+                    kind = "Normal" if refusal.rule == "max-concurrent-experiments" else "Warning"
+                    self.emit(kind, "Waiting", refusal.message)
             return IDLE_POLL_SECONDS
         if spec.schedule is None and refusal.rule == "steady-state":
             await self.start_run(spec, world, now)
@@ -431,7 +477,7 @@ class ExperimentDriver:
         self.abort_requested.clear()
         self.save_before_waiting()  # the run's first round writes it, before anything is touched
         metrics.ACTIVE_RUNS.inc()
-        self.resume_guard()
+        self.resume_guard(world.guards)
         dry = " (dry run: nothing is touched)" if spec.dry_run else ""
         self.emit("Normal", "RunStarted", f"run {run_id} started{dry}; deadline {deadline.isoformat()}")
 
@@ -445,6 +491,12 @@ class ExperimentDriver:
             return ACTIVE_POLL_SECONDS  # the guard is ending the run
         now = self.now()
         world = await self.world(spec)
+        if world.guards != self.guards_in_cache:
+            # A policy guard added, changed or removed mid-run holds from now on. Only a change the
+            # cache shows counts: the guards the run started with were read fresh, and a cache that
+            # has not caught up with them yet must not replace them with older ones.
+            self.guards_in_cache = world.guards
+            self.resume_guard(world.guards)
         stop = self.stop_reason(world, now)
         if stop is not None:
             await self.end_run(Phase.ABORTED, stop.reason, str(stop))
@@ -758,17 +810,33 @@ class ExperimentDriver:
 
     # ------------------------------------------------------------------ the SLI guard
 
-    def probe(self, spec: ChaosExperimentSpec) -> SteadyStateProbe | None:
-        if spec.steady_state is None:
+    def probe(
+        self, spec: ChaosExperimentSpec, guards: PlatformGuards | None, phase: GuardPhase
+    ) -> SteadyStateProbe | None:
+        """The author's conditions and the policies' guards checked in `phase`, or None if there are none."""
+        extra = [guard.condition for guard in guards.at(phase)] if guards is not None else []
+        if spec.steady_state is None and not extra:
             return None
-        return SteadyStateProbe(self.context.api, self.context.batcher, self.namespace, spec.steady_state)
+        return SteadyStateProbe(
+            self.context.api,
+            self.context.batcher,
+            self.namespace,
+            spec.steady_state,
+            extra,
+            self.context.operator_namespace,
+        )
 
-    async def steady_state_refusal(self, spec: ChaosExperimentSpec, now: datetime) -> Refusal | None:
-        """The before-check: a run starts only from a steady state that holds right now."""
-        probe = self.probe(spec)
+    async def steady_state_refusal(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> Refusal | None:
+        """The before-check: a run starts only from a steady state that holds right now. The
+        policies' guards are judged in the same round; their refusal comes first (a wait, not an
+        abort: the budget or the incident may pass)."""
+        probe = self.probe(spec, world.guards, GuardPhase.BEFORE)
         if probe is None:
             return None
         verdict = await probe.check(GuardState(), now)
+        refusal = await self.platform_refusal(world.guards, verdict, now)
+        if refusal is not None:
+            return refusal
         problems = [b.message for b in (*verdict.breaches, *verdict.pending)]
         if verdict.kind is VerdictKind.UNAVAILABLE and verdict.abort:
             problems.append(verdict.message)
@@ -780,36 +848,78 @@ class ExperimentDriver:
             "spec.steadyState",
         )
 
+    async def platform_refusal(self, guards: PlatformGuards, verdict: Verdict, now: datetime) -> Refusal | None:
+        """The first policy guard that does not hold before a run, in its own terms."""
+        for result in verdict.results:
+            guard = guards.named(result.condition)
+            if guard is None or result.status is SliStatus.HOLDING:
+                continue
+            breach = next((b for b in (*verdict.breaches, *verdict.pending) if b.condition == result.condition), None)
+            rule = GUARD_RULES[guard.kind]
+            if guard.kind is GuardKind.BUDGET:
+                burn = await self.burn_rate_now(guard, now)
+                budget_left = breach.value if breach is not None else None
+                return Refusal(rule, budget_refusal_text(guard, budget_left, burn), guard.field)
+            if breach is None:
+                return Refusal(rule, unmeasured_text(guard, result), guard.field)
+            return Refusal(rule, breach_text(guard, breach), guard.field)
+        return None
+
+    async def burn_rate_now(self, guard: PlatformCondition, now: datetime) -> float | None:
+        """The gate's burn rate right now, for the words of a budget refusal (None: not measurable)."""
+        condition = burn_rate_condition(guard)
+        probe = SteadyStateProbe(
+            self.context.api, self.context.batcher, self.namespace, None, [condition], self.context.operator_namespace
+        )
+        verdict = await probe.check(GuardState(), now)
+        value = verdict.results[0].value if verdict.results else None
+        return value if value is not None and math.isfinite(value) else None
+
     async def steady_state_after(self, spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> str | None:
         """The after-check: None once every condition holds again, else what still does not."""
-        probe = self.probe(spec)
+        probe = self.probe(spec, self.guarded_by, GuardPhase.AFTER)
         if probe is None:
             return None
         verdict = await probe.check(GuardState(), now)
         self.record_samples(run, verdict)
         problems = [b.message for b in (*verdict.breaches, *verdict.pending)]
         if verdict.kind is VerdictKind.UNAVAILABLE:
-            if spec.steady_state is not None and spec.steady_state.on_unavailable is OnUnavailable.CONTINUE:
+            if not verdict.abort:
                 run.steady_state_after = f"could not be checked (onUnavailable: continue): {verdict.message}"
                 return None
             problems.append(verdict.message)
         run.steady_state_after = "; ".join(problems) if problems else f"held again at {now.isoformat()}"
         return "; ".join(problems) or None
 
-    def resume_guard(self) -> None:
-        """Puts the current run under the operator's one guard scheduler (at start, or on resume)."""
+    def resume_guard(self, guards: PlatformGuards | None) -> None:
+        """Puts the current run under the operator's one guard scheduler (at start, on resume, and
+        again whenever the policies' guards change). `guards` None: not known yet (a restart), the
+        author's guard starts now and the next step adds the policies'."""
         try:
             spec = self.parsed_spec()
         except ValidationError:
             return
         run = self.status.current_run
-        probe = self.probe(spec)
-        if probe is None or spec.steady_state is None or run is None or self.guarded is not None:
+        if run is None or run.deadline is None or self.abort_requested.is_set():
             return
+        if self.now() >= run.deadline:
+            if guards is not None and self.guarded is None:
+                self.guarded_by = guards  # the after-check holds the run to them (also after a restart)
+            return
+        if self.guarded is not None and (guards is None or guards == self.guarded_by):
+            return
+        probe = self.probe(spec, guards, GuardPhase.DURING)
+        self.stop_guard()
+        self.guarded_by = guards
+        if probe is None:
+            return
+        intervals = [to_seconds(spec.steady_state.interval)] if spec.steady_state is not None else []
+        if guards is not None and guards.interval is not None and guards.at(GuardPhase.DURING):
+            intervals.append(guards.interval)  # the shorter wins: an author cannot slow the owners' guard
         self.guarded = GuardedRun(
             key=self.key,
             probe=probe,
-            interval=to_seconds(spec.steady_state.interval),
+            interval=min(intervals) if intervals else DEFAULT_GUARD_INTERVAL,
             state=lambda: GuardState.from_wire(run.sli_state),
             on_verdict=lambda verdict: self.on_guard_verdict(run, verdict),
         )
@@ -885,6 +995,11 @@ class ExperimentDriver:
         await self.roll_back_faults(f"SLI guard: {verdict.reason}")
         run = self.status.current_run
         breach = verdict.breach
+        guard = self.guarded_by.named(verdict_condition(verdict)) if self.guarded_by is not None else None
+        message = f"aborted by the SLI guard: {verdict.message}"
+        if guard is not None:
+            detail = breach_text(guard, breach) if breach is not None else verdict.message
+            message = f"aborted by the {guard.source} guard: {detail}"
         if run is not None and breach is not None:
             run.abort = SliAbort(
                 condition=breach.condition,
@@ -902,7 +1017,11 @@ class ExperimentDriver:
             run.abort = SliAbort(
                 condition=missing.condition, query=missing.query, at=verdict.at, message=verdict.message
             )
-        await self.end_run(Phase.ABORTED, verdict.reason, f"aborted by the SLI guard: {verdict.message}")
+        if run is not None and run.abort is not None and guard is not None:
+            run.abort.policy = guard.policy
+            run.abort.message = message
+        reason = GUARD_REASONS[guard.kind] if guard is not None and breach is not None else verdict.reason
+        await self.end_run(Phase.ABORTED, reason, message)
         metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
 
     async def roll_back_faults(self, why: str = "abort") -> None:
@@ -1070,6 +1189,13 @@ def publish_fault_gauges(key: str, run: RunStatus | None) -> None:
         if stale:
             with contextlib.suppress(KeyError):
                 gauge.remove(key)
+
+
+def verdict_condition(verdict: Verdict) -> str:
+    """The condition a verdict is about: its longest-standing breach, else the first unavailable one."""
+    if verdict.breach is not None:
+        return verdict.breach.condition
+    return verdict.unavailable[0].condition if verdict.unavailable else ""
 
 
 def next_round_time(spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> datetime | None:

@@ -28,7 +28,7 @@ from datetime import datetime
 from chaosguard import metrics
 from chaosguard.kube import Cluster
 from chaosguard.lanes import ApiLanes
-from chaosguard.models import PrometheusEndpoint, SecretKeyRef, SteadyStateCondition, SteadyStateSpec
+from chaosguard.models import OnUnavailable, PrometheusEndpoint, SecretKeyRef, SteadyStateCondition, SteadyStateSpec
 from chaosguard.prometheus import Endpoint, QueryBatcher, QueryRequest
 from chaosguard.slo import GuardState, QueryOutcome, UnavailableKind, Verdict, evaluate, unavailable
 
@@ -41,47 +41,68 @@ MIN_INTERVAL_SECONDS = 0.1  # the models refuse 0; this keeps the grid arithmeti
 
 
 class SteadyStateProbe:
-    """One experiment's conditions, ready to be asked: requests out, a verdict back."""
+    """One experiment's conditions, ready to be asked: requests out, a verdict back.
+
+    `extra_conditions` are the cluster owners' (ChaosPolicy guards): they carry their own endpoint,
+    their Secrets are read in `extra_secrets_namespace` (the operator's, never the author's), and
+    their unavailability always aborts, whatever the author's `onUnavailable` says."""
 
     def __init__(
         self,
         api: ApiLanes,
         batcher: QueryBatcher,
         namespace: str,
-        spec: SteadyStateSpec,
+        spec: SteadyStateSpec | None,
         extra_conditions: Sequence[SteadyStateCondition] = (),
+        extra_secrets_namespace: str | None = None,
     ) -> None:
         self.api = api
         self.batcher = batcher
         self.namespace = namespace
         self.spec = spec
-        self.conditions = [*spec.conditions, *extra_conditions]
-        self._endpoints: dict[str, Endpoint | str] = {}
+        self.conditions = [*(spec.conditions if spec is not None else ()), *extra_conditions]
+        self.extra = frozenset(condition.name for condition in extra_conditions)
+        self.extra_secrets_namespace = extra_secrets_namespace  # None: unknown, so such Secrets are not read
+        self._endpoints: dict[tuple[str | None, int], Endpoint | str] = {}
 
-    async def _secret(self, ref: SecretKeyRef | None) -> str | None:
-        if ref is None:
+    @property
+    def on_unavailable(self) -> OnUnavailable:
+        return self.spec.on_unavailable if self.spec is not None else OnUnavailable.ABORT
+
+    async def _secret(self, namespace: str | None, ref: SecretKeyRef | None) -> str | None:
+        if ref is None or namespace is None:
             return None
-        return await self.api.call(Cluster.secret_value, self.namespace, ref.name, ref.key)
+        return await self.api.call(Cluster.secret_value, namespace, ref.name, ref.key)
 
-    async def _endpoint(self, spec: PrometheusEndpoint) -> Endpoint | str:
+    async def _endpoint(self, spec: PrometheusEndpoint, namespace: str | None) -> Endpoint | str:
         """The endpoint, or a reason it cannot be used (a Secret that cannot be read)."""
-        if spec.url not in self._endpoints:
+        if namespace is None and (spec.bearer_token_secret or spec.ca_secret):
+            # Never the author's namespace instead: the owners' credentials are theirs alone.
+            return (
+                f"the ChaosPolicy credentials for {spec.url} live in the operator's namespace, which this "
+                "operator does not know: set CHAOSGUARD_NAMESPACE"
+            )
+        # By identity: the probe's conditions hold their endpoint specs for its whole life, and this
+        # runs on every tick of every run, so no serialising here.
+        key = (namespace, id(spec))
+        if key not in self._endpoints:
             try:
-                token = await self._secret(spec.bearer_token_secret)
-                ca = await self._secret(spec.ca_secret)
-                self._endpoints[spec.url] = Endpoint.from_spec(spec, bearer_token=token, ca=ca)
+                token = await self._secret(namespace, spec.bearer_token_secret)
+                ca = await self._secret(namespace, spec.ca_secret)
+                self._endpoints[key] = Endpoint.from_spec(spec, bearer_token=token, ca=ca)
             except Exception as error:  # a missing Secret must not crash the guard: it is "unavailable"
-                return f"cannot read the Prometheus credentials for {spec.url}: {error}"
-        return self._endpoints[spec.url]
+                return f"cannot read the Prometheus credentials for {spec.url} in namespace {namespace}: {error}"
+        return self._endpoints[key]
 
     async def requests(self) -> tuple[dict[str, QueryRequest], dict[str, QueryOutcome]]:
         """(condition -> request to send, condition -> outcome already known without asking)."""
         to_ask: dict[str, QueryRequest] = {}
         known: dict[str, QueryOutcome] = {}
         for condition in self.conditions:
-            endpoint_spec = condition.prometheus or self.spec.prometheus
-            assert endpoint_spec is not None  # the model refuses conditions without an endpoint
-            endpoint = await self._endpoint(endpoint_spec)
+            endpoint_spec = condition.prometheus or (self.spec.prometheus if self.spec is not None else None)
+            assert endpoint_spec is not None  # the models refuse conditions without an endpoint
+            namespace = self.extra_secrets_namespace if condition.name in self.extra else self.namespace
+            endpoint = await self._endpoint(endpoint_spec, namespace)
             if isinstance(endpoint, str):
                 known[condition.name] = unavailable(UnavailableKind.INVALID_REQUEST, endpoint)
             else:
@@ -89,7 +110,7 @@ class SteadyStateProbe:
         return to_ask, known
 
     def judge(self, outcomes: dict[str, QueryOutcome], state: GuardState, now: datetime) -> Verdict:
-        return evaluate(self.conditions, outcomes, state, now, self.spec.on_unavailable)
+        return evaluate(self.conditions, outcomes, state, now, self.on_unavailable, self.extra)
 
     async def check(self, state: GuardState, now: datetime) -> Verdict:
         """One check on its own (the before- and after-checks); identical queries in flight are shared."""

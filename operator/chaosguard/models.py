@@ -11,6 +11,7 @@ operator) and as a CEL rule in the CRD (so the API server refuses it even with t
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -349,6 +350,23 @@ class RecoverySpec(ApiModel):
     )
 
 
+def _conditions_problem(
+    conditions: list[SteadyStateCondition], default: PrometheusEndpoint | None, more_names: list[str]
+) -> str | None:
+    """What is wrong with a steadyState's conditions: one without any endpoint, or a repeated name."""
+    for condition in conditions:
+        if condition.prometheus is None and default is None:
+            return (
+                f"condition {condition.name!r} has no Prometheus: set steadyState.prometheus.url "
+                "or the condition's own prometheus.url"
+            )
+    names = [condition.name for condition in conditions] + more_names
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        return f"names must be unique within steadyState; repeated: {', '.join(duplicates)}"
+    return None
+
+
 class SteadyStateSpec(ApiModel):
     prometheus: PrometheusEndpoint | None = Field(default=None, description="Default Prometheus endpoint.")
     interval: Duration = Field(default="5s", description="How often every condition is checked.")
@@ -363,16 +381,9 @@ class SteadyStateSpec(ApiModel):
     def _every_condition_has_endpoint(self) -> SteadyStateSpec:
         if to_seconds(self.interval) <= 0:
             raise ValueError("steadyState.interval must be longer than 0 (the guard asks once per interval), e.g. 5s")
-        for condition in self.conditions:
-            if condition.prometheus is None and self.prometheus is None:
-                raise ValueError(
-                    f"condition {condition.name!r} has no Prometheus: set steadyState.prometheus.url "
-                    "or the condition's own prometheus.url"
-                )
-        names = [condition.name for condition in self.conditions]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"condition names must be unique; repeated: {', '.join(duplicates)}")
+        problem = _conditions_problem(self.conditions, self.prometheus, [])
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -515,6 +526,7 @@ class SliAbort(StatusModel):
     at: datetime
     since: datetime | None = None
     message: str = ""
+    policy: str = Field(default="", description="The ChaosPolicy whose guard aborted the run; empty: the author's.")
 
 
 class FaultState(StrEnum):
@@ -636,6 +648,162 @@ class ApprovalPolicy(ApiModel):
     expires_after: Duration = Field(default="24h", description="An approval older than this no longer counts.")
 
 
+# ------------------------------------------------------------- platform guards (ChaosPolicy.spec.steadyState)
+
+# A Prometheus label matcher as in PromQL and Alertmanager: name, one of = != =~ !~, a quoted value.
+LABEL_MATCHER_PATTERN = r'^[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"([^"\\]|\\.)*"$'
+WINDOW_PLACEHOLDER = "{{.window}}"  # Sloth's placeholder in SLI event queries, so they can be pasted as they are
+# SLO windows are counted in days and weeks (30d, 4w), as Prometheus, Sloth and Pyrra write them.
+SLO_WINDOW_PATTERN = r"^([0-9]+(w|d|h|m|s))+$"
+_SLO_WINDOW_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+SloWindow = Annotated[str, Field(pattern=SLO_WINDOW_PATTERN)]
+
+
+def slo_window_seconds(text: str) -> int:
+    """`30d` -> 2592000; `1h30m` -> 5400 (the model has checked the form)."""
+    return sum(int(number) * _SLO_WINDOW_UNITS[unit] for number, unit in re.findall(r"([0-9]+)(w|d|h|m|s)", text))
+
+
+class SlothSlo(ApiModel):
+    service: str = Field(min_length=1, description="The Sloth service (label sloth_service of its recording rules).")
+    slo: str = Field(min_length=1, description="The Sloth SLO name (label sloth_slo of its recording rules).")
+
+
+class PyrraSlo(ApiModel):
+    slo: str = Field(min_length=1, description="The Pyrra SLO name (label slo of its recording rules).")
+    metric: str = Field(
+        min_length=1,
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description=(
+            "The total metric's name without _total, as in Pyrra's <metric>:burnrate5m rules, e.g. http_requests. "
+            "The budget needs Pyrra's generic rules (pyrra_availability, pyrra_objective: --generic-rules)."
+        ),
+    )
+
+
+class ErrorBudgetGate(ApiModel):
+    """An SLO in SRE terms, and the two gates on it: budget left before a run, burn rate during one."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name.")
+    error_query: str | None = Field(
+        default=None,
+        description="PromQL for the rate of bad events over {{.window}}, e.g. "
+        'sum(rate(http_requests_total{code=~"5.."}[{{.window}}])) (Sloth\'s error_query as it is).',
+    )
+    total_query: str | None = Field(
+        default=None, description="PromQL for the rate of all events over {{.window}}, with errorQuery."
+    )
+    ratio_query: str | None = Field(
+        default=None, description="Instead of errorQuery and totalQuery: PromQL for the error ratio over {{.window}}."
+    )
+    sloth: SlothSlo | None = Field(default=None, description="Use the recording rules Sloth generated for this SLO.")
+    pyrra: PyrraSlo | None = Field(default=None, description="Use the recording rules Pyrra generated for this SLO.")
+    objective: float | None = Field(
+        default=None,
+        gt=0,
+        lt=100,
+        description="The SLO target in percent, e.g. 99.9. Required with queries; Sloth and Pyrra record their own.",
+    )
+    window: SloWindow = Field(default="30d", description="The SLO period the budget is counted over, e.g. 30d or 4w.")
+    min_budget_remaining: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Refuse to start a run while less than this percentage of the error budget is left.",
+    )
+    max_burn_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Abort a running run when the budget burns faster than this many times the sustainable rate.",
+    )
+    burn_rate_window: SloWindow = Field(default="5m", description="The short window the burn rate is measured over.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ErrorBudgetGate:
+        where = f"errorBudgets[{self.name}]"
+        sources = [
+            name
+            for name, given in (
+                ("errorQuery/totalQuery", self.error_query is not None or self.total_query is not None),
+                ("ratioQuery", self.ratio_query is not None),
+                ("sloth", self.sloth is not None),
+                ("pyrra", self.pyrra is not None),
+            )
+            if given
+        ]
+        if len(sources) != 1:
+            raise ValueError(
+                f"{where}: give exactly one SLI source (errorQuery with totalQuery, ratioQuery, sloth or pyrra); "
+                f"got {', '.join(sources) or 'none'}"
+            )
+        if (self.error_query is None) != (self.total_query is None):
+            raise ValueError(f"{where}: errorQuery and totalQuery go together; give both, or use ratioQuery")
+        for query in (self.error_query, self.total_query, self.ratio_query):
+            if query is not None and WINDOW_PLACEHOLDER not in query:
+                raise ValueError(
+                    f"{where}: a query must contain {WINDOW_PLACEHOLDER} where its range goes, "
+                    f"e.g. rate(x[{WINDOW_PLACEHOLDER}]), so chaosguard can ask it over the SLO window and the "
+                    "burn-rate window"
+                )
+        if self.sloth is None and self.pyrra is None and self.objective is None:
+            raise ValueError(f"{where}: objective is required with queries, e.g. objective: 99.9")
+        if (self.sloth is not None or self.pyrra is not None) and self.objective is not None:
+            raise ValueError(f"{where}: Sloth and Pyrra record their own objective and window; remove objective")
+        if self.min_budget_remaining is None and self.max_burn_rate is None:
+            raise ValueError(
+                f"{where}: set minBudgetRemaining, maxBurnRate or both; a gate with neither checks nothing"
+            )
+        if slo_window_seconds(self.window) <= 0 or slo_window_seconds(self.burn_rate_window) <= 0:
+            raise ValueError(f"{where}: window and burnRateWindow must be longer than 0, e.g. 30d and 5m")
+        return self
+
+
+class QuietAlerts(ApiModel):
+    matchers: list[Annotated[str, Field(pattern=LABEL_MATCHER_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description='Label matchers over ALERTS{alertstate="firing"}, e.g. severity="critical". Empty: any alert.',
+    )
+    target_namespaces_only: bool = Field(
+        default=False,
+        description="Count only alerts whose namespace label is one of the experiment's target namespaces.",
+    )
+
+
+class PolicySteadyState(ApiModel):
+    """The cluster owners' guards: they apply to every covered experiment, and its author cannot remove them."""
+
+    prometheus: PrometheusEndpoint | None = Field(
+        default=None,
+        description="Default Prometheus endpoint. Its Secrets are read in the operator's own namespace.",
+    )
+    interval: Duration = Field(
+        default="5s", description="Longest time between checks; a shorter steadyState.interval of the experiment wins."
+    )
+    conditions: list[SteadyStateCondition] = Field(
+        default_factory=list, max_length=20, description="Checked before, during and after every run; all must hold."
+    )
+    error_budgets: list[ErrorBudgetGate] = Field(
+        default_factory=list, max_length=20, description="Error-budget and burn-rate gates."
+    )
+    quiet_alerts: QuietAlerts | None = Field(
+        default=None, description="No chaos while a matching alert fires: refuse to start, abort a running run."
+    )
+
+    @model_validator(mode="after")
+    def _guards_have_endpoints(self) -> PolicySteadyState:
+        if to_seconds(self.interval) <= 0:
+            raise ValueError("steadyState.interval must be longer than 0, e.g. 5s")
+        if not (self.conditions or self.error_budgets or self.quiet_alerts):
+            raise ValueError("steadyState needs conditions, errorBudgets or quietAlerts")
+        if self.prometheus is None and (self.error_budgets or self.quiet_alerts):
+            raise ValueError("errorBudgets and quietAlerts are asked of steadyState.prometheus: set its url")
+        problem = _conditions_problem(self.conditions, self.prometheus, [g.name for g in self.error_budgets])
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
 class ChaosPolicySpec(ApiModel):
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Namespaces this policy applies to (by their labels). Absent: all."
@@ -669,6 +837,10 @@ class ChaosPolicySpec(ApiModel):
     )
     suspend: bool = Field(
         default=False, description="The big red switch: aborts every running experiment and starts none."
+    )
+    steady_state: PolicySteadyState | None = Field(
+        default=None,
+        description="Platform guards held over every covered experiment: SLO conditions, error budgets, quiet alerts.",
     )
 
 

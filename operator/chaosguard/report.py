@@ -451,13 +451,19 @@ def findings(
         sli = next((s for s in slis if s.name == abort.condition), None)
         window = f" for at least {sli.for_}" if sli and sli.for_ not in ("0", "") else ""
         since = f" since {_clock(abort.since)} UTC" if abort.since else ""
+        owner = f" (a guard of ChaosPolicy/{abort.policy})" if abort.policy else ""
+        retune = (
+            f"ChaosPolicy/{abort.policy} owns this guard: take it to the platform team"
+            if abort.policy
+            else "revisit the threshold or `for`"
+        )
         found.append(
             Finding(
                 Severity.BAD,
-                f"SLI {abort.condition} breached and aborted the run",
+                f"SLI {abort.condition}{owner} breached and aborted the run",
                 f"`{abort.query}` returned {abort.value} for {abort.series or 'the series'}{since}, which is not "
                 f"`{abort.operator} {_num(abort.threshold)}`{window}. Find what the fault did to it: that is this game "
-                "day's finding. If users were not actually hurt, revisit the threshold or `for`.",
+                f"day's finding. If users were not actually hurt, {retune}.",
             )
         )
     elif run.abort is not None or reason == "SLIUnavailable":

@@ -22,7 +22,7 @@ Rules (DESIGN.md "SLI guard", notes/faults.md section 6):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -379,8 +379,11 @@ def evaluate(
     breach_state: GuardState,
     now: datetime,
     on_unavailable: OnUnavailable,
+    always_abort_when_unavailable: Collection[str] = (),
 ) -> Verdict:
-    """Decides healthy, breached or unavailable for one guard tick; see the module docstring."""
+    """Decides healthy, breached or unavailable for one guard tick; see the module docstring.
+    Conditions named in `always_abort_when_unavailable` (the cluster owners') abort when they
+    cannot be judged, whatever `on_unavailable` says."""
     if now.tzinfo is None:
         raise ValueError("evaluate() needs a timezone-aware `now` (use datetime.now(UTC))")
     new_state: dict[str, Mapping[str, datetime]] = {}
@@ -422,6 +425,10 @@ def evaluate(
         message = first.message
         if len(missing) > 1:
             message += f"; and {len(missing) - 1} more unavailable"
+        strict = [m for m in missing if m.condition in always_abort_when_unavailable]
+        if strict and on_unavailable is not OnUnavailable.ABORT:
+            message = strict[0].message + " (a ChaosPolicy guard: unavailable always aborts)"
+            return Verdict(VerdictKind.UNAVAILABLE, True, message, **common)
         if on_unavailable is OnUnavailable.ABORT:
             message += " (onUnavailable: abort)"
             return Verdict(VerdictKind.UNAVAILABLE, True, message, **common)

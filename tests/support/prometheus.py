@@ -4,9 +4,10 @@
   `demo_error_ratio{app}`, `demo_latency_seconds{app}` (gauges) and
   `demo_http_requests_total{app,code}` (counter), whose values a test flips.
 - `PrometheusServer`: runs /usr/bin/prometheus (never the system service) with its own config
-  (scrape and evaluation every 1s), storage dir and loopback port; `stop()`/`start()` again
-  simulate Prometheus going down and coming back on the same URL. `jobs=` adds scrape jobs by
-  name (e.g. the operator as job chaosguard-metrics, for the dashboard's and the rules' queries).
+  (scrape and evaluation every 1s), storage dir and loopback port, and optional recording and
+  alerting rules (`rule_groups`); `stop()`/`start()` again simulate Prometheus going down and
+  coming back on the same URL. `jobs=` adds scrape jobs by name (e.g. the operator as job
+  chaosguard-metrics, for the dashboard's and the rules' queries).
 - `RecordingServer`: a tiny HTTP(S) server that records each request's path and headers and
   either forwards it to an upstream (a counting reverse proxy), answers a canned response, or
   answers only after a delay (a slow Prometheus).
@@ -157,6 +158,7 @@ class PrometheusServer:
         startup_timeout: float = 60.0,
         host: str = "127.0.0.1",
         jobs: Mapping[str, Sequence[ScrapeTarget]] | None = None,
+        rule_groups: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.host = host  # e.g. a real node's address, where pods reach it (make sandbox)
@@ -169,6 +171,9 @@ class PrometheusServer:
         self.config_path = self.workdir / "prometheus.yml"
         self.storage_path = self.workdir / "data"
         self.log_path = self.workdir / "prometheus.log"
+        # Recording and alerting rules, as Prometheus rule groups ({name, rules: [...]}), evaluated every 1s.
+        self.rule_groups = [dict(group) for group in rule_groups]
+        self.rules_path = self.workdir / "rules.json"
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: list[float] = []
 
@@ -178,7 +183,7 @@ class PrometheusServer:
 
     def write_config(self) -> None:
         # JSON is YAML: no dependency on a YAML writer.
-        config = {
+        config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [
                 {"job_name": JOB, "static_configs": [{"targets": [t.address for t in self.targets]}]},
@@ -189,6 +194,9 @@ class PrometheusServer:
             ],
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.rule_groups:
+            self.rules_path.write_text(json.dumps({"groups": self.rule_groups}, indent=2))
+            config["rule_files"] = [str(self.rules_path)]
         self.config_path.write_text(json.dumps(config, indent=2))
 
     def start(self) -> PrometheusServer:

@@ -76,3 +76,31 @@ def test_unreadable_input_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert run(capsys, "-f", str(bad))[0] == 2
     assert run(capsys, "-f", str(tmp_path / "missing.yaml"))[0] == 2
     assert run(capsys, "-f", str(EXAMPLES / "pod-kill-percent.yaml"), "--at", "tuesday")[0] == 2
+
+
+def test_platform_guards_are_listed_as_checked_at_run_time_never_as_passed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(
+        (EXAMPLES / "slo-guarded.yaml")
+        .read_text()
+        .replace("name: checkout-guarded-kill", "name: x\n  namespace: payments")
+    )
+    policies = [
+        "--policy",
+        str(EXAMPLES / "policy-payments-budget.yaml"),
+        "--policy",
+        str(EXAMPLES / "policy-quiet-alerts.yaml"),
+    ]
+    code, out = run(capsys, "-f", str(experiment), *policies, "--policy", str(EXAMPLES / "policy-default.yaml"))
+    assert code == 0, out
+    guards = [line.strip() for line in out.splitlines() if line.strip().startswith("GUARD")]
+    assert all(line.endswith(": checked at run time") for line in guards), guards
+    assert len(guards) == 6, guards  # two budgets (start and burn gates each), one condition, quiet alerts
+    assert any(
+        "ChaosPolicy/payments-budget error budget checkout-availability: starts only with at least 50%" in g
+        for g in guards
+    ), guards
+    assert any(g.startswith("GUARD ChaosPolicy/quiet-alerts quiet alerts") for g in guards), guards
+    assert "passed" not in out

@@ -11,9 +11,10 @@ from typing import Any, cast
 
 from chaosguard.guard import GuardedRun, GuardScheduler, SteadyStateProbe
 from chaosguard.lanes import ApiLanes
-from chaosguard.models import SteadyStateSpec
+from chaosguard.models import ChaosPolicy, SteadyStateSpec
+from chaosguard.platform_guards import Phase, platform_guards
 from chaosguard.prometheus import QueryBatcher, QueryRequest
-from chaosguard.slo import GuardState, QueryOutcome, Verdict, ok
+from chaosguard.slo import GuardState, QueryOutcome, UnavailableKind, Verdict, ok
 from chaosguard.slo import Sample as SloSample
 
 
@@ -133,3 +134,40 @@ def test_an_interval_of_zero_cannot_stop_the_scheduler() -> None:
         await scheduler.close()
 
     asyncio.run(scenario())
+
+
+class RecordingLanes:
+    """Stands in for the API lanes: records which Secrets are read, and where."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, str]] = []
+
+    async def call(self, _function: Any, namespace: str, name: str, _key: str) -> str:
+        self.reads.append((namespace, name))
+        return "token"
+
+
+def test_policy_guards_read_their_secrets_in_the_operator_namespace_and_never_the_authors() -> None:
+    owners = ChaosPolicy.model_validate(
+        {
+            "metadata": {"name": "payments"},
+            "spec": {
+                "steadyState": {
+                    "prometheus": {"url": "http://prom.platform:9090", "bearerTokenSecret": {"name": "t", "key": "k"}},
+                    "conditions": [{"name": "errors", "query": "q", "operator": "<", "threshold": 1}],
+                }
+            },
+        }
+    )
+    extra = [g.condition for g in platform_guards([owners], ["shop"]).at(Phase.DURING)]
+    lanes = RecordingLanes()
+    known = SteadyStateProbe(cast(ApiLanes, lanes), cast(QueryBatcher, None), "shop", None, extra, "chaosguard-system")
+    to_ask, _ = asyncio.run(known.requests())
+    assert list(to_ask) == ["payments/errors"] and lanes.reads == [("chaosguard-system", "t")]
+
+    unknown = SteadyStateProbe(cast(ApiLanes, lanes), cast(QueryBatcher, None), "shop", None, extra, None)
+    to_ask, outcomes = asyncio.run(unknown.requests())
+    assert not to_ask and lanes.reads == [("chaosguard-system", "t")]  # nothing read in "shop"
+    outcome = outcomes["payments/errors"]
+    assert getattr(outcome, "kind", None) is UnavailableKind.INVALID_REQUEST
+    assert "CHAOSGUARD_NAMESPACE" in getattr(outcome, "detail", "")

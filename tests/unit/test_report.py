@@ -561,3 +561,12 @@ def test_nice_scale_covers_the_values_with_round_ticks(values: list[float]) -> N
     assert 2 <= len(ticks) <= 12
     steps = {round(b - a, 9) for a, b in itertools.pairwise(ticks)}
     assert len(steps) == 1 or max(steps) - min(steps) <= 1e-6 * max(abs(high), abs(low), 1)
+
+
+def test_an_abort_by_a_policy_guard_names_the_policy_and_who_owns_the_threshold() -> None:
+    run = breach_run(reason="PolicySLIBreached")
+    run["abort"] = {**run["abort"], "condition": "payments/error-ratio", "policy": "payments"}
+    run["sliSamples"] = {"payments/error-ratio": run["sliSamples"]["error-ratio"]}
+    next_steps = section(report.render_markdown(experiment(PLAIN_SPEC, run)), "What to look at next")
+    assert "SLI payments/error-ratio (a guard of ChaosPolicy/payments) breached and aborted the run" in next_steps
+    assert "ChaosPolicy/payments owns this guard" in next_steps
