@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaosguard.durations import DurationError, to_seconds
+from chaosguard.models import RATE_PATTERN
 
 # Where the injector image installs injector/netem.sh (executable).
 INJECTOR_SCRIPT = "/usr/local/bin/chaosguard-netem"
@@ -27,8 +28,6 @@ ROOT_HANDLE = "ca05:"
 MAX_DEADLINE_SECONDS = 86400
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
-# A bandwidth as the script (and tc) reads it: a number and a bit unit, e.g. 1mbit or 512kbit.
-RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
 _RATE = re.compile(RATE_PATTERN)
 _RATE_UNITS = {"bit": 1, "kbit": 1_000, "mbit": 1_000_000, "gbit": 1_000_000_000}
 PARTITION_DIRECTIONS = ("both", "egress", "ingress")

@@ -70,6 +70,9 @@ class EffectivePolicy:
     require_steady_state: tuple[str, ...] = ()
     cross_namespace_allowed: bool = False
     suspended_by: tuple[str, ...] = ()
+    # Limits of the network faults.
+    max_loss: tuple[float, str] | None = None
+    operator_destinations_allowed: bool = False
 
     def protection_of(self, labels: Mapping[str, str]) -> str | None:
         """The policy that protects a pod with these labels, if any."""
@@ -129,6 +132,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
     steady: list[str] = []
     cross_namespace = True
     suspended: list[str] = []
+    max_loss: tuple[float, str] | None = None
+    operator_destinations = True
     any_policy = False
 
     for policy in policies:
@@ -161,6 +166,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         cross_namespace = cross_namespace and spec.allow_cross_namespace
         if spec.suspend:
             suspended.append(source)
+        max_loss = _tightest(max_loss, spec.max_loss, source)
+        operator_destinations = operator_destinations and spec.allow_operator_namespace_destinations
 
     return EffectivePolicy(
         sources=tuple(sources),
@@ -179,6 +186,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         require_steady_state=tuple(steady),
         cross_namespace_allowed=cross_namespace and any_policy,
         suspended_by=tuple(suspended),
+        max_loss=max_loss,
+        operator_destinations_allowed=operator_destinations and any_policy,
     )
 
 
@@ -255,16 +264,28 @@ def static_refusals(
             )
         )
     latency_cap = effective.max_latency
-    if spec.latency is not None and latency_cap is not None and to_seconds(spec.latency.delay) > latency_cap[0]:
+    delay, delay_field = _delay_of(spec)
+    if delay is not None and latency_cap is not None and to_seconds(delay) > latency_cap[0]:
         limit = format_seconds(latency_cap[0])
         refusals.append(
             Refusal(
                 "max-latency",
-                f"delay {spec.latency.delay} is more than the {limit} allowed by {latency_cap[1]}; "
-                f"set spec.latency.delay to {limit} or less",
-                "spec.latency.delay",
+                f"delay {delay} is more than the {limit} allowed by {latency_cap[1]}; "
+                f"set {delay_field} to {limit} or less",
+                delay_field,
             )
         )
+    loss_cap = effective.max_loss
+    if spec.network is not None and spec.network.loss is not None and loss_cap is not None:
+        if spec.network.loss > loss_cap[0]:
+            refusals.append(
+                Refusal(
+                    "max-loss",
+                    f"loss {spec.network.loss:g}% is more than the {loss_cap[0]:g}% allowed by {loss_cap[1]}; "
+                    f"set spec.network.loss to {loss_cap[0]:g} or less",
+                    "spec.network.loss",
+                )
+            )
     if effective.require_steady_state and spec.steady_state is None:
         refusals.append(
             Refusal(
@@ -289,7 +310,7 @@ def static_refusals(
                 "spec.steadyState.interval",
             )
         )
-    if spec.action is Action.LATENCY and namespace_labels is not None:
+    if spec.action.is_network_fault and namespace_labels is not None:
         for namespace in namespaces:
             level = namespace_labels.get(namespace, {}).get(PSA_ENFORCE_LABEL, "privileged")
             if level in NET_ADMIN_FORBIDDING_LEVELS:
@@ -297,7 +318,7 @@ def static_refusals(
                     Refusal(
                         "pod-security",
                         f"namespace {namespace!r} enforces Pod Security level {level!r}, which forbids the "
-                        "NET_ADMIN capability the latency injector needs; target a namespace at level "
+                        f"NET_ADMIN capability the {spec.action.value} injector needs; target a namespace at level "
                         "privileged, or use pod-kill",
                         "spec.target.namespaces",
                     )
@@ -306,6 +327,15 @@ def static_refusals(
     if effective.suspended_by:
         refusals.append(suspension_refusal(effective))
     return refusals
+
+
+def _delay_of(spec: ChaosExperimentSpec) -> tuple[str | None, str]:
+    """The delay a spec adds, and its field (latency.delay or network.delay)."""
+    if spec.latency is not None:
+        return spec.latency.delay, "spec.latency.delay"
+    if spec.network is not None:
+        return spec.network.delay, "spec.network.delay"
+    return None, ""
 
 
 def _cap_on_face(spec: ChaosExperimentSpec, effective: EffectivePolicy) -> list[Refusal]:
