@@ -320,7 +320,9 @@ class NetworkSpec(ApiModel):
         if self.reorder_correlation is not None and self.reorder is None:
             raise ValueError("spec.network.reorderCorrelation needs spec.network.reorder")
         if self.rate is not None and float(self.rate.removesuffix("bit").rstrip("kmg")) <= 0:
-            raise ValueError(f"spec.network.rate {self.rate!r} caps the bandwidth at 0: give a rate above 0, e.g. 1mbit")
+            raise ValueError(
+                f"spec.network.rate {self.rate!r} caps the bandwidth at 0: give a rate above 0, e.g. 1mbit"
+            )
         return self
 
     @field_validator("destination_cidrs")

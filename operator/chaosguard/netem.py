@@ -142,9 +142,7 @@ def network_command(
             if correlation:
                 argv += ["--correlation", str(correlation)]
     elif field == "latency":
-        raise NetemArgumentError(
-            f"latency.delay {impairment.delay!r} adds no delay: give a delay above 0, e.g. 200ms"
-        )
+        raise NetemArgumentError(f"latency.delay {impairment.delay!r} adds no delay: give a delay above 0, e.g. 200ms")
     percentages = [
         ("loss", impairment.loss, "--loss"),
         ("lossCorrelation", impairment.loss_correlation if impairment.loss else None, "--loss-correlation"),
@@ -193,9 +191,7 @@ def partition_command(
             "partition.destinationCIDRs is empty: a partition names the addresses it cuts off, e.g. [10.1.0.0/16]"
         )
     if direction not in PARTITION_DIRECTIONS:
-        raise NetemArgumentError(
-            f"partition.direction {direction!r} is not one of {', '.join(PARTITION_DIRECTIONS)}"
-        )
+        raise NetemArgumentError(f"partition.direction {direction!r} is not one of {', '.join(PARTITION_DIRECTIONS)}")
     _check_deadline(deadline_seconds)
     argv = [script, "inject", "--drop", "--direction", direction, "--deadline-seconds", str(deadline_seconds)]
     argv += _device_args(device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from ipaddress import ip_address, ip_network
 
 from chaosguard.durations import format_seconds, to_seconds
 from chaosguard.models import (
@@ -276,16 +277,16 @@ def static_refusals(
             )
         )
     loss_cap = effective.max_loss
-    if spec.network is not None and spec.network.loss is not None and loss_cap is not None:
-        if spec.network.loss > loss_cap[0]:
-            refusals.append(
-                Refusal(
-                    "max-loss",
-                    f"loss {spec.network.loss:g}% is more than the {loss_cap[0]:g}% allowed by {loss_cap[1]}; "
-                    f"set spec.network.loss to {loss_cap[0]:g} or less",
-                    "spec.network.loss",
-                )
+    loss = spec.network.loss if spec.network is not None else None
+    if loss is not None and loss_cap is not None and loss > loss_cap[0]:
+        refusals.append(
+            Refusal(
+                "max-loss",
+                f"loss {loss:g}% is more than the {loss_cap[0]:g}% allowed by {loss_cap[1]}; "
+                f"set spec.network.loss to {loss_cap[0]:g} or less",
+                "spec.network.loss",
             )
+        )
     if effective.require_steady_state and spec.steady_state is None:
         refusals.append(
             Refusal(
@@ -420,3 +421,57 @@ def run_may_continue_until(effective: EffectivePolicy, now: datetime) -> datetim
 
 def active_blackout_of(effective: EffectivePolicy, now: datetime) -> Blackout | None:
     return active_blackout(effective.blackout_list(), now)
+
+
+@dataclass(frozen=True)
+class GuardedAddress:
+    """An address a network fault must not name as its destination, and whose it is."""
+
+    address: str
+    owner: str  # e.g. "node worker-1", "the API server (Service default/kubernetes)"
+    operator: bool = False  # the operator's own pods and Services (a policy may allow them)
+
+
+def destination_refusals(
+    spec: ChaosExperimentSpec, guarded: Iterable[GuardedAddress], effective: EffectivePolicy
+) -> list[Refusal]:
+    """Whether the destinationCIDRs of a network fault or partition reach addresses they must not:
+    a partition never cuts a pod off from a node (its kubelet) or the API server, and neither kind
+    of fault targets the operator's own pods or Services unless every applicable policy allows it.
+    (No CIDRs, for action network, means every destination and names none: not refused here.)"""
+    if spec.partition is not None:
+        cidrs, block = spec.partition.destination_cidrs, "spec.partition"
+    elif spec.network is not None:
+        cidrs, block = spec.network.destination_cidrs, "spec.network"
+    else:
+        return []
+    refusals = []
+    addresses = [(ip_address(item.address), item) for item in guarded]
+    for index, cidr in enumerate(cidrs):
+        network = ip_network(cidr, strict=False)
+        field = f"{block}.destinationCIDRs[{index}]"
+        for address, item in addresses:
+            if address.version != network.version or address not in network:
+                continue
+            if item.operator and not effective.operator_destinations_allowed:
+                refusals.append(
+                    Refusal(
+                        "operator-namespace-destination",
+                        f"{field} {cidr} contains {address}, of {item.owner}: chaosguard's own namespace is never "
+                        "a destination of a network fault; narrow the CIDR to leave it out, or set "
+                        "allowOperatorNamespaceDestinations: true in every applicable ChaosPolicy",
+                        field,
+                    )
+                )
+                break
+            if not item.operator and spec.partition is not None:
+                refusals.append(
+                    Refusal(
+                        "partition-protected-address",
+                        f"{field} {cidr} contains {address}, of {item.owner}: a partition never cuts pods off "
+                        "from their node (kubelet probes) or the API server; narrow the CIDR to leave it out",
+                        field,
+                    )
+                )
+                break
+    return refusals
