@@ -220,9 +220,9 @@ def test_partition_command_always_names_cidrs_and_a_direction() -> None:
         INJECTOR_SCRIPT, "inject", "--drop", "--direction", "ingress", "--deadline-seconds", "30",
         "--cidr", "10.1.2.3/32", "--cidr", "fd00::/64", "--port", "5432",
     ]  # fmt: skip
-    with pytest.raises(NetemArgumentError, match="partition.destinationCIDRs is empty"):
+    with pytest.raises(NetemArgumentError, match=r"partition\.destinationCIDRs is empty"):
         partition_command([], [], "both", 30)
-    with pytest.raises(NetemArgumentError, match="partition.direction 'up'"):
+    with pytest.raises(NetemArgumentError, match=r"partition\.direction 'up'"):
         partition_command(["10.0.0.0/8"], [], "up", 30)
 
 
