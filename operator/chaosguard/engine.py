@@ -918,7 +918,7 @@ class ExperimentDriver:
             else:
                 await clear_fault(self.context.api, fault, run.id, self.key, why, self.now, faults.injector_image())
             verb = "removed" if fault.state is FaultState.REMOVED else "could not be removed"
-            kind = faults.fault_kind(fault)
+            kind = fault.kind
             self.emit(
                 "Normal" if fault.state is FaultState.REMOVED else "Warning",
                 f"{kind}Removed" if fault.state is FaultState.REMOVED else f"{kind}RemovalFailed",
@@ -970,16 +970,12 @@ class ExperimentDriver:
         image = faults.injector_image()
         failed = await faults.settle_injectors(self.context.api, run.faults, run.id, self.key, self.now, image)
         for fault in failed:
-            self.emit(
-                "Warning", f"{faults.fault_kind(fault)}Failed", f"pod {fault.namespace}/{fault.name}: {fault.message}"
-            )
+            self.emit("Warning", f"{fault.kind}Failed", f"pod {fault.namespace}/{fault.name}: {fault.message}")
         if not run.faults or any(f.state is not FaultState.FAILED for f in run.faults):
             if failed:
                 await self.save()
             return False
-        message = (
-            f"run {run.id}: no {faults.fault_kind(run.faults[0]).lower()} fault is in place: {run.faults[0].message}"
-        )
+        message = f"run {run.id}: no {run.faults[0].kind.lower()} fault is in place: {run.faults[0].message}"
         await self.end_run(Phase.FAILED, "InjectionFailed", message)
         return True
 

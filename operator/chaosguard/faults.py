@@ -154,14 +154,6 @@ def impairment_summary(spec: ChaosExperimentSpec) -> str:
     return ""
 
 
-def fault_kind(fault: FaultRecord) -> str:
-    """Latency, Network or Partition, from the injector's name (Events' reasons and messages)."""
-    for purpose in INJECTOR_PURPOSES:
-        if fault.container.startswith(f"chaosguard-{purpose}-"):
-            return purpose.capitalize()
-    return "Latency"  # records written before the other network faults existed
-
-
 def injector_container(
     spec: ChaosExperimentSpec, run_id: str, experiment: str, deadline_seconds: int, image: str
 ) -> dict[str, Any]:

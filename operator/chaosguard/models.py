@@ -745,6 +745,14 @@ class FaultRecord(StatusModel):
     removed_by: str = Field(default="", description="deadline | abort | deletion | window | suspension | ...")
     message: str = ""
 
+    @property
+    def kind(self) -> str:
+        """Latency, Network or Partition, from the injector's name (chaosguard-<action>-<run>)."""
+        for action in (Action.NETWORK, Action.PARTITION):
+            if self.container.startswith(f"chaosguard-{action.value}-"):
+                return action.value.capitalize()
+        return "Latency"  # also records written before the other network faults existed
+
 
 class RunStatus(StatusModel):
     id: str

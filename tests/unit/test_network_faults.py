@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from chaosguard.cli import main
-from chaosguard.faults import fault_kind, injector_container
+from chaosguard.faults import injector_container
 from chaosguard.models import ChaosExperimentSpec, ChaosPolicy, FaultRecord, NetworkSpec, PartitionSpec
 from chaosguard.netem import (
     INJECTOR_SCRIPT,
@@ -253,5 +253,5 @@ def test_the_injector_container_carries_the_fault_and_nothing_more(
     assert container["command"][2 : 2 + len(args)] == args
     assert container["command"][container["command"].index("--deadline-seconds") + 1] == "120"
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
-    kind = fault_kind(FaultRecord(namespace="shop", name="p", uid="u", container=name))
+    kind = FaultRecord(namespace="shop", name="p", uid="u", container=name).kind
     assert kind == action.capitalize()
