@@ -193,18 +193,28 @@ class PodKillSpec(ApiModel):
         return value
 
 
-class LatencySpec(ApiModel):
-    delay: Duration = Field(description="Added one-way delay on egress, e.g. 200ms.")
-    jitter: Duration = Field(default="0ms", description="Random variation around delay, e.g. 20ms.")
-    correlation: int = Field(default=0, ge=0, le=100, description="Jitter correlation in percent (0-100).")
+class NarrowedEgress(ApiModel):
+    """Egress faults narrowed to destinations: latency and network."""
+
     destination_cidrs: list[str] = Field(
         default_factory=list,
         alias="destinationCIDRs",
-        description="Delay only traffic to these CIDRs. Empty: all destinations.",
+        description="Affect only traffic to these CIDRs. Empty: all destinations.",
     )
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
-        default_factory=list, description="Delay only traffic to these destination ports. Empty: all ports."
+        default_factory=list, description="Affect only traffic to these destination ports. Empty: all ports."
     )
+
+    @field_validator("destination_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
+        return _parse_cidrs(cidrs)
+
+
+class LatencySpec(NarrowedEgress):
+    delay: Duration = Field(description="Added one-way delay on egress, e.g. 200ms.")
+    jitter: Duration = Field(default="0ms", description="Random variation around delay, e.g. 20ms.")
+    correlation: int = Field(default=0, ge=0, le=100, description="Jitter correlation in percent (0-100).")
 
     @model_validator(mode="after")
     def _delay_is_real(self) -> LatencySpec:
@@ -213,11 +223,6 @@ class LatencySpec(ApiModel):
         if self.correlation and to_seconds(self.jitter) <= 0:
             raise ValueError("latency.correlation only correlates jitter: set latency.jitter, or drop correlation")
         return self
-
-    @field_validator("destination_cidrs")
-    @classmethod
-    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
-        return _parse_cidrs(cidrs)
 
 
 def _parse_cidrs(cidrs: list[str]) -> list[str]:
@@ -235,7 +240,7 @@ Percentage = Annotated[float, Field(ge=0, le=100)]
 _IMPAIRMENTS = ("delay", "loss", "corrupt", "duplicate", "reorder", "rate")
 
 
-class NetworkSpec(ApiModel):
+class NetworkSpec(NarrowedEgress):
     """Network impairments on the target pods' egress, by tc netem (any combination)."""
 
     model_config = ConfigDict(
@@ -291,14 +296,6 @@ class NetworkSpec(ApiModel):
         pattern=RATE_PATTERN,
         description="Bandwidth cap on egress: a number and a unit bit, kbit, mbit or gbit, e.g. 1mbit.",
     )
-    destination_cidrs: list[str] = Field(
-        default_factory=list,
-        alias="destinationCIDRs",
-        description="Impair only traffic to these CIDRs. Empty: all destinations.",
-    )
-    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
-        default_factory=list, description="Impair only traffic to these destination ports. Empty: all ports."
-    )
 
     @model_validator(mode="after")
     def _impairs_something(self) -> NetworkSpec:
@@ -324,11 +321,6 @@ class NetworkSpec(ApiModel):
                 f"spec.network.rate {self.rate!r} caps the bandwidth at 0: give a rate above 0, e.g. 1mbit"
             )
         return self
-
-    @field_validator("destination_cidrs")
-    @classmethod
-    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
-        return _parse_cidrs(cidrs)
 
     def summary(self) -> str:
         """The impairment in a few words, for status, Events and the report: 'loss 30%, rate 1mbit'."""
