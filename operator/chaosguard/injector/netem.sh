@@ -722,14 +722,19 @@ cmd_clear() {
 	pick_device
 	if out=$("$TC" qdisc del dev "$DEV" root handle "$HANDLE" 2>&1); then
 		log "removed: qdisc $HANDLE from $DEV (reason: clear)"
-		exit 0
+	else
+		read_root
+		case $ROOT_HANDLE in
+		"$HANDLE")
+			remove_our_ingress clear || true
+			die "$EX_REMOVE" "removing qdisc $HANDLE from $DEV failed: $(oneline "$out")"
+			;;
+		0:) log "nothing to clear: no chaosguard qdisc on $DEV, root qdisc is the default $ROOT_KIND" ;;
+		*) log "nothing to clear: root qdisc on $DEV is $ROOT_KIND $ROOT_HANDLE, not chaosguard's $HANDLE; left alone" ;;
+		esac
 	fi
-	read_root
-	case $ROOT_HANDLE in
-	"$HANDLE") die "$EX_REMOVE" "removing qdisc $HANDLE from $DEV failed: $(oneline "$out")" ;;
-	0:) log "nothing to clear: no chaosguard qdisc on $DEV, root qdisc is the default $ROOT_KIND" ;;
-	*) log "nothing to clear: root qdisc on $DEV is $ROOT_KIND $ROOT_HANDLE, not chaosguard's $HANDLE; left alone" ;;
-	esac
+	# A partition's ingress side (an injector killed before its deadline leaves both).
+	remove_our_ingress clear || exit "$EX_REMOVE"
 	exit 0
 }
 
