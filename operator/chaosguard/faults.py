@@ -214,13 +214,19 @@ def container_state(pod: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {}
 
 
-def describe_injector_exit(terminated: Mapping[str, Any]) -> str:
-    """Why an injector stopped before its deadline, in words, with the script's own last line."""
+def describe_injector_exit(terminated: Mapping[str, Any], kind: str = "Latency") -> str:
+    """Why an injector stopped before its deadline, in words, with the script's own last line.
+    `kind` is the fault's (FaultRecord.kind): a partition needs other tc modules than netem."""
     code = int(terminated.get("exitCode", -1))
     text = str(terminated.get("message") or "").strip()
     last = text.splitlines()[-1][:300] if text else str(terminated.get("reason") or "no message")
+    if code == 4 and NO_NETEM.search(text) and kind == "Partition":
+        return (
+            "the node's kernel lacks a tc module a partition needs (sch_prio, sch_ingress, cls_u32, act_gact), "
+            f"so nothing can be dropped there (injector exit 4: {last})"
+        )
     if code == 4 and NO_NETEM.search(text):
-        return f"the node's kernel has no sch_netem, so no delay can be added there (injector exit 4: {last})"
+        return f"the node's kernel has no sch_netem, so no {kind.lower()} fault can be added there (injector exit 4: {last})"
     what = INJECTOR_EXITS.get(code, f"the injector stopped with exit code {code}")
     return f"{what} (injector exit {code}: {last})"
 
@@ -248,7 +254,7 @@ async def _cleaner_report(api: ApiLanes, fault: FaultRecord, cleaner: str) -> st
             text = str(terminated.get("message") or "").strip()
             if int(terminated.get("exitCode", -1)) == 0 and CLEARED.search(text):
                 return f"confirmed by {cleaner}: {text.splitlines()[-1][:200]}"
-            return f"{cleaner} could not confirm: {describe_injector_exit(terminated)}"
+            return f"{cleaner} could not confirm: {describe_injector_exit(terminated, fault.kind)}"
         await asyncio.sleep(0.5)
     return f"{cleaner} did not report within {CLEANUP_REPORT_SECONDS:.0f}s"
 
@@ -293,7 +299,7 @@ async def settle_injectors(
             _settled.add(key)
         if terminated is None or int(terminated.get("exitCode", -1)) == 0:
             continue  # not started yet, or ended by its own timer (the run's deadline handles that)
-        reason = describe_injector_exit(terminated)
+        reason = describe_injector_exit(terminated, fault.kind)
         try:
             cleaner = await _add_cleaner(api, fault, run_id, experiment, image)
             if cleaner is None:

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from chaosguard.cli import main
-from chaosguard.faults import injector_container
+from chaosguard.faults import describe_injector_exit, injector_container
 from chaosguard.models import ChaosExperimentSpec, ChaosPolicy, FaultRecord, NetworkSpec, PartitionSpec
 from chaosguard.netem import (
     INJECTOR_SCRIPT,
@@ -255,3 +255,11 @@ def test_the_injector_container_carries_the_fault_and_nothing_more(
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
     kind = FaultRecord(namespace="shop", name="p", uid="u", container=name).kind
     assert kind == action.capitalize()
+
+
+def test_a_kernel_without_the_tc_modules_is_named_for_the_fault_that_needs_them() -> None:
+    terminated = {"exitCode": 4, "message": "error: adding ... failed: Error: Specified qdisc kind is unknown."}
+    assert "lacks a tc module a partition needs (sch_prio" in describe_injector_exit(terminated, "Partition")
+    network = describe_injector_exit(terminated, "Network")
+    assert "the node's kernel has no sch_netem, so no network fault can be added there" in network
+    assert "qdisc kind is unknown" in network
