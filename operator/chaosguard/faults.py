@@ -226,7 +226,8 @@ def describe_injector_exit(terminated: Mapping[str, Any], kind: str = "Latency")
             f"so nothing can be dropped there (injector exit 4: {last})"
         )
     if code == 4 and NO_NETEM.search(text):
-        return f"the node's kernel has no sch_netem, so no {kind.lower()} fault can be added there (injector exit 4: {last})"
+        what = f"the node's kernel has no sch_netem, so no {kind.lower()} fault can be added there"
+        return f"{what} (injector exit 4: {last})"
     what = INJECTOR_EXITS.get(code, f"the injector stopped with exit code {code}")
     return f"{what} (injector exit {code}: {last})"
 
