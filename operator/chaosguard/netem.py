@@ -4,8 +4,8 @@ The operator puts `injector_command(...)` (latency), `network_command(...)` (any
 delay, loss, corruption, duplication, reordering, a rate cap) or `partition_command(...)` (drop
 filters) into the command of the ephemeral container it adds to a target pod; the script applies
 the fault in the pod's network namespace, holds it until `deadline_seconds` have passed and
-removes it (SIGTERM removes it at once). `clear_command()`
-removes a left-over chaosguard qdisc, and only that. Everything that could make the script refuse
+removes it (SIGTERM removes it at once). `clear_command()` removes what chaosguard left (its root
+qdisc, a partition's ingress qdisc), and only that. Everything that could make the script refuse
 its arguments is checked here first, so that a bad spec fails in the operator with a message naming
 the field rather than in a container log.
 """
@@ -161,7 +161,7 @@ def network_command(
         )
     if impairment.rate is not None:
         argv += ["--rate", tc_rate(impairment.rate, f"{field}.rate")]
-    if argv[2:] == []:
+    if len(argv) == 2:  # nothing after `inject`
         raise NetemArgumentError(
             f"{field} impairs nothing: give at least one of delay, loss, corrupt, duplicate, reorder or rate"
         )
