@@ -26,6 +26,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from chaosguard.durations import to_seconds
 from chaosguard.kube import Cluster
 from chaosguard.lanes import ApiLanes
 from chaosguard.models import Action, ChaosExperimentSpec, FaultRecord, FaultState
@@ -145,7 +146,7 @@ def fault_command(spec: ChaosExperimentSpec, deadline_seconds: int) -> list[str]
 def impairment_summary(spec: ChaosExperimentSpec) -> str:
     """What the spec's network fault does, in a few words (status, Events, report)."""
     if spec.latency is not None:
-        jitter = f" ± {spec.latency.jitter}" if spec.latency.jitter not in ("0", "0ms", "0s") else ""
+        jitter = f" ± {spec.latency.jitter}" if to_seconds(spec.latency.jitter) > 0 else ""
         return f"delay {spec.latency.delay}{jitter}"
     if spec.network is not None:
         return spec.network.summary()

@@ -381,7 +381,9 @@ def _fault_entries(fault: FaultRecord, run: RunStatus, home: str) -> list[Timeli
             TimelineEntry(fault.injected_at or run.started_at or _epoch(), "fault", f"dry run: {fault.message}")
         )
         return entries
-    kind = fault.kind.lower() + (f" ({fault.impairment})" if fault.impairment else "")
+    kind = fault.kind.lower()
+    if fault.impairment:  # "partition (both) from ..." already says what it is
+        kind = fault.impairment if fault.impairment.startswith(kind) else f"{kind} ({fault.impairment})"
     if fault.injected_at is not None:
         text = f"{kind} injected into pod {pod}" + (f" (container {fault.container})" if fault.container else "")
         entries.append(TimelineEntry(fault.injected_at, "fault", text, Severity.WARN))
