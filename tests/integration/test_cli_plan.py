@@ -80,6 +80,14 @@ def test_plan_shows_hits_exclusions_with_their_rule_and_the_next_window(
     assert "REFUSED window" in out and "next allowed start: 2026-12-01T10:00:00+01:00" in out
 
 
+def aimed_at(directory: Path, example: str, namespace: str, cidr: str) -> Path:
+    """A copy of a network example in `namespace`, whose destinationCIDRs is [cidr]."""
+    text = (EXAMPLES / example).read_text().replace("\nmetadata:\n", f"\nmetadata:\n  namespace: {namespace}\n")
+    copy = directory / example
+    copy.write_text(text.replace("[10.1.0.0/16]", f"[{cidr}]"))
+    return copy
+
+
 def test_plan_refuses_a_partition_of_the_api_server_and_network_faults_on_the_operator(
     k8s: client.ApiClient,
     control_plane: ControlPlane,
@@ -89,13 +97,7 @@ def test_plan_refuses_a_partition_of_the_api_server_and_network_faults_on_the_op
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     api_server = client.CoreV1Api(k8s).read_namespaced_service("kubernetes", "default").spec.cluster_ip
-    partition = tmp_path / "partition.yaml"
-    partition.write_text(
-        (EXAMPLES / "partition.yaml")
-        .read_text()
-        .replace("name: checkout-db-partition", f"name: p\n  namespace: {shop}")
-        .replace("[10.1.0.0/16]", f"[{api_server}/32]")
-    )
+    partition = aimed_at(tmp_path, "partition.yaml", shop, f"{api_server}/32")
     kubeconfig = ["--kubeconfig", str(control_plane.kubeconfig)]
     code = main(["plan", "-f", str(partition), *kubeconfig])
     out = capsys.readouterr().out
@@ -104,13 +106,7 @@ def test_plan_refuses_a_partition_of_the_api_server_and_network_faults_on_the_op
 
     # The shop's own pods stand in for the operator's: its namespace is named on the command line.
     pod_ip = ready_pods(k8s, shop, "checkout")[0].status.pod_ip
-    network = tmp_path / "network.yaml"
-    network.write_text(
-        (EXAMPLES / "network-loss.yaml")
-        .read_text()
-        .replace("name: checkout-payments-loss", f"name: n\n  namespace: {shop}")
-        .replace("[10.1.0.0/16]", f"[{pod_ip}/32]")
-    )
+    network = aimed_at(tmp_path, "network-loss.yaml", shop, f"{pod_ip}/32")
     assert main(["plan", "-f", str(network), *kubeconfig]) == 0, capsys.readouterr().out
     code = main(["plan", "-f", str(network), *kubeconfig, "--operator-namespace", shop])
     out = capsys.readouterr().out
