@@ -38,9 +38,10 @@
 # Exit codes:
 #   0    inject: added, held, removed at the deadline.  clear: removed, or nothing of ours there
 #   2    bad arguments (the message names the flag), or the device does not exist
-#   3    inject refused: the device's root qdisc is someone else's (left alone)
-#   4    tc failed: it refused to add the qdisc (e.g. no sch_netem; nothing of ours is left behind)
-#        or to show the root qdisc
+#   3    inject refused: the device's root qdisc (or, for a partition's ingress side, its ingress
+#        qdisc) is someone else's (left alone)
+#   4    tc failed: it refused to add the qdisc or filters (e.g. no sch_netem or sch_prio; nothing of
+#        ours is left behind), or to show the root qdisc
 #   5    removing our qdisc failed: it may still be in place (run `clear`)
 #   129, 130, 143   ended early by SIGHUP, SIGINT, SIGTERM after removing the qdisc (128 + signal)
 #
