@@ -234,7 +234,7 @@ def _parse_cidrs(cidrs: list[str]) -> list[str]:
     return cidrs
 
 
-# A bandwidth for tc: a number and a bit unit (as chaosguard.netem.RATE_PATTERN, which the injector reads).
+# A bandwidth for tc: a number and a bit unit; netem.py and the injector script (is_rate) read this form.
 RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
 Percentage = Annotated[float, Field(ge=0, le=100)]
 _IMPAIRMENTS = ("delay", "loss", "corrupt", "duplicate", "reorder", "rate")
