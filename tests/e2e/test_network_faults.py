@@ -39,20 +39,25 @@ spec:
 
 
 @pytest.fixture
-def partitions_allowed(kubectl: Kubectl) -> Iterator[None]:
-    """The shipped default policy with partition added to its allowedActions; restored afterwards."""
-    shipped = (EXAMPLES / "policy-default.yaml").read_text()
-    assert "allowedActions: [pod-kill, latency]" in shipped
-    kubectl("apply", "-f", "-", input=shipped.replace("[pod-kill, latency]", "[pod-kill, latency, partition]"))
+def default_policy_restored(kubectl: Kubectl) -> Iterator[None]:
+    """The shipped default policy as it was, whatever the test did to it."""
     yield None
     kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
 
 
-@pytest.mark.usefixtures("installed_operator")
+def allow_partitions(kubectl: Kubectl) -> None:
+    """The shipped default policy with partition added to its allowedActions."""
+    shipped = (EXAMPLES / "policy-default.yaml").read_text()
+    assert "allowedActions: [pod-kill, latency]" in shipped
+    kubectl("apply", "-f", "-", input=shipped.replace("[pod-kill, latency]", "[pod-kill, latency, partition]"))
+
+
+@pytest.mark.usefixtures("installed_operator", "default_policy_restored")
 def test_a_partition_is_refused_for_the_nodes_address_and_otherwise_runs_in_the_pod(
-    kubectl: Kubectl, e2e_cluster: E2ECluster, e2e_namespace: str, partitions_allowed: object
+    kubectl: Kubectl, e2e_cluster: E2ECluster, e2e_namespace: str
 ) -> None:
-    pods = opted_in_target(kubectl, e2e_namespace)
+    pods = opted_in_target(kubectl, e2e_namespace)  # applies the shipped default policy
+    allow_partitions(kubectl)
     node_ip = pods[0]["status"]["hostIP"]
     qdiscs_before = {p["metadata"]["name"]: pod_qdiscs(p["status"]["podIP"]) for p in pods}
 
