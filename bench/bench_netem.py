@@ -8,6 +8,9 @@ It boots the netem guest (tests/support/vm.py), runs itself inside with --here, 
     BENCH netem_error_10ms <ms> ms     added RTT minus configured delay, at 10 ms
     BENCH netem_error_100ms <ms> ms    ... at 100 ms
     BENCH netem_error_1s <ms> ms       ... at 1 s
+    BENCH netem_loss_error_30pct <pts> points   measured loss minus 30, loss 30 % over 1000 UDP probes
+    BENCH netem_rate_error_1mbit <pct> %        bulk TCP goodput under a 1mbit rate, minus 1 mbit/s, in %
+    BENCH partition_apply <ms> ms      median time from starting a partition injector to its filters in place
 
 `--here` runs the measurements in this kernel directly (root and netem needed).
 """
@@ -30,12 +33,16 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
-from chaosguard.netem import injector_command  # noqa: E402
+from chaosguard.netem import Impairment, injector_command, network_command, partition_command  # noqa: E402
 from tests.support import netns, vm  # noqa: E402
 
 REPETITIONS = 21
 PINGS = 21
 ERROR_DELAYS = {"10ms": 0.010, "100ms": 0.100, "1s": 1.0}
+LOSS_PROBES = 1000
+RATE_SECONDS = 10.0
+RATE_SETTLE = 2.0
+SINK_PORT = 7100
 
 EXPLANATION = """\
 How these were measured ({where}):
@@ -49,6 +56,16 @@ How these were measured ({where}):
 - netem_error_X: median ping RTT ({pings} pings, 50 ms apart, from the target namespace to its
   peer over a veth pair) with a root netem delay of X, minus the median RTT without it, minus X.
   Positive = more delay than configured. Baseline RTT {baseline:.3f} ms.
+- netem_loss_error_30pct: {loss_probes} numbered UDP echoes 2 ms apart from the target to its peer
+  with `loss 30%` on the target's egress; the share never answered, minus 30 (percentage points).
+  The binomial standard deviation at this count is 1.4 points.
+- netem_rate_error_1mbit: one TCP connection sending as fast as it can for {rate_seconds:.0f} s under
+  `rate 1mbit`; payload bytes counted by the receiver over the last {rate_window:.0f} s (after slow
+  start), as bits/s, minus 1 mbit/s, in % of it. TCP/IP/Ethernet headers are about 4 % of a full
+  frame, so about -4 % is the injector doing exactly what it was told. Goodput {goodput:.3f} mbit/s.
+- partition_apply: as netem_apply, for `inject --drop --direction both` with one CIDR and one port
+  (egress prio + filters, ingress qdisc + filters, in one `tc -batch`); each run checked: 0 of 10
+  probes to the cut CIDR/port answered.
 Under TCG emulation every process start costs tens to hundreds of ms, so apply/remove here are an
 upper bound for a real node; the delay errors are timer-driven and transfer better."""
 
@@ -101,6 +118,8 @@ def measure() -> dict[str, object]:
             errors[name] = _median_ms(during) - _median_ms(baseline) - delay * 1000
             samples[name] = [round(value * 1000, 3) for value in during]
 
+        results.update(measure_loss_rate_partition(topology, script))
+
     results["apply_ms"] = _median_ms(apply_times)
     results["remove_ms"] = _median_ms(remove_times)
     results["apply_samples_ms"] = [round(v * 1000, 1) for v in apply_times]
@@ -111,6 +130,46 @@ def measure() -> dict[str, object]:
     results["errors_ms"] = errors
     results["ping_samples_ms"] = samples
     return results
+
+
+def measure_loss_rate_partition(topology: netns.Topology, script: str) -> dict[str, object]:
+    target, device = topology.target, topology.device
+    assert netns.udp_burst(target, netns.NEAR_V4, 7001, 50).lost_percent == 0, "the baseline lost probes"
+    injector = netns.Injector.start(target, network_command(Impairment(loss=30), 600, [], [], device, script=script))
+    injector.wait_for_line("holding:")
+    burst = netns.udp_burst(target, netns.NEAR_V4, 7001, LOSS_PROBES)
+    injector.signal(signal.SIGTERM)
+    assert injector.wait_exit(60) == 143, injector.output()
+
+    injector = netns.Injector.start(
+        target, network_command(Impairment(rate="1mbit"), 600, [], [], device, script=script)
+    )
+    injector.wait_for_line("holding:")
+    sink = netns.TcpSink(topology.peer, netns.NEAR_V4, SINK_PORT)
+    started = time.monotonic()
+    netns.bulk_send(target, netns.NEAR_V4, SINK_PORT, RATE_SECONDS)
+    goodput = sink.rate_bits(started + RATE_SETTLE, started + RATE_SECONDS)
+    sink.close()
+    injector.signal(signal.SIGTERM)
+    assert injector.wait_exit(60) == 143, injector.output()
+
+    argv = partition_command([f"{netns.FAR_V4}/32"], [7001], "both", 600, device, script=script)
+    partition_times = []
+    for _ in range(REPETITIONS):
+        started = time.perf_counter()
+        injector = netns.Injector.start(target, argv)
+        injector.wait_for_line("holding:")
+        partition_times.append(time.perf_counter() - started)
+        cut = netns.udp_burst(target, netns.FAR_V4, 7001, 10, linger=0.3)
+        assert cut.replies == [], f"{len(cut.replies)} probes passed the partition"
+        injector.signal(signal.SIGTERM)
+        assert injector.wait_exit(60) == 143, injector.output()
+    return {
+        "loss_measured_percent": burst.lost_percent,
+        "goodput_bits": goodput,
+        "partition_apply_ms": _median_ms(partition_times),
+        "partition_samples_ms": [round(v * 1000, 1) for v in partition_times],
+    }
 
 
 def report(results: dict[str, object], where: str) -> None:
@@ -124,6 +183,10 @@ def report(results: dict[str, object], where: str) -> None:
             raw_add=results["raw_add_ms"],
             raw_del=results["raw_del_ms"],
             baseline=results["baseline_ms"],
+            loss_probes=LOSS_PROBES,
+            rate_seconds=RATE_SECONDS,
+            rate_window=RATE_SECONDS - RATE_SETTLE,
+            goodput=float(str(results["goodput_bits"])) / 1e6,
         )
     )
     print(f"apply samples (ms): {results['apply_samples_ms']}")
@@ -132,6 +195,10 @@ def report(results: dict[str, object], where: str) -> None:
     print(f"BENCH netem_remove {results['remove_ms']:.1f} ms")
     for name in ERROR_DELAYS:
         print(f"BENCH netem_error_{name} {errors[name]:.2f} ms")
+    print(f"partition apply samples (ms): {results['partition_samples_ms']}")
+    print(f"BENCH netem_loss_error_30pct {float(str(results['loss_measured_percent'])) - 30:.2f} points")
+    print(f"BENCH netem_rate_error_1mbit {(float(str(results['goodput_bits'])) / 1e6 - 1) * 100:.2f} %")
+    print(f"BENCH partition_apply {results['partition_apply_ms']:.1f} ms")
 
 
 def main() -> int:

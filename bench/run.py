@@ -46,6 +46,9 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
         "netem_error_10ms",
         "netem_error_100ms",
         "netem_error_1s",
+        "netem_loss_error_30pct",
+        "netem_rate_error_1mbit",
+        "partition_apply",
     ),
 }
 

@@ -3,7 +3,8 @@ permission checks, shared by the webhook (at `kubectl apply` time) and the engin
 
 Nobody can make the operator do what they could not do themselves: every target namespace of an
 experiment is checked with a SubjectAccessReview for its author (and, on an edit of the spec, for
-the user making it): pod-kill needs `delete pods` there, latency `patch pods/ephemeralcontainers`.
+the user making it): pod-kill needs `delete pods` there, the network faults (latency, network, partition)
+`patch pods/ephemeralcontainers`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TARGET_PERMISSION = "target-permission"
 
 def needed_permission(action: Action) -> tuple[str, str, str]:
     """(verb, resource, subresource) the author must hold in every target namespace."""
-    if action is Action.LATENCY:
+    if action.is_network_fault:
         return "patch", "pods", "ephemeralcontainers"
     return "delete", "pods", ""
 

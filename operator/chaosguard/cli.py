@@ -26,6 +26,7 @@ from chaosguard.policy import (
     Refusal,
     applicable_policies,
     combine,
+    destination_refusals,
     static_refusals,
     target_namespaces,
     time_refusal,
@@ -197,6 +198,9 @@ def command_plan(args: argparse.Namespace) -> int:
         print(f"{namespace}/{experiment.metadata.name} ({spec.action.value}, mode {spec.target.mode.value}):")
         print_platform_guards(chosen, namespaces)
         refusals = static_refusals(spec, namespace, effective, labels)
+        if spec.network is not None or spec.partition is not None:
+            guarded = cluster.guarded_addresses(args.operator_namespace or None)
+            refusals += destination_refusals(spec, guarded, effective)
         time_problem = time_refusal(effective, at)
         for refusal in [*refusals, *([time_problem] if time_problem else [])]:
             print(f"  {refusal}")
@@ -302,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--kubeconfig")
     plan.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
     plan.add_argument("--seed", default="plan", help="seed for the example choice")
+    plan.add_argument(
+        "--operator-namespace",
+        default="chaosguard-system",
+        help="where chaosguard runs: network faults may not reach its pods unless a policy allows it",
+    )
     plan.set_defaults(handler=command_plan)
     cli_approvals.register(sub)
     cli_ops.register(sub)

@@ -36,7 +36,6 @@ from chaosguard.logs import ExperimentLogger
 from chaosguard.mergepatch import merge_patch
 from chaosguard.models import (
     ABORT_ANNOTATION,
-    Action,
     ChaosExperimentSpec,
     ChaosExperimentStatus,
     ChaosPolicy,
@@ -68,6 +67,7 @@ from chaosguard.policy import (
     applicable_policies,
     combine,
     concurrency_refusal,
+    destination_refusals,
     static_refusals,
     suspension_refusal,
     target_namespaces,
@@ -503,11 +503,11 @@ class ExperimentDriver:
             return 0.0
         await self.resolve_interrupted_round(run)
         if run.next_round_at is not None and now >= run.next_round_at and now < run.deadline:
-            if spec.action is Action.LATENCY:
+            if spec.action.is_network_fault:
                 await self.inject_round(spec, world, run, now)
             else:
                 await self.kill_round(spec, world, run, now)
-        if spec.action is Action.LATENCY and await self.settle_injectors(run):
+        if spec.action.is_network_fault and await self.settle_injectors(run):
             return 0.0
         if await self.track_recovery(run):
             await self.save()
@@ -1039,20 +1039,27 @@ class ExperimentDriver:
             else:
                 await clear_fault(self.context.api, fault, run.id, self.key, why, self.now, faults.injector_image())
             verb = "removed" if fault.state is FaultState.REMOVED else "could not be removed"
+            kind = fault.kind
             self.emit(
                 "Normal" if fault.state is FaultState.REMOVED else "Warning",
-                "LatencyRemoved" if fault.state is FaultState.REMOVED else "LatencyRemovalFailed",
-                f"latency in pod {fault.namespace}/{fault.name} {verb}: {fault.removed_by or fault.message}",
+                f"{kind}Removed" if fault.state is FaultState.REMOVED else f"{kind}RemovalFailed",
+                f"{kind.lower()} in pod {fault.namespace}/{fault.name} {verb}: {fault.removed_by or fault.message}",
             )
         await self.save()
 
-    # ------------------------------------------------------------------ latency
+    # ------------------------------------------------------------------ network faults
 
     async def inject_round(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, now: datetime) -> None:
-        """Latency goes in once per run, into each chosen pod, and holds until the run's deadline."""
-        assert spec.latency is not None and run.deadline is not None
+        """A network fault (latency, impairment, partition) goes in once per run, into each chosen
+        pod, and holds until the run's deadline."""
+        assert run.deadline is not None
         run.rounds_done, run.next_round_at = 1, None
         await self.save()
+        refusal = await self.destination_refusal(spec, world)
+        if refusal is not None:
+            self.emit("Warning", refusal.reason, str(refusal))
+            await self.end_run(Phase.FAILED, refusal.reason, f"run {run.id}: nothing injected: {refusal}")
+            return
         chosen = await self.pick_targets(spec, world, run, 0, "")
         for victim in chosen:
             if self.halted or self.now() >= run.deadline:
@@ -1060,23 +1067,42 @@ class ExperimentDriver:
             await self.inject_one(spec, world, run, victim)
         await self.save()
 
+    async def destination_refusal(self, spec: ChaosExperimentSpec, world: World) -> Refusal | None:
+        """Whether the fault's destinations reach a node, the API server or the operator's own pods,
+        read live right before injecting; unreadable addresses refuse too (when unsure, do not inject)."""
+        if spec.network is None and spec.partition is None:
+            return None
+        try:
+            guarded = await self.context.api.call(Cluster.guarded_addresses, self.context.operator_namespace)
+        except Exception as error:
+            detail = api_message(error) if isinstance(error, ApiException) else str(error)
+            return Refusal(
+                "destinations-unknown",
+                f"could not read the node, API server and operator addresses a network fault must not reach "
+                f"({detail}); nothing was injected. Grant the operator list nodes/services and get endpoints",
+                "spec.action",
+            )
+        refusals = destination_refusals(spec, guarded, world.effective)
+        return refusals[0] if refusals else None
+
     async def settle_injectors(self, run: RunStatus) -> bool:
         """An injector that exited early (e.g. on a node without sch_netem) fails its fault with the
         kubelet's reason; a run with no fault left in ends Failed. True when it ended the run."""
         image = faults.injector_image()
         failed = await faults.settle_injectors(self.context.api, run.faults, run.id, self.key, self.now, image)
         for fault in failed:
-            self.emit("Warning", "LatencyFailed", f"pod {fault.namespace}/{fault.name}: {fault.message}")
+            self.emit("Warning", f"{fault.kind}Failed", f"pod {fault.namespace}/{fault.name}: {fault.message}")
         if not run.faults or any(f.state is not FaultState.FAILED for f in run.faults):
             if failed:
                 await self.save()
             return False
-        message = f"run {run.id}: no latency is in place: {run.faults[0].message}"
+        message = f"run {run.id}: no {run.faults[0].kind.lower()} fault is in place: {run.faults[0].message}"
         await self.end_run(Phase.FAILED, "InjectionFailed", message)
         return True
 
     async def inject_one(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, victim: PodView) -> None:
-        assert spec.latency is not None and run.deadline is not None
+        assert run.deadline is not None
+        kind = spec.action.value.capitalize()  # Events: LatencyInjected, NetworkInjected, PartitionInjected
         workload_key = victim.workload_key or victim.key
         async with self.context.workload_lock(workload_key):
             already = sum(1 for f in run.faults if f.workload == victim.workload and f.namespace == victim.namespace)
@@ -1087,22 +1113,24 @@ class ExperimentDriver:
                 name=victim.name,
                 uid=victim.uid,
                 workload=victim.workload or "",
-                container=faults.container_name(run.id, "latency"),
+                container=faults.container_name(run.id, spec.action.value),
+                impairment=faults.impairment_summary(spec),
                 deadline=run.deadline,
             )
             if refusal is not None:
                 record.state, record.message = FaultState.FAILED, f"not injected: {refusal}"
                 run.faults.append(record)
-                self.emit("Normal", "LatencySkipped", record.message)
+                self.emit("Normal", f"{kind}Skipped", record.message)
                 return
             if spec.dry_run:
-                record.state, record.message = FaultState.WOULD_INJECT, f"dry run: would delay {victim.key}"
+                record.state = FaultState.WOULD_INJECT
+                record.message = f"dry run: would apply {record.impairment} to {victim.key}"
                 run.faults.append(record)
                 self.emit("Normal", "WouldInject", record.message)
                 return
             if self.halted:
                 return
-            container = faults.injector_container(spec.latency, run.id, self.key, remaining, faults.injector_image())
+            container = faults.injector_container(spec, run.id, self.key, remaining, faults.injector_image())
             run.faults.append(record)
             await self.save()  # recorded before the call: a restart must know to clear it
             try:
@@ -1113,13 +1141,13 @@ class ExperimentDriver:
                 record.state = FaultState.FAILED
                 record.message = f"the API refused the injector ({error.status}): {api_message(error)}"
                 await self.save()
-                self.emit("Warning", "LatencyRefused", f"pod {victim.key}: {record.message}")
+                self.emit("Warning", f"{kind}Refused", f"pod {victim.key}: {record.message}")
                 return
             record.state, record.injected_at = FaultState.ACTIVE, self.now()
-            record.message = f"{spec.latency.delay} added by {record.container} until {run.deadline.isoformat()}"
+            record.message = f"{record.impairment} added by {record.container} until {run.deadline.isoformat()}"
             run.kills_total += 1
             await self.save()
-        self.emit("Normal", "LatencyInjected", f"pod {victim.key} (uid {victim.uid}): {record.message}")
+        self.emit("Normal", f"{kind}Injected", f"pod {victim.key} (uid {victim.uid}): {record.message}")
 
     # ------------------------------------------------------------------ status and events
 

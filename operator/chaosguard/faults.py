@@ -1,4 +1,5 @@
-"""The latency fault in a pod: the ephemeral containers that carry it, and how it is taken out.
+"""The network faults in a pod (latency, netem impairments, partitions): the ephemeral containers
+that carry them, and how they are taken out.
 
 The injector container holds NET_ADMIN and nothing more, and removes its own qdisc when its
 deadline passes, so the fault ends even if the operator is gone (a dead man's switch). To end it
@@ -25,10 +26,11 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from chaosguard.durations import to_seconds
 from chaosguard.kube import Cluster
 from chaosguard.lanes import ApiLanes
-from chaosguard.models import FaultRecord, FaultState, LatencySpec
-from chaosguard.netem import clear_command, injector_command
+from chaosguard.models import Action, ChaosExperimentSpec, FaultRecord, FaultState
+from chaosguard.netem import Impairment, clear_command, injector_command, network_command, partition_command
 
 INJECTOR_IMAGE_VARIABLE = "CHAOSGUARD_INJECTOR_IMAGE"
 TERMINATION_LOG = "/dev/termination-log"
@@ -44,11 +46,14 @@ NO_REPORT_SECONDS = 60.0
 # Exit codes of injector/netem.sh, as a person would want them explained.
 INJECTOR_EXITS = {
     2: "the injector refused its arguments or found no such network device",
-    3: "the pod's interface already has a root qdisc that is not chaosguard's, so it was left alone",
-    4: "tc could not add the delay",
-    5: "tc could not remove the delay again",
+    3: "the pod's interface already has a root (or ingress) qdisc that is not chaosguard's, so it was left alone",
+    4: "tc could not add the fault",
+    5: "tc could not remove the fault again",
 }
 NO_NETEM = re.compile(r"qdisc kind is unknown|unknown qdisc|sch_netem", re.IGNORECASE)
+# The purpose part of an injector container's name, per action (see container_name).
+INJECTOR_PURPOSES = tuple(action.value for action in Action if action.is_network_fault)
+INJECTOR_PREFIXES = tuple(f"chaosguard-{purpose}-" for purpose in INJECTOR_PURPOSES)
 
 
 def injector_image() -> str:
@@ -103,18 +108,58 @@ def _container(name: str, command: list[str], experiment: str, run_id: str, imag
     }
 
 
+def fault_command(spec: ChaosExperimentSpec, deadline_seconds: int) -> list[str]:
+    """The injector's argv for the spec's network fault (latency, network or partition)."""
+    if spec.latency is not None:
+        latency = spec.latency
+        return injector_command(
+            latency.delay,
+            latency.jitter,
+            latency.correlation,
+            deadline_seconds,
+            list(latency.destination_cidrs),
+            list(latency.ports),
+        )
+    if spec.network is not None:
+        network = spec.network
+        impairment = Impairment(
+            delay=network.delay or "0ms",
+            jitter=network.jitter or "0ms",
+            correlation=network.correlation or 0,
+            loss=network.loss,
+            loss_correlation=network.loss_correlation,
+            corrupt=network.corrupt,
+            duplicate=network.duplicate,
+            reorder=network.reorder,
+            reorder_correlation=network.reorder_correlation,
+            rate=network.rate,
+        )
+        return network_command(impairment, deadline_seconds, list(network.destination_cidrs), list(network.ports))
+    if spec.partition is not None:
+        partition = spec.partition
+        return partition_command(
+            list(partition.destination_cidrs), list(partition.ports), partition.direction.value, deadline_seconds
+        )
+    raise ValueError(f"action {spec.action.value} has no network fault to inject")
+
+
+def impairment_summary(spec: ChaosExperimentSpec) -> str:
+    """What the spec's network fault does, in a few words (status, Events, report)."""
+    if spec.latency is not None:
+        jitter = f" ± {spec.latency.jitter}" if to_seconds(spec.latency.jitter) > 0 else ""
+        return f"delay {spec.latency.delay}{jitter}"
+    if spec.network is not None:
+        return spec.network.summary()
+    if spec.partition is not None:
+        return spec.partition.summary()
+    return ""
+
+
 def injector_container(
-    latency: LatencySpec, run_id: str, experiment: str, deadline_seconds: int, image: str
+    spec: ChaosExperimentSpec, run_id: str, experiment: str, deadline_seconds: int, image: str
 ) -> dict[str, Any]:
-    command = injector_command(
-        latency.delay,
-        latency.jitter,
-        latency.correlation,
-        deadline_seconds,
-        list(latency.destination_cidrs),
-        list(latency.ports),
-    )
-    return _container(container_name(run_id, "latency"), command, experiment, run_id, image)
+    command = fault_command(spec, deadline_seconds)
+    return _container(container_name(run_id, spec.action.value), command, experiment, run_id, image)
 
 
 def clear_container(run_id: str, experiment: str, attempt: int, image: str) -> dict[str, Any]:
@@ -170,13 +215,20 @@ def container_state(pod: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {}
 
 
-def describe_injector_exit(terminated: Mapping[str, Any]) -> str:
-    """Why an injector stopped before its deadline, in words, with the script's own last line."""
+def describe_injector_exit(terminated: Mapping[str, Any], kind: str = "Latency") -> str:
+    """Why an injector stopped before its deadline, in words, with the script's own last line.
+    `kind` is the fault's (FaultRecord.kind): a partition needs other tc modules than netem."""
     code = int(terminated.get("exitCode", -1))
     text = str(terminated.get("message") or "").strip()
     last = text.splitlines()[-1][:300] if text else str(terminated.get("reason") or "no message")
+    if code == 4 and NO_NETEM.search(text) and kind == "Partition":
+        return (
+            "the node's kernel lacks a tc module a partition needs (sch_prio, sch_ingress, cls_u32, act_gact), "
+            f"so nothing can be dropped there (injector exit 4: {last})"
+        )
     if code == 4 and NO_NETEM.search(text):
-        return f"the node's kernel has no sch_netem, so no delay can be added there (injector exit 4: {last})"
+        what = f"the node's kernel has no sch_netem, so no {kind.lower()} fault can be added there"
+        return f"{what} (injector exit 4: {last})"
     what = INJECTOR_EXITS.get(code, f"the injector stopped with exit code {code}")
     return f"{what} (injector exit {code}: {last})"
 
@@ -204,7 +256,7 @@ async def _cleaner_report(api: ApiLanes, fault: FaultRecord, cleaner: str) -> st
             text = str(terminated.get("message") or "").strip()
             if int(terminated.get("exitCode", -1)) == 0 and CLEARED.search(text):
                 return f"confirmed by {cleaner}: {text.splitlines()[-1][:200]}"
-            return f"{cleaner} could not confirm: {describe_injector_exit(terminated)}"
+            return f"{cleaner} could not confirm: {describe_injector_exit(terminated, fault.kind)}"
         await asyncio.sleep(0.5)
     return f"{cleaner} did not report within {CLEANUP_REPORT_SECONDS:.0f}s"
 
@@ -249,7 +301,7 @@ async def settle_injectors(
             _settled.add(key)
         if terminated is None or int(terminated.get("exitCode", -1)) == 0:
             continue  # not started yet, or ended by its own timer (the run's deadline handles that)
-        reason = describe_injector_exit(terminated)
+        reason = describe_injector_exit(terminated, fault.kind)
         try:
             cleaner = await _add_cleaner(api, fault, run_id, experiment, image)
             if cleaner is None:
@@ -270,7 +322,7 @@ async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:
     no operator ran, its finalizer removed by hand) gets a clean-up container, unless one already ran
     for that run. Experiments that still exist are their own drivers' business. Returns what it did."""
     pods, experiments = await asyncio.gather(
-        asyncio.to_thread(cluster.pods_with_ephemeral_containers, "chaosguard-latency-"),
+        asyncio.to_thread(cluster.pods_with_ephemeral_containers, INJECTOR_PREFIXES),
         asyncio.to_thread(cluster.experiments),
     )
     existing = {f"{item['metadata']['namespace']}/{item['metadata']['name']}" for item in experiments}
@@ -278,7 +330,7 @@ async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:
     for namespace, name, uid, containers in pods:
         names = [str(c.get("name", "")) for c in containers]
         for container in containers:
-            if not str(container.get("name", "")).startswith("chaosguard-latency-"):
+            if not str(container.get("name", "")).startswith(INJECTOR_PREFIXES):
                 continue
             env = {item.get("name"): item.get("value") for item in container.get("env") or []}
             experiment, run_id = str(env.get("CHAOSGUARD_EXPERIMENT", "")), str(env.get("CHAOSGUARD_RUN", ""))

@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from chaosguard.models import GROUP, VERSION, ChaosPolicy, KillResult
+from chaosguard.policy import GuardedAddress
 from chaosguard.selection import PodView
 
 _REPLICA_KINDS = {
@@ -194,8 +195,11 @@ class Cluster:
         pods: list[Any] = self.core.list_namespaced_pod(namespace, field_selector=f"metadata.name={pod_name}").items
         return str(pods[0].spec.containers[0].image) if pods else None
 
-    def pods_with_ephemeral_containers(self, prefix: str) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
-        """(namespace, name, uid, ephemeral containers) of every pod with one whose name starts with prefix."""
+    def pods_with_ephemeral_containers(
+        self, prefix: str | tuple[str, ...]
+    ) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+        """(namespace, name, uid, ephemeral containers) of every pod with one whose name starts with prefix
+        (or one of several)."""
         found = []
         pods: list[Any] = self.core.list_pod_for_all_namespaces().items
         for pod in pods:
@@ -204,6 +208,38 @@ class Cluster:
                 plain = self.core.api_client.sanitize_for_serialization(containers)
                 found.append((pod.metadata.namespace, pod.metadata.name, pod.metadata.uid, list(plain)))
         return found
+
+    def guarded_addresses(self, operator_namespace: str | None) -> list[GuardedAddress]:
+        """Addresses a network fault must not name as a destination (policy.destination_refusals):
+        every node's, the API server's (the `kubernetes` Service and its endpoints), and the pods'
+        and Services' of the operator's own namespace. Raises when any cannot be read: a partition
+        is never applied on a partial list."""
+        plain = self.core.api_client.sanitize_for_serialization
+        guarded: list[GuardedAddress] = []
+        for node in plain(self.core.list_node())["items"]:
+            for address in node.get("status", {}).get("addresses") or []:
+                if address.get("type") in ("InternalIP", "ExternalIP"):
+                    guarded.append(GuardedAddress(address["address"], f"node {node['metadata']['name']}"))
+        api_server = "the API server ({} default/kubernetes)"
+        service = plain(self.core.read_namespaced_service("kubernetes", "default"))["spec"]
+        for ip in service.get("clusterIPs") or [service.get("clusterIP")]:
+            guarded.append(GuardedAddress(ip, api_server.format("Service")))
+        endpoints = plain(self.core.read_namespaced_endpoints("kubernetes", "default"))
+        for subset in endpoints.get("subsets") or []:
+            for address in subset.get("addresses") or []:
+                guarded.append(GuardedAddress(address["ip"], api_server.format("Endpoints")))
+        if operator_namespace:
+            own = "(chaosguard's own namespace)"
+            for pod in plain(self.core.list_namespaced_pod(operator_namespace))["items"]:
+                for pod_ip in pod.get("status", {}).get("podIPs") or []:
+                    owner = f"pod {operator_namespace}/{pod['metadata']['name']} {own}"
+                    guarded.append(GuardedAddress(pod_ip["ip"], owner, operator=True))
+            for item in plain(self.core.list_namespaced_service(operator_namespace))["items"]:
+                for ip in item.get("spec", {}).get("clusterIPs") or []:
+                    if ip != "None":
+                        owner = f"Service {operator_namespace}/{item['metadata']['name']} {own}"
+                        guarded.append(GuardedAddress(ip, owner, operator=True))
+        return guarded
 
     def exec_in_container(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> str:
         """Runs a command in a running container (through the kubelet); raises on any failure."""

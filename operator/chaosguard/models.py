@@ -141,6 +141,13 @@ class LabelSelector(ApiModel):
 class Action(StrEnum):
     POD_KILL = "pod-kill"
     LATENCY = "latency"
+    NETWORK = "network"
+    PARTITION = "partition"
+
+    @property
+    def is_network_fault(self) -> bool:
+        """Carried by the network injector (an ephemeral container with NET_ADMIN in the pod)."""
+        return self is not Action.POD_KILL
 
 
 class TargetMode(StrEnum):
@@ -187,18 +194,28 @@ class PodKillSpec(ApiModel):
         return value
 
 
-class LatencySpec(ApiModel):
-    delay: Duration = Field(description="Added one-way delay on egress, e.g. 200ms.")
-    jitter: Duration = Field(default="0ms", description="Random variation around delay, e.g. 20ms.")
-    correlation: int = Field(default=0, ge=0, le=100, description="Jitter correlation in percent (0-100).")
+class NarrowedEgress(ApiModel):
+    """Egress faults narrowed to destinations: latency and network."""
+
     destination_cidrs: list[str] = Field(
         default_factory=list,
         alias="destinationCIDRs",
-        description="Delay only traffic to these CIDRs. Empty: all destinations.",
+        description="Affect only traffic to these CIDRs. Empty: all destinations.",
     )
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
-        default_factory=list, description="Delay only traffic to these destination ports. Empty: all ports."
+        default_factory=list, description="Affect only traffic to these destination ports. Empty: all ports."
     )
+
+    @field_validator("destination_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
+        return _parse_cidrs(cidrs)
+
+
+class LatencySpec(NarrowedEgress):
+    delay: Duration = Field(description="Added one-way delay on egress, e.g. 200ms.")
+    jitter: Duration = Field(default="0ms", description="Random variation around delay, e.g. 20ms.")
+    correlation: int = Field(default=0, ge=0, le=100, description="Jitter correlation in percent (0-100).")
 
     @model_validator(mode="after")
     def _delay_is_real(self) -> LatencySpec:
@@ -208,15 +225,168 @@ class LatencySpec(ApiModel):
             raise ValueError("latency.correlation only correlates jitter: set latency.jitter, or drop correlation")
         return self
 
+
+def _parse_cidrs(cidrs: list[str]) -> list[str]:
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as error:
+            raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8: {error}") from None
+    return cidrs
+
+
+# A bandwidth for tc: a number and a bit unit; netem.py and the injector script (is_rate) read this form.
+RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
+Percentage = Annotated[float, Field(ge=0, le=100)]
+_IMPAIRMENTS = ("delay", "loss", "corrupt", "duplicate", "reorder", "rate")
+
+
+class NetworkSpec(NarrowedEgress):
+    """Network impairments on the target pods' egress, by tc netem (any combination)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": " || ".join(f"has(self.{name})" for name in _IMPAIRMENTS),
+                    "message": "spec.network impairs nothing: set at least one of delay, loss, corrupt, duplicate, "
+                    "reorder or rate",
+                },
+                {
+                    "rule": "!has(self.reorder) || has(self.delay)",
+                    "message": "spec.network.reorder needs spec.network.delay: netem reorders by sending some "
+                    "packets without the delay; set a delay such as 10ms",
+                },
+                {
+                    "rule": "!has(self.lossCorrelation) || has(self.loss)",
+                    "message": "spec.network.lossCorrelation needs spec.network.loss",
+                },
+                {
+                    "rule": "!has(self.reorderCorrelation) || has(self.reorder)",
+                    "message": "spec.network.reorderCorrelation needs spec.network.reorder",
+                },
+                {
+                    "rule": "!has(self.correlation) || has(self.jitter)",
+                    "message": "spec.network.correlation only correlates jitter: set spec.network.jitter, "
+                    "or drop correlation",
+                },
+            ]
+        )
+    )
+
+    delay: Duration | None = Field(default=None, description="Added one-way delay on egress, e.g. 200ms.")
+    jitter: Duration | None = Field(default=None, description="Random variation around delay, e.g. 20ms.")
+    correlation: int | None = Field(default=None, ge=0, le=100, description="Jitter correlation in percent (0-100).")
+    loss: Percentage | None = Field(default=None, description="Packets dropped at random, in percent (0-100), e.g. 30.")
+    loss_correlation: Percentage | None = Field(
+        default=None, description="How much each loss depends on the previous one, in percent (0-100)."
+    )
+    corrupt: Percentage | None = Field(
+        default=None, description="Packets with one bit flipped at random, in percent (0-100)."
+    )
+    duplicate: Percentage | None = Field(default=None, description="Packets sent twice, in percent (0-100).")
+    reorder: Percentage | None = Field(
+        default=None,
+        description="Packets sent at once, ahead of the delayed ones, in percent (0-100). Needs delay.",
+    )
+    reorder_correlation: Percentage | None = Field(
+        default=None, description="How much each reordering depends on the previous one, in percent (0-100)."
+    )
+    rate: str | None = Field(
+        default=None,
+        pattern=RATE_PATTERN,
+        description="Bandwidth cap on egress: a number and a unit bit, kbit, mbit or gbit, e.g. 1mbit.",
+    )
+
+    @model_validator(mode="after")
+    def _impairs_something(self) -> NetworkSpec:
+        delay = to_seconds(self.delay) if self.delay is not None else 0.0
+        if not (delay > 0 or self.loss or self.corrupt or self.duplicate or self.reorder or self.rate):
+            raise ValueError(
+                "spec.network impairs nothing: set at least one of delay (above 0), loss, corrupt, duplicate, "
+                "reorder or rate (above 0)"
+            )
+        if self.reorder and delay <= 0:
+            raise ValueError(
+                "spec.network.reorder needs spec.network.delay: netem reorders by sending some packets without "
+                "the delay; set a delay such as 10ms"
+            )
+        if self.correlation and (self.jitter is None or to_seconds(self.jitter) <= 0):
+            raise ValueError("spec.network.correlation only correlates jitter: set spec.network.jitter, or drop it")
+        if self.loss_correlation is not None and self.loss is None:
+            raise ValueError("spec.network.lossCorrelation needs spec.network.loss")
+        if self.reorder_correlation is not None and self.reorder is None:
+            raise ValueError("spec.network.reorderCorrelation needs spec.network.reorder")
+        if self.rate is not None and float(self.rate.removesuffix("bit").rstrip("kmg")) <= 0:
+            raise ValueError(
+                f"spec.network.rate {self.rate!r} caps the bandwidth at 0: give a rate above 0, e.g. 1mbit"
+            )
+        return self
+
+    def summary(self) -> str:
+        """The impairment in a few words, for status, Events and the report: 'loss 30%, rate 1mbit'."""
+        parts = []
+        if self.delay is not None and to_seconds(self.delay) > 0:
+            jitter = f" ± {self.jitter}" if self.jitter and to_seconds(self.jitter) > 0 else ""
+            parts.append(f"delay {self.delay}{jitter}")
+        for name in ("loss", "corrupt", "duplicate", "reorder"):
+            value = getattr(self, name)
+            if value:
+                parts.append(f"{name} {value:g}%")
+        if self.rate:
+            parts.append(f"rate {self.rate}")
+        return ", ".join(parts)
+
+
+class PartitionDirection(StrEnum):
+    BOTH = "both"
+    EGRESS = "egress"
+    INGRESS = "ingress"
+
+
+class PartitionSpec(ApiModel):
+    """Drops all traffic between the target pods and the destinations (tc filters with a drop action)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "self.destinationCIDRs.all(c, !c.endsWith('/0'))",
+                    "message": "spec.partition.destinationCIDRs: a /0 CIDR covers every address, the node's and the "
+                    "API server's too; name the addresses to cut off, e.g. 10.1.0.0/16",
+                },
+            ]
+        )
+    )
+
+    destination_cidrs: list[Annotated[str, Field(max_length=49)]] = Field(
+        min_length=1,
+        max_length=64,  # bounds the CEL rule's cost
+        alias="destinationCIDRs",
+        description="Cut off these CIDRs (at least one; never the node's or the API server's addresses).",
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, description="Cut off only these ports of the destinations. Empty: all ports."
+    )
+    direction: PartitionDirection = Field(
+        default=PartitionDirection.BOTH,
+        description="both (default); egress: only packets to the destinations; ingress: only packets from them.",
+    )
+
     @field_validator("destination_cidrs")
     @classmethod
     def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
-        for cidr in cidrs:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as error:
-                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8: {error}") from None
+        for cidr in _parse_cidrs(cidrs):
+            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
+                raise ValueError(
+                    f"{cidr!r} covers every address, the node's and the API server's too; "
+                    "name the addresses to cut off, e.g. 10.1.0.0/16"
+                )
         return cidrs
+
+    def summary(self) -> str:
+        ports = f" ports {', '.join(map(str, self.ports))}" if self.ports else ""
+        return f"partition ({self.direction.value}) from {', '.join(self.destination_cidrs)}{ports}"
 
 
 class TargetSpec(ApiModel):
@@ -400,6 +570,22 @@ class ChaosExperimentSpec(ApiModel):
                     "message": "spec.latency is only allowed when action is latency",
                 },
                 {
+                    "rule": "self.action != 'network' || has(self.network)",
+                    "message": "spec.network is required when action is network",
+                },
+                {
+                    "rule": "self.action == 'network' || !has(self.network)",
+                    "message": "spec.network is only allowed when action is network",
+                },
+                {
+                    "rule": "self.action != 'partition' || has(self.partition)",
+                    "message": "spec.partition is required when action is partition",
+                },
+                {
+                    "rule": "self.action == 'partition' || !has(self.partition)",
+                    "message": "spec.partition is only allowed when action is partition",
+                },
+                {
                     "rule": "self.action == 'pod-kill' || !has(self.podKill)",
                     "message": "spec.podKill is only allowed when action is pod-kill",
                 },
@@ -411,9 +597,13 @@ class ChaosExperimentSpec(ApiModel):
         )
     )
 
-    action: Action = Field(description="The fault: pod-kill or latency.")
+    action: Action = Field(description="The fault: pod-kill, latency, network or partition.")
     pod_kill: PodKillSpec | None = Field(default=None, description="Settings for action pod-kill.")
     latency: LatencySpec | None = Field(default=None, description="Settings for action latency.")
+    network: NetworkSpec | None = Field(
+        default=None, description="Settings for action network: loss, corrupt, duplicate, reorder, rate, delay."
+    )
+    partition: PartitionSpec | None = Field(default=None, description="Settings for action partition.")
     target: TargetSpec = Field(description="Which pods, in which namespaces, and how many.")
     duration: Duration = Field(description="How long a run lasts, e.g. 5m.")
     interval: Duration | None = Field(
@@ -435,6 +625,11 @@ class ChaosExperimentSpec(ApiModel):
             raise ValueError("spec.latency is required when action is latency")
         if self.action is not Action.LATENCY and self.latency is not None:
             raise ValueError("spec.latency is only allowed when action is latency")
+        for action, block in ((Action.NETWORK, self.network), (Action.PARTITION, self.partition)):
+            if self.action is action and block is None:
+                raise ValueError(f"spec.{action.value} is required when action is {action.value}")
+            if self.action is not action and block is not None:
+                raise ValueError(f"spec.{action.value} is only allowed when action is {action.value}")
         if self.action is not Action.POD_KILL and self.pod_kill is not None:
             raise ValueError("spec.podKill is only allowed when action is pod-kill")
         if self.interval is not None and self.action is not Action.POD_KILL:
@@ -538,19 +733,29 @@ class FaultState(StrEnum):
 
 
 class FaultRecord(StatusModel):
-    """One latency fault in one pod: when it went in, and when and how it came out."""
+    """One network fault (latency, impairment, partition) in one pod: what, when it went in, and when
+    and how it came out."""
 
     namespace: str
     name: str
     uid: str
     workload: str = ""
     container: str = Field(default="", description="The ephemeral container that carries the fault.")
+    impairment: str = Field(default="", description="What the fault does, e.g. 'loss 30%, rate 1mbit'.")
     state: FaultState = FaultState.INJECTING
     injected_at: datetime | None = None
     deadline: datetime | None = None
     removed_at: datetime | None = None
     removed_by: str = Field(default="", description="deadline | abort | deletion | window | suspension | ...")
     message: str = ""
+
+    @property
+    def kind(self) -> str:
+        """Latency, Network or Partition, from the injector's name (chaosguard-<action>-<run>)."""
+        for action in (Action.NETWORK, Action.PARTITION):
+            if self.container.startswith(f"chaosguard-{action.value}-"):
+                return action.value.capitalize()
+        return "Latency"  # also records written before the other network faults existed
 
 
 class RunStatus(StatusModel):
@@ -825,7 +1030,20 @@ class ChaosPolicySpec(ApiModel):
     max_duration: Duration | None = Field(default=None, description="Longest allowed spec.duration.")
     max_latency: Duration | None = Field(default=None, description="Largest allowed latency delay.")
     max_guard_interval: Duration | None = Field(default=None, description="Largest allowed steadyState.interval.")
-    allowed_actions: list[Action] | None = Field(default=None, description="Actions allowed. Absent: all actions.")
+    allowed_actions: list[Action] | None = Field(
+        default=None,
+        description="Actions allowed (pod-kill, latency, network, partition). Absent: all actions. "
+        "Leave out partition to forbid partitions.",
+    )
+    # Limits of the network faults (action network and partition).
+    max_loss: Percentage | None = Field(
+        default=None, description="Largest allowed spec.network.loss, in percent (0-100)."
+    )
+    allow_operator_namespace_destinations: bool = Field(
+        default=False,
+        description="Allow network faults and partitions whose destinationCIDRs reach the operator's own pods "
+        "or Services (every applicable policy must allow it).",
+    )
     windows: list[TimeWindow] = Field(
         default_factory=list, description="Experiments run only inside one of these. Empty: any time."
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from ipaddress import ip_address, ip_network
 
 from chaosguard.durations import format_seconds, to_seconds
 from chaosguard.models import (
@@ -70,6 +71,9 @@ class EffectivePolicy:
     require_steady_state: tuple[str, ...] = ()
     cross_namespace_allowed: bool = False
     suspended_by: tuple[str, ...] = ()
+    # Limits of the network faults.
+    max_loss: tuple[float, str] | None = None
+    operator_destinations_allowed: bool = False
 
     def protection_of(self, labels: Mapping[str, str]) -> str | None:
         """The policy that protects a pod with these labels, if any."""
@@ -129,6 +133,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
     steady: list[str] = []
     cross_namespace = True
     suspended: list[str] = []
+    max_loss: tuple[float, str] | None = None
+    operator_destinations = True
     any_policy = False
 
     for policy in policies:
@@ -161,6 +167,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         cross_namespace = cross_namespace and spec.allow_cross_namespace
         if spec.suspend:
             suspended.append(source)
+        max_loss = _tightest(max_loss, spec.max_loss, source)
+        operator_destinations = operator_destinations and spec.allow_operator_namespace_destinations
 
     return EffectivePolicy(
         sources=tuple(sources),
@@ -179,6 +187,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         require_steady_state=tuple(steady),
         cross_namespace_allowed=cross_namespace and any_policy,
         suspended_by=tuple(suspended),
+        max_loss=max_loss,
+        operator_destinations_allowed=operator_destinations and any_policy,
     )
 
 
@@ -255,14 +265,26 @@ def static_refusals(
             )
         )
     latency_cap = effective.max_latency
-    if spec.latency is not None and latency_cap is not None and to_seconds(spec.latency.delay) > latency_cap[0]:
+    delay, delay_field = _delay_of(spec)
+    if delay is not None and latency_cap is not None and to_seconds(delay) > latency_cap[0]:
         limit = format_seconds(latency_cap[0])
         refusals.append(
             Refusal(
                 "max-latency",
-                f"delay {spec.latency.delay} is more than the {limit} allowed by {latency_cap[1]}; "
-                f"set spec.latency.delay to {limit} or less",
-                "spec.latency.delay",
+                f"delay {delay} is more than the {limit} allowed by {latency_cap[1]}; "
+                f"set {delay_field} to {limit} or less",
+                delay_field,
+            )
+        )
+    loss_cap = effective.max_loss
+    loss = spec.network.loss if spec.network is not None else None
+    if loss is not None and loss_cap is not None and loss > loss_cap[0]:
+        refusals.append(
+            Refusal(
+                "max-loss",
+                f"loss {loss:g}% is more than the {loss_cap[0]:g}% allowed by {loss_cap[1]}; "
+                f"set spec.network.loss to {loss_cap[0]:g} or less",
+                "spec.network.loss",
             )
         )
     if effective.require_steady_state and spec.steady_state is None:
@@ -289,7 +311,7 @@ def static_refusals(
                 "spec.steadyState.interval",
             )
         )
-    if spec.action is Action.LATENCY and namespace_labels is not None:
+    if spec.action.is_network_fault and namespace_labels is not None:
         for namespace in namespaces:
             level = namespace_labels.get(namespace, {}).get(PSA_ENFORCE_LABEL, "privileged")
             if level in NET_ADMIN_FORBIDDING_LEVELS:
@@ -297,7 +319,7 @@ def static_refusals(
                     Refusal(
                         "pod-security",
                         f"namespace {namespace!r} enforces Pod Security level {level!r}, which forbids the "
-                        "NET_ADMIN capability the latency injector needs; target a namespace at level "
+                        f"NET_ADMIN capability the {spec.action.value} injector needs; target a namespace at level "
                         "privileged, or use pod-kill",
                         "spec.target.namespaces",
                     )
@@ -306,6 +328,15 @@ def static_refusals(
     if effective.suspended_by:
         refusals.append(suspension_refusal(effective))
     return refusals
+
+
+def _delay_of(spec: ChaosExperimentSpec) -> tuple[str | None, str]:
+    """The delay a spec adds, and its field (latency.delay or network.delay)."""
+    if spec.latency is not None:
+        return spec.latency.delay, "spec.latency.delay"
+    if spec.network is not None:
+        return spec.network.delay, "spec.network.delay"
+    return None, ""
 
 
 def _cap_on_face(spec: ChaosExperimentSpec, effective: EffectivePolicy) -> list[Refusal]:
@@ -390,3 +421,57 @@ def run_may_continue_until(effective: EffectivePolicy, now: datetime) -> datetim
 
 def active_blackout_of(effective: EffectivePolicy, now: datetime) -> Blackout | None:
     return active_blackout(effective.blackout_list(), now)
+
+
+@dataclass(frozen=True)
+class GuardedAddress:
+    """An address a network fault must not name as its destination, and whose it is."""
+
+    address: str
+    owner: str  # e.g. "node worker-1", "the API server (Service default/kubernetes)"
+    operator: bool = False  # the operator's own pods and Services (a policy may allow them)
+
+
+def destination_refusals(
+    spec: ChaosExperimentSpec, guarded: Iterable[GuardedAddress], effective: EffectivePolicy
+) -> list[Refusal]:
+    """Whether the destinationCIDRs of a network fault or partition reach addresses they must not:
+    a partition never cuts a pod off from a node (its kubelet) or the API server, and neither kind
+    of fault targets the operator's own pods or Services unless every applicable policy allows it.
+    (No CIDRs, for action network, means every destination and names none: not refused here.)"""
+    if spec.partition is not None:
+        cidrs, block = spec.partition.destination_cidrs, "spec.partition"
+    elif spec.network is not None:
+        cidrs, block = spec.network.destination_cidrs, "spec.network"
+    else:
+        return []
+    refusals = []
+    addresses = [(ip_address(item.address), item) for item in guarded]
+    for index, cidr in enumerate(cidrs):
+        network = ip_network(cidr, strict=False)
+        field = f"{block}.destinationCIDRs[{index}]"
+        for address, item in addresses:
+            if address.version != network.version or address not in network:
+                continue
+            if item.operator and not effective.operator_destinations_allowed:
+                refusals.append(
+                    Refusal(
+                        "operator-namespace-destination",
+                        f"{field} {cidr} contains {address}, of {item.owner}: chaosguard's own namespace is never "
+                        "a destination of a network fault; narrow the CIDR to leave it out, or set "
+                        "allowOperatorNamespaceDestinations: true in every applicable ChaosPolicy",
+                        field,
+                    )
+                )
+                break
+            if not item.operator and spec.partition is not None:
+                refusals.append(
+                    Refusal(
+                        "partition-protected-address",
+                        f"{field} {cidr} contains {address}, of {item.owner}: a partition never cuts pods off "
+                        "from their node (kubelet probes) or the API server; narrow the CIDR to leave it out",
+                        field,
+                    )
+                )
+                break
+    return refusals

@@ -381,18 +381,24 @@ def _fault_entries(fault: FaultRecord, run: RunStatus, home: str) -> list[Timeli
             TimelineEntry(fault.injected_at or run.started_at or _epoch(), "fault", f"dry run: {fault.message}")
         )
         return entries
+    kind = fault.kind.lower()
+    if fault.impairment:  # "partition (both) from ..." already says what it is
+        kind = fault.impairment if fault.impairment.startswith(kind) else f"{kind} ({fault.impairment})"
     if fault.injected_at is not None:
-        text = f"latency injected into pod {pod}" + (f" (container {fault.container})" if fault.container else "")
+        text = f"{kind} injected into pod {pod}" + (f" (container {fault.container})" if fault.container else "")
         entries.append(TimelineEntry(fault.injected_at, "fault", text, Severity.WARN))
     if fault.removed_at is not None:
         entries.append(
             TimelineEntry(
-                fault.removed_at, "fault", f"latency removed from pod {pod} by {fault.removed_by}", Severity.GOOD
+                fault.removed_at,
+                "fault",
+                f"{fault.kind.lower()} removed from pod {pod} by {fault.removed_by}",
+                Severity.GOOD,
             )
         )
     if fault.state is FaultState.FAILED:
         at = fault.removed_at or fault.injected_at or run.started_at or _epoch()
-        entries.append(TimelineEntry(at, "fault", f"latency fault in pod {pod} failed: {fault.message}", Severity.BAD))
+        entries.append(TimelineEntry(at, "fault", f"{kind} fault in pod {pod} failed: {fault.message}", Severity.BAD))
     return entries
 
 
@@ -584,13 +590,15 @@ def findings(
             found.append(
                 Finding(
                     Severity.BAD,
-                    f"Latency in pod {fault.namespace}/{fault.name} is recorded as still {fault.state.value}",
+                    f"{fault.kind} in pod {fault.namespace}/{fault.name} is recorded as still {fault.state.value}",
                     "The run is over but the fault was never recorded as removed. Its injector removes it at the "
                     f"deadline ({_clock(fault.deadline)} UTC); check the pod's ephemeral container {fault.container}.",
                 )
             )
         elif fault.state is FaultState.FAILED:
-            found.append(Finding(Severity.WARN, f"Latency in pod {fault.namespace}/{fault.name} failed", fault.message))
+            found.append(
+                Finding(Severity.WARN, f"{fault.kind} in pod {fault.namespace}/{fault.name} failed", fault.message)
+            )
     if spec is not None and spec.steady_state is None and not raw_spec.get("dryRun"):
         found.append(
             Finding(
@@ -809,7 +817,7 @@ def mermaid_gantt(day: GameDay) -> str:
             continue
         until = fault.removed_at or fault.deadline or end
         tag = "crit, " if fault.state is FaultState.FAILED else ""
-        label = f"latency {fault.name}" + (f" removed by {fault.removed_by}" if fault.removed_by else "")
+        label = f"{fault.kind.lower()} {fault.name}" + (f" removed by {fault.removed_by}" if fault.removed_by else "")
         fault_lines.append(
             f"    {_mermaid_text(label)} :{tag}f{index}, {_mermaid_time(fault.injected_at)}, {_mermaid_time(until)}"
         )

@@ -78,3 +78,36 @@ def test_plan_shows_hits_exclusions_with_their_rule_and_the_next_window(
     out = capsys.readouterr().out
     assert code == 1
     assert "REFUSED window" in out and "next allowed start: 2026-12-01T10:00:00+01:00" in out
+
+
+def aimed_at(directory: Path, example: str, namespace: str, cidr: str) -> Path:
+    """A copy of a network example in `namespace`, whose destinationCIDRs is [cidr]."""
+    text = (EXAMPLES / example).read_text().replace("\nmetadata:\n", f"\nmetadata:\n  namespace: {namespace}\n")
+    copy = directory / example
+    copy.write_text(text.replace("[10.1.0.0/16]", f"[{cidr}]"))
+    return copy
+
+
+def test_plan_refuses_a_partition_of_the_api_server_and_network_faults_on_the_operator(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaosguard_crds: ControlPlane,
+    shop: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api_server = client.CoreV1Api(k8s).read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    partition = aimed_at(tmp_path, "partition.yaml", shop, f"{api_server}/32")
+    kubeconfig = ["--kubeconfig", str(control_plane.kubeconfig)]
+    code = main(["plan", "-f", str(partition), *kubeconfig])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert f"REFUSED partition-protected-address: spec.partition.destinationCIDRs[0] {api_server}/32" in out, out
+
+    # The shop's own pods stand in for the operator's: its namespace is named on the command line.
+    pod_ip = ready_pods(k8s, shop, "checkout")[0].status.pod_ip
+    network = aimed_at(tmp_path, "network-loss.yaml", shop, f"{pod_ip}/32")
+    assert main(["plan", "-f", str(network), *kubeconfig]) == 0, capsys.readouterr().out
+    code = main(["plan", "-f", str(network), *kubeconfig, "--operator-namespace", shop])
+    out = capsys.readouterr().out
+    assert code == 1 and "REFUSED operator-namespace-destination" in out, out

@@ -92,3 +92,51 @@ def test_bad_experiments_are_refused_by_the_api_server_naming_the_field(
     code, output = server_dry_run(chaosguard_crds, VALID.replace(old, new))
     assert code != 0, output
     assert expected in output, output
+
+
+NETWORK = VALID.replace("  action: pod-kill\n", "  action: network\n  network: {loss: 30}\n")
+PARTITION = VALID.replace(
+    "  action: pod-kill\n", "  action: partition\n  partition: {destinationCIDRs: [10.1.0.0/16]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (NETWORK.replace("{loss: 30}", "{}"), "spec.network impairs nothing"),
+        (NETWORK.replace("{loss: 30}", "{reorder: 25}"), "spec.network.reorder needs spec.network.delay"),
+        (NETWORK.replace("{loss: 30}", "{loss: 130}"), "spec.network.loss: Invalid value"),
+        (NETWORK.replace("{loss: 30}", "{rate: 1mb}"), "spec.network.rate: Invalid value"),
+        (NETWORK.replace("{loss: 30}", "{loss: 3, lossCorrelation: 5, corrupt: -1}"), "spec.network.corrupt"),
+        (NETWORK.replace("  network: {loss: 30}\n", ""), "spec.network is required when action is network"),
+        (PARTITION.replace("[10.1.0.0/16]", "[10.1.0.0/16, 0.0.0.0/0]"), "a /0 CIDR covers every address"),
+        (PARTITION.replace("[10.1.0.0/16]", "[]"), "spec.partition.destinationCIDRs"),
+        (PARTITION.replace("[10.1.0.0/16]}", "[10.1.0.0/16], direction: sideways}"), "spec.partition.direction"),
+        (PARTITION.replace("action: partition", "action: latency"), "spec.partition is only allowed when action"),
+    ],
+    ids=[
+        "nothing",
+        "reorder-without-delay",
+        "loss-range",
+        "rate-unit",
+        "corrupt-range",
+        "network-block",
+        "partition-everything",
+        "partition-no-cidrs",
+        "partition-direction",
+        "partition-block",
+    ],
+)
+def test_bad_network_faults_are_refused_by_the_api_server_naming_the_field(
+    chaosguard_crds: ControlPlane, text: str, expected: str
+) -> None:
+    assert text not in (NETWORK, PARTITION)
+    code, output = server_dry_run(chaosguard_crds, text)
+    assert code != 0, output
+    assert expected in output, output
+
+
+def test_network_faults_are_accepted_by_the_api_server(chaosguard_crds: ControlPlane) -> None:
+    for text in (NETWORK, PARTITION):
+        code, output = server_dry_run(chaosguard_crds, text)
+        assert code == 0, output

@@ -368,6 +368,10 @@ NEEDED = [
     ("list", "statefulsets.apps", "-A"),
     ("watch", "statefulsets.apps", "-A"),
     ("create", "events"),  # kopf.event
+    ("list", "nodes"),  # Cluster.guarded_addresses: what a partition may not cut a pod off from
+    ("list", "services", "-A"),  # ... the operator's own Services (network faults may not target them)
+    ("get", "services/kubernetes"),  # ... the API server's Service and Endpoints, in "default"
+    ("get", "endpoints/kubernetes"),
     ("get", "chaosexperiments.chaosguard.dev"),  # Cluster.experiment (the approval webhook)
     ("list", "chaosapprovals.chaosguard.dev"),  # the watch cache; Cluster.approvals
     ("watch", "chaosapprovals.chaosguard.dev"),
@@ -415,6 +419,10 @@ DENIED = [
     ("impersonate", "serviceaccounts"),
     ("create", "serviceaccounts", "--subresource=token"),
     ("delete", "events"),
+    ("patch", "nodes"),  # the addresses network faults may not reach are read, never changed
+    ("patch", "services"),
+    ("create", "services"),
+    ("update", "endpoints"),
     ("create", "chaosapprovals.chaosguard.dev"),  # the operator never approves anything itself
     ("get", "secrets", f"--namespace={OPERATOR_NAMESPACE}"),  # only the signing key, by name
     ("get", "secrets/other", f"--namespace={OPERATOR_NAMESPACE}"),

@@ -443,3 +443,125 @@ def topology_with_echo(name: str | None = None) -> Iterator[Topology]:
             server.close()
     finally:
         delete_namespaces(topology.target, topology.peer)
+
+
+# --- impairments beyond delay: counts, rates, counters -----------------------------------------
+
+
+@dataclass
+class Burst:
+    """What came back from a burst of numbered UDP echoes: every reply's sequence number, in order."""
+
+    sent: int
+    replies: list[int]
+
+    @property
+    def lost_percent(self) -> float:
+        return 100.0 * (self.sent - len(set(self.replies))) / self.sent
+
+    @property
+    def duplicate_percent(self) -> float:
+        return 100.0 * (len(self.replies) - len(set(self.replies))) / self.sent
+
+    @property
+    def inversions(self) -> int:
+        """Replies that arrived after a reply to a later probe (reordering)."""
+        return sum(1 for earlier, later in zip(self.replies, self.replies[1:], strict=False) if later < earlier)
+
+
+def udp_burst(netns: str, host: str, port: int, count: int, spacing: float = 0.002, linger: float = 1.5) -> Burst:
+    """Sends `count` numbered UDP probes, `spacing` s apart, and collects the echoes (duplicates
+    included) until `linger` s after the last one."""
+    (sock,) = sockets_in_netns(netns, family_of(host), socket.SOCK_DGRAM)
+    replies: list[int] = []
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.connect((host, port))
+        sock.setblocking(False)
+
+        def drain() -> None:
+            while True:
+                try:
+                    data = sock.recv(2048)
+                except (BlockingIOError, ConnectionRefusedError):
+                    return
+                if data.startswith(b"cgseq-"):
+                    replies.append(int(data[6:16]))
+
+        for sequence in range(count):
+            sock.send(b"cgseq-%010d" % sequence + b"." * 64)
+            drain()
+            time.sleep(spacing)
+        deadline = time.monotonic() + linger
+        while time.monotonic() < deadline:
+            drain()
+            time.sleep(0.01)
+    return Burst(count, replies)
+
+
+class TcpSink:
+    """Accepts one TCP connection in a namespace and counts the bytes it receives over time."""
+
+    def __init__(self, netns: str, address: str, port: int) -> None:
+        (self._listener,) = sockets_in_netns(netns, family_of(address), socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((address, port))
+        self._listener.listen(1)
+        self.samples: list[tuple[float, int]] = []  # (monotonic time, bytes so far)
+        self._thread = threading.Thread(target=self._serve, name=f"sink-{netns}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        total = 0
+        with connection:
+            while True:
+                data = connection.recv(1 << 16)
+                if not data:
+                    return
+                total += len(data)
+                self.samples.append((time.monotonic(), total))
+
+    def rate_bits(self, start: float, end: float) -> float:
+        """Goodput (payload bits/s) received between two moments, from the nearest samples."""
+        inside = [(at, total) for at, total in self.samples if start <= at <= end]
+        assert len(inside) >= 2, f"too few samples between {start} and {end}: {self.samples[-5:]}"
+        (first_at, first_total), (last_at, last_total) = inside[0], inside[-1]
+        return 8 * (last_total - first_total) / (last_at - first_at)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def bulk_send(netns: str, host: str, port: int, seconds: float) -> None:
+    """Sends as fast as TCP lets it, from `netns` to host:port, for `seconds`."""
+    (sock,) = sockets_in_netns(netns, family_of(host), socket.SOCK_STREAM)
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.settimeout(5)
+        sock.connect((host, port))
+        chunk = b"x" * 16384
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with suppress(TimeoutError):
+                sock.send(chunk)
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def ingress_qdisc(netns: str, device: str) -> dict[str, object] | None:
+    """The device's ingress-side qdisc (handle ffff:) as `tc -j` reports it, or None."""
+    output = run(["tc", "-n", netns, "-j", "qdisc", "show", "dev", device]).stdout
+    found = [q for q in json.loads(output or "[]") if q.get("handle") == "ffff:"]
+    return dict(found[0]) if found else None
+
+
+def snmp_counter(netns: str, protocol: str, name: str) -> int:
+    """One counter of /proc/net/snmp as seen in `netns` (e.g. Udp InCsumErrors)."""
+    lines = [line.split() for line in run(in_netns(netns, ["cat", "/proc/net/snmp"])).stdout.splitlines()]
+    header, values = [line for line in lines if line[0] == f"{protocol}:"][:2]
+    return int(values[header.index(name)])
+
+
+def rx_packets(netns: str, device: str) -> int:
+    stats = json.loads(run(["ip", "-n", netns, "-j", "-s", "link", "show", "dev", device]).stdout)
+    return int(stats[0]["stats64"]["rx"]["packets"])

@@ -570,3 +570,46 @@ def test_an_abort_by_a_policy_guard_names_the_policy_and_who_owns_the_threshold(
     next_steps = section(report.render_markdown(experiment(PLAIN_SPEC, run)), "What to look at next")
     assert "SLI payments/error-ratio (a guard of ChaosPolicy/payments) breached and aborted the run" in next_steps
     assert "ChaosPolicy/payments owns this guard" in next_steps
+
+
+def test_a_partition_shows_its_impairment_and_kind_in_the_timeline_and_findings() -> None:
+    faults = [
+        {
+            "namespace": NS,
+            "name": "checkout-a",
+            "uid": "uid-a",
+            "workload": "Deployment/checkout",
+            "container": "chaosguard-partition-r1",
+            "impairment": "partition (both) from 10.1.0.0/16 ports 5432",
+            "state": "Removed",
+            "injectedAt": "2026-11-22T00:48:20.5Z",
+            "deadline": "2026-11-22T00:48:23.0Z",
+            "removedAt": "2026-11-22T00:48:23.0Z",
+            "removedBy": "deadline (the injector's own timer)",
+        },
+        {
+            "namespace": NS,
+            "name": "checkout-b",
+            "uid": "uid-b",
+            "container": "chaosguard-partition-r1",
+            "impairment": "partition (both) from 10.1.0.0/16 ports 5432",
+            "state": "Failed",
+            "message": "the node's kernel lacks a tc module a partition needs",
+        },
+    ]
+    spec = {
+        "action": "partition",
+        "partition": {"destinationCIDRs": ["10.1.0.0/16"], "ports": [5432]},
+        "duration": "3s",
+        "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
+    }
+    run = completed_run(kills=[], killsTotal=0, faults=faults)
+    text = report.render_markdown(experiment(spec, run))
+    timeline = section(text, "Timeline")
+    assert (
+        "partition (both) from 10.1.0.0/16 ports 5432 injected into pod checkout-a "
+        "(container chaosguard-partition-r1)" in timeline
+    ), timeline
+    assert "partition removed from pod checkout-a by deadline (the injector's own timer)" in timeline
+    assert "Partition in pod shop/checkout-b failed" in section(text, "What to look at next")
+    well_formed(report.render_html(experiment(spec, run)))

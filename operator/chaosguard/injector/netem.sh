@@ -1,13 +1,22 @@
 #!/bin/sh
-# chaosguard latency injector: adds a tc netem delay in the current network namespace, holds it
-# until a deadline, then removes it. It runs as PID 1 of an ephemeral container with NET_ADMIN in
+# chaosguard network injector: adds a tc netem impairment (delay, loss, corruption, duplication,
+# reordering, a rate cap) or a partition (tc filters that drop) in the current network namespace,
+# holds it until a deadline, then removes it. It runs as PID 1 of an ephemeral container with NET_ADMIN in
 # the target pod's network namespace, and is its own dead man's switch: the fault ends at the
 # deadline even if the operator is gone. POSIX sh (dash, busybox ash); needs iproute2's tc (and ip,
 # only to find the default-route device).
 #
-#   netem.sh inject --delay 200ms [--jitter 20ms [--correlation 25]] --deadline-seconds N
+#   netem.sh inject [--delay 200ms [--jitter 20ms [--correlation 25]]] [--loss PCT [--loss-correlation PCT]]
+#                   [--corrupt PCT] [--duplicate PCT] [--reorder PCT [--reorder-correlation PCT]]
+#                   [--rate RATE] --deadline-seconds N
 #                   [--device DEV] [--cidr CIDR]... [--port PORT]... [--status-file PATH]
+#   netem.sh inject --drop [--direction both|egress|ingress] --cidr CIDR... [--port PORT]...
+#                   --deadline-seconds N [--device DEV] [--status-file PATH]
 #   netem.sh clear  [--device DEV] [--status-file PATH]
+#
+# At least one impairment is required; PCT is a percentage 0-100 (fractions allowed, e.g. 0.5);
+# --reorder needs --delay (netem reorders by sending some packets without the delay); RATE is a
+# number and a unit bit, kbit, mbit or gbit (e.g. 1mbit).
 #
 # Shape. With no --cidr/--port: `root handle ca05: netem delay ...` (all egress of DEV).
 # With --cidr and/or --port: `root handle ca05: prio bands 4` whose priomap never names band 4,
@@ -16,6 +25,12 @@
 # given = both must match. Everything else goes through bands 1-3 by the default priomap.
 # Only egress is shaped (tc cannot delay ingress without an ifb device).
 #
+# Partition (--drop). Egress: the same root prio ca05:, whose u32 filters drop matching packets
+# (action drop) instead of steering them to a netem band. Ingress: an ingress qdisc (handle ffff:,
+# fixed by the kernel) whose u32 filters drop packets FROM the CIDRs (and source ports); its filters
+# carry chaosguard's preferences 51717/51718 (0xca05/0xca06), which is how the script knows that an
+# ingress qdisc is its own: one without them is never touched, and inject refuses to share it.
+#
 # Ownership. The root handle ca05: marks the qdisc as chaosguard's. Removal is always
 # `tc qdisc del dev DEV root handle ca05:`, which the kernel refuses unless the root qdisc has
 # exactly that handle, so a foreign root qdisc is never deleted, not even in a race.
@@ -23,9 +38,10 @@
 # Exit codes:
 #   0    inject: added, held, removed at the deadline.  clear: removed, or nothing of ours there
 #   2    bad arguments (the message names the flag), or the device does not exist
-#   3    inject refused: the device's root qdisc is someone else's (left alone)
-#   4    tc failed: it refused to add the qdisc (e.g. no sch_netem; nothing of ours is left behind)
-#        or to show the root qdisc
+#   3    inject refused: the device's root qdisc (or, for a partition's ingress side, its ingress
+#        qdisc) is someone else's (left alone)
+#   4    tc failed: it refused to add the qdisc or filters (e.g. no sch_netem or sch_prio; nothing of
+#        ours is left behind), or to show the root qdisc
 #   5    removing our qdisc failed: it may still be in place (run `clear`)
 #   129, 130, 143   ended early by SIGHUP, SIGINT, SIGTERM after removing the qdisc (128 + signal)
 #
@@ -42,6 +58,10 @@ set -f
 PROG=chaosguard-netem
 HANDLE=ca05:
 NETEM_HANDLE=ca06:
+INGRESS_HANDLE=ffff:
+# Filter preferences that mark an ingress qdisc as chaosguard's (IPv4, IPv6).
+INGRESS_PREF_V4=51717
+INGRESS_PREF_V6=51718
 BAND_CLASS=ca05:4
 # The default priomap of prio; with 4 bands, band 4 (class :4) is reachable only through filters.
 PRIOMAP="1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1"
@@ -96,7 +116,8 @@ die() {
 
 usage_error() {
 	printf '%s: error: %s\n' "$PROG" "$*" >&2
-	printf 'usage: %s inject --delay TIME [--jitter TIME [--correlation PCT]] --deadline-seconds N [--device DEV] [--cidr CIDR]... [--port PORT]... [--status-file PATH]\n' "$0" >&2
+	printf 'usage: %s inject [--delay TIME [--jitter TIME [--correlation PCT]]] [--loss PCT [--loss-correlation PCT]] [--corrupt PCT] [--duplicate PCT] [--reorder PCT [--reorder-correlation PCT]] [--rate RATE] --deadline-seconds N [--device DEV] [--cidr CIDR]... [--port PORT]... [--status-file PATH]\n' "$0" >&2
+	printf '       %s inject --drop [--direction both|egress|ingress] --cidr CIDR... [--port PORT]... --deadline-seconds N [--device DEV] [--status-file PATH]\n' "$0" >&2
 	printf '       %s clear [--device DEV] [--status-file PATH]\n' "$0" >&2
 	exit "$EX_USAGE"
 }
@@ -146,6 +167,42 @@ is_uint() {
 	esac
 	[ ${#1} -le 6 ] || return 1
 	[ "$1" -ge "$2" ] && [ "$1" -le "$3" ]
+}
+
+# A percentage as netem reads it: 0 to 100, with an optional fraction (0.5, 30, 100).
+is_percent() {
+	case $1 in
+	'' | .* | *. | *.*.* | *[!0-9.]*) return 1 ;;
+	esac
+	whole=${1%%.*}
+	fraction=
+	case $1 in
+	*.*) fraction=${1#*.} ;;
+	esac
+	is_uint "$whole" 0 100 || return 1
+	if [ "$whole" -eq 100 ]; then
+		case $fraction in
+		*[1-9]*) return 1 ;;
+		esac
+	fi
+	return 0
+}
+
+# A rate as tc reads it, limited to bit units: a number with an optional fraction and bit, kbit,
+# mbit or gbit.
+is_rate() {
+	case $1 in
+	*gbit) n=${1%gbit} ;;
+	*mbit) n=${1%mbit} ;;
+	*kbit) n=${1%kbit} ;;
+	*bit) n=${1%bit} ;;
+	*) return 1 ;;
+	esac
+	case $n in
+	'' | .* | *. | *.*.* | *[!0-9.]*) return 1 ;;
+	esac
+	is_zero_time "$n" && return 1
+	return 0
 }
 
 is_ipv4() {
@@ -246,7 +303,7 @@ read_root() {
 
 # Removes our root qdisc if it is there. REASON says why (deadline, signal TERM, clear).
 # Returns 0 when ours was removed or was not there, 1 when removing it failed.
-remove_ours() {
+remove_root() {
 	reason=$1
 	if out=$("$TC" qdisc del dev "$DEV" root handle "$HANDLE" 2>&1); then
 		log "removed: qdisc $HANDLE from $DEV (reason: $reason)"
@@ -268,6 +325,50 @@ remove_ours() {
 		log "nothing to remove: root qdisc on $DEV is ${2:-?} ${3:-?}, not chaosguard's $HANDLE; left alone (reason: $reason)"
 	fi
 	return 0
+}
+
+# Sets INGRESS_KIND to the kind (ingress or clsact) of the device's ingress-side qdisc, or empty.
+read_ingress() {
+	INGRESS_KIND=
+	shown=$("$TC" qdisc show dev "$DEV" 2>/dev/null) || return 0
+	while read -r _ kind handle _; do
+		if [ "$handle" = "$INGRESS_HANDLE" ]; then
+			INGRESS_KIND=$kind
+		fi
+	done <<EOF
+$shown
+EOF
+}
+
+# True when the ingress qdisc carries chaosguard's filter preferences, i.e. this script added it.
+ingress_is_ours() {
+	filters=$("$TC" filter show dev "$DEV" parent "$INGRESS_HANDLE" 2>/dev/null) || return 1
+	case $filters in
+	*"pref $INGRESS_PREF_V4 "* | *"pref $INGRESS_PREF_V6 "*) return 0 ;;
+	esac
+	return 1
+}
+
+# Removes our ingress qdisc (a partition's ingress side) if it is there; silent when it is not.
+remove_our_ingress() {
+	read_ingress
+	[ "$INGRESS_KIND" = ingress ] && ingress_is_ours || return 0
+	if out=$("$TC" qdisc del dev "$DEV" ingress 2>&1); then
+		log "removed: qdisc $INGRESS_HANDLE (ingress, chaosguard's drop filters) from $DEV (reason: $1)"
+		return 0
+	fi
+	printf '%s: error: %s\n' "$PROG" "removing the ingress qdisc from $DEV failed: $(oneline "$out") (reason: $1)" >&2
+	log "error: chaosguard's ingress qdisc is still on $DEV: removing it failed: $(oneline "$out")"
+	return 1
+}
+
+# Removes everything of ours on the device: the root qdisc ca05: and our ingress qdisc.
+# Returns 0 when nothing of ours is left, 1 when a removal failed.
+remove_ours() {
+	removed_all=0
+	remove_root "$1" || removed_all=1
+	remove_our_ingress "$1" || removed_all=1
+	return "$removed_all"
 }
 
 # --- inject ----------------------------------------------------------------------------------
@@ -292,6 +393,15 @@ cmd_inject() {
 	DELAY=
 	JITTER=
 	CORRELATION=
+	LOSS=
+	LOSS_CORRELATION=
+	CORRUPT=
+	DUPLICATE=
+	REORDER=
+	REORDER_CORRELATION=
+	RATE=
+	DROP=
+	DIRECTION=
 	DEADLINE=
 	CIDRS=
 	PORTS=
@@ -302,6 +412,11 @@ cmd_inject() {
 			value=${1#*=}
 			shift
 			set -- "$flag" "$value" "$@"
+			continue
+			;;
+		--drop)
+			DROP=1
+			shift
 			continue
 			;;
 		--delay)
@@ -319,6 +434,30 @@ cmd_inject() {
 			need_value "$@"
 			is_uint "$2" 0 100 || usage_error "--correlation $2: not a whole percentage from 0 to 100"
 			CORRELATION=$2
+			;;
+		--loss | --loss-correlation | --corrupt | --duplicate | --reorder | --reorder-correlation)
+			need_value "$@"
+			is_percent "$2" || usage_error "$1 $2: not a percentage from 0 to 100, e.g. 30 or 0.5"
+			case $1 in
+			--loss) LOSS=$2 ;;
+			--loss-correlation) LOSS_CORRELATION=$2 ;;
+			--corrupt) CORRUPT=$2 ;;
+			--duplicate) DUPLICATE=$2 ;;
+			--reorder) REORDER=$2 ;;
+			--reorder-correlation) REORDER_CORRELATION=$2 ;;
+			esac
+			;;
+		--rate)
+			need_value "$@"
+			is_rate "$2" || usage_error "--rate $2: not a rate; write a number above 0 and a unit bit, kbit, mbit or gbit, e.g. 1mbit"
+			RATE=$2
+			;;
+		--direction)
+			need_value "$@"
+			case $2 in
+			both | egress | ingress) DIRECTION=$2 ;;
+			*) usage_error "--direction $2: use both, egress or ingress" ;;
+			esac
 			;;
 		--deadline-seconds)
 			need_value "$@"
@@ -348,7 +487,6 @@ cmd_inject() {
 		esac
 		shift 2
 	done
-	[ -n "$DELAY" ] || usage_error "inject: --delay is required"
 	[ -n "$DEADLINE" ] || usage_error "inject: --deadline-seconds is required"
 	if [ -n "$JITTER" ] && is_zero_time "$JITTER"; then
 		JITTER=
@@ -356,8 +494,35 @@ cmd_inject() {
 	if [ -n "$CORRELATION" ] && [ -z "$JITTER" ]; then
 		usage_error "--correlation needs a non-zero --jitter: it correlates the random jitter of successive packets"
 	fi
+	[ -z "$LOSS_CORRELATION" ] || [ -n "$LOSS" ] || usage_error "--loss-correlation needs --loss"
+	[ -z "$REORDER_CORRELATION" ] || [ -n "$REORDER" ] || usage_error "--reorder-correlation needs --reorder"
+	[ -z "$REORDER" ] || [ -n "$DELAY" ] || usage_error "--reorder needs --delay: netem reorders by sending some packets without the delay"
+	IMPAIRMENTS="$DELAY$LOSS$CORRUPT$DUPLICATE$REORDER$RATE"
+	if [ -n "$DROP" ]; then
+		[ -z "$IMPAIRMENTS" ] || usage_error "--drop partitions: it takes no --delay, --loss, --corrupt, --duplicate, --reorder or --rate"
+		[ -n "$CIDRS" ] || usage_error "--drop needs at least one --cidr: a partition never cuts a pod off from every address"
+		DIRECTION=${DIRECTION:-both}
+	else
+		[ -n "$IMPAIRMENTS" ] || usage_error "inject: --delay is required, or another impairment (--loss, --corrupt, --duplicate, --reorder, --rate), or --drop"
+		[ -z "$DIRECTION" ] || usage_error "--direction applies to --drop only (netem shapes egress)"
+		DIRECTION=egress
+	fi
 
-	NETEM="netem delay $DELAY${JITTER:+ $JITTER}${CORRELATION:+ $CORRELATION%}"
+	NETEM=netem
+	[ -z "$DELAY" ] || NETEM="$NETEM delay $DELAY${JITTER:+ $JITTER}${CORRELATION:+ $CORRELATION%}"
+	[ -z "$REORDER" ] || NETEM="$NETEM reorder $REORDER%${REORDER_CORRELATION:+ $REORDER_CORRELATION%}"
+	[ -z "$LOSS" ] || NETEM="$NETEM loss random $LOSS%${LOSS_CORRELATION:+ $LOSS_CORRELATION%}"
+	[ -z "$CORRUPT" ] || NETEM="$NETEM corrupt $CORRUPT%"
+	[ -z "$DUPLICATE" ] || NETEM="$NETEM duplicate $DUPLICATE%"
+	[ -z "$RATE" ] || NETEM="$NETEM rate $RATE"
+	EGRESS=
+	INGRESS=
+	case $DIRECTION in
+	both) EGRESS=1 INGRESS=1 ;;
+	egress) EGRESS=1 ;;
+	ingress) INGRESS=1 ;;
+	esac
+
 	pick_device
 	read_root
 	case $ROOT_HANDLE in
@@ -368,27 +533,45 @@ cmd_inject() {
 		;;
 	0:) ;;
 	*)
-		die "$EX_BUSY" "device $DEV already has a root qdisc $ROOT_KIND $ROOT_HANDLE that is not chaosguard's; refusing to replace it (it is left alone)"
+		[ -z "$EGRESS" ] ||
+			die "$EX_BUSY" "device $DEV already has a root qdisc $ROOT_KIND $ROOT_HANDLE that is not chaosguard's; refusing to replace it (it is left alone)"
 		;;
 	esac
+	read_ingress
+	if [ -n "$INGRESS_KIND" ]; then
+		if [ "$INGRESS_KIND" = ingress ] && ingress_is_ours; then
+			log "replacing: $DEV already has chaosguard's ingress qdisc; removing it to apply this one"
+			out=$("$TC" qdisc del dev "$DEV" ingress 2>&1) ||
+				die "$EX_REMOVE" "could not remove chaosguard's ingress qdisc from $DEV: $(oneline "$out")"
+		elif [ -n "$INGRESS" ]; then
+			die "$EX_BUSY" "device $DEV already has an $INGRESS_KIND qdisc that is not chaosguard's; refusing to share it (it is left alone)"
+		fi
+	fi
 
 	trap 'on_signal TERM 143' TERM
 	trap 'on_signal INT 130' INT
 	trap 'on_signal HUP 129' HUP
 
-	if [ -z "$CIDRS" ] && [ -z "$PORTS" ]; then
+	if [ -n "$DROP" ]; then
+		batch=$(build_drop_batch) || exit "$EX_USAGE"
+		if ! add_out=$(printf '%s\n' "$batch" | "$TC" -batch - 2>&1); then
+			remove_ours "apply failed" >/dev/null
+			die "$EX_APPLY" "adding the partition's drop filters on $DEV failed: $(oneline "$add_out")"
+		fi
+		log "added: partition on $DEV (device from $DEV_SOURCE), dropping $(describe_direction) traffic of$(describe_match); other traffic unaffected"
+	elif [ -z "$CIDRS" ] && [ -z "$PORTS" ]; then
 		if ! add_out=$("$TC" qdisc add dev "$DEV" root handle "$HANDLE" $NETEM 2>&1); then
 			remove_ours "apply failed" >/dev/null
 			die "$EX_APPLY" "adding '$NETEM' on $DEV failed: $(oneline "$add_out")"
 		fi
-		log "added: root qdisc $HANDLE $NETEM on $DEV (device from $DEV_SOURCE), delaying all egress traffic"
+		log "added: root qdisc $HANDLE $NETEM on $DEV (device from $DEV_SOURCE), $(describe_effect) all egress traffic"
 	else
 		batch=$(build_batch) || exit "$EX_USAGE"
 		if ! add_out=$(printf '%s\n' "$batch" | "$TC" -batch - 2>&1); then
 			remove_ours "apply failed" >/dev/null
 			die "$EX_APPLY" "adding prio + '$NETEM' with filters on $DEV failed: $(oneline "$add_out")"
 		fi
-		log "added: root qdisc $HANDLE prio with $NETEM on band $BAND_CLASS on $DEV (device from $DEV_SOURCE), delaying only egress to$(describe_match); other traffic unaffected"
+		log "added: root qdisc $HANDLE prio with $NETEM on band $BAND_CLASS on $DEV (device from $DEV_SOURCE), $(describe_effect) only egress to$(describe_match); other traffic unaffected"
 	fi
 
 	log "holding: until the deadline in ${DEADLINE}s; SIGTERM, SIGINT or SIGHUP removes it at once"
@@ -408,6 +591,22 @@ cmd_inject() {
 	exit 0
 }
 
+# "delaying" for a pure delay (what the latency fault has always said), else "impairing".
+describe_effect() {
+	if [ "$IMPAIRMENTS" = "$DELAY" ]; then
+		printf 'delaying'
+	else
+		printf 'impairing'
+	fi
+}
+
+describe_direction() {
+	case $DIRECTION in
+	both) printf 'egress and ingress' ;;
+	*) printf '%s' "$DIRECTION" ;;
+	esac
+}
+
 describe_match() {
 	text=
 	if [ -n "$CIDRS" ]; then
@@ -421,50 +620,75 @@ describe_match() {
 	printf '%s' "$text"
 }
 
-# Prints the `tc -batch` lines for the prio shape: the qdiscs, then one u32 filter per
-# (destination, port, protocol). IPv4 filters use preference 1 and IPv6 preference 2 (a filter
-# preference holds one protocol). Port matches need a 20-byte IPv4 header and a first fragment,
-# so that bytes 22-23 are the destination port; other packets are not delayed (fails safe).
+# Prints the `tc -batch` lines for the prio shape: the qdiscs, then the u32 filters that steer
+# matching egress to the netem band.
 build_batch() {
 	echo "qdisc add dev $DEV root handle $HANDLE prio bands 4 priomap $PRIOMAP"
 	echo "qdisc add dev $DEV parent $BAND_CLASS handle $NETEM_HANDLE $NETEM"
+	filter_lines "$HANDLE" 1 2 dst "flowid $BAND_CLASS"
+}
+
+# Prints the `tc -batch` lines of a partition: egress filters on the root prio that drop packets TO
+# the CIDRs (and ports), and ingress filters that drop packets FROM them (and their source ports).
+build_drop_batch() {
+	if [ -n "$EGRESS" ]; then
+		echo "qdisc add dev $DEV root handle $HANDLE prio bands 4 priomap $PRIOMAP"
+		filter_lines "$HANDLE" 1 2 dst "action drop" || return 1
+	fi
+	if [ -n "$INGRESS" ]; then
+		echo "qdisc add dev $DEV handle $INGRESS_HANDLE ingress"
+		filter_lines "$INGRESS_HANDLE" "$INGRESS_PREF_V4" "$INGRESS_PREF_V6" src "action drop" || return 1
+	fi
+}
+
+# filter_lines PARENT PREF_V4 PREF_V6 SIDE ACTION: one u32 filter per (CIDR, port, protocol) that
+# matches the CIDR as the SIDE (dst or src) address and the port as the SIDE port. IPv4 and IPv6
+# filters need distinct preferences (a filter preference holds one protocol). Port matches need a
+# 20-byte IPv4 header and a first fragment, so that bytes 20-23 are the ports; other packets do
+# not match (a delay fails safe; a partition given no ports drops all of a CIDR's packets).
+filter_lines() {
+	parent=$1
+	side=$4
+	action=$5
+	port_key=dport
+	[ "$side" = dst ] || port_key=sport
 	destinations=$CIDRS
 	[ -n "$destinations" ] || destinations="any-ip any-ipv6"
 	for destination in $destinations; do
 		case $destination in
 		any-ip)
 			family=ip
-			dst_match=
+			address_match=
 			;;
 		any-ipv6)
 			family=ipv6
-			dst_match=
+			address_match=
 			;;
 		*)
 			family=$(cidr_family "$destination") || return 1
 			if [ "$family" = ip ]; then
-				dst_match="match ip dst $destination"
+				address_match="match ip $side $destination"
 			else
-				dst_match="match ip6 dst $destination"
+				address_match="match ip6 $side $destination"
 			fi
 			;;
 		esac
 		if [ "$family" = ip ]; then
-			pref=1
+			pref=$2
 		else
-			pref=2
+			pref=$3
 		fi
-		prefix="filter add dev $DEV parent $HANDLE protocol $family pref $pref u32"
+		prefix="filter add dev $DEV parent $parent protocol $family pref $pref u32"
 		if [ -z "$PORTS" ]; then
-			echo "$prefix $dst_match flowid $BAND_CLASS"
+			echo "$prefix $address_match $action"
 			continue
 		fi
 		for port in $PORTS; do
 			for proto in 6 17; do
 				if [ "$family" = ip ]; then
-					echo "$prefix $dst_match match u8 0x05 0x0f at 0 match u16 0 0x1fff at 6 match ip protocol $proto 0xff match ip dport $port 0xffff flowid $BAND_CLASS"
+					echo "$prefix $address_match match u8 0x05 0x0f at 0 match u16 0 0x1fff at 6 match ip protocol $proto 0xff match ip $port_key $port 0xffff $action"
 				else
-					echo "$prefix $dst_match match ip6 protocol $proto 0xff match ip6 dport $port 0xffff flowid $BAND_CLASS"
+					echo "$prefix $address_match match ip6 protocol $proto 0xff match ip6 $port_key $port 0xffff $action"
 				fi
 			done
 		done
@@ -499,14 +723,19 @@ cmd_clear() {
 	pick_device
 	if out=$("$TC" qdisc del dev "$DEV" root handle "$HANDLE" 2>&1); then
 		log "removed: qdisc $HANDLE from $DEV (reason: clear)"
-		exit 0
+	else
+		read_root
+		case $ROOT_HANDLE in
+		"$HANDLE")
+			remove_our_ingress clear || true
+			die "$EX_REMOVE" "removing qdisc $HANDLE from $DEV failed: $(oneline "$out")"
+			;;
+		0:) log "nothing to clear: no chaosguard qdisc on $DEV, root qdisc is the default $ROOT_KIND" ;;
+		*) log "nothing to clear: root qdisc on $DEV is $ROOT_KIND $ROOT_HANDLE, not chaosguard's $HANDLE; left alone" ;;
+		esac
 	fi
-	read_root
-	case $ROOT_HANDLE in
-	"$HANDLE") die "$EX_REMOVE" "removing qdisc $HANDLE from $DEV failed: $(oneline "$out")" ;;
-	0:) log "nothing to clear: no chaosguard qdisc on $DEV, root qdisc is the default $ROOT_KIND" ;;
-	*) log "nothing to clear: root qdisc on $DEV is $ROOT_KIND $ROOT_HANDLE, not chaosguard's $HANDLE; left alone" ;;
-	esac
+	# A partition's ingress side (an injector killed before its deadline leaves both).
+	remove_our_ingress clear || exit "$EX_REMOVE"
 	exit 0
 }
 

@@ -1,0 +1,136 @@
+"""The network faults beyond latency on the local control plane, through the user's path
+(`kubectl apply` of the examples): exactly the intended injector container in exactly the chosen
+pods, the impairment in status and Events, and the refusals (policy limits, a partition of the API
+server's address) before anything is injected. kwok pods have no kubelet: what the injector does
+with tc is measured in tests/netns (netem guest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.integration.test_operator_latency import SCRIPT, active_faults, ephemeral, faults_of
+from tests.support.controlplane import ControlPlane
+from tests.support.operator import (
+    OperatorProcess,
+    apply_yaml,
+    create_policy,
+    events_for,
+    scoped_policy,
+    status_of,
+    wait_for_phase,
+)
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.controlplane
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def flags(command: list[str]) -> list[str]:
+    """The command without its deadline value, which depends on when the injector went in."""
+    at = command.index("--deadline-seconds")
+    return command[:at] + command[at + 2 :]
+
+
+def the_injectors(api: client.ApiClient, namespace: str, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_pod = ephemeral(api, namespace)
+    assert {uid for uid, containers in by_pod.items() if containers} == {f["uid"] for f in faults}
+    return [container for fault in faults for container in by_pod[fault["uid"]]]
+
+
+def test_the_network_example_injects_exactly_the_impairment_into_the_chosen_pods(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    apply_yaml(control_plane, (EXAMPLES / "network-loss.yaml").read_text(), shop)
+    faults = active_faults(k8s, shop, "checkout-payments-loss", 2)  # 40 % of 5
+    run_id = status_of(k8s, shop, "checkout-payments-loss")["currentRun"]["id"]
+    for container in the_injectors(k8s, shop, faults):
+        assert container["name"] == f"chaosguard-network-{run_id.lower()}"
+        assert flags(container["command"]) == [
+            SCRIPT, "inject", "--loss", "30", "--loss-correlation", "25", "--rate", "1mbit", "--cidr", "10.1.0.0/16",
+        ]  # fmt: skip
+        deadline = int(container["command"][container["command"].index("--deadline-seconds") + 1])
+        assert 110 <= deadline <= 120
+        assert container["securityContext"]["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
+    assert {f["impairment"] for f in faults} == {"loss 30%, rate 1mbit"}
+    assert all(f["message"].startswith("loss 30%, rate 1mbit added by chaosguard-network-") for f in faults), faults
+    injected = wait_for(
+        lambda: [e for e in events_for(k8s, shop, "checkout-payments-loss") if e.reason == "NetworkInjected"],
+        timeout=15,
+        what="NetworkInjected Events",
+    )
+    assert "loss 30%, rate 1mbit added by" in injected[0].message
+    control_plane.kubectl("delete", "chaosexperiment", "checkout-payments-loss", "-n", shop)
+
+
+def test_the_partition_example_injects_drop_filters_and_an_abort_takes_them_out(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    apply_yaml(control_plane, (EXAMPLES / "partition.yaml").read_text(), shop)
+    (fault,) = active_faults(k8s, shop, "checkout-db-partition", 1)
+    (container,) = the_injectors(k8s, shop, [fault])
+    assert container["name"].startswith("chaosguard-partition-")
+    assert flags(container["command"]) == [
+        SCRIPT, "inject", "--drop", "--direction", "both", "--cidr", "10.1.0.0/16", "--port", "5432",
+    ]  # fmt: skip
+    assert fault["impairment"] == "partition (both) from 10.1.0.0/16 ports 5432"
+    client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", shop, "chaosexperiments", "checkout-db-partition",
+        {"metadata": {"annotations": {"chaosguard.dev/abort": "db failover drill over"}}},
+    )  # fmt: skip
+    status = wait_for_phase(k8s, shop, "checkout-db-partition", "Aborted", timeout=30)
+    (removed,) = faults_of(status)
+    assert removed["state"] == "Removed" and "clear container" in removed["removedBy"], removed
+    assert removed["removedAt"] >= removed["injectedAt"]
+    names = [c["name"] for c in ephemeral(k8s, shop)[fault["uid"]]]
+    assert len(names) == 2 and any(n.startswith("chaosguard-clear") for n in names), names
+    reasons = [e.reason for e in events_for(k8s, shop, "checkout-db-partition")]
+    assert "PartitionInjected" in reasons and "PartitionRemoved" in reasons, reasons
+
+
+def test_a_partition_of_the_api_servers_address_is_refused_before_anything_is_injected(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    api_server = client.CoreV1Api(k8s).read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    text = (EXAMPLES / "partition.yaml").read_text().replace("[10.1.0.0/16]", f"[10.1.0.0/16, {api_server}/32]")
+    apply_yaml(control_plane, text.replace("checkout-db-partition", "cut-api"), shop)
+    status = wait_for_phase(k8s, shop, "cut-api", "Failed", timeout=30)
+    assert status["lastRun"]["reason"] == "PartitionProtectedAddress", status["lastRun"]
+    message = status["lastRun"]["message"]
+    assert f"spec.partition.destinationCIDRs[1] {api_server}/32 contains {api_server}" in message, message
+    assert "the API server" in message and "narrow the CIDR" in message
+    assert not any(ephemeral(k8s, shop).values())
+
+
+@pytest.mark.parametrize(
+    ("policy", "example", "refusal"),
+    [
+        ({"maxLoss": 10}, "network-loss.yaml", "REFUSED max-loss: loss 30% is more than the 10% allowed"),
+        (
+            {"allowedActions": ["pod-kill", "latency", "network"]},
+            "partition.yaml",
+            "REFUSED allowed-actions: action 'partition' is not allowed",
+        ),
+    ],
+    ids=["max-loss", "no-partitions"],
+)
+def test_policy_limits_refuse_network_faults(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    shop: str,
+    isolated_policies: list[str],
+    policy: dict[str, Any],
+    example: str,
+    refusal: str,
+) -> None:
+    create_policy(k8s, f"net-{shop}", scoped_policy(shop, **policy))
+    isolated_policies.append(f"net-{shop}")
+    apply_yaml(control_plane, (EXAMPLES / example).read_text(), shop)
+    name = "checkout-payments-loss" if example == "network-loss.yaml" else "checkout-db-partition"
+    status = wait_for_phase(k8s, shop, name, "Rejected", timeout=30)
+    assert refusal in status["message"], status["message"]
+    assert not any(ephemeral(k8s, shop).values())

@@ -1,0 +1,265 @@
+"""The network faults beyond latency (action network and partition) as pure logic: the spec's
+rules, the policy limits, the destinations they may not reach, and the injector argv and container
+the operator builds from a spec. The injector itself is measured in tests/netns (netem guest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from chaosguard.cli import main
+from chaosguard.faults import describe_injector_exit, injector_container
+from chaosguard.models import ChaosExperimentSpec, ChaosPolicy, FaultRecord, NetworkSpec, PartitionSpec
+from chaosguard.netem import (
+    INJECTOR_SCRIPT,
+    Impairment,
+    NetemArgumentError,
+    network_command,
+    partition_command,
+    rate_bits_per_second,
+)
+from chaosguard.policy import GuardedAddress, combine, destination_refusals, static_refusals
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TARGET = {"selector": {"matchLabels": {"app": "checkout"}}, "mode": "one"}
+
+
+def spec(**fields: Any) -> ChaosExperimentSpec:
+    return ChaosExperimentSpec.model_validate({"target": TARGET, "duration": "2m", **fields})
+
+
+def policy(name: str, **fields: Any) -> ChaosPolicy:
+    return ChaosPolicy.model_validate({"metadata": {"name": name}, "spec": fields})
+
+
+def validate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["validate", *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"action": "network", "network": {}}, "spec.network impairs nothing"),
+        ({"action": "network", "network": {"delay": "0ms"}}, "spec.network impairs nothing"),
+        ({"action": "network", "network": {"reorder": 25}}, "spec.network.reorder needs spec.network.delay"),
+        ({"action": "network", "network": {"loss": 150}}, "less than or equal to 100"),
+        ({"action": "network", "network": {"rate": "1mb"}}, "String should match pattern"),
+        ({"action": "network", "network": {"rate": "0mbit"}}, "caps the bandwidth at 0"),
+        ({"action": "network", "network": {"lossCorrelation": 5, "corrupt": 1}}, "lossCorrelation needs"),
+        ({"action": "network", "network": {"loss": 1, "correlation": 5}}, "only correlates jitter"),
+        ({"action": "network"}, "spec.network is required when action is network"),
+        ({"action": "latency", "latency": {"delay": "1s"}, "network": {"loss": 1}}, "spec.network is only allowed"),
+        ({"action": "partition", "partition": {"destinationCIDRs": []}}, "at least 1 item"),
+        ({"action": "partition", "partition": {"destinationCIDRs": ["::/0"]}}, "covers every address"),
+        ({"action": "partition", "partition": {"destinationCIDRs": ["10.1.0.0/16"], "direction": "up"}}, "both"),
+        ({"action": "partition"}, "spec.partition is required when action is partition"),
+    ],
+)
+def test_bad_network_specs_are_refused_naming_the_field(block: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        spec(**block)
+
+
+def test_every_impairment_can_be_combined_and_is_summarised() -> None:
+    network = NetworkSpec.model_validate(
+        {"delay": "50ms", "jitter": "5ms", "loss": 30, "corrupt": 1, "duplicate": 0.5, "reorder": 25, "rate": "1mbit"}
+    )
+    assert network.summary() == "delay 50ms ± 5ms, loss 30%, corrupt 1%, duplicate 0.5%, reorder 25%, rate 1mbit"
+    partition = PartitionSpec.model_validate({"destinationCIDRs": ["10.1.0.0/16"], "ports": [5432]})
+    assert partition.summary() == "partition (both) from 10.1.0.0/16 ports 5432"
+
+
+# --- policy limits -------------------------------------------------------------------------------
+
+
+def test_max_loss_caps_loss_and_names_the_field() -> None:
+    effective = combine([policy("loose", maxLoss=50), policy("tight", maxLoss=20)])
+    (refusal,) = static_refusals(spec(action="network", network={"loss": 30}), "shop", effective, None)
+    assert (refusal.rule, refusal.field) == ("max-loss", "spec.network.loss")
+    assert "20% allowed by ChaosPolicy/tight" in refusal.message and "set spec.network.loss to 20" in refusal.message
+    assert static_refusals(spec(action="network", network={"loss": 20}), "shop", effective, None) == []
+
+
+def test_max_latency_caps_a_network_delay_too() -> None:
+    effective = combine([policy("p", maxLatency="100ms")])
+    (refusal,) = static_refusals(spec(action="network", network={"delay": "200ms"}), "shop", effective, None)
+    assert (refusal.rule, refusal.field) == ("max-latency", "spec.network.delay")
+
+
+def test_a_policy_forbids_partitions_by_leaving_them_out_of_allowed_actions() -> None:
+    effective = combine([policy("no-partitions", allowedActions=["pod-kill", "latency", "network"])])
+    partition = spec(action="partition", partition={"destinationCIDRs": ["10.1.0.0/16"]})
+    (refusal,) = static_refusals(partition, "shop", effective, None)
+    assert refusal.rule == "allowed-actions" and "'partition' is not allowed" in refusal.message
+    assert static_refusals(spec(action="network", network={"loss": 1}), "shop", effective, None) == []
+
+
+def test_a_namespace_that_forbids_net_admin_refuses_every_network_fault() -> None:
+    labels = {"shop": {"pod-security.kubernetes.io/enforce": "baseline"}}
+    for action, block in (("network", {"loss": 1}), ("partition", {"destinationCIDRs": ["10.1.0.0/16"]})):
+        refusals = static_refusals(spec(action=action, **{action: block}), "shop", combine([]), labels)
+        assert [r.rule for r in refusals] == ["pod-security"], refusals
+        assert f"the {action} injector needs" in refusals[0].message
+
+
+def test_validate_admits_the_examples_and_applies_the_limits(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    examples = ["-f", str(EXAMPLES / "network-loss.yaml"), "-f", str(EXAMPLES / "partition.yaml")]
+    code, out = validate(capsys, *examples)
+    assert code == 0 and out.count("admitted") == 2, out
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(
+        "apiVersion: chaosguard.dev/v1alpha1\nkind: ChaosPolicy\nmetadata: {name: strict}\n"
+        "spec: {maxLoss: 10, allowedActions: [pod-kill, latency, network]}\n"
+    )
+    code, out = validate(capsys, *examples, "--policy", str(strict))
+    assert code == 1
+    assert "REFUSED max-loss: loss 30% is more than the 10% allowed by ChaosPolicy/strict" in out, out
+    assert "REFUSED allowed-actions: action 'partition' is not allowed" in out, out
+
+
+def test_validate_refuses_a_reorder_without_delay_naming_the_field(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    experiment = tmp_path / "reorder.yaml"
+    experiment.write_text((EXAMPLES / "network-loss.yaml").read_text().replace("    loss: 30 ", "    reorder: 30 "))
+    code, out = validate(capsys, "-f", str(experiment))
+    assert code == 1 and "REFUSED schema: spec.network" in out and "reorder needs spec.network.delay" in out, out
+
+
+# --- destinations --------------------------------------------------------------------------------
+
+GUARDED = [
+    GuardedAddress("10.96.0.1", "the API server (Service default/kubernetes)"),
+    GuardedAddress("172.18.0.2", "node worker-1"),
+    GuardedAddress("fd00::5", "node worker-2"),
+    GuardedAddress("10.244.3.7", "pod chaosguard/chaosguard-0 (chaosguard's own namespace)", operator=True),
+]
+
+
+@pytest.mark.parametrize(
+    ("cidr", "owner"),
+    [("10.96.0.0/12", "the API server"), ("172.18.0.0/16", "node worker-1"), ("fd00::/64", "node worker-2")],
+)
+def test_a_partition_never_reaches_a_node_or_the_api_server(cidr: str, owner: str) -> None:
+    partition = spec(action="partition", partition={"destinationCIDRs": ["10.1.0.0/16", cidr]})
+    (refusal,) = destination_refusals(partition, GUARDED, combine([]))
+    assert (refusal.rule, refusal.field) == ("partition-protected-address", "spec.partition.destinationCIDRs[1]")
+    assert owner in refusal.message and "narrow the CIDR" in refusal.message
+
+
+def test_network_impairments_may_reach_nodes_but_not_the_operator_unless_every_policy_allows() -> None:
+    network = spec(action="network", network={"loss": 5, "destinationCIDRs": ["10.0.0.0/8", "172.16.0.0/12"]})
+    (refusal,) = destination_refusals(network, GUARDED, combine([]))
+    assert (refusal.rule, refusal.field) == ("operator-namespace-destination", "spec.network.destinationCIDRs[0]")
+    assert "allowOperatorNamespaceDestinations: true" in refusal.message
+    one_allows = combine([policy("a", allowOperatorNamespaceDestinations=True), policy("b")])
+    assert len(destination_refusals(network, GUARDED, one_allows)) == 1
+    all_allow = combine([policy("a", allowOperatorNamespaceDestinations=True)])
+    assert destination_refusals(network, GUARDED, all_allow) == []
+    everywhere = spec(action="network", network={"loss": 5})
+    assert destination_refusals(everywhere, GUARDED, combine([])) == []
+
+
+def test_a_partition_clear_of_guarded_addresses_is_admitted() -> None:
+    partition = spec(action="partition", partition={"destinationCIDRs": ["10.1.0.0/16", "fd01::/64"]})
+    assert destination_refusals(partition, GUARDED, combine([])) == []
+
+
+# --- the injector's argv and container -----------------------------------------------------------
+
+
+def test_network_command_carries_every_impairment_in_the_scripts_form() -> None:
+    impairment = Impairment(
+        delay="50ms", jitter="5ms", correlation=10, loss=30, loss_correlation=25, corrupt=1.5,
+        duplicate=0.25, reorder=25, reorder_correlation=50, rate="1mbit",
+    )  # fmt: skip
+    assert network_command(impairment, 60, ["10.1.0.0/16"], [443], "eth0") == [
+        INJECTOR_SCRIPT, "inject", "--delay", "50ms", "--jitter", "5ms", "--correlation", "10",
+        "--loss", "30", "--loss-correlation", "25", "--corrupt", "1.5", "--duplicate", "0.25",
+        "--reorder", "25", "--reorder-correlation", "50", "--rate", "1mbit", "--deadline-seconds", "60",
+        "--device", "eth0", "--cidr", "10.1.0.0/16", "--port", "443",
+    ]  # fmt: skip
+    assert network_command(Impairment(loss=30), 5, [], []) == [
+        INJECTOR_SCRIPT,
+        "inject",
+        "--loss",
+        "30",
+        "--deadline-seconds",
+        "5",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("impairment", "message"),
+    [
+        (Impairment(), "network impairs nothing"),
+        (Impairment(loss=0), "network impairs nothing"),
+        (Impairment(reorder=5), "network.reorder needs network.delay"),
+        (Impairment(loss=101), "network.loss 101 is not a percentage"),
+        (Impairment(rate="1 mbit"), "network.rate '1 mbit' is not a bandwidth"),
+        (Impairment(rate="0kbit"), "network.rate '0kbit' is not a bandwidth"),
+    ],
+)
+def test_network_command_refuses_what_the_script_would_refuse(impairment: Impairment, message: str) -> None:
+    with pytest.raises(NetemArgumentError, match=message):
+        network_command(impairment, 60, [], [])
+
+
+def test_partition_command_always_names_cidrs_and_a_direction() -> None:
+    assert partition_command(["10.1.2.3", "fd00::/64"], [5432], "ingress", 30) == [
+        INJECTOR_SCRIPT, "inject", "--drop", "--direction", "ingress", "--deadline-seconds", "30",
+        "--cidr", "10.1.2.3/32", "--cidr", "fd00::/64", "--port", "5432",
+    ]  # fmt: skip
+    with pytest.raises(NetemArgumentError, match=r"partition\.destinationCIDRs is empty"):
+        partition_command([], [], "both", 30)
+    with pytest.raises(NetemArgumentError, match=r"partition\.direction 'up'"):
+        partition_command(["10.0.0.0/8"], [], "up", 30)
+
+
+def test_rates_are_decimal_bits_per_second() -> None:
+    assert rate_bits_per_second("1mbit") == 1_000_000
+    assert rate_bits_per_second("512kbit") == 512_000
+    assert rate_bits_per_second("1.5gbit") == 1_500_000_000
+
+
+@pytest.mark.parametrize(
+    ("action", "block", "name", "args"),
+    [
+        ("network", {"loss": 30, "rate": "1mbit"}, "chaosguard-network-run-1", ["--loss", "30", "--rate", "1mbit"]),
+        (
+            "partition",
+            {"destinationCIDRs": ["10.1.0.0/16"], "direction": "egress"},
+            "chaosguard-partition-run-1",
+            ["--drop", "--direction", "egress"],
+        ),
+    ],
+)
+def test_the_injector_container_carries_the_fault_and_nothing_more(
+    action: str, block: dict[str, Any], name: str, args: list[str]
+) -> None:
+    container = injector_container(spec(action=action, **{action: block}), "run-1", "shop/x", 120, "img:1")
+    assert container["name"] == name and container["image"] == "img:1"
+    assert container["command"][:2] == [INJECTOR_SCRIPT, "inject"]
+    assert container["command"][2 : 2 + len(args)] == args
+    assert container["command"][container["command"].index("--deadline-seconds") + 1] == "120"
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    kind = FaultRecord(namespace="shop", name="p", uid="u", container=name).kind
+    assert kind == action.capitalize()
+
+
+def test_a_kernel_without_the_tc_modules_is_named_for_the_fault_that_needs_them() -> None:
+    terminated = {"exitCode": 4, "message": "error: adding ... failed: Error: Specified qdisc kind is unknown."}
+    assert "lacks a tc module a partition needs (sch_prio" in describe_injector_exit(terminated, "Partition")
+    network = describe_injector_exit(terminated, "Network")
+    assert "the node's kernel has no sch_netem, so no network fault can be added there" in network
+    assert "qdisc kind is unknown" in network
