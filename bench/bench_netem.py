@@ -1,4 +1,4 @@
-"""Benchmark of the latency injector (operator/chaosguard/injector/netem.sh) on a real tc netem.
+"""Benchmark of the latency injector (operator/chaosguard/runtime/injector/netem.sh) on a real tc netem.
 
 Run on the host:   .venv/bin/python bench/bench_netem.py
 It boots the netem guest (tests/support/vm.py), runs itself inside with --here, and prints:
@@ -33,7 +33,7 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
-from chaosguard.netem import Impairment, injector_command, network_command, partition_command  # noqa: E402
+from chaosguard.decisions.netem import Impairment, injector_command, network_command, partition_command  # noqa: E402
 from tests.support import netns, vm  # noqa: E402
 
 REPETITIONS = 21

@@ -83,7 +83,7 @@ def show(plane: Any, api: client.ApiClient, name: str) -> None:
     for event in events_for(api, NAMESPACE, name):
         print(f"  {event.type:<7} {event.reason:<20} {event.message}")
     print()
-    from chaosguard.cli import main as chaosguard
+    from chaosguard.cli.main import main as chaosguard
 
     say(f"chaosguard report {name} -n {NAMESPACE}")
     chaosguard(["report", name, "-n", NAMESPACE, "--kubeconfig", str(plane.kubeconfig)])
@@ -133,7 +133,7 @@ def main() -> int:
         with contextlib.suppress(client.ApiException):
             create_deployment(api, NAMESPACE, "checkout", 5)
 
-        from chaosguard.cli import main as chaosguard
+        from chaosguard.cli.main import main as chaosguard
 
         say("chaosguard validate -f examples/pod-kill-percent.yaml --policy examples/policy-default.yaml")
         chaosguard(

@@ -7,9 +7,9 @@ import random
 import statistics
 import time
 
-from chaosguard.models import ChaosPolicy, LabelSelector, TargetSpec
-from chaosguard.policy import combine
-from chaosguard.selection import PodView, choose, classify, kill_refusal, requested_count, workload_states
+from chaosguard.api.models import ChaosPolicy, LabelSelector, TargetSpec
+from chaosguard.decisions.policy import combine
+from chaosguard.decisions.selection import PodView, choose, classify, kill_refusal, requested_count, workload_states
 
 POD_COUNT = 10_000
 REPEATS = 20

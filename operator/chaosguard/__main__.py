@@ -1,3 +1,3 @@
-from chaosguard.cli import main
+from chaosguard.cli.main import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from chaosguard.cli import main
+from chaosguard.cli.main import main
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import create_policy, ready_pods, scoped_policy
 

@@ -11,7 +11,7 @@
   with no permission error; and it grants nothing that the code does not call.
 - The workflow passes actionlint; the kind cluster config has the shape `make e2e-kind` expects;
   the Dockerfile copies only what exists and is not .dockerignored, and installs the latency
-  injector where chaosguard.netem says the operator will look for it.
+  injector where chaosguard.decisions.netem says the operator will look for it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 import yaml
 
-from chaosguard import leader, netem
+from chaosguard.decisions import netem
+from chaosguard.runtime import leader
 from tests.support.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
 from tests.support.example_flow import Kubectl, check_pod_kill_percent, run_pod_kill_percent
 from tests.support.operator import OperatorProcess
@@ -44,7 +45,7 @@ WORKFLOW = REPO / ".github" / "workflows" / "e2e-kind.yaml"
 OPERATOR_NAMESPACE = "chaosguard-system"
 NAME = "chaosguard"  # the ServiceAccount, ClusterRole, ClusterRoleBinding and Deployment
 SERVICE_ACCOUNT_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{NAME}"
-SIGNING_KEY = "chaosguard-signing-key"  # chaosguard.signing.SECRET_NAME
+SIGNING_KEY = "chaosguard-signing-key"  # chaosguard.admission.signing.SECRET_NAME
 LEADER_ELECTION = "chaosguard-leader-election"  # the Role and RoleBinding
 LEASE = leader.LEASE_NAME
 EXPECTED_OBJECTS = {
@@ -380,9 +381,9 @@ NEEDED = [
     ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
     ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
     ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
-    ("get", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.signing
+    ("get", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.admission.signing
     ("patch", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),
-    ("create", "leases.coordination.k8s.io", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.leader
+    ("create", "leases.coordination.k8s.io", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.runtime.leader
     ("get", f"leases.coordination.k8s.io/{LEASE}", f"--namespace={OPERATOR_NAMESPACE}"),
     ("update", f"leases.coordination.k8s.io/{LEASE}", f"--namespace={OPERATOR_NAMESPACE}"),
 ]
@@ -514,6 +515,6 @@ def test_the_image_installs_the_latency_injector_where_the_operator_expects_it()
     injector = [words for words in copies if words[-1] == netem.INJECTOR_SCRIPT]
     assert injector, f"deploy/Dockerfile does not install the injector at {netem.INJECTOR_SCRIPT}"
     (words,) = injector
-    source = netem.script_path().resolve().relative_to(Path(netem.__file__).resolve().parents[2])
+    source = netem.script_path().resolve().relative_to(Path(netem.__file__).resolve().parents[3])
     assert str(source) in words, f"expected {source} to be copied: {words}"
     assert "--chmod=0755" in words, "the injector must be executable"

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from chaosguard import lanes
-from chaosguard.clock import Clock
-from chaosguard.engine import ExperimentDriver, OperatorContext
-from chaosguard.guard import GuardScheduler
-from chaosguard.informers import ClusterCache
-from chaosguard.kube import Cluster, load_config
-from chaosguard.lanes import ApiLanes
-from chaosguard.models import ChaosExperimentSpec, KillResult, Phase, RunStatus
-from chaosguard.prometheus import QueryBatcher
+from chaosguard.api.models import ChaosExperimentSpec, KillResult, Phase, RunStatus
+from chaosguard.clients.informers import ClusterCache
+from chaosguard.clients.kube import Cluster, load_config
+from chaosguard.clients.prometheus import QueryBatcher
+from chaosguard.runtime import lanes
+from chaosguard.runtime.clock import Clock
+from chaosguard.runtime.engine import ExperimentDriver, OperatorContext
+from chaosguard.runtime.guard import GuardScheduler
+from chaosguard.runtime.lanes import ApiLanes
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import (
     apply_yaml,

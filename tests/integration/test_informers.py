@@ -21,9 +21,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from chaosguard.informers import CacheNotReady, ClusterCache, Informer
-from chaosguard.kube import Cluster
-from chaosguard.selection import PodView
+from chaosguard.clients.informers import CacheNotReady, ClusterCache, Informer
+from chaosguard.clients.kube import Cluster
+from chaosguard.decisions.selection import PodView
 from tests.integration.conftest import create_namespace
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import (

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from chaosguard.netem import clear_command, injector_command, script_path
+from chaosguard.decisions.netem import clear_command, injector_command, script_path
 
 SCRIPT = str(script_path())
 SHELLS = {"dash": ["dash"], "busybox": ["busybox", "sh"]}

@@ -2,7 +2,7 @@
 of real runs, `status`, `abort NAME`, the big red switch `abort --all`, and the operator's own
 metrics, read directly and scraped by a real Prometheus.
 
-The commands run in-process through `chaosguard.cli_ops.main` with the admin kubeconfig (or a
+The commands run in-process through `chaosguard.cli.ops.main` with the admin kubeconfig (or a
 user's, for refusals); everything they claim is checked again through the API."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaosguard import cli_ops
-from chaosguard.models import ABORT_ANNOTATION
+from chaosguard.api.models import ABORT_ANNOTATION
+from chaosguard.cli import ops as cli_ops
 from tests.integration.test_operator_podkill import experiment_yaml, kills
 from tests.support.controlplane import ControlPlane
 from tests.support.htmlcheck import sample_circles, svgs, well_formed

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from chaosguard.cli import main
-from chaosguard.models import ErrorBudgetGate
-from chaosguard.platform_guards import budget_query, burn_rate_query
+from chaosguard.api.models import ErrorBudgetGate
+from chaosguard.cli.main import main
+from chaosguard.decisions.platform_guards import budget_query, burn_rate_query
 from tests.integration.test_operator_podkill import experiment_yaml
 from tests.integration.test_operator_slo import kills_so_far, run_of
 from tests.support.controlplane import ControlPlane

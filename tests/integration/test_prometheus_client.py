@@ -1,4 +1,4 @@
-"""chaosguard.prometheus against a real Prometheus (and small real HTTP servers for the edge cases)."""
+"""chaosguard.clients.prometheus against a real Prometheus (and small real HTTP servers for the edge cases)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from chaosguard.models import OnUnavailable, PrometheusEndpoint, SteadyStateCondition
-from chaosguard.prometheus import (
+from chaosguard.api.models import OnUnavailable, PrometheusEndpoint, SteadyStateCondition
+from chaosguard.clients.prometheus import (
     WALL_CLOCK_GRACE,
     Endpoint,
     QueryBatcher,
@@ -21,7 +21,15 @@ from chaosguard.prometheus import (
     query_async,
     query_many,
 )
-from chaosguard.slo import GuardState, QueryOk, QueryOutcome, QueryUnavailable, UnavailableKind, VerdictKind, evaluate
+from chaosguard.decisions.slo import (
+    GuardState,
+    QueryOk,
+    QueryOutcome,
+    QueryUnavailable,
+    UnavailableKind,
+    VerdictKind,
+    evaluate,
+)
 from tests.support.prometheus import (
     MetricsTarget,
     PrometheusServer,

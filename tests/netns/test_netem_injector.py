@@ -1,4 +1,4 @@
-"""The latency injector (operator/chaosguard/injector/netem.sh) against a real kernel's tc netem.
+"""The latency injector (operator/chaosguard/runtime/injector/netem.sh) against a real kernel's tc netem.
 
 Each test gets its own pair of network namespaces (tests/support/netns.py): the injector runs in
 the target namespace, as it would in a pod, and RTTs from the target to an echo server in the peer
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosguard.netem import ROOT_HANDLE, clear_command, injector_command
+from chaosguard.decisions.netem import ROOT_HANDLE, clear_command, injector_command
 from tests.netns.conftest import StartInjector
 from tests.support import netns
 from tests.support.netns import FAR_V4, FAR_V6, NEAR_V4, NEAR_V6, SCRIPT, TARGET_DEVICE, Topology

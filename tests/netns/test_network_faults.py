@@ -1,4 +1,4 @@
-"""Network faults beyond delay (operator/chaosguard/injector/netem.sh) against a real kernel's tc:
+"""Network faults beyond delay (operator/chaosguard/runtime/injector/netem.sh) against a real kernel's tc:
 loss, duplication, corruption, reordering, a rate cap and a partition, each measured between two
 network namespaces (tests/support/netns.py), and each gone after its deadline with nothing else
 running (the operator's absence is the normal case here: only the script runs).
@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from chaosguard.netem import ROOT_HANDLE, Impairment, network_command, partition_command
+from chaosguard.decisions.netem import ROOT_HANDLE, Impairment, network_command, partition_command
 from tests.netns.conftest import StartInjector
 from tests.support import netns
 from tests.support.netns import FAR_V4, NEAR_V4, SCRIPT, TARGET_DEVICE, Topology

@@ -47,7 +47,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from chaosguard.webhook_tls import ensure_tls
+from chaosguard.admission.webhook_tls import ensure_tls
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

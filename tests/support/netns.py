@@ -36,7 +36,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaosguard.netem import ROOT_HANDLE, script_path
+from chaosguard.decisions.netem import ROOT_HANDLE, script_path
 
 # CHAOSGUARD_NETEM_SCRIPT runs the tests against another copy of the script (e.g. a mutant, to
 # check that the tests catch its fault).

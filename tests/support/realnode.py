@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from chaosguard.webhook_tls import ensure_tls
+from chaosguard.admission.webhook_tls import ensure_tls
 from tests.support.controlplane import (
     REPO_ROOT,
     SERVICE_CLUSTER_IP_RANGE,

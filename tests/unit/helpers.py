@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chaosguard.models import ChaosExperimentSpec, ChaosPolicy
-from chaosguard.selection import PodView
+from chaosguard.api.models import ChaosExperimentSpec, ChaosPolicy
+from chaosguard.decisions.selection import PodView
 
 
 def experiment_spec(**overrides: Any) -> ChaosExperimentSpec:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaosguard.approvals import ApprovalView, ExperimentView, count_valid
-from chaosguard.models import ApprovalPolicy
-from chaosguard.stamps import SignatureState
+from chaosguard.api.models import ApprovalPolicy
+from chaosguard.decisions.approvals import ApprovalView, ExperimentView, count_valid
+from chaosguard.decisions.stamps import SignatureState
 
 NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
 HASH = "sha256:" + "a" * 64

@@ -10,8 +10,9 @@ from typing import Any
 
 import xmlschema
 
-from chaosguard import cli_apply, junit
-from chaosguard.cli_apply import Applied, Baseline, Outcome, Seen, decide, new_events, refusal_lines
+from chaosguard.cli import apply as cli_apply
+from chaosguard.cli import junit
+from chaosguard.cli.apply import Applied, Baseline, Outcome, Seen, decide, new_events, refusal_lines
 
 SCHEMA = xmlschema.XMLSchema(str(Path(__file__).resolve().parents[1] / "support" / "junit-10.xsd"))
 APPLIED = Applied("shop", "checkout-kill", Baseline(2, frozenset({"r1"})), created=True)

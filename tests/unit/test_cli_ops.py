@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from chaosguard import cli_ops
+from chaosguard.cli import ops as cli_ops
 
 NOW = datetime(2026, 11, 24, 13, 0, 0, tzinfo=UTC)
 
 
 def test_importing_the_commands_does_not_import_the_kubernetes_client() -> None:
-    code = "import sys, chaosguard.cli_ops; print('kubernetes' in sys.modules or 'kopf' in sys.modules)"
+    code = "import sys, chaosguard.cli.ops; print('kubernetes' in sys.modules or 'kopf' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

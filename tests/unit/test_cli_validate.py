@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosguard.cli import main
+from chaosguard.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TUESDAY_AFTERNOON = "2026-11-24T14:00:00+01:00"

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from chaosguard import crdgen
-from chaosguard.crdgen import CrdGenerationError, stale_files, structural_schema
-from chaosguard.models import ChaosExperimentSpec
+from chaosguard.api import crdgen
+from chaosguard.api.crdgen import CrdGenerationError, stale_files, structural_schema
+from chaosguard.api.models import ChaosExperimentSpec
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 

@@ -9,13 +9,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from chaosguard.guard import GuardedRun, GuardScheduler, SteadyStateProbe
-from chaosguard.lanes import ApiLanes
-from chaosguard.models import ChaosPolicy, SteadyStateSpec
-from chaosguard.platform_guards import Phase, platform_guards
-from chaosguard.prometheus import QueryBatcher, QueryRequest
-from chaosguard.slo import GuardState, QueryOutcome, UnavailableKind, Verdict, ok
-from chaosguard.slo import Sample as SloSample
+from chaosguard.api.models import ChaosPolicy, SteadyStateSpec
+from chaosguard.clients.prometheus import QueryBatcher, QueryRequest
+from chaosguard.decisions.platform_guards import Phase, platform_guards
+from chaosguard.decisions.slo import GuardState, QueryOutcome, UnavailableKind, Verdict, ok
+from chaosguard.decisions.slo import Sample as SloSample
+from chaosguard.runtime.guard import GuardedRun, GuardScheduler, SteadyStateProbe
+from chaosguard.runtime.lanes import ApiLanes
 
 
 class ScriptedPrometheus:

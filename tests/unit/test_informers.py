@@ -19,8 +19,9 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 from urllib3.exceptions import ProtocolError
 
-from chaosguard import informers
-from chaosguard.informers import (
+from chaosguard.api.models import ChaosPolicy
+from chaosguard.clients import informers
+from chaosguard.clients.informers import (
     CacheNotReady,
     ClusterCache,
     Informer,
@@ -35,7 +36,6 @@ from chaosguard.informers import (
     project_workload,
     selector_string,
 )
-from chaosguard.models import ChaosPolicy
 from tests.support.wait import wait_for
 
 # --------------------------------------------------------------------------- raw objects

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaosguard.leader import (
+from chaosguard.runtime.leader import (
     ElectionConfig,
     LeaderElector,
     LeaseConflict,
@@ -26,7 +26,7 @@ from chaosguard.leader import (
     renewal_overdue,
     spec_from_record,
 )
-from chaosguard.runner import election_config
+from chaosguard.runtime.runner import election_config
 
 WALL = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 CONFIG = ElectionConfig(namespace="chaosguard-system", identity="me")
@@ -144,7 +144,7 @@ def test_unsafe_timings_are_refused_with_the_flag_named(changes: dict[str, objec
 
 
 def test_run_options_become_the_election_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from chaosguard.cli import build_parser
+    from chaosguard.cli.main import build_parser
 
     monkeypatch.setenv("CHAOSGUARD_NAMESPACE", "ops")
     args = build_parser().parse_args(["run", "--leader-elect", "--leader-election-lease-duration", "6"])

@@ -11,8 +11,8 @@ from typing import Any
 import kopf
 import pytest
 
-from chaosguard import logs
-from chaosguard.engine import ExperimentDriver
+from chaosguard.runtime import logs
+from chaosguard.runtime.engine import ExperimentDriver
 
 BODY = {
     "apiVersion": "chaosguard.dev/v1alpha1",

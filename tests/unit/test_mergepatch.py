@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaosguard.mergepatch import apply_merge_patch, merge_patch
+from chaosguard.decisions.mergepatch import apply_merge_patch, merge_patch
 
 scalars = st.one_of(st.integers(), st.text(max_size=3), st.booleans(), st.floats(allow_nan=False))
 documents = st.recursive(

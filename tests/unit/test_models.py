@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from chaosguard.durations import DurationError, format_seconds, to_seconds
-from chaosguard.models import ChaosExperimentSpec, LabelSelector
+from chaosguard.api.durations import DurationError, format_seconds, to_seconds
+from chaosguard.api.models import ChaosExperimentSpec, LabelSelector
 
 from .helpers import experiment_spec
 

@@ -1,4 +1,4 @@
-"""The latency injector's argv (chaosguard.netem): pure logic, no network.
+"""The latency injector's argv (chaosguard.decisions.netem): pure logic, no network.
 
 What the script does with this argv is tested for real in tests/netns (inside a guest kernel with
 netem, through tests/integration/test_netem_in_guest.py).
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaosguard.durations import to_seconds
-from chaosguard.netem import (
+from chaosguard.api.durations import to_seconds
+from chaosguard.decisions.netem import (
     INJECTOR_SCRIPT,
     MAX_DEADLINE_SECONDS,
     NetemArgumentError,

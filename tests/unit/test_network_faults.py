@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from chaosguard.cli import main
-from chaosguard.faults import describe_injector_exit, injector_container
-from chaosguard.models import ChaosExperimentSpec, ChaosPolicy, FaultRecord, NetworkSpec, PartitionSpec
-from chaosguard.netem import (
+from chaosguard.api.models import ChaosExperimentSpec, ChaosPolicy, FaultRecord, NetworkSpec, PartitionSpec
+from chaosguard.cli.main import main
+from chaosguard.decisions.netem import (
     INJECTOR_SCRIPT,
     Impairment,
     NetemArgumentError,
@@ -21,7 +20,8 @@ from chaosguard.netem import (
     partition_command,
     rate_bits_per_second,
 )
-from chaosguard.policy import GuardedAddress, combine, destination_refusals, static_refusals
+from chaosguard.decisions.policy import GuardedAddress, combine, destination_refusals, static_refusals
+from chaosguard.runtime.faults import describe_injector_exit, injector_container
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TARGET = {"selector": {"matchLabels": {"app": "checkout"}}, "mode": "one"}

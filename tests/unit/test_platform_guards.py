@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from chaosguard.models import ChaosPolicy, ErrorBudgetGate, OnUnavailable, PolicySteadyState, SteadyStateCondition
-from chaosguard.platform_guards import (
+from chaosguard.api.models import ChaosPolicy, ErrorBudgetGate, OnUnavailable, PolicySteadyState, SteadyStateCondition
+from chaosguard.decisions.platform_guards import (
     GuardKind,
     Phase,
     alerts_query,
@@ -22,7 +22,7 @@ from chaosguard.platform_guards import (
     platform_guards,
     promql_duration,
 )
-from chaosguard.slo import GuardState, Sample, UnavailableKind, evaluate, ok, unavailable
+from chaosguard.decisions.slo import GuardState, Sample, UnavailableKind, evaluate, ok, unavailable
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PROM = {"url": "http://prometheus.monitoring:9090"}

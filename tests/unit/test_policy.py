@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from chaosguard.policy import (
+from chaosguard.decisions.policy import (
     applicable_policies,
     combine,
     concurrency_refusal,

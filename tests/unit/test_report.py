@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaosguard import report
+from chaosguard.cli import report
 from tests.support.htmlcheck import SVG_NS, sample_circles, svgs, well_formed
 
 NS = "shop"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from chaosguard.admission import needed_permission
-from chaosguard.cli import build_parser
-from chaosguard.models import Action
-from chaosguard.security import SecurityOptions, WebhookOptions, missing_key_source, options_from_args
-from chaosguard.signing import KEY_BYTES, SigningKeyError, key_from_file
-from chaosguard.webhook_tls import ensure_tls
+from chaosguard.admission.judge import needed_permission
+from chaosguard.admission.signing import KEY_BYTES, SigningKeyError, key_from_file
+from chaosguard.admission.webhook_tls import ensure_tls
+from chaosguard.api.models import Action
+from chaosguard.cli.main import build_parser
+from chaosguard.runtime.security import SecurityOptions, WebhookOptions, missing_key_source, options_from_args
 
 
 def test_a_key_file_is_created_private_once_and_then_reused(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaosguard.models import LabelSelector, TargetSpec
-from chaosguard.policy import combine
-from chaosguard.selection import (
+from chaosguard.api.models import LabelSelector, TargetSpec
+from chaosguard.decisions.policy import combine
+from chaosguard.decisions.selection import (
     PodView,
     after_kill,
     choose,

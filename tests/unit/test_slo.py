@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaosguard.models import ComparisonOperator, OnUnavailable, SteadyStateCondition, SteadyStateSpec
-from chaosguard.slo import (
+from chaosguard.api.models import ComparisonOperator, OnUnavailable, SteadyStateCondition, SteadyStateSpec
+from chaosguard.decisions.slo import (
     ConditionStatus,
     EvidencePoint,
     GuardState,

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chaosguard import stamps
-from chaosguard.stamps import AUTHOR, EDITORS, SIGNATURE, Identity, SignatureState
+from chaosguard.decisions import stamps
+from chaosguard.decisions.stamps import AUTHOR, EDITORS, SIGNATURE, Identity, SignatureState
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

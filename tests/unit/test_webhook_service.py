@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from chaosguard.security import ServiceRef, add_run_arguments, options_from_args, service_webhook_server
-from chaosguard.webhook_tls import ensure_tls
+from chaosguard.admission.webhook_tls import ensure_tls
+from chaosguard.runtime.security import ServiceRef, add_run_arguments, options_from_args, service_webhook_server
 
 
 def parse(*argv: str) -> argparse.Namespace:

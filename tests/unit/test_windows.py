@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from chaosguard.models import Blackout, TimeWindow
-from chaosguard.windows import (
+from chaosguard.api.models import Blackout, TimeWindow
+from chaosguard.decisions.windows import (
     WindowGroup,
     allowed_until,
     next_allowed_start,

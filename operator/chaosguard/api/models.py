@@ -1,0 +1,1140 @@
+"""The public API of chaosguard (group chaosguard.dev, version v1alpha1) as pydantic models.
+
+These models are the single source of truth: the CRDs in crds/ are generated from them
+(`chaosguard crds`), the operator validates every object with them, and `chaosguard validate`
+uses them offline. Field names and shapes follow DESIGN.md and are a public contract. Every
+field carries a description because it becomes `kubectl explain` text. Rules that span several
+fields live twice on purpose: as a pydantic validator (readable errors offline and in the
+operator) and as a CEL rule in the CRD (so the API server refuses it even with the operator down).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from chaosguard.api.durations import DURATION_PATTERN, to_seconds
+
+GROUP = "chaosguard.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+FINALIZER = f"{GROUP}/rollback"
+OPT_IN_LABEL = f"{GROUP}/chaos"
+OPT_IN_VALUE = "allowed"
+ABORT_ANNOTATION = f"{GROUP}/abort"  # set by `chaosguard abort`: its value is the reason
+
+
+Duration = Annotated[
+    str,
+    Field(pattern=DURATION_PATTERN, json_schema_extra={"x-chaosguard-duration": True}),
+]
+
+
+def _check_cel(rules: list[dict[str, str]]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": rules}
+
+
+class ApiModel(BaseModel):
+    """Base for spec models: camelCase on the wire, unknown fields refused, not silently dropped."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class StatusModel(BaseModel):
+    """Base for status models: written by the operator, tolerant of fields added by newer versions."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------- selectors
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: str = Field(min_length=1, description="The label key the requirement applies to.")
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[str] = Field(
+        default_factory=list,
+        description="Values for In and NotIn (must be non-empty); empty for Exists and DoesNotExist.",
+    )
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if needs_values and not self.values:
+            raise ValueError(f"operator {self.operator.value} needs at least one entry in values")
+        if not needs_values and self.values:
+            raise ValueError(f"operator {self.operator.value} takes no values; remove values")
+        return self
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes metav1.LabelSelector. An empty selector matches everything."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Set-based requirements; all must hold."
+    )
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        for key, wanted in self.match_labels.items():
+            if labels.get(key) != wanted:
+                return False
+        for requirement in self.match_expressions:
+            present = requirement.key in labels
+            value = labels.get(requirement.key)
+            if requirement.operator is SelectorOperator.IN and value not in requirement.values:
+                return False
+            if requirement.operator is SelectorOperator.NOT_IN and present and value in requirement.values:
+                return False
+            if requirement.operator is SelectorOperator.EXISTS and not present:
+                return False
+            if requirement.operator is SelectorOperator.DOES_NOT_EXIST and present:
+                return False
+        return True
+
+    def is_empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def to_label_selector_string(self) -> str:
+        """The `-l` form, for a server-side pre-filter; `matches` stays the authority."""
+        parts = [f"{key}={value}" for key, value in sorted(self.match_labels.items())]
+        for requirement in self.match_expressions:
+            values = ",".join(requirement.values)
+            parts.append(
+                {
+                    SelectorOperator.IN: f"{requirement.key} in ({values})",
+                    SelectorOperator.NOT_IN: f"{requirement.key} notin ({values})",
+                    SelectorOperator.EXISTS: requirement.key,
+                    SelectorOperator.DOES_NOT_EXIST: f"!{requirement.key}",
+                }[requirement.operator]
+            )
+        return ",".join(parts)
+
+
+# --------------------------------------------------------------------------- experiment spec
+
+
+class Action(StrEnum):
+    POD_KILL = "pod-kill"
+    LATENCY = "latency"
+    NETWORK = "network"
+    PARTITION = "partition"
+
+    @property
+    def is_network_fault(self) -> bool:
+        """Carried by the network injector (an ephemeral container with NET_ADMIN in the pod)."""
+        return self is not Action.POD_KILL
+
+
+class TargetMode(StrEnum):
+    ONE = "one"
+    FIXED = "fixed"
+    FIXED_PERCENT = "fixed-percent"
+    ALL = "all"
+
+
+class PodKillSpec(ApiModel):
+    grace_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Grace period for the kill, at least 1: chaosguard never force-deletes. "
+            "Default: the pod's own terminationGracePeriodSeconds."
+        ),
+    )
+    respect_disruption_budgets: bool = Field(
+        default=True,
+        description=(
+            "Kill through the Eviction API so PodDisruptionBudgets hold (a refusal is recorded as a skip). "
+            "false uses a plain delete with the grace period."
+        ),
+    )
+    min_available: int | str | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description=(
+            "Pods of each workload that must stay Ready, as a count (2) or a percentage ('50%'), "
+            "checked against the live workload right before every kill."
+        ),
+    )
+
+    @field_validator("min_available")
+    @classmethod
+    def _min_available_form(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            number = value.removesuffix("%")
+            if not value.endswith("%") or not number.isdigit() or not 0 <= int(number) <= 100:
+                raise ValueError("write a count such as 2 or a percentage from 0% to 100% such as '50%'")
+        elif isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+
+
+class NarrowedEgress(ApiModel):
+    """Egress faults narrowed to destinations: latency and network."""
+
+    destination_cidrs: list[str] = Field(
+        default_factory=list,
+        alias="destinationCIDRs",
+        description="Affect only traffic to these CIDRs. Empty: all destinations.",
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, description="Affect only traffic to these destination ports. Empty: all ports."
+    )
+
+    @field_validator("destination_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
+        return _parse_cidrs(cidrs)
+
+
+class LatencySpec(NarrowedEgress):
+    delay: Duration = Field(description="Added one-way delay on egress, e.g. 200ms.")
+    jitter: Duration = Field(default="0ms", description="Random variation around delay, e.g. 20ms.")
+    correlation: int = Field(default=0, ge=0, le=100, description="Jitter correlation in percent (0-100).")
+
+    @model_validator(mode="after")
+    def _delay_is_real(self) -> LatencySpec:
+        if to_seconds(self.delay) <= 0:
+            raise ValueError("latency.delay adds no delay: give a delay above 0, e.g. 200ms")
+        if self.correlation and to_seconds(self.jitter) <= 0:
+            raise ValueError("latency.correlation only correlates jitter: set latency.jitter, or drop correlation")
+        return self
+
+
+def _parse_cidrs(cidrs: list[str]) -> list[str]:
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as error:
+            raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8: {error}") from None
+    return cidrs
+
+
+# A bandwidth for tc: a number and a bit unit; netem.py and the injector script (is_rate) read this form.
+RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
+Percentage = Annotated[float, Field(ge=0, le=100)]
+_IMPAIRMENTS = ("delay", "loss", "corrupt", "duplicate", "reorder", "rate")
+
+
+class NetworkSpec(NarrowedEgress):
+    """Network impairments on the target pods' egress, by tc netem (any combination)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": " || ".join(f"has(self.{name})" for name in _IMPAIRMENTS),
+                    "message": "spec.network impairs nothing: set at least one of delay, loss, corrupt, duplicate, "
+                    "reorder or rate",
+                },
+                {
+                    "rule": "!has(self.reorder) || has(self.delay)",
+                    "message": "spec.network.reorder needs spec.network.delay: netem reorders by sending some "
+                    "packets without the delay; set a delay such as 10ms",
+                },
+                {
+                    "rule": "!has(self.lossCorrelation) || has(self.loss)",
+                    "message": "spec.network.lossCorrelation needs spec.network.loss",
+                },
+                {
+                    "rule": "!has(self.reorderCorrelation) || has(self.reorder)",
+                    "message": "spec.network.reorderCorrelation needs spec.network.reorder",
+                },
+                {
+                    "rule": "!has(self.correlation) || has(self.jitter)",
+                    "message": "spec.network.correlation only correlates jitter: set spec.network.jitter, "
+                    "or drop correlation",
+                },
+            ]
+        )
+    )
+
+    delay: Duration | None = Field(default=None, description="Added one-way delay on egress, e.g. 200ms.")
+    jitter: Duration | None = Field(default=None, description="Random variation around delay, e.g. 20ms.")
+    correlation: int | None = Field(default=None, ge=0, le=100, description="Jitter correlation in percent (0-100).")
+    loss: Percentage | None = Field(default=None, description="Packets dropped at random, in percent (0-100), e.g. 30.")
+    loss_correlation: Percentage | None = Field(
+        default=None, description="How much each loss depends on the previous one, in percent (0-100)."
+    )
+    corrupt: Percentage | None = Field(
+        default=None, description="Packets with one bit flipped at random, in percent (0-100)."
+    )
+    duplicate: Percentage | None = Field(default=None, description="Packets sent twice, in percent (0-100).")
+    reorder: Percentage | None = Field(
+        default=None,
+        description="Packets sent at once, ahead of the delayed ones, in percent (0-100). Needs delay.",
+    )
+    reorder_correlation: Percentage | None = Field(
+        default=None, description="How much each reordering depends on the previous one, in percent (0-100)."
+    )
+    rate: str | None = Field(
+        default=None,
+        pattern=RATE_PATTERN,
+        description="Bandwidth cap on egress: a number and a unit bit, kbit, mbit or gbit, e.g. 1mbit.",
+    )
+
+    @model_validator(mode="after")
+    def _impairs_something(self) -> NetworkSpec:
+        delay = to_seconds(self.delay) if self.delay is not None else 0.0
+        if not (delay > 0 or self.loss or self.corrupt or self.duplicate or self.reorder or self.rate):
+            raise ValueError(
+                "spec.network impairs nothing: set at least one of delay (above 0), loss, corrupt, duplicate, "
+                "reorder or rate (above 0)"
+            )
+        if self.reorder and delay <= 0:
+            raise ValueError(
+                "spec.network.reorder needs spec.network.delay: netem reorders by sending some packets without "
+                "the delay; set a delay such as 10ms"
+            )
+        if self.correlation and (self.jitter is None or to_seconds(self.jitter) <= 0):
+            raise ValueError("spec.network.correlation only correlates jitter: set spec.network.jitter, or drop it")
+        if self.loss_correlation is not None and self.loss is None:
+            raise ValueError("spec.network.lossCorrelation needs spec.network.loss")
+        if self.reorder_correlation is not None and self.reorder is None:
+            raise ValueError("spec.network.reorderCorrelation needs spec.network.reorder")
+        if self.rate is not None and float(self.rate.removesuffix("bit").rstrip("kmg")) <= 0:
+            raise ValueError(
+                f"spec.network.rate {self.rate!r} caps the bandwidth at 0: give a rate above 0, e.g. 1mbit"
+            )
+        return self
+
+    def summary(self) -> str:
+        """The impairment in a few words, for status, Events and the report: 'loss 30%, rate 1mbit'."""
+        parts = []
+        if self.delay is not None and to_seconds(self.delay) > 0:
+            jitter = f" ± {self.jitter}" if self.jitter and to_seconds(self.jitter) > 0 else ""
+            parts.append(f"delay {self.delay}{jitter}")
+        for name in ("loss", "corrupt", "duplicate", "reorder"):
+            value = getattr(self, name)
+            if value:
+                parts.append(f"{name} {value:g}%")
+        if self.rate:
+            parts.append(f"rate {self.rate}")
+        return ", ".join(parts)
+
+
+class PartitionDirection(StrEnum):
+    BOTH = "both"
+    EGRESS = "egress"
+    INGRESS = "ingress"
+
+
+class PartitionSpec(ApiModel):
+    """Drops all traffic between the target pods and the destinations (tc filters with a drop action)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "self.destinationCIDRs.all(c, !c.endsWith('/0'))",
+                    "message": "spec.partition.destinationCIDRs: a /0 CIDR covers every address, the node's and the "
+                    "API server's too; name the addresses to cut off, e.g. 10.1.0.0/16",
+                },
+            ]
+        )
+    )
+
+    destination_cidrs: list[Annotated[str, Field(max_length=49)]] = Field(
+        min_length=1,
+        max_length=64,  # bounds the CEL rule's cost
+        alias="destinationCIDRs",
+        description="Cut off these CIDRs (at least one; never the node's or the API server's addresses).",
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, description="Cut off only these ports of the destinations. Empty: all ports."
+    )
+    direction: PartitionDirection = Field(
+        default=PartitionDirection.BOTH,
+        description="both (default); egress: only packets to the destinations; ingress: only packets from them.",
+    )
+
+    @field_validator("destination_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
+        for cidr in _parse_cidrs(cidrs):
+            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
+                raise ValueError(
+                    f"{cidr!r} covers every address, the node's and the API server's too; "
+                    "name the addresses to cut off, e.g. 10.1.0.0/16"
+                )
+        return cidrs
+
+    def summary(self) -> str:
+        ports = f" ports {', '.join(map(str, self.ports))}" if self.ports else ""
+        return f"partition ({self.direction.value}) from {', '.join(self.destination_cidrs)}{ports}"
+
+
+class TargetSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "(self.mode == 'one' || self.mode == 'all') ? !has(self.value) : has(self.value)",
+                    "message": "target.value is required for mode fixed and fixed-percent, "
+                    "and must be omitted for one and all",
+                },
+                {
+                    "rule": "self.mode != 'fixed-percent' || self.value <= 100",
+                    "message": "target.value is a percentage for fixed-percent: use 1 to 100",
+                },
+            ]
+        )
+    )
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to target. Default: the experiment's own namespace."
+    )
+    selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Which pods to target (a metav1 LabelSelector)."
+    )
+    mode: TargetMode = Field(default=TargetMode.ONE, description="one | fixed | fixed-percent | all.")
+    value: int | None = Field(
+        default=None, ge=1, description="Pod count for fixed; percentage (1-100) for fixed-percent."
+    )
+
+    @model_validator(mode="after")
+    def _value_matches_mode(self) -> TargetSpec:
+        if self.mode in (TargetMode.ONE, TargetMode.ALL) and self.value is not None:
+            raise ValueError(f"target.value must be omitted for mode {self.mode.value}")
+        if self.mode in (TargetMode.FIXED, TargetMode.FIXED_PERCENT) and self.value is None:
+            raise ValueError(f"target.value is required for mode {self.mode.value}")
+        if self.mode is TargetMode.FIXED_PERCENT and self.value is not None and self.value > 100:
+            raise ValueError("target.value is a percentage for fixed-percent: use 1 to 100")
+        return self
+
+
+def _validate_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone such as Europe/Berlin or UTC") from None
+    return name
+
+
+def _validate_cron(expression: str) -> str:
+    if not croniter.is_valid(expression) or len(expression.split()) != 5:
+        raise ValueError(
+            f"{expression!r} is not a 5-field cron expression (minute hour day-of-month month day-of-week), "
+            "for example '0 14 * * TUE'"
+        )
+    return expression
+
+
+CronExpression = Annotated[str, AfterValidator(_validate_cron)]
+TimeZoneName = Annotated[str, AfterValidator(_validate_time_zone)]
+
+
+class ScheduleSpec(ApiModel):
+    cron: CronExpression = Field(description="When runs start, as a 5-field cron expression, e.g. '0 14 * * TUE'.")
+    time_zone: TimeZoneName = Field(default="UTC", description="IANA time zone the cron expression is read in.")
+    history_limit: int = Field(default=10, ge=1, le=50, description="How many past runs status keeps.")
+
+
+class ComparisonOperator(StrEnum):
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EQ = "=="
+    NE = "!="
+
+
+class OnUnavailable(StrEnum):
+    ABORT = "abort"
+    CONTINUE = "continue"
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(description="Secret name, in the experiment's namespace.")
+    key: str = Field(description="Key inside the Secret.")
+
+
+class PrometheusEndpoint(ApiModel):
+    url: str = Field(pattern=r"^https?://", description="Base URL of the Prometheus HTTP API.")
+    bearer_token_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a bearer token sent as Authorization."
+    )
+    ca_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a PEM CA bundle to verify the server."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    timeout: Duration = Field(default="2s", description="Per-query timeout; a slower answer is unavailable.")
+
+
+class SteadyStateCondition(ApiModel):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name.")
+    query: str = Field(min_length=1, description="A PromQL instant query.")
+    operator: ComparisonOperator = Field(description="Healthy while `value <operator> threshold` holds.")
+    threshold: float = Field(description="The value compared against.")
+    for_: str = Field(
+        default="0",
+        alias="for",
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description="How long a breach must persist before it counts, e.g. 10s (0: the first breach aborts).",
+    )
+
+    @field_validator("for_", mode="before")
+    @classmethod
+    def _zero_may_be_a_number(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value != 0:
+                raise ValueError(f"write {value}s (with a unit) or 0; a bare number other than 0 is ambiguous")
+            return "0"
+        return value
+
+    prometheus: PrometheusEndpoint | None = Field(
+        default=None, description="Overrides steadyState.prometheus for this condition."
+    )
+
+
+class RecoverySpec(ApiModel):
+    timeout: Duration = Field(
+        default="5m", description="How long the steady state may take to come back after the run."
+    )
+
+
+def _conditions_problem(
+    conditions: list[SteadyStateCondition], default: PrometheusEndpoint | None, more_names: list[str]
+) -> str | None:
+    """What is wrong with a steadyState's conditions: one without any endpoint, or a repeated name."""
+    for condition in conditions:
+        if condition.prometheus is None and default is None:
+            return (
+                f"condition {condition.name!r} has no Prometheus: set steadyState.prometheus.url "
+                "or the condition's own prometheus.url"
+            )
+    names = [condition.name for condition in conditions] + more_names
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        return f"names must be unique within steadyState; repeated: {', '.join(duplicates)}"
+    return None
+
+
+class SteadyStateSpec(ApiModel):
+    prometheus: PrometheusEndpoint | None = Field(default=None, description="Default Prometheus endpoint.")
+    interval: Duration = Field(default="5s", description="How often every condition is checked.")
+    conditions: list[SteadyStateCondition] = Field(min_length=1, max_length=20, description="All must hold.")
+    on_unavailable: OnUnavailable = Field(
+        default=OnUnavailable.ABORT,
+        description="Prometheus unreachable, erroring, empty or NaN: abort (default, fail-safe) or continue.",
+    )
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec, description="The after-run check.")
+
+    @model_validator(mode="after")
+    def _every_condition_has_endpoint(self) -> SteadyStateSpec:
+        if to_seconds(self.interval) <= 0:
+            raise ValueError("steadyState.interval must be longer than 0 (the guard asks once per interval), e.g. 5s")
+        problem = _conditions_problem(self.conditions, self.prometheus, [])
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class ChaosExperimentSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "self.action != 'latency' || has(self.latency)",
+                    "message": "spec.latency is required when action is latency",
+                },
+                {
+                    "rule": "self.action == 'latency' || !has(self.latency)",
+                    "message": "spec.latency is only allowed when action is latency",
+                },
+                {
+                    "rule": "self.action != 'network' || has(self.network)",
+                    "message": "spec.network is required when action is network",
+                },
+                {
+                    "rule": "self.action == 'network' || !has(self.network)",
+                    "message": "spec.network is only allowed when action is network",
+                },
+                {
+                    "rule": "self.action != 'partition' || has(self.partition)",
+                    "message": "spec.partition is required when action is partition",
+                },
+                {
+                    "rule": "self.action == 'partition' || !has(self.partition)",
+                    "message": "spec.partition is only allowed when action is partition",
+                },
+                {
+                    "rule": "self.action == 'pod-kill' || !has(self.podKill)",
+                    "message": "spec.podKill is only allowed when action is pod-kill",
+                },
+                {
+                    "rule": "!has(self.interval) || self.action == 'pod-kill'",
+                    "message": "spec.interval repeats kills and is only allowed when action is pod-kill",
+                },
+            ]
+        )
+    )
+
+    action: Action = Field(description="The fault: pod-kill, latency, network or partition.")
+    pod_kill: PodKillSpec | None = Field(default=None, description="Settings for action pod-kill.")
+    latency: LatencySpec | None = Field(default=None, description="Settings for action latency.")
+    network: NetworkSpec | None = Field(
+        default=None, description="Settings for action network: loss, corrupt, duplicate, reorder, rate, delay."
+    )
+    partition: PartitionSpec | None = Field(default=None, description="Settings for action partition.")
+    target: TargetSpec = Field(description="Which pods, in which namespaces, and how many.")
+    duration: Duration = Field(description="How long a run lasts, e.g. 5m.")
+    interval: Duration | None = Field(
+        default=None, description="pod-kill: kill again every interval until duration ends."
+    )
+    schedule: ScheduleSpec | None = Field(
+        default=None, description="Makes the experiment recurring (a game day). Absent: one run now."
+    )
+    steady_state: SteadyStateSpec | None = Field(
+        default=None, description="The SLI guard: the run aborts when a condition stops holding."
+    )
+    dry_run: bool = Field(
+        default=False, description="Run every check and record which pods would be hit, touching nothing."
+    )
+
+    @model_validator(mode="after")
+    def _action_blocks(self) -> ChaosExperimentSpec:
+        if self.action is Action.LATENCY and self.latency is None:
+            raise ValueError("spec.latency is required when action is latency")
+        if self.action is not Action.LATENCY and self.latency is not None:
+            raise ValueError("spec.latency is only allowed when action is latency")
+        for action, block in ((Action.NETWORK, self.network), (Action.PARTITION, self.partition)):
+            if self.action is action and block is None:
+                raise ValueError(f"spec.{action.value} is required when action is {action.value}")
+            if self.action is not action and block is not None:
+                raise ValueError(f"spec.{action.value} is only allowed when action is {action.value}")
+        if self.action is not Action.POD_KILL and self.pod_kill is not None:
+            raise ValueError("spec.podKill is only allowed when action is pod-kill")
+        if self.interval is not None and self.action is not Action.POD_KILL:
+            raise ValueError("spec.interval repeats kills and is only allowed when action is pod-kill")
+        if to_seconds(self.duration) <= 0:
+            raise ValueError("spec.duration must be longer than 0, e.g. 5m")
+        if self.interval is not None and to_seconds(self.interval) <= 0:
+            raise ValueError("spec.interval must be longer than 0, e.g. 1m")
+        return self
+
+    @property
+    def pod_kill_settings(self) -> PodKillSpec:
+        return self.pod_kill or PodKillSpec()
+
+    @property
+    def duration_seconds(self) -> float:
+        return to_seconds(self.duration)
+
+
+# --------------------------------------------------------------------------- experiment status
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    ABORTED = "Aborted"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (Phase.COMPLETED, Phase.ABORTED, Phase.FAILED, Phase.REJECTED)
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class KillResult(StrEnum):
+    KILLED = "Killed"
+    WOULD_KILL = "WouldKill"  # dry run
+    SKIPPED_BUDGET = "SkippedDisruptionBudget"
+    SKIPPED_MIN_AVAILABLE = "SkippedMinAvailable"
+    CAPPED = "Capped"
+    GONE = "Gone"
+    FAILED = "Failed"
+
+
+class TargetRecord(StatusModel):
+    namespace: str
+    name: str
+    uid: str
+    workload: str = Field(default="", description="Controlling owner as Kind/name.")
+
+
+class KillRecord(StatusModel):
+    namespace: str
+    name: str
+    uid: str
+    workload: str = ""
+    at: datetime
+    result: KillResult
+    method: str = ""
+    message: str = ""
+    round: int = 0
+    recovered_after_seconds: float | None = None
+
+
+class SliAbort(StatusModel):
+    """The SLI breach (or unavailability) that ended a run, as the guard saw it."""
+
+    condition: str
+    query: str = ""
+    operator: str = ""
+    threshold: float | None = None
+    value: str = ""
+    series: str = ""
+    at: datetime
+    since: datetime | None = None
+    message: str = ""
+    policy: str = Field(default="", description="The ChaosPolicy whose guard aborted the run; empty: the author's.")
+
+
+class FaultState(StrEnum):
+    INJECTING = "Injecting"
+    ACTIVE = "Active"
+    REMOVED = "Removed"
+    FAILED = "Failed"
+    WOULD_INJECT = "WouldInject"  # dry run
+
+
+class FaultRecord(StatusModel):
+    """One network fault (latency, impairment, partition) in one pod: what, when it went in, and when
+    and how it came out."""
+
+    namespace: str
+    name: str
+    uid: str
+    workload: str = ""
+    container: str = Field(default="", description="The ephemeral container that carries the fault.")
+    impairment: str = Field(default="", description="What the fault does, e.g. 'loss 30%, rate 1mbit'.")
+    state: FaultState = FaultState.INJECTING
+    injected_at: datetime | None = None
+    deadline: datetime | None = None
+    removed_at: datetime | None = None
+    removed_by: str = Field(default="", description="deadline | abort | deletion | window | suspension | ...")
+    message: str = ""
+
+    @property
+    def kind(self) -> str:
+        """Latency, Network or Partition, from the injector's name (chaosguard-<action>-<run>)."""
+        for action in (Action.NETWORK, Action.PARTITION):
+            if self.container.startswith(f"chaosguard-{action.value}-"):
+                return action.value.capitalize()
+        return "Latency"  # also records written before the other network faults existed
+
+
+class RunStatus(StatusModel):
+    id: str
+    trigger: str = "apply"
+    phase: Phase = Phase.RUNNING
+    started_at: datetime | None = None
+    deadline: datetime | None = None
+    finished_at: datetime | None = None
+    rounds_done: int = 0
+    next_round_at: datetime | None = None
+    targets: list[TargetRecord] = Field(default_factory=list)
+    kills: list[KillRecord] = Field(default_factory=list)
+    kills_total: int = 0
+    reason: str = ""
+    message: str = ""
+    steady_state_before: str = ""
+    steady_state_after: str = ""
+    sli_state: dict[str, dict[str, str]] = Field(default_factory=dict)
+    sli_samples: dict[str, list[dict[str, str]]] = Field(default_factory=dict)
+    abort: SliAbort | None = None
+    faults: list[FaultRecord] = Field(default_factory=list)
+
+
+class ApprovalRecord(StatusModel):
+    """How the operator judged one ChaosApproval of this experiment."""
+
+    name: str
+    approver: str = ""
+    approved_at: datetime | None = None
+    expires_at: datetime | None = None
+    counted: bool = False
+    reason: str = Field(default="", description="Why it does not count (empty when it counts).")
+
+
+class ChaosExperimentStatus(StatusModel):
+    phase: Phase | None = None
+    message: str = ""
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    current_run: RunStatus | None = None
+    last_run: RunStatus | None = None
+    history: list[RunStatus] = Field(default_factory=list)
+    next_run_at: datetime | None = None
+    runs_total: int = 0
+    hits: int = Field(default=0, description="Pods killed or faulted by the current run, else by the last one.")
+    approvals: list[ApprovalRecord] = Field(
+        default_factory=list, description="The approvals of the current spec, as the operator last judged them."
+    )
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class TimeWindow(ApiModel):
+    cron: CronExpression = Field(description="When the window opens, as a 5-field cron expression.")
+    duration: Duration = Field(description="How long the window stays open, e.g. 6h.")
+    time_zone: TimeZoneName = Field(default="UTC", description="IANA time zone the cron expression is read in.")
+
+
+class Blackout(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "timestamp(self.end) > timestamp(self.start)",
+                    "message": "blackout end must be after start",
+                }
+            ]
+        )
+    )
+
+    start: datetime = Field(description="RFC 3339 start, e.g. 2026-12-20T00:00:00Z.")
+    end: datetime = Field(description="RFC 3339 end, after start.")
+    reason: str = Field(default="", description="Shown in every refusal, e.g. 'holiday freeze'.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Blackout:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("blackout start and end need a time zone offset, e.g. 2026-12-20T00:00:00Z")
+        if self.end <= self.start:
+            raise ValueError("blackout end must be after start")
+        return self
+
+
+class ApproverSet(ApiModel):
+    users: list[str] = Field(default_factory=list, description="User names allowed to approve.")
+    groups: list[str] = Field(default_factory=list, description="Groups whose members may approve.")
+
+
+class ApprovalPolicy(ApiModel):
+    required: bool = Field(default=False, description="Experiments wait for approvals before they run.")
+    approvers: ApproverSet = Field(default_factory=ApproverSet, description="Who may approve.")
+    min_approvals: int = Field(default=1, ge=1, description="Distinct approvers needed.")
+    expires_after: Duration = Field(default="24h", description="An approval older than this no longer counts.")
+
+
+# ------------------------------------------------------------- platform guards (ChaosPolicy.spec.steadyState)
+
+# A Prometheus label matcher as in PromQL and Alertmanager: name, one of = != =~ !~, a quoted value.
+LABEL_MATCHER_PATTERN = r'^[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"([^"\\]|\\.)*"$'
+WINDOW_PLACEHOLDER = "{{.window}}"  # Sloth's placeholder in SLI event queries, so they can be pasted as they are
+# SLO windows are counted in days and weeks (30d, 4w), as Prometheus, Sloth and Pyrra write them.
+SLO_WINDOW_PATTERN = r"^([0-9]+(w|d|h|m|s))+$"
+_SLO_WINDOW_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+SloWindow = Annotated[str, Field(pattern=SLO_WINDOW_PATTERN)]
+
+
+def slo_window_seconds(text: str) -> int:
+    """`30d` -> 2592000; `1h30m` -> 5400 (the model has checked the form)."""
+    return sum(int(number) * _SLO_WINDOW_UNITS[unit] for number, unit in re.findall(r"([0-9]+)(w|d|h|m|s)", text))
+
+
+class SlothSlo(ApiModel):
+    service: str = Field(min_length=1, description="The Sloth service (label sloth_service of its recording rules).")
+    slo: str = Field(min_length=1, description="The Sloth SLO name (label sloth_slo of its recording rules).")
+
+
+class PyrraSlo(ApiModel):
+    slo: str = Field(min_length=1, description="The Pyrra SLO name (label slo of its recording rules).")
+    metric: str = Field(
+        min_length=1,
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description=(
+            "The total metric's name without _total, as in Pyrra's <metric>:burnrate5m rules, e.g. http_requests. "
+            "The budget needs Pyrra's generic rules (pyrra_availability, pyrra_objective: --generic-rules)."
+        ),
+    )
+
+
+class ErrorBudgetGate(ApiModel):
+    """An SLO in SRE terms, and the two gates on it: budget left before a run, burn rate during one."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name.")
+    error_query: str | None = Field(
+        default=None,
+        description="PromQL for the rate of bad events over {{.window}}, e.g. "
+        'sum(rate(http_requests_total{code=~"5.."}[{{.window}}])) (Sloth\'s error_query as it is).',
+    )
+    total_query: str | None = Field(
+        default=None, description="PromQL for the rate of all events over {{.window}}, with errorQuery."
+    )
+    ratio_query: str | None = Field(
+        default=None, description="Instead of errorQuery and totalQuery: PromQL for the error ratio over {{.window}}."
+    )
+    sloth: SlothSlo | None = Field(default=None, description="Use the recording rules Sloth generated for this SLO.")
+    pyrra: PyrraSlo | None = Field(default=None, description="Use the recording rules Pyrra generated for this SLO.")
+    objective: float | None = Field(
+        default=None,
+        gt=0,
+        lt=100,
+        description="The SLO target in percent, e.g. 99.9. Required with queries; Sloth and Pyrra record their own.",
+    )
+    window: SloWindow = Field(default="30d", description="The SLO period the budget is counted over, e.g. 30d or 4w.")
+    min_budget_remaining: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Refuse to start a run while less than this percentage of the error budget is left.",
+    )
+    max_burn_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Abort a running run when the budget burns faster than this many times the sustainable rate.",
+    )
+    burn_rate_window: SloWindow = Field(default="5m", description="The short window the burn rate is measured over.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ErrorBudgetGate:
+        where = f"errorBudgets[{self.name}]"
+        sources = [
+            name
+            for name, given in (
+                ("errorQuery/totalQuery", self.error_query is not None or self.total_query is not None),
+                ("ratioQuery", self.ratio_query is not None),
+                ("sloth", self.sloth is not None),
+                ("pyrra", self.pyrra is not None),
+            )
+            if given
+        ]
+        if len(sources) != 1:
+            raise ValueError(
+                f"{where}: give exactly one SLI source (errorQuery with totalQuery, ratioQuery, sloth or pyrra); "
+                f"got {', '.join(sources) or 'none'}"
+            )
+        if (self.error_query is None) != (self.total_query is None):
+            raise ValueError(f"{where}: errorQuery and totalQuery go together; give both, or use ratioQuery")
+        for query in (self.error_query, self.total_query, self.ratio_query):
+            if query is not None and WINDOW_PLACEHOLDER not in query:
+                raise ValueError(
+                    f"{where}: a query must contain {WINDOW_PLACEHOLDER} where its range goes, "
+                    f"e.g. rate(x[{WINDOW_PLACEHOLDER}]), so chaosguard can ask it over the SLO window and the "
+                    "burn-rate window"
+                )
+        if self.sloth is None and self.pyrra is None and self.objective is None:
+            raise ValueError(f"{where}: objective is required with queries, e.g. objective: 99.9")
+        if (self.sloth is not None or self.pyrra is not None) and self.objective is not None:
+            raise ValueError(f"{where}: Sloth and Pyrra record their own objective and window; remove objective")
+        if self.min_budget_remaining is None and self.max_burn_rate is None:
+            raise ValueError(
+                f"{where}: set minBudgetRemaining, maxBurnRate or both; a gate with neither checks nothing"
+            )
+        if slo_window_seconds(self.window) <= 0 or slo_window_seconds(self.burn_rate_window) <= 0:
+            raise ValueError(f"{where}: window and burnRateWindow must be longer than 0, e.g. 30d and 5m")
+        return self
+
+
+class QuietAlerts(ApiModel):
+    matchers: list[Annotated[str, Field(pattern=LABEL_MATCHER_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description='Label matchers over ALERTS{alertstate="firing"}, e.g. severity="critical". Empty: any alert.',
+    )
+    target_namespaces_only: bool = Field(
+        default=False,
+        description="Count only alerts whose namespace label is one of the experiment's target namespaces.",
+    )
+
+
+class PolicySteadyState(ApiModel):
+    """The cluster owners' guards: they apply to every covered experiment, and its author cannot remove them."""
+
+    prometheus: PrometheusEndpoint | None = Field(
+        default=None,
+        description="Default Prometheus endpoint. Its Secrets are read in the operator's own namespace.",
+    )
+    interval: Duration = Field(
+        default="5s", description="Longest time between checks; a shorter steadyState.interval of the experiment wins."
+    )
+    conditions: list[SteadyStateCondition] = Field(
+        default_factory=list, max_length=20, description="Checked before, during and after every run; all must hold."
+    )
+    error_budgets: list[ErrorBudgetGate] = Field(
+        default_factory=list, max_length=20, description="Error-budget and burn-rate gates."
+    )
+    quiet_alerts: QuietAlerts | None = Field(
+        default=None, description="No chaos while a matching alert fires: refuse to start, abort a running run."
+    )
+
+    @model_validator(mode="after")
+    def _guards_have_endpoints(self) -> PolicySteadyState:
+        if to_seconds(self.interval) <= 0:
+            raise ValueError("steadyState.interval must be longer than 0, e.g. 5s")
+        if not (self.conditions or self.error_budgets or self.quiet_alerts):
+            raise ValueError("steadyState needs conditions, errorBudgets or quietAlerts")
+        if self.prometheus is None and (self.error_budgets or self.quiet_alerts):
+            raise ValueError("errorBudgets and quietAlerts are asked of steadyState.prometheus: set its url")
+        problem = _conditions_problem(self.conditions, self.prometheus, [g.name for g in self.error_budgets])
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class ChaosPolicySpec(ApiModel):
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces this policy applies to (by their labels). Absent: all."
+    )
+    excluded_namespaces: list[str] = Field(default_factory=list, description="Never targeted.")
+    require_namespace_opt_in: bool = Field(
+        default=False,
+        description=f"Targets' namespaces must carry the label {OPT_IN_LABEL}={OPT_IN_VALUE}.",
+    )
+    protected_selector: LabelSelector | None = Field(
+        default=None, description="Pods matching this selector are never targeted."
+    )
+    max_percentage: int = Field(
+        default=100, ge=1, le=100, description="Largest share of each workload's pods down at any moment."
+    )
+    max_concurrent_experiments: int | None = Field(
+        default=None, ge=1, description="Largest number of experiments running at once."
+    )
+    max_duration: Duration | None = Field(default=None, description="Longest allowed spec.duration.")
+    max_latency: Duration | None = Field(default=None, description="Largest allowed latency delay.")
+    max_guard_interval: Duration | None = Field(default=None, description="Largest allowed steadyState.interval.")
+    allowed_actions: list[Action] | None = Field(
+        default=None,
+        description="Actions allowed (pod-kill, latency, network, partition). Absent: all actions. "
+        "Leave out partition to forbid partitions.",
+    )
+    # Limits of the network faults (action network and partition).
+    max_loss: Percentage | None = Field(
+        default=None, description="Largest allowed spec.network.loss, in percent (0-100)."
+    )
+    allow_operator_namespace_destinations: bool = Field(
+        default=False,
+        description="Allow network faults and partitions whose destinationCIDRs reach the operator's own pods "
+        "or Services (every applicable policy must allow it).",
+    )
+    windows: list[TimeWindow] = Field(
+        default_factory=list, description="Experiments run only inside one of these. Empty: any time."
+    )
+    blackouts: list[Blackout] = Field(default_factory=list, description="Experiments never run inside these.")
+    approval: ApprovalPolicy | None = Field(default=None, description="Approval requirements.")
+    require_steady_state: bool = Field(default=False, description="Refuse experiments without a steadyState.")
+    allow_cross_namespace: bool = Field(
+        default=False, description="Allow experiments to target namespaces other than their own."
+    )
+    suspend: bool = Field(
+        default=False, description="The big red switch: aborts every running experiment and starts none."
+    )
+    steady_state: PolicySteadyState | None = Field(
+        default=None,
+        description="Platform guards held over every covered experiment: SLO conditions, error budgets, quiet alerts.",
+    )
+
+
+class ChaosPolicyStatus(StatusModel):
+    observed_generation: int | None = None
+    message: str = ""
+
+
+# --------------------------------------------------------------------------- objects
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ChaosExperiment(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", alias_generator=to_camel)
+
+    api_version: Literal["chaosguard.dev/v1alpha1"] = "chaosguard.dev/v1alpha1"
+    kind: Literal["ChaosExperiment"] = "ChaosExperiment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChaosExperimentSpec
+    status: ChaosExperimentStatus | None = None
+
+
+class ChaosPolicy(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", alias_generator=to_camel)
+
+    api_version: Literal["chaosguard.dev/v1alpha1"] = "chaosguard.dev/v1alpha1"
+    kind: Literal["ChaosPolicy"] = "ChaosPolicy"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChaosPolicySpec = Field(default_factory=ChaosPolicySpec)
+    status: ChaosPolicyStatus | None = None
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+class ChaosApprovalSpec(ApiModel):
+    """An approval of one ChaosExperiment's exact spec; the approver is stamped by the admission webhook."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "self == oldSelf",
+                    "message": "a ChaosApproval cannot be changed; delete it and approve again",
+                }
+            ]
+        )
+    )
+
+    experiment: str = Field(
+        min_length=1, max_length=253, description="Name of the ChaosExperiment, in this namespace, being approved."
+    )
+    spec_hash: str = Field(
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description=(
+            "sha256 of the experiment's spec as approved (canonical JSON; `chaosguard approve` fills it in). "
+            "Any edit of the spec voids the approval."
+        ),
+    )
+    comment: str = Field(default="", max_length=1000, description="Why it was approved, for the record.")
+
+
+class ChaosApproval(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", alias_generator=to_camel)
+
+    api_version: Literal["chaosguard.dev/v1alpha1"] = "chaosguard.dev/v1alpha1"
+    kind: Literal["ChaosApproval"] = "ChaosApproval"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChaosApprovalSpec

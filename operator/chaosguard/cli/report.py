@@ -1,0 +1,1338 @@
+"""Game-day reports: one run of a ChaosExperiment as Markdown or as a self-contained HTML page.
+
+Pure code: no I/O and no clock. The input is the experiment as the API returns it (a plain dict);
+its status is read with the models in `chaosguard.models`, and everything shown comes from there:
+the run's timeline (start, every kill or fault and its result, recoveries, SLI state changes, the
+abort or the end), the kills with their recovery times, the SLI samples the guard recorded, the
+abort or failure reason verbatim, and "What to look at next": suggestions derived from the data.
+
+The Markdown holds the timeline as a mermaid gantt chart plus a table; the HTML draws each SLI as
+an inline SVG chart (our own code, no JavaScript, nothing fetched when the page is viewed).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from chaosguard.api.durations import format_seconds
+from chaosguard.api.models import (
+    ChaosExperimentSpec,
+    ChaosExperimentStatus,
+    FaultRecord,
+    FaultState,
+    KillRecord,
+    KillResult,
+    Phase,
+    RunStatus,
+)
+
+SLOW_RECOVERY_SECONDS = 30.0
+MERMAID_MAX_ITEMS = 40
+FORMATS = ("markdown", "html")
+
+
+class ReportError(ValueError):
+    """The report cannot be made (no run yet, unknown run id); the message says what to do."""
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    GOOD = "good"
+    WARN = "warn"
+    BAD = "bad"
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    kind: str  # run | kill | skip | recovery | fault | sli | abort | end | deadline
+    text: str
+    severity: Severity = Severity.INFO
+
+
+@dataclass(frozen=True)
+class SliPoint:
+    at: datetime
+    status: str
+    raw: str  # the value as recorded ("0.001", "NaN", "+Inf", "" when nothing was measured)
+    series: str
+
+    @property
+    def value(self) -> float | None:
+        """The numeric value, None when nothing usable was measured (unavailable or NaN)."""
+        try:
+            number = float(self.raw)
+        except ValueError:
+            return None
+        return None if math.isnan(number) else number
+
+
+@dataclass(frozen=True)
+class SliSeries:
+    name: str
+    query: str
+    operator: str
+    threshold: float | None
+    for_: str
+    points: tuple[SliPoint, ...]
+
+
+@dataclass(frozen=True)
+class Recovery:
+    workload: str
+    killed: int
+    times: tuple[float, ...]
+    unrecovered: int
+
+    @property
+    def p50(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    @property
+    def max(self) -> float | None:
+        return max(self.times) if self.times else None
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    title: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class GameDay:
+    """Everything a report shows, computed once; the renderers only lay it out."""
+
+    namespace: str
+    name: str
+    action: str
+    target: str
+    duration: str
+    interval: str
+    schedule: str
+    dry_run: bool
+    experiment_phase: str
+    run: RunStatus
+    run_ids: tuple[str, ...]
+    in_progress: bool
+    timeline: tuple[TimelineEntry, ...]
+    recoveries: tuple[Recovery, ...]
+    slis: tuple[SliSeries, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def title(self) -> str:
+        return f"Game day: {self.namespace}/{self.name}, run {self.run.id}"
+
+    @property
+    def outcome(self) -> str:
+        return "Running (in progress)" if self.in_progress else self.run.phase.value
+
+    @property
+    def all_recovery_times(self) -> list[float]:
+        return [t for r in self.recoveries for t in r.times]
+
+
+# --------------------------------------------------------------------------- reading the object
+
+
+def runs_of(status: ChaosExperimentStatus) -> list[RunStatus]:
+    """Every run the status still holds, oldest first; the fullest record of each id wins
+    (history keeps only the last kills of a run, lastRun all of them)."""
+    by_id: dict[str, RunStatus] = {}
+    for run in [*status.history, *([status.last_run] if status.last_run else [])]:
+        by_id[run.id] = run
+    if status.current_run is not None:
+        by_id[status.current_run.id] = status.current_run
+    return sorted(by_id.values(), key=lambda r: (r.started_at or datetime.min.replace(tzinfo=UTC), r.id))
+
+
+def choose_run(experiment: Mapping[str, Any], run_id: str | None = None) -> tuple[ChaosExperimentStatus, RunStatus]:
+    """The status and the run to report on: `run_id`, else the run in progress, else the last one."""
+    metadata = experiment.get("metadata") or {}
+    key = f"{metadata.get('namespace', '?')}/{metadata.get('name', '?')}"
+    status = ChaosExperimentStatus.model_validate(dict(experiment.get("status") or {}))
+    runs = runs_of(status)
+    if not runs:
+        phase = status.phase.value if status.phase else "not yet seen by the operator"
+        why = f": {status.message}" if status.message else ""
+        raise ReportError(f"ChaosExperiment {key} has no run to report on yet (phase {phase}{why})")
+    if run_id is None:
+        return status, status.current_run or status.last_run or runs[-1]
+    for run in runs:
+        if run.id == run_id:
+            return status, run
+    known = ", ".join(r.id for r in runs)
+    raise ReportError(f"ChaosExperiment {key} has no run {run_id!r}; the runs its status keeps are: {known}")
+
+
+def _spec(experiment: Mapping[str, Any]) -> ChaosExperimentSpec | None:
+    try:
+        return ChaosExperimentSpec.model_validate(dict(experiment.get("spec") or {}))
+    except ValidationError:
+        return None
+
+
+def describe_target(raw_spec: Mapping[str, Any], namespace: str) -> str:
+    target = raw_spec.get("target") or {}
+    selector = target.get("selector") or {}
+    labels = ",".join(f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items()))
+    expressions = [
+        f"{e.get('key')} {e.get('operator')} {e.get('values') or ''}".strip()
+        for e in selector.get("matchExpressions") or []
+    ]
+    chosen = ", ".join(p for p in [labels, *expressions] if p) or "every pod"
+    namespaces = ", ".join(target.get("namespaces") or [namespace])
+    mode = str(target.get("mode") or "one")
+    value = target.get("value")
+    how_many = {
+        "one": "one pod",
+        "all": "all pods",
+        "fixed": f"{value} pods",
+        "fixed-percent": f"{value}% of the pods",
+    }.get(mode, f"mode {mode}")
+    return f"{how_many} matching {chosen} in {namespaces}"
+
+
+# --------------------------------------------------------------------------- building the game day
+
+
+def build(experiment: Mapping[str, Any], run_id: str | None = None) -> GameDay:
+    metadata = experiment.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "default")
+    name = str(metadata.get("name") or "?")
+    raw_spec: Mapping[str, Any] = experiment.get("spec") or {}
+    spec = _spec(experiment)
+    status, run = choose_run(experiment, run_id)
+    in_progress = status.current_run is not None and status.current_run.id == run.id
+    slis = tuple(sli_series(raw_spec, run))
+    recoveries = tuple(recoveries_of(run.kills, namespace))
+    schedule = raw_spec.get("schedule") or {}
+    return GameDay(
+        namespace=namespace,
+        name=name,
+        action=str(raw_spec.get("action") or "?"),
+        target=describe_target(raw_spec, namespace),
+        duration=str(raw_spec.get("duration") or "?"),
+        interval=str(raw_spec.get("interval") or ""),
+        schedule=f"{schedule.get('cron')} ({schedule.get('timeZone', 'UTC')})" if schedule else "",
+        dry_run=bool(raw_spec.get("dryRun")),
+        experiment_phase=status.phase.value if status.phase else "",
+        run=run,
+        run_ids=tuple(r.id for r in runs_of(status)),
+        in_progress=in_progress,
+        timeline=tuple(timeline(run, in_progress, namespace)),
+        recoveries=recoveries,
+        slis=slis,
+        findings=tuple(findings(run, spec, raw_spec, slis, recoveries, in_progress, namespace)),
+    )
+
+
+def _kill_sort_key(kill: KillRecord) -> tuple[datetime, int]:
+    return kill.at, kill.round
+
+
+def recoveries_of(kills: Sequence[KillRecord], home: str) -> list[Recovery]:
+    by_workload: dict[str, list[KillRecord]] = {}
+    for kill in kills:
+        if kill.result is KillResult.KILLED:
+            by_workload.setdefault(_workload(kill, home), []).append(kill)
+    return [
+        Recovery(
+            workload=workload,
+            killed=len(items),
+            times=tuple(k.recovered_after_seconds for k in items if k.recovered_after_seconds is not None),
+            unrecovered=sum(k.recovered_after_seconds is None for k in items),
+        )
+        for workload, items in sorted(by_workload.items())
+    ]
+
+
+def _workload(kill: KillRecord | FaultRecord, home: str) -> str:
+    """`Deployment/checkout`, with its namespace when it is not the experiment's own."""
+    label = kill.workload or f"pod {kill.name} (no controller)"
+    return label if kill.namespace == home else f"{label} in {kill.namespace}"
+
+
+def sli_series(raw_spec: Mapping[str, Any], run: RunStatus) -> list[SliSeries]:
+    """One series per condition: those of the spec first (in order), then any others with samples."""
+    conditions = list(((raw_spec.get("steadyState") or {}).get("conditions")) or [])
+    names = [str(c.get("name")) for c in conditions]
+    names += [n for n in run.sli_samples if n not in names]
+    by_name = {str(c.get("name")): c for c in conditions}
+    series: list[SliSeries] = []
+    for condition_name in names:
+        condition = by_name.get(condition_name, {})
+        threshold = condition.get("threshold")
+        if threshold is None and run.abort is not None and run.abort.condition == condition_name:
+            threshold = run.abort.threshold
+        query = str(
+            condition.get("query") or (run.abort.query if run.abort and run.abort.condition == condition_name else "")
+        )
+        operator = str(condition.get("operator") or (run.abort.operator if run.abort else ""))
+        points = tuple(
+            SliPoint(
+                at=_parse_time(p.get("at", "")),
+                status=str(p.get("status", "")),
+                raw=str(p.get("value", "")),
+                series=str(p.get("series", "")),
+            )
+            for p in run.sli_samples.get(condition_name, [])
+            if p.get("at")
+        )
+        series.append(
+            SliSeries(
+                name=condition_name,
+                query=query,
+                operator=operator,
+                threshold=float(threshold) if threshold is not None else None,
+                for_=str(condition.get("for", "0")),
+                points=points,
+            )
+        )
+    return series
+
+
+def _parse_time(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def timeline(run: RunStatus, in_progress: bool, home: str) -> list[TimelineEntry]:
+    entries: list[TimelineEntry] = []
+    if run.started_at is not None:
+        deadline = f"; deadline {_clock(run.deadline)}" if run.deadline else ""
+        entries.append(TimelineEntry(run.started_at, "run", f"run {run.id} started (trigger: {run.trigger}){deadline}"))
+    for kill in sorted(run.kills, key=_kill_sort_key):
+        pod = kill.name if kill.namespace == home else f"{kill.namespace}/{kill.name}"
+        if kill.result is KillResult.KILLED:
+            text = f"round {kill.round}: killed pod {pod} of {kill.workload or 'no controller'} by {kill.method}"
+            entries.append(TimelineEntry(kill.at, "kill", text, Severity.WARN))
+        elif kill.result is KillResult.WOULD_KILL:
+            entries.append(TimelineEntry(kill.at, "kill", f"round {kill.round}: dry run, would kill pod {pod}"))
+        else:
+            severity = Severity.BAD if kill.result is KillResult.FAILED else Severity.INFO
+            text = f"round {kill.round}: pod {pod} not killed ({kill.result.value}): {kill.message}"
+            entries.append(TimelineEntry(kill.at, "skip", text, severity))
+    entries.extend(_recovery_entries(run.kills, home))
+    for fault in run.faults:
+        entries.extend(_fault_entries(fault, run, home))
+    for name, points in run.sli_samples.items():
+        entries.extend(_sli_transitions(name, points))
+    if run.abort is not None and not run.sli_samples.get(run.abort.condition):
+        entries.append(TimelineEntry(run.abort.at, "abort", f"SLI guard: {run.abort.message}", Severity.BAD))
+    if run.deadline is not None and run.finished_at is not None and run.finished_at > run.deadline:
+        entries.append(TimelineEntry(run.deadline, "deadline", "deadline reached: no new faults; waiting for recovery"))
+    if run.finished_at is not None and not in_progress:
+        severity = {Phase.COMPLETED: Severity.GOOD, Phase.ABORTED: Severity.WARN}.get(run.phase, Severity.BAD)
+        entries.append(
+            TimelineEntry(run.finished_at, "end", f"run {run.phase.value} ({run.reason}): {run.message}", severity)
+        )
+    order = {"run": 0, "kill": 1, "skip": 1, "fault": 1, "recovery": 2, "sli": 3, "abort": 4, "deadline": 5, "end": 6}
+    return sorted(entries, key=lambda e: (e.at, order.get(e.kind, 3)))
+
+
+def _recovered_at(kill: KillRecord) -> datetime | None:
+    if kill.result is not KillResult.KILLED or kill.recovered_after_seconds is None:
+        return None
+    return kill.at + timedelta(seconds=kill.recovered_after_seconds)
+
+
+def _recovery_entries(kills: Sequence[KillRecord], home: str) -> list[TimelineEntry]:
+    """One entry per workload and moment of recovery: kills whose workload came back within the same
+    50 ms (one check of the operator, give or take the rounding of recoveredAfterSeconds) share it."""
+    recovered = sorted(
+        ((back, kill) for kill in kills if (back := _recovered_at(kill)) is not None), key=lambda item: item[0]
+    )
+    episodes: list[tuple[str, datetime, list[KillRecord]]] = []
+    for back, kill in recovered:
+        workload = _workload(kill, home)
+        same = next((e for e in episodes if e[0] == workload and (back - e[1]).total_seconds() <= 0.05), None)
+        if same is None:
+            episodes.append((workload, back, [kill]))
+        else:
+            same[2].append(kill)
+    entries = []
+    for workload, back, items in episodes:
+        slowest = max(k.recovered_after_seconds or 0.0 for k in items)
+        pods = f"pod {items[0].name} was" if len(items) == 1 else f"the first of {len(items)} pods were"
+        severity = Severity.WARN if slowest > SLOW_RECOVERY_SECONDS else Severity.GOOD
+        text = f"{workload} back at full Ready strength, {_secs(slowest)} after {pods} killed"
+        entries.append(TimelineEntry(back, "recovery", text, severity))
+    return entries
+
+
+def _fault_entries(fault: FaultRecord, run: RunStatus, home: str) -> list[TimelineEntry]:
+    pod = fault.name if fault.namespace == home else f"{fault.namespace}/{fault.name}"
+    entries = []
+    if fault.state is FaultState.WOULD_INJECT:
+        entries.append(
+            TimelineEntry(fault.injected_at or run.started_at or _epoch(), "fault", f"dry run: {fault.message}")
+        )
+        return entries
+    kind = fault.kind.lower()
+    if fault.impairment:  # "partition (both) from ..." already says what it is
+        kind = fault.impairment if fault.impairment.startswith(kind) else f"{kind} ({fault.impairment})"
+    if fault.injected_at is not None:
+        text = f"{kind} injected into pod {pod}" + (f" (container {fault.container})" if fault.container else "")
+        entries.append(TimelineEntry(fault.injected_at, "fault", text, Severity.WARN))
+    if fault.removed_at is not None:
+        entries.append(
+            TimelineEntry(
+                fault.removed_at,
+                "fault",
+                f"{fault.kind.lower()} removed from pod {pod} by {fault.removed_by}",
+                Severity.GOOD,
+            )
+        )
+    if fault.state is FaultState.FAILED:
+        at = fault.removed_at or fault.injected_at or run.started_at or _epoch()
+        entries.append(TimelineEntry(at, "fault", f"{kind} fault in pod {pod} failed: {fault.message}", Severity.BAD))
+    return entries
+
+
+def _epoch() -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _sli_transitions(name: str, points: Sequence[Mapping[str, str]]) -> list[TimelineEntry]:
+    """The moments an SLI changed state (the first sample included), not every sample."""
+    entries = []
+    previous = None
+    for point in points:
+        status = point.get("status", "")
+        if status == previous or not point.get("at"):
+            continue
+        value = point.get("value")
+        shown = f" (value {value})" if value else ""
+        severity = {"Holding": Severity.GOOD, "Pending": Severity.WARN}.get(status, Severity.BAD)
+        text = f"SLI {name}: {status}{shown}" if previous is not None else f"SLI {name} first sample: {status}{shown}"
+        entries.append(TimelineEntry(_parse_time(point["at"]), "sli", text, severity))
+        previous = status
+    return entries
+
+
+# --------------------------------------------------------------------------- what to look at next
+
+
+def findings(
+    run: RunStatus,
+    spec: ChaosExperimentSpec | None,
+    raw_spec: Mapping[str, Any],
+    slis: Sequence[SliSeries],
+    recoveries: Sequence[Recovery],
+    in_progress: bool,
+    namespace: str,
+) -> list[Finding]:
+    found: list[Finding] = []
+    reason = run.reason
+    if in_progress:
+        found.append(
+            Finding(
+                Severity.INFO, "This run is still in progress", "The report shows the run so far; run it again later."
+            )
+        )
+    if reason == "SteadyStateNotHeld":
+        found.append(
+            Finding(
+                Severity.BAD,
+                "The steady state did not hold before the run, so nothing was injected",
+                f"{run.message}. Fix the system (or the condition) first: "
+                "chaos on an unhealthy system teaches nothing.",
+            )
+        )
+    if run.abort is not None and run.abort.threshold is not None:
+        abort = run.abort
+        sli = next((s for s in slis if s.name == abort.condition), None)
+        window = f" for at least {sli.for_}" if sli and sli.for_ not in ("0", "") else ""
+        since = f" since {_clock(abort.since)} UTC" if abort.since else ""
+        owner = f" (a guard of ChaosPolicy/{abort.policy})" if abort.policy else ""
+        retune = (
+            f"ChaosPolicy/{abort.policy} owns this guard: take it to the platform team"
+            if abort.policy
+            else "revisit the threshold or `for`"
+        )
+        found.append(
+            Finding(
+                Severity.BAD,
+                f"SLI {abort.condition}{owner} breached and aborted the run",
+                f"`{abort.query}` returned {abort.value} for {abort.series or 'the series'}{since}, which is not "
+                f"`{abort.operator} {_num(abort.threshold)}`{window}. Find what the fault did to it: that is this game "
+                f"day's finding. If users were not actually hurt, {retune}.",
+            )
+        )
+    elif run.abort is not None or reason == "SLIUnavailable":
+        message = run.abort.message if run.abort else run.message
+        query = f" Query: `{run.abort.query}`." if run.abort and run.abort.query else ""
+        found.append(
+            Finding(
+                Severity.BAD,
+                "Prometheus could not answer, so the guard aborted the run (onUnavailable: abort)",
+                f"{message}.{query} Check that the operator can reach the Prometheus URL (network policy, TLS, "
+                "credentials, timeout) and that the query returns data during the run: an empty result or NaN "
+                "counts as unavailable.",
+            )
+        )
+    for sli in slis:
+        unavailable = [p for p in sli.points if p.status == "Unavailable"]
+        if unavailable and not (run.abort is not None and run.abort.condition == sli.name):
+            found.append(
+                Finding(
+                    Severity.WARN,
+                    f"SLI {sli.name} was unavailable in {len(unavailable)} of {len(sli.points)} samples",
+                    "While it was unavailable this SLI guarded nothing (onUnavailable: continue). Make "
+                    f"`{sli.query}` return data throughout the run, e.g. with `or vector(0)` where no traffic means "
+                    "no errors.",
+                )
+            )
+        pending = [p for p in sli.points if p.status == "Pending"]
+        if pending and not (run.abort is not None and run.abort.condition == sli.name):
+            worst = max(pending, key=lambda p: abs(p.value or 0.0))
+            found.append(
+                Finding(
+                    Severity.WARN,
+                    f"SLI {sli.name} breached briefly, shorter than its `for` ({sli.for_}): a near miss",
+                    f"{len(pending)} sample(s) breached `{sli.operator} {_num(sli.threshold)}`, up to {worst.raw} at "
+                    f"{_clock(worst.at)} UTC. Look at what happened then; a longer run or a bigger blast radius "
+                    "may turn it into an abort.",
+                )
+            )
+    unrecovered = [k for k in run.kills if k.result is KillResult.KILLED and k.recovered_after_seconds is None]
+    if unrecovered and not in_progress:
+        workloads = sorted({_workload(k, namespace) for k in unrecovered})
+        commands = "; ".join(
+            sorted(
+                {f"`kubectl describe {k.workload.lower() or 'pod/' + k.name} -n {k.namespace}`" for k in unrecovered}
+            )
+        )
+        found.append(
+            Finding(
+                Severity.BAD,
+                f"{len(unrecovered)} killed pod(s) not back to full Ready strength: {', '.join(workloads)}",
+                "The workload had not healed on its own when this report was made (the operator keeps watching "
+                "for the recovery timeout after the run and records the time when it does). Look at scheduling "
+                "(resources, "
+                f"affinity, quotas), image pulls, crash loops and readiness probes: {commands}; "
+                f"`kubectl get events -n {unrecovered[0].namespace}`.",
+            )
+        )
+    for recovery in recoveries:
+        if recovery.max is not None and recovery.max > SLOW_RECOVERY_SECONDS:
+            found.append(
+                Finding(
+                    Severity.WARN,
+                    f"{recovery.workload} took {_secs(recovery.max)} to recover (p50 {_secs(recovery.p50)})",
+                    f"More than {_secs(SLOW_RECOVERY_SECONDS)} at reduced capacity after a kill. Check startup time, "
+                    "readiness probe delays and image pulls, and whether there are enough replicas to absorb a loss.",
+                )
+            )
+    found.extend(_skipped_kill_findings(run.kills))
+    if reason == "DidNotRecover" and not unrecovered:
+        found.append(Finding(Severity.BAD, "The system did not come back after the run", run.message))
+    elif reason == "AbortRequested":
+        found.append(
+            Finding(
+                Severity.INFO,
+                "Aborted by hand (`chaosguard abort`)",
+                f"{run.message}. If someone stopped it because users were hurt, that is a finding an SLI should "
+                "have caught: add or tighten a steadyState condition for it.",
+            )
+        )
+    elif reason == "Suspended":
+        found.append(
+            Finding(
+                Severity.INFO,
+                "Stopped by the big red switch (a ChaosPolicy with suspend: true)",
+                f"{run.message}. Nothing starts until the policy is un-suspended: `chaosguard abort --all --undo`, "
+                'or `kubectl patch chaospolicy NAME --type merge -p \'{"spec":{"suspend":false}}\'`.',
+            )
+        )
+    elif reason in ("Window", "Blackout"):
+        found.append(
+            Finding(
+                Severity.INFO,
+                "Stopped because the allowed time window closed",
+                f"{run.message}. Schedule the run earlier in the window, shorten spec.duration, or widen the window.",
+            )
+        )
+    killed = [k for k in run.kills if k.result is KillResult.KILLED]
+    would = [k for k in run.kills if k.result is KillResult.WOULD_KILL]
+    if raw_spec.get("dryRun"):
+        found.append(
+            Finding(
+                Severity.INFO,
+                f"This was a dry run: {len(would)} pod(s) would have been killed",
+                "Nothing was touched. Review the pods chosen above, then set spec.dryRun: false to run it for real.",
+            )
+        )
+    elif raw_spec.get("action") == "pod-kill" and not run.kills and reason not in ("SteadyStateNotHeld",):
+        found.append(
+            Finding(
+                Severity.WARN,
+                "No pod was chosen",
+                f"No eligible pod matched {describe_target(raw_spec, namespace)}. Run "
+                "`chaosguard plan -f <experiment.yaml>` to see which rule left each pod out.",
+            )
+        )
+    for fault in run.faults:
+        if fault.state in (FaultState.ACTIVE, FaultState.INJECTING) and not in_progress:
+            found.append(
+                Finding(
+                    Severity.BAD,
+                    f"{fault.kind} in pod {fault.namespace}/{fault.name} is recorded as still {fault.state.value}",
+                    "The run is over but the fault was never recorded as removed. Its injector removes it at the "
+                    f"deadline ({_clock(fault.deadline)} UTC); check the pod's ephemeral container {fault.container}.",
+                )
+            )
+        elif fault.state is FaultState.FAILED:
+            found.append(
+                Finding(Severity.WARN, f"{fault.kind} in pod {fault.namespace}/{fault.name} failed", fault.message)
+            )
+    if spec is not None and spec.steady_state is None and not raw_spec.get("dryRun"):
+        found.append(
+            Finding(
+                Severity.WARN,
+                "This run had no SLI guard",
+                "Without spec.steadyState nothing would have stopped it had users been hurt. Add a condition on a "
+                "user-facing signal (error ratio, latency) so the run aborts on its own.",
+            )
+        )
+    serious = any(f.severity in (Severity.BAD, Severity.WARN) for f in found)
+    if not serious and killed and not in_progress:
+        slowest = max((r.max or 0.0) for r in recoveries) if recoveries else 0.0
+        held = " and every SLI held" if slis else ""
+        found.append(
+            Finding(
+                Severity.GOOD,
+                "Nothing stood out",
+                f"Every killed pod's workload was back at full strength within {_secs(slowest)}{held}. Next: widen "
+                "the blast radius step by step (target.value, interval), or put it on a schedule.",
+            )
+        )
+    return found
+
+
+def _skipped_kill_findings(kills: Sequence[KillRecord]) -> list[Finding]:
+    found = []
+    advice = {
+        KillResult.CAPPED: (
+            "kill(s) were stopped by the blast-radius cap (ChaosPolicy maxPercentage)",
+            "That is the policy working. If you meant to take more pods down, raise maxPercentage in the policy "
+            "or add replicas; otherwise lower target.value.",
+        ),
+        KillResult.SKIPPED_MIN_AVAILABLE: (
+            "kill(s) were skipped to keep spec.podKill.minAvailable pods Ready",
+            "Lower target.value or interval, or add replicas, if you meant to test a deeper loss.",
+        ),
+        KillResult.SKIPPED_BUDGET: (
+            "eviction(s) were refused by a PodDisruptionBudget",
+            "Your PDB protected the workload. To test beyond it, set spec.podKill.respectDisruptionBudgets: false "
+            "(a plain delete), deliberately.",
+        ),
+        KillResult.FAILED: (
+            "kill(s) failed",
+            "The API refused the kill: check the operator's RBAC (pods/eviction create, pods delete) and the message.",
+        ),
+        KillResult.GONE: (
+            "chosen pod(s) were gone before the kill",
+            "Something else (a rollout, another experiment) replaced them first; check what else ran at the time.",
+        ),
+    }
+    for result, (title, fix) in advice.items():
+        matching = [k for k in kills if k.result is result]
+        if matching:
+            severity = Severity.BAD if result is KillResult.FAILED else Severity.WARN
+            found.append(Finding(severity, f"{len(matching)} {title}", f"{fix} First message: {matching[0].message}"))
+    return found
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+
+def _clock(at: datetime | None) -> str:
+    if at is None:
+        return "-"
+    utc = at.astimezone(UTC)
+    return utc.strftime("%H:%M:%S") + f".{utc.microsecond // 1000:03d}"
+
+
+def _iso(at: datetime | None) -> str:
+    if at is None:
+        return "-"
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _offset(at: datetime, start: datetime | None) -> str:
+    if start is None:
+        return ""
+    seconds = (at - start).total_seconds()
+    return f"{'+' if seconds >= 0 else '-'}{abs(seconds):.1f}s"
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 60 else f"{format_seconds(value)} ({value:.0f}s)"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:.6g}"
+
+
+def _other_runs(day: GameDay) -> str:
+    return ", ".join(i for i in day.run_ids if i != day.run.id) or "none"
+
+
+def _kill_outcome(kill: KillRecord) -> str:
+    if kill.result is not KillResult.KILLED:
+        return "-"
+    return _secs(kill.recovered_after_seconds) if kill.recovered_after_seconds is not None else "not recovered"
+
+
+def _duration_of(run: RunStatus) -> str:
+    if run.started_at is None or run.finished_at is None:
+        return "-"
+    return _secs((run.finished_at - run.started_at).total_seconds())
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _md_cell(text: object) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _md_code(text: str) -> str:
+    longest = max((len(run) for run in text.replace("`", "\0`\0").split("\0") if run.startswith("`")), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _md_block(text: str, language: str = "text") -> str:
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}{language}\n{text}\n{fence}"
+
+
+FAULT_COLUMNS = ("Pod", "Workload", "State", "Injected", "Deadline", "Removed", "Removed by", "Message")
+
+
+def _fault_rows(run: RunStatus) -> list[tuple[str, ...]]:
+    return [
+        (
+            f"{f.namespace}/{f.name}",
+            f.workload or "-",
+            f.state.value,
+            _clock(f.injected_at),
+            _clock(f.deadline),
+            _clock(f.removed_at),
+            f.removed_by or "-",
+            f.message or "-",
+        )
+        for f in run.faults
+    ]
+
+
+def _md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _mermaid_text(text: str) -> str:
+    """Task names may not hold `:` (it starts the task data), `;` or `#`."""
+    cleaned = text.replace(":", " ").replace(";", ",").replace("#", "").replace("\n", " ")
+    return " ".join(cleaned.split())[:80] or "-"
+
+
+def _mermaid_time(at: datetime) -> str:
+    utc = at.astimezone(UTC)
+    return utc.strftime("%Y-%m-%d %H:%M:%S") + f".{utc.microsecond // 1000:03d}"
+
+
+def mermaid_gantt(day: GameDay) -> str:
+    run = day.run
+    start = run.started_at
+    if start is None:
+        return ""
+    end = run.finished_at or max([start, *(e.at for e in day.timeline)])
+    lines = [
+        "gantt",
+        f"    title {_mermaid_text(f'{day.namespace}/{day.name} run {run.id} (UTC)')}",
+        "    dateFormat YYYY-MM-DD HH:mm:ss.SSS",
+        "    axisFormat %H:%M:%S",
+        "    section Run",
+    ]
+    state = "active" if day.in_progress else ("done" if run.phase is Phase.COMPLETED else "crit")
+    lines.append(
+        f"    {_mermaid_text(f'{day.outcome} ({run.reason or day.run.phase.value})')} :{state}, run, "
+        f"{_mermaid_time(start)}, {_mermaid_time(max(end, start))}"
+    )
+    if run.deadline is not None and run.deadline < end:
+        lines.append(f"    deadline :milestone, deadline, {_mermaid_time(run.deadline)}, 0s")
+    kills = sorted(run.kills, key=_kill_sort_key)
+    if kills:
+        lines.append("    section Kills")
+    for index, kill in enumerate(kills, 1):
+        if index > MERMAID_MAX_ITEMS:
+            lines.append(f"    %% {len(kills) - index + 1} more kill records: see the table")
+            break
+        tag = "crit, " if kill.result is KillResult.FAILED else ""
+        label = f"{kill.result.value} {kill.name}"
+        lines.append(f"    {_mermaid_text(label)} :{tag}milestone, k{index}, {_mermaid_time(kill.at)}, 0s")
+    recovery_lines: list[str] = []
+    for index, kill in enumerate(kills, 1):
+        if kill.result is not KillResult.KILLED or len(recovery_lines) >= MERMAID_MAX_ITEMS:
+            continue
+        if kill.recovered_after_seconds is not None:
+            back = kill.at + timedelta(seconds=kill.recovered_after_seconds)
+            tag = "crit, " if kill.recovered_after_seconds > SLOW_RECOVERY_SECONDS else ""
+            label = f"after {kill.name}, back in {_secs(kill.recovered_after_seconds)}"
+        else:
+            back, tag = max(end, kill.at), "crit, "
+            label = f"after {kill.name}, not recovered"
+        recovery_lines.append(
+            f"    {_mermaid_text(label)} :{tag}v{index}, {_mermaid_time(kill.at)}, {_mermaid_time(back)}"
+        )
+    if recovery_lines:
+        lines += ["    section Recovery", *recovery_lines]
+    fault_lines = []
+    for index, fault in enumerate(run.faults, 1):
+        if fault.injected_at is None:
+            continue
+        until = fault.removed_at or fault.deadline or end
+        tag = "crit, " if fault.state is FaultState.FAILED else ""
+        label = f"{fault.kind.lower()} {fault.name}" + (f" removed by {fault.removed_by}" if fault.removed_by else "")
+        fault_lines.append(
+            f"    {_mermaid_text(label)} :{tag}f{index}, {_mermaid_time(fault.injected_at)}, {_mermaid_time(until)}"
+        )
+    if fault_lines:
+        lines += ["    section Faults", *fault_lines[:MERMAID_MAX_ITEMS]]
+    for sli_index, sli in enumerate(day.slis, 1):
+        spans = _bad_spans(sli, end)
+        if not spans:
+            continue
+        lines.append(f"    section SLI {_mermaid_text(sli.name)}")
+        for span_index, (status, first, last) in enumerate(spans[:MERMAID_MAX_ITEMS], 1):
+            tag = "crit, " if status in ("Breached", "Unavailable") else "active, "
+            lines.append(
+                f"    {_mermaid_text(status)} :{tag}s{sli_index}x{span_index}, {_mermaid_time(first)}, "
+                f"{_mermaid_time(max(last, first))}"
+            )
+    return "\n".join(lines)
+
+
+def _bad_spans(sli: SliSeries, end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """Stretches where the SLI was not Holding: (status, first sample, the next sample or the end)."""
+    spans: list[tuple[str, datetime, datetime]] = []
+    points = list(sli.points)
+    index = 0
+    while index < len(points):
+        status = points[index].status
+        if status == "Holding":
+            index += 1
+            continue
+        first = points[index].at
+        while index < len(points) and points[index].status == status:
+            index += 1
+        last = points[index].at if index < len(points) else max(end, points[index - 1].at)
+        spans.append((status, first, last))
+    return spans
+
+
+def _compact_samples(points: Sequence[SliPoint]) -> list[tuple[str, int, str, str]]:
+    """Consecutive samples with the same status and value as one row: (time span, count, status, value)."""
+    rows: list[tuple[str, int, str, str]] = []
+    group: list[SliPoint] = []
+    for point in [*points, None]:
+        if group and (point is None or (point.status, point.raw) != (group[0].status, group[0].raw)):
+            span = _clock(group[0].at) if len(group) == 1 else f"{_clock(group[0].at)} to {_clock(group[-1].at)}"
+            rows.append((span, len(group), group[0].status, group[0].raw or "-"))
+            group = []
+        if point is not None:
+            group.append(point)
+    return rows
+
+
+def markdown(day: GameDay) -> str:
+    run = day.run
+    out: list[str] = [f"# {day.title}", ""]
+    summary = [
+        ("Experiment", f"{day.namespace}/{day.name}"),
+        ("Action", day.action + (" (dry run)" if day.dry_run else "")),
+        ("Targets", day.target),
+        ("Duration", day.duration + (f", a round every {day.interval}" if day.interval else "")),
+    ]
+    if day.schedule:
+        summary.append(("Schedule", day.schedule))
+    summary += [
+        (
+            "Run",
+            f"{run.id} (trigger: {run.trigger}); other runs kept: {_other_runs(day)}",
+        ),
+        ("Started", _iso(run.started_at)),
+        ("Finished", _iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else "")),
+        ("Outcome", f"**{day.outcome}**" + (f" — reason {_md_code(run.reason)}" if run.reason else "")),
+        ("Pods killed", str(run.kills_total)),
+    ]
+    times = day.all_recovery_times
+    if times:
+        summary.append(("Recovery", f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}"))
+    out += [_md_table(("", ""), summary), ""]
+
+    out += ["## Outcome", ""]
+    if day.in_progress:
+        out += [f"The run is in progress: {run.message or 'running'}", ""]
+    else:
+        out += [f"**{run.phase.value}**, reason `{run.reason}`:", "", _md_block(run.message), ""]
+    if run.abort is not None:
+        out += ["The SLI guard recorded:", "", _md_block(run.abort.message), ""]
+    if run.steady_state_before:
+        out += [f"Steady state before the run: {_md_cell(run.steady_state_before)}", ""]
+    if run.steady_state_after:
+        out += [f"Steady state after the run: {_md_cell(run.steady_state_after)}", ""]
+
+    out += ["## What to look at next", ""]
+    icon = {Severity.BAD: "🔴", Severity.WARN: "🟠", Severity.INFO: "🔵", Severity.GOOD: "🟢"}
+    for finding in day.findings:
+        out.append(f"- {icon[finding.severity]} **{finding.title}.** {finding.detail}")
+    out.append("")
+
+    out += ["## Timeline", ""]
+    gantt = mermaid_gantt(day)
+    if gantt:
+        out += [_md_block(gantt, "mermaid"), ""]
+    out.append(
+        _md_table(
+            ("Time (UTC)", "T+", "Event"),
+            ((_clock(e.at), _offset(e.at, run.started_at), e.text) for e in day.timeline),
+        )
+    )
+    out.append("")
+
+    if run.kills:
+        out += ["## Kills", ""]
+        out.append(
+            _md_table(
+                ("Round", "Time (UTC)", "Pod", "Workload", "Result", "Method", "Recovered after", "Message"),
+                (
+                    (
+                        k.round,
+                        _clock(k.at),
+                        k.name,
+                        k.workload or "-",
+                        k.result.value,
+                        k.method or "-",
+                        _kill_outcome(k),
+                        k.message,
+                    )
+                    for k in sorted(run.kills, key=_kill_sort_key)
+                ),
+            )
+        )
+        out.append("")
+        if len(run.kills) < run.kills_total:
+            out += [f"Only the last {len(run.kills)} of {run.kills_total} kill records are kept in status.", ""]
+        if day.recoveries:
+            out += ["Recovery to full Ready strength, per workload:", ""]
+            rows = [(r.workload, r.killed, _secs(r.p50), _secs(r.max), r.unrecovered or "-") for r in day.recoveries]
+            if len(day.recoveries) > 1 and times:
+                rows.append(
+                    (
+                        "all",
+                        sum(r.killed for r in day.recoveries),
+                        _secs(statistics.median(times)),
+                        _secs(max(times)),
+                        sum(r.unrecovered for r in day.recoveries) or "-",
+                    )
+                )
+            out += [_md_table(("Workload", "Killed", "p50", "max", "Not recovered"), rows), ""]
+
+    if run.faults:
+        out += ["## Faults", ""]
+        out.append(
+            _md_table(
+                FAULT_COLUMNS,
+                _fault_rows(run),
+            )
+        )
+        out.append("")
+
+    if day.slis:
+        out += ["## SLIs", ""]
+        for sli in day.slis:
+            out += [f"### {sli.name}", ""]
+            out.append(
+                f"Healthy while {_md_code(sli.query)} {_md_code(f'{sli.operator} {_num(sli.threshold)}')}"
+                + (f" (a breach counts after {sli.for_})" if sli.for_ not in ("0", "") else "")
+                + f"; {len(sli.points)} sample(s)."
+            )
+            out.append("")
+            values = [p.value for p in sli.points if p.value is not None and math.isfinite(p.value)]
+            if values:
+                out += [f"min {_num(min(values))}, max {_num(max(values))}, last {sli.points[-1].raw or '-'}", ""]
+            if sli.points:
+                out.append(_md_table(("Time (UTC)", "Samples", "Status", "Value"), _compact_samples(sli.points)))
+            else:
+                out.append("No samples were recorded for this condition in this run.")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2329}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #d5d9de;padding-bottom:4px}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
+th,td{border:1px solid #d5d9de;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eceff2}
+dl.summary{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;background:#fff;padding:12px;
+border:1px solid #d5d9de}
+dl.summary dt{font-weight:600}dl.summary dd{margin:0}
+pre{background:#fff;border:1px solid #d5d9de;padding:8px;white-space:pre-wrap;word-break:break-word}
+code{background:#eceff2;padding:0 3px}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600}
+.Completed{background:#2e7d32}.Aborted{background:#ef6c00}.Failed{background:#c62828}.Running{background:#1565c0}
+.Rejected{background:#6a1b9a}
+ul.findings{list-style:none;padding:0}ul.findings li{background:#fff;border-left:6px solid #90a4ae;
+margin:6px 0;padding:8px 12px}
+li.bad{border-left-color:#c62828!important}li.warn{border-left-color:#ef6c00!important}
+li.good{border-left-color:#2e7d32!important}li.info{border-left-color:#1565c0!important}
+tr.bad td{background:#fdecea}tr.warn td{background:#fff4e5}tr.good td{background:#edf7ed}
+svg.sli{background:#fff;border:1px solid #d5d9de;max-width:100%;height:auto}
+svg .axis{stroke:#90a4ae;stroke-width:1}svg .grid{stroke:#eceff2;stroke-width:1}
+svg .threshold{stroke:#c62828;stroke-width:1.5;stroke-dasharray:6 4}
+svg .kill-mark{stroke:#ef6c00;stroke-width:1;stroke-dasharray:2 3}
+svg .line{fill:none;stroke:#1565c0;stroke-width:1.5}
+svg .sample{stroke:#fff;stroke-width:1}svg .Holding{fill:#2e7d32}svg .Pending{fill:#ef6c00}
+svg .Breached{fill:#c62828}svg .Unavailable{fill:#fff;stroke:#757575;stroke-width:1.5}
+svg text{font-size:11px;fill:#455a64;font-family:system-ui,sans-serif}svg text.threshold-label{fill:#c62828}
+footer{margin-top:2rem;color:#607d8b;font-size:.8rem}
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _inline(text: str) -> str:
+    """Escaped text whose `backticked` spans (as the findings are written) become <code>."""
+    parts = re.split(r"`([^`]+)`", text)
+    return "".join(f"<code>{_e(part)}</code>" if index % 2 else _e(part) for index, part in enumerate(parts))
+
+
+def _html_table(headers: Sequence[str], rows: Iterable[Sequence[object]], classes: Iterable[str] | None = None) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    row_classes = list(classes) if classes is not None else None
+    for index, row in enumerate(rows):
+        css = f' class="{_e(row_classes[index])}"' if row_classes is not None else ""
+        body.append(f"<tr{css}>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+@dataclass(frozen=True)
+class _Chart:
+    width: int = 720
+    height: int = 220
+    left: int = 64
+    right: int = 16
+    top: int = 28
+    bottom: int = 36
+
+    @property
+    def plot_width(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def plot_height(self) -> int:
+        return self.height - self.top - self.bottom
+
+
+def sli_svg(sli: SliSeries, run: RunStatus, kills: Sequence[KillRecord] = ()) -> str:
+    """An SVG line chart of one SLI: one circle per sample (coloured by status, hollow at the bottom
+    when nothing was measured), the threshold as a dashed line, kills as dotted vertical marks."""
+    chart = _Chart()
+    times = [p.at for p in sli.points]
+    start = min([*times, *([run.started_at] if run.started_at else [])], default=None)
+    end = max([*times, *([run.finished_at] if run.finished_at else [])], default=None)
+    title = f"SLI {sli.name}: {sli.query} {sli.operator} {_num(sli.threshold)}"
+    parts = [
+        f'<svg class="sli" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {chart.width} {chart.height}" '
+        f'width="{chart.width}" height="{chart.height}" role="img" aria-label="{_e(title)}">',
+        f"<title>{_e(title)}</title>",
+    ]
+    legend_x = chart.left
+    for status, label in (
+        ("Holding", "holding"),
+        ("Pending", "breaching (within for)"),
+        ("Breached", "breached"),
+        ("Unavailable", "no value"),
+    ):
+        parts.append(f'<circle class="legend {status}" cx="{legend_x + 4}" cy="10" r="3.5"/>')
+        parts.append(f'<text x="{legend_x + 12}" y="14">{_e(label)}</text>')
+        legend_x += 24 + 6 * len(label)
+    parts.append(f'<line class="kill-mark" x1="{legend_x}" y1="4" x2="{legend_x}" y2="16"/>')
+    parts.append(f'<text x="{legend_x + 6}" y="14">pod killed</text>')
+    if start is None or end is None or not sli.points:
+        parts.append(f'<text x="{chart.left}" y="{chart.height // 2}">no samples recorded</text></svg>')
+        return "".join(parts)
+    span = max((end - start).total_seconds(), 1e-3)
+    finite = [v for v in (p.value for p in sli.points) if v is not None and math.isfinite(v)]
+    low, high, ticks = nice_scale([*finite, *([sli.threshold] if sli.threshold is not None else [])])
+
+    def x_of(at: datetime) -> float:
+        return chart.left + chart.plot_width * (at - start).total_seconds() / span
+
+    def y_of(value: float) -> float:
+        clamped = min(max(value, low), high)
+        return chart.top + chart.plot_height * (1 - (clamped - low) / (high - low))
+
+    bottom, right = chart.top + chart.plot_height, chart.left + chart.plot_width
+    for value in ticks:
+        y = y_of(value)
+        parts.append(f'<line class="grid" x1="{chart.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>')
+        parts.append(f'<text x="{chart.left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(_num(value))}</text>')
+    parts.append(f'<line class="axis" x1="{chart.left}" y1="{bottom}" x2="{right}" y2="{bottom}"/>')
+    parts.append(f'<line class="axis" x1="{chart.left}" y1="{chart.top}" x2="{chart.left}" y2="{bottom}"/>')
+    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = chart.left + chart.plot_width * fraction
+        label = f"+{span * fraction:.1f}s" if fraction else _clock(start)
+        anchor = "start" if fraction == 0 else ("end" if fraction == 1 else "middle")
+        parts.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="{anchor}">{_e(label)}</text>')
+    for kill in kills:
+        if kill.result is KillResult.KILLED and start <= kill.at <= end:
+            x = x_of(kill.at)
+            parts.append(
+                f'<line class="kill-mark" x1="{x:.1f}" y1="{chart.top}" x2="{x:.1f}" y2="{bottom}">'
+                f"<title>{_e(f'{_clock(kill.at)} killed {kill.name}')}</title></line>"
+            )
+    if sli.threshold is not None:
+        y = y_of(sli.threshold)
+        parts.append(f'<line class="threshold" x1="{chart.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>')
+        parts.append(
+            f'<text class="threshold-label" x="{right - 4}" y="{y - 4:.1f}" text-anchor="end">'
+            f"healthy while {_e(sli.operator)} {_e(_num(sli.threshold))}</text>"
+        )
+    segment: list[str] = []
+    segments: list[list[str]] = []
+    for point in sli.points:
+        if point.value is None:
+            if segment:
+                segments.append(segment)
+            segment = []
+            continue
+        segment.append(f"{x_of(point.at):.1f},{y_of(point.value):.1f}")
+    if segment:
+        segments.append(segment)
+    for line in segments:
+        if len(line) > 1:
+            parts.append(f'<polyline class="line" points="{" ".join(line)}"/>')
+    for point in sli.points:
+        x = x_of(point.at)
+        y = bottom if point.value is None else y_of(point.value)
+        status = point.status if point.status in ("Holding", "Pending", "Breached", "Unavailable") else "Unavailable"
+        tip = f"{_clock(point.at)} {point.status} {point.raw or 'no value'}"
+        parts.append(
+            f'<circle class="sample {status}" cx="{x:.1f}" cy="{y:.1f}" r="3.5" data-value="{_e(point.raw)}">'
+            f"<title>{_e(tip)}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def nice_scale(values: Sequence[float], count: int = 4) -> tuple[float, float, list[float]]:
+    """A y range covering `values` with round tick values (0, 0.02, 0.04, ...), about `count` ticks."""
+    if not values:
+        return 0.0, 1.0, [0.0, 0.5, 1.0]
+    low, high = min(values), max(values)
+    if high - low <= 1e-9 * max(abs(low), abs(high), 1.0):  # flat (or flat but for float dust)
+        pad = abs(high) * 0.1 or 1.0
+        low, high = low - pad, high + pad
+    if low > 0 and low < (high - low):
+        low = 0.0  # a ratio or a latency reads best from zero
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    digits = max(0, 3 - math.floor(math.log10(step)))
+    first, last = math.floor(low / step), math.ceil(high / step)
+    while round(first * step, digits) > low:
+        first -= 1
+    while round(last * step, digits) < high or last <= first:
+        last += 1
+    ticks = [round(i * step, digits) for i in range(first, last + 1)]
+    return ticks[0], ticks[-1], ticks
+
+
+def html_page(day: GameDay, generated_at: datetime | None = None) -> str:
+    run = day.run
+    badge = "Running" if day.in_progress else run.phase.value
+    summary = [
+        ("Experiment", f"{day.namespace}/{day.name}"),
+        ("Action", day.action + (" (dry run)" if day.dry_run else "")),
+        ("Targets", day.target),
+        ("Duration", day.duration + (f", a round every {day.interval}" if day.interval else "")),
+        *([("Schedule", day.schedule)] if day.schedule else []),
+        ("Run", f"{run.id} (trigger: {run.trigger})"),
+        ("Other runs kept", _other_runs(day)),
+        ("Started", _iso(run.started_at)),
+        ("Finished", _iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else "")),
+        ("Pods killed", str(run.kills_total)),
+    ]
+    times = day.all_recovery_times
+    if times:
+        summary.append(("Recovery", f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}"))
+    body = [
+        f'<h1>{_e(day.title)} <span class="badge {_e(badge)}">{_e(day.outcome)}</span></h1>',
+        '<dl class="summary">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary) + "</dl>",
+        '<section id="outcome"><h2>Outcome</h2>',
+    ]
+    if day.in_progress:
+        body.append(f"<p>The run is in progress: {_e(run.message or 'running')}</p>")
+    else:
+        body.append(f"<p><strong>{_e(run.phase.value)}</strong>, reason <code>{_e(run.reason)}</code>:</p>")
+        body.append(f'<pre class="reason">{_e(run.message)}</pre>')
+    if run.abort is not None:
+        body.append(f'<p>The SLI guard recorded:</p><pre class="abort">{_e(run.abort.message)}</pre>')
+    if run.steady_state_before:
+        body.append(f"<p>Steady state before the run: {_e(run.steady_state_before)}</p>")
+    if run.steady_state_after:
+        body.append(f"<p>Steady state after the run: {_e(run.steady_state_after)}</p>")
+    body.append("</section>")
+    body.append('<section id="next"><h2>What to look at next</h2><ul class="findings">')
+    for finding in day.findings:
+        body.append(
+            f'<li class="{finding.severity.value}"><strong>{_inline(finding.title)}.</strong> '
+            f"{_inline(finding.detail)}</li>"
+        )
+    body.append("</ul></section>")
+    body.append('<section id="timeline"><h2>Timeline</h2>')
+    body.append(
+        _html_table(
+            ("Time (UTC)", "T+", "Event"),
+            ((_clock(e.at), _offset(e.at, run.started_at), e.text) for e in day.timeline),
+            (e.severity.value for e in day.timeline),
+        )
+    )
+    body.append("</section>")
+    if run.kills:
+        kills = sorted(run.kills, key=_kill_sort_key)
+        body.append('<section id="kills"><h2>Kills</h2>')
+        body.append(
+            _html_table(
+                ("Round", "Time (UTC)", "Pod", "Workload", "Result", "Method", "Recovered after", "Message"),
+                (
+                    (
+                        k.round,
+                        _clock(k.at),
+                        k.name,
+                        k.workload or "-",
+                        k.result.value,
+                        k.method or "-",
+                        _kill_outcome(k),
+                        k.message,
+                    )
+                    for k in kills
+                ),
+                (_kill_class(k) for k in kills),
+            )
+        )
+        if len(run.kills) < run.kills_total:
+            body.append(f"<p>Only the last {len(run.kills)} of {run.kills_total} kill records are kept in status.</p>")
+        if day.recoveries:
+            body.append("<h3>Recovery to full Ready strength, per workload</h3>")
+            body.append(
+                _html_table(
+                    ("Workload", "Killed", "p50", "max", "Not recovered"),
+                    ((r.workload, r.killed, _secs(r.p50), _secs(r.max), r.unrecovered or "-") for r in day.recoveries),
+                )
+            )
+        body.append("</section>")
+    if run.faults:
+        body.append('<section id="faults"><h2>Faults</h2>')
+        body.append(
+            _html_table(
+                FAULT_COLUMNS,
+                _fault_rows(run),
+            )
+        )
+        body.append("</section>")
+    if day.slis:
+        body.append('<section id="slis"><h2>SLIs</h2>')
+        for sli in day.slis:
+            body.append(f'<div class="sli" id="sli-{_e(sli.name)}"><h3>{_e(sli.name)}</h3>')
+            after = f" (a breach counts after {sli.for_})" if sli.for_ not in ("0", "") else ""
+            body.append(
+                f"<p>Healthy while <code>{_e(sli.query)}</code> <code>{_e(sli.operator)} {_e(_num(sli.threshold))}"
+                f"</code>{_e(after)}; {len(sli.points)} sample(s).</p>"
+            )
+            body.append(sli_svg(sli, run, run.kills))
+            if sli.points:
+                body.append("<details><summary>Samples</summary>")
+                body.append(_html_table(("Time (UTC)", "Samples", "Status", "Value"), _compact_samples(sli.points)))
+                body.append("</details>")
+            body.append("</div>")
+        body.append("</section>")
+    made = f" at {_iso(generated_at)}" if generated_at else ""
+    body.append(
+        f"<footer>Generated by <code>chaosguard report</code>{_e(made)} from the status of ChaosExperiment "
+        f"{_e(day.namespace)}/{_e(day.name)}. Times are UTC.</footer>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(day.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        + "\n".join(body)
+        + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _kill_class(kill: KillRecord) -> str:
+    if kill.result is KillResult.FAILED:
+        return "bad"
+    if kill.result is KillResult.KILLED:
+        if kill.recovered_after_seconds is None:
+            return "bad"
+        return "warn" if kill.recovered_after_seconds > SLOW_RECOVERY_SECONDS else "good"
+    return "info"
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def render_markdown(experiment: Mapping[str, Any], run_id: str | None = None) -> str:
+    return markdown(build(experiment, run_id))
+
+
+def render_html(experiment: Mapping[str, Any], run_id: str | None = None, generated_at: datetime | None = None) -> str:
+    return html_page(build(experiment, run_id), generated_at)
+
+
+def render(
+    experiment: Mapping[str, Any],
+    fmt: str = "markdown",
+    run_id: str | None = None,
+    generated_at: datetime | None = None,
+) -> str:
+    if fmt == "markdown":
+        return render_markdown(experiment, run_id)
+    if fmt == "html":
+        return render_html(experiment, run_id, generated_at)
+    raise ReportError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -1,0 +1,95 @@
+"""What the engine's parts share, apart from the engine itself: the one OperatorContext of an operator
+process, the World one experiment sees, and `Driver`, the part of an experiment driver that the
+identity and approval gates (`gates`) act on. Here so that `engine` imports `gates` and `gates`
+never imports `engine`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from chaosguard.api.models import ChaosExperimentSpec, ChaosExperimentStatus, ConditionStatus
+from chaosguard.clients.informers import ClusterCache
+from chaosguard.clients.kube import Cluster
+from chaosguard.clients.prometheus import QueryBatcher
+from chaosguard.decisions.platform_guards import PlatformGuards
+from chaosguard.decisions.policy import EffectivePolicy, Refusal
+from chaosguard.runtime.clock import Clock
+from chaosguard.runtime.guard import GuardScheduler
+from chaosguard.runtime.lanes import ApiLanes
+
+Emit = Callable[[Mapping[str, Any], str, str, str], None]  # (object body, type, reason, message)
+
+
+@dataclass
+class OperatorContext:
+    """What every experiment driver of one operator process shares: the API lanes, the
+    watch-backed cache every step reads from, and the one guard scheduler for all runs."""
+
+    api: ApiLanes
+    cache: ClusterCache
+    clock: Clock
+    emit: Emit
+    batcher: QueryBatcher
+    guard: GuardScheduler
+    operator_namespace: str | None = None
+    signing_key: bytes | None = None  # for author and approver stamps (security.prepare loads it)
+    webhooks: bool = False  # started with the admission webhooks: every experiment needs an author stamp
+    workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)  # this process's runs, including starts in progress
+    start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held only to count and take a slot
+
+    @property
+    def cluster(self) -> Cluster:
+        """The routine lane's client, for code that runs its own calls (start-up, admission)."""
+        return self.api.cluster
+
+    def workload_lock(self, key: str) -> asyncio.Lock:
+        return self.workload_locks.setdefault(key, asyncio.Lock())
+
+
+@dataclass(frozen=True)
+class World:
+    """What the cluster looks like to one experiment at one moment."""
+
+    effective: EffectivePolicy
+    namespace_labels: dict[str, dict[str, str]]
+    guards: PlatformGuards = field(default_factory=PlatformGuards)  # the covering policies' steadyState
+
+
+class Driver(Protocol):
+    """One experiment's driver as the gates see it (`engine.ExperimentDriver` is the one there is)."""
+
+    context: OperatorContext
+    body: Mapping[str, Any]
+    status: ChaosExperimentStatus
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    def now(self) -> datetime: ...
+
+    def cache_is_live(self, *kinds: str) -> bool: ...
+
+    async def world(self, spec: ChaosExperimentSpec) -> World: ...
+
+    async def reject(self, reason: str, message: str, refusals: list[Refusal] | None = None) -> None: ...
+
+    def schedule_next(self, spec: ChaosExperimentSpec) -> str: ...
+
+    def set_condition(self, kind: str, value: ConditionStatus, reason: str, message: str) -> None: ...
+
+    def save_before_waiting(self) -> None: ...
+
+    async def save(self) -> None: ...
+
+    def emit(self, kind: str, reason: str, message: str) -> None: ...

@@ -1,0 +1,346 @@
+"""The network faults in a pod (latency, netem impairments, partitions): the ephemeral containers
+that carry them, and how they are taken out.
+
+The injector container holds NET_ADMIN and nothing more, and removes its own qdisc when its
+deadline passes, so the fault ends even if the operator is gone (a dead man's switch). To end it
+early the operator adds a fresh short-lived container to the pod that runs `clear`, which only
+ever removes chaosguard's own qdisc, so repeating it is harmless. There is no `exec` into the
+injector: the operator's role has no `pods/exec` (README, "Security"), which would let it run any
+command in any container of the cluster, past Pod Security admission and without a trace in the
+pod; a clean-up container passes admission like the injector and stays in the pod's spec.
+
+An injector that exits before its deadline failed: `settle_injectors` reads why from the kubelet's
+report (its exit code and termination message), e.g. a node whose kernel has no sch_netem, and
+runs a clean-up container whose own report confirms that nothing of chaosguard's is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from chaosguard.api.durations import to_seconds
+from chaosguard.api.models import Action, ChaosExperimentSpec, FaultRecord, FaultState
+from chaosguard.clients.kube import Cluster
+from chaosguard.decisions.netem import Impairment, clear_command, injector_command, network_command, partition_command
+from chaosguard.runtime.lanes import ApiLanes
+
+INJECTOR_IMAGE_VARIABLE = "CHAOSGUARD_INJECTOR_IMAGE"
+TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_INJECTOR_IMAGE = "chaosguard:dev"
+# What injector/netem.sh says when `clear` left no chaosguard qdisc behind.
+CLEARED = re.compile(r"(removed: qdisc|nothing to clear|nothing to remove)")
+# How long a clean-up container that follows a failed injector may take to report (real node: ~1 s).
+CLEANUP_REPORT_SECONDS = 30.0
+# An injector seen running this long added its qdisc (it exits within milliseconds when tc refuses).
+CONFIRM_RUNNING_SECONDS = 3.0
+# No report on the injector this long after it was added: none will come (a simulated node), stop asking.
+NO_REPORT_SECONDS = 60.0
+# Exit codes of injector/netem.sh, as a person would want them explained.
+INJECTOR_EXITS = {
+    2: "the injector refused its arguments or found no such network device",
+    3: "the pod's interface already has a root (or ingress) qdisc that is not chaosguard's, so it was left alone",
+    4: "tc could not add the fault",
+    5: "tc could not remove the fault again",
+}
+NO_NETEM = re.compile(r"qdisc kind is unknown|unknown qdisc|sch_netem", re.IGNORECASE)
+# The purpose part of an injector container's name, per action (see container_name).
+INJECTOR_PURPOSES = tuple(action.value for action in Action if action.is_network_fault)
+INJECTOR_PREFIXES = tuple(f"chaosguard-{purpose}-" for purpose in INJECTOR_PURPOSES)
+
+
+def injector_image() -> str:
+    return os.environ.get(INJECTOR_IMAGE_VARIABLE) or DEFAULT_INJECTOR_IMAGE
+
+
+async def adopt_own_image(cluster: Cluster, namespace: str | None, pod_name: str | None) -> None:
+    """In a cluster with no CHAOSGUARD_INJECTOR_IMAGE set, the injector is the operator's own image
+    (read from its own Pod), so an image renamed by an overlay is never silently replaced by a default."""
+    if os.environ.get(INJECTOR_IMAGE_VARIABLE) or not namespace or not pod_name:
+        return
+    image = await asyncio.to_thread(cluster.own_image, namespace, pod_name)
+    if image:
+        os.environ[INJECTOR_IMAGE_VARIABLE] = image
+
+
+def _label(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def container_name(run_id: str, purpose: str) -> str:
+    """A DNS label unique per run and purpose (ephemeral containers can never be removed or reused)."""
+    return f"chaosguard-{purpose}-{_label(run_id)}"[:63].rstrip("-")
+
+
+def _security_context() -> dict[str, Any]:
+    # tc needs root's uid in the pod's network namespace, and the NET_ADMIN capability: nothing else.
+    return {
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
+    }
+
+
+def _container(name: str, command: list[str], experiment: str, run_id: str, image: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "env": [
+            {"name": "CHAOSGUARD_EXPERIMENT", "value": experiment},
+            {"name": "CHAOSGUARD_RUN", "value": run_id},
+            # The script's last line becomes the kubelet's termination message, success or not:
+            # the operator reads why an injector stopped, and a clean-up container's confirmation.
+            {"name": "CHAOSGUARD_STATUS_FILE", "value": TERMINATION_LOG},
+        ],
+        "securityContext": _security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def fault_command(spec: ChaosExperimentSpec, deadline_seconds: int) -> list[str]:
+    """The injector's argv for the spec's network fault (latency, network or partition)."""
+    if spec.latency is not None:
+        latency = spec.latency
+        return injector_command(
+            latency.delay,
+            latency.jitter,
+            latency.correlation,
+            deadline_seconds,
+            list(latency.destination_cidrs),
+            list(latency.ports),
+        )
+    if spec.network is not None:
+        network = spec.network
+        impairment = Impairment(
+            delay=network.delay or "0ms",
+            jitter=network.jitter or "0ms",
+            correlation=network.correlation or 0,
+            loss=network.loss,
+            loss_correlation=network.loss_correlation,
+            corrupt=network.corrupt,
+            duplicate=network.duplicate,
+            reorder=network.reorder,
+            reorder_correlation=network.reorder_correlation,
+            rate=network.rate,
+        )
+        return network_command(impairment, deadline_seconds, list(network.destination_cidrs), list(network.ports))
+    if spec.partition is not None:
+        partition = spec.partition
+        return partition_command(
+            list(partition.destination_cidrs), list(partition.ports), partition.direction.value, deadline_seconds
+        )
+    raise ValueError(f"action {spec.action.value} has no network fault to inject")
+
+
+def impairment_summary(spec: ChaosExperimentSpec) -> str:
+    """What the spec's network fault does, in a few words (status, Events, report)."""
+    if spec.latency is not None:
+        jitter = f" ± {spec.latency.jitter}" if to_seconds(spec.latency.jitter) > 0 else ""
+        return f"delay {spec.latency.delay}{jitter}"
+    if spec.network is not None:
+        return spec.network.summary()
+    if spec.partition is not None:
+        return spec.partition.summary()
+    return ""
+
+
+def injector_container(
+    spec: ChaosExperimentSpec, run_id: str, experiment: str, deadline_seconds: int, image: str
+) -> dict[str, Any]:
+    command = fault_command(spec, deadline_seconds)
+    return _container(container_name(run_id, spec.action.value), command, experiment, run_id, image)
+
+
+def clear_container(run_id: str, experiment: str, attempt: int, image: str) -> dict[str, Any]:
+    return _container(container_name(run_id, f"clear{attempt}"), clear_command(), experiment, run_id, image)
+
+
+async def _add_cleaner(api: ApiLanes, fault: FaultRecord, run_id: str, experiment: str, image: str) -> str | None:
+    """Adds a clean-up container to the fault's pod; its name, or None when the pod is gone."""
+    uid, existing = await api.call(Cluster.ephemeral_containers, fault.namespace, fault.name)
+    if uid != fault.uid:
+        return None
+    attempt = 1 + sum(1 for c in existing if str(c.get("name", "")).startswith(container_name(run_id, "clear")))
+    cleaner = clear_container(run_id, experiment, attempt, image)
+    await api.call(Cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
+    return str(cleaner["name"])
+
+
+async def clear_fault(
+    api: ApiLanes,
+    fault: FaultRecord,
+    run_id: str,
+    experiment: str,
+    why: str,
+    now: Callable[[], datetime],
+    image: str,
+) -> None:
+    """Takes one fault out early (a clean-up container runs `clear`) and records how; never raises.
+    It does not wait for the container's report: the abort that calls it must not wait on a kubelet.
+    (Callers on an abort path run it in the urgent lane, so its calls never wait behind routine work.)"""
+    try:
+        cleaner = await _add_cleaner(api, fault, run_id, experiment, image)
+    except Exception as error:
+        detail = str(error).splitlines()[0][:200] if str(error) else repr(error)
+        until = fault.deadline.isoformat() if fault.deadline else "?"
+        fault.state = FaultState.FAILED
+        fault.message = f"could not add a clean-up container ({detail}); the injector's deadline at {until} removes it"
+        return
+    fault.state, fault.removed_at = FaultState.REMOVED, now()
+    if cleaner is None:
+        fault.removed_by = f"{why} (pod gone)"
+        fault.message = "the pod is gone, and its network namespace with it"
+        return
+    fault.removed_by = f"{why} (clear container {cleaner})"
+    fault.message = f"a clean-up container ({cleaner}) runs clear, which removes only chaosguard's qdisc"
+
+
+def container_state(pod: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The kubelet's report of one ephemeral container: {} until it has one, else e.g.
+    {"running": {...}} or {"terminated": {"exitCode": 4, "message": ...}}."""
+    for status in (pod.get("status") or {}).get("ephemeralContainerStatuses") or []:
+        if status.get("name") == name:
+            return dict(status.get("state") or {})
+    return {}
+
+
+def describe_injector_exit(terminated: Mapping[str, Any], kind: str = "Latency") -> str:
+    """Why an injector stopped before its deadline, in words, with the script's own last line.
+    `kind` is the fault's (FaultRecord.kind): a partition needs other tc modules than netem."""
+    code = int(terminated.get("exitCode", -1))
+    text = str(terminated.get("message") or "").strip()
+    last = text.splitlines()[-1][:300] if text else str(terminated.get("reason") or "no message")
+    if code == 4 and NO_NETEM.search(text) and kind == "Partition":
+        return (
+            "the node's kernel lacks a tc module a partition needs (sch_prio, sch_ingress, cls_u32, act_gact), "
+            f"so nothing can be dropped there (injector exit 4: {last})"
+        )
+    if code == 4 and NO_NETEM.search(text):
+        what = f"the node's kernel has no sch_netem, so no {kind.lower()} fault can be added there"
+        return f"{what} (injector exit 4: {last})"
+    what = INJECTOR_EXITS.get(code, f"the injector stopped with exit code {code}")
+    return f"{what} (injector exit {code}: {last})"
+
+
+def _read_pod(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        pod = cluster.core.read_namespaced_pod(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    body: dict[str, Any] = cluster.core.api_client.sanitize_for_serialization(pod)
+    return body
+
+
+async def _cleaner_report(api: ApiLanes, fault: FaultRecord, cleaner: str) -> str:
+    """Waits (bounded) for a clean-up container's own report: its confirmation, or why there is none."""
+    deadline = time.monotonic() + CLEANUP_REPORT_SECONDS
+    while time.monotonic() < deadline:
+        pod = await api.call(_read_pod, fault.namespace, fault.name)
+        if pod is None or pod["metadata"].get("uid") != fault.uid:
+            return "the pod is gone, and its network namespace with it"
+        terminated = container_state(pod, cleaner).get("terminated")
+        if terminated is not None:
+            text = str(terminated.get("message") or "").strip()
+            if int(terminated.get("exitCode", -1)) == 0 and CLEARED.search(text):
+                return f"confirmed by {cleaner}: {text.splitlines()[-1][:200]}"
+            return f"{cleaner} could not confirm: {describe_injector_exit(terminated, fault.kind)}"
+        await asyncio.sleep(0.5)
+    return f"{cleaner} did not report within {CLEANUP_REPORT_SECONDS:.0f}s"
+
+
+_settled: set[tuple[str, str]] = set()  # (pod uid, injector) seen running long enough, or never reported on
+
+
+async def settle_injectors(
+    api: ApiLanes,
+    faults: list[FaultRecord],
+    run_id: str,
+    experiment: str,
+    now: Callable[[], datetime],
+    image: str,
+) -> list[FaultRecord]:
+    """Reads the kubelet's report of each active injector not yet seen running for long. One that
+    exited with an error failed: its fault becomes Failed with the reason (e.g. the node's kernel has
+    no sch_netem), and a clean-up container confirms that nothing of chaosguard's is left in the pod.
+    Returns the faults that failed now. An injector the kubelet has not reported on yet (or never
+    will, as on simulated nodes) stays Active. Never raises."""
+    failed = []
+    for fault in faults:
+        key = (fault.uid, fault.container)
+        if fault.state is not FaultState.ACTIVE or key in _settled:
+            continue
+        try:
+            pod = await api.call(_read_pod, fault.namespace, fault.name)
+        except Exception:
+            continue  # the next tick asks again
+        if pod is None or pod["metadata"].get("uid") != fault.uid:
+            fault.state, fault.removed_at, fault.removed_by = FaultState.REMOVED, now(), "pod gone"
+            fault.message = "the pod is gone, and its network namespace with it"
+            continue
+        state = container_state(pod, fault.container)
+        if "running" in state:
+            started = str(state["running"].get("startedAt") or "")
+            if started and (now() - datetime.fromisoformat(started)).total_seconds() >= CONFIRM_RUNNING_SECONDS:
+                _settled.add(key)
+            continue
+        terminated = state.get("terminated")
+        if not state and fault.injected_at and (now() - fault.injected_at).total_seconds() > NO_REPORT_SECONDS:
+            _settled.add(key)
+        if terminated is None or int(terminated.get("exitCode", -1)) == 0:
+            continue  # not started yet, or ended by its own timer (the run's deadline handles that)
+        reason = describe_injector_exit(terminated, fault.kind)
+        try:
+            cleaner = await _add_cleaner(api, fault, run_id, experiment, image)
+            if cleaner is None:
+                confirmation = "the pod is gone, and its network namespace with it"
+            else:
+                confirmation = await _cleaner_report(api, fault, cleaner)
+        except Exception as error:
+            confirmation = f"no clean-up container could be added: {error}"
+        fault.state = FaultState.FAILED
+        fault.message = f"{reason}; {confirmation}"
+        failed.append(fault)
+    _settled.intersection_update({(f.uid, f.container) for f in faults if f.state is FaultState.ACTIVE})
+    return failed
+
+
+async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:
+    """At start-up: a pod still carrying an injector whose experiment no longer exists (deleted while
+    no operator ran, its finalizer removed by hand) gets a clean-up container, unless one already ran
+    for that run. Experiments that still exist are their own drivers' business. Returns what it did."""
+    pods, experiments = await asyncio.gather(
+        asyncio.to_thread(cluster.pods_with_ephemeral_containers, INJECTOR_PREFIXES),
+        asyncio.to_thread(cluster.experiments),
+    )
+    existing = {f"{item['metadata']['namespace']}/{item['metadata']['name']}" for item in experiments}
+    actions = []
+    for namespace, name, uid, containers in pods:
+        names = [str(c.get("name", "")) for c in containers]
+        for container in containers:
+            if not str(container.get("name", "")).startswith(INJECTOR_PREFIXES):
+                continue
+            env = {item.get("name"): item.get("value") for item in container.get("env") or []}
+            experiment, run_id = str(env.get("CHAOSGUARD_EXPERIMENT", "")), str(env.get("CHAOSGUARD_RUN", ""))
+            cleaners = [n for n in names if n.startswith(container_name(run_id, "clear"))]
+            if experiment in existing or cleaners or not run_id:
+                continue
+            cleaner = clear_container(run_id, experiment, 1, image)
+            try:
+                await asyncio.to_thread(cluster.add_ephemeral_container, namespace, name, uid, cleaner)
+                actions.append(f"cleared pod {namespace}/{name}: its experiment {experiment} is gone (run {run_id})")
+            except Exception as error:
+                actions.append(f"could not clear pod {namespace}/{name} (experiment {experiment} is gone): {error}")
+    return actions

@@ -1,0 +1,102 @@
+"""Two lanes for the engine's blocking Kubernetes calls, so that aborts never wait behind routine work.
+
+Every call runs on a thread (the `kubernetes` client is synchronous). Routine work (status
+batches, target selection, kills, recovery tracking) goes to the routine lane; an abort or a
+rollback — and everything the task doing it calls — goes to the urgent lane: its own threads and
+its own connection pool, so a thousand routine calls in flight neither take its threads nor its
+connections. The lane is chosen by context (`urgent()`), not by each call site, so that every call
+an abort makes, however deep, stays in the fast lane, and tasks it starts inherit it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import Concatenate, ParamSpec, TypeVar
+
+from chaosguard.clients.kube import Cluster
+from chaosguard.runtime import metrics
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+ROUTINE_WORKERS = 16
+# Wide, because aborts come in bursts: one platform-wide breach aborts every run at once, and each
+# abort's status write must not wait for another's (the threads only exist while there is work).
+URGENT_WORKERS = 64
+
+_urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("chaosguard_urgent_lane", default=False)
+
+
+@contextlib.contextmanager
+def urgent() -> Iterator[None]:
+    """Within this block (and in tasks started from it), API calls take the urgent lane."""
+    token = _urgent.set(True)
+    try:
+        yield
+    finally:
+        _urgent.reset(token)
+
+
+def in_urgent_lane() -> bool:
+    return _urgent.get()
+
+
+class _Lane:
+    def __init__(self, name: str, cluster: Cluster, workers: int) -> None:
+        self.name = name
+        self.cluster = cluster
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"chaosguard-{name}")
+        self.queued = metrics.API_CALLS_QUEUED.labels(name)
+
+    async def run(self, call: Callable[Concatenate[Cluster, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        self.queued.inc()
+        try:
+            return await loop.run_in_executor(self.pool, functools.partial(call, self.cluster, *args, **kwargs))
+        finally:
+            self.queued.dec()
+            name = getattr(call, "__name__", "call")
+            metrics.API_CALL_SECONDS.labels(name, self.name).observe(time.perf_counter() - started)
+
+
+class ApiLanes:
+    """`await lanes.call(Cluster.kill, pod, ...)`: runs an unbound `Cluster` method on the lane the
+    context asks for, with that lane's own client."""
+
+    def __init__(
+        self,
+        routine: Cluster,
+        urgent_cluster: Cluster,
+        *,
+        routine_workers: int = ROUTINE_WORKERS,
+        urgent_workers: int = URGENT_WORKERS,
+    ) -> None:
+        self.routine = _Lane("routine", routine, routine_workers)
+        self.urgent = _Lane("urgent", urgent_cluster, urgent_workers)
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> ApiLanes:
+        return cls(
+            Cluster.connect(kubeconfig, connections=ROUTINE_WORKERS),
+            Cluster.connect(kubeconfig, connections=URGENT_WORKERS),
+        )
+
+    @property
+    def cluster(self) -> Cluster:
+        """The routine lane's client, for code that manages its own threads."""
+        return self.routine.cluster
+
+    async def call(self, call: Callable[Concatenate[Cluster, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        lane = self.urgent if _urgent.get() else self.routine
+        return await lane.run(call, *args, **kwargs)
+
+    def close(self) -> None:
+        for lane in (self.routine, self.urgent):
+            lane.pool.shutdown(wait=False, cancel_futures=True)
