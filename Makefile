@@ -60,15 +60,16 @@ e2e: setup ## Run only tests/e2e: a real node here, the operator's image install
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: venv ## ruff and mypy (strict).
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+lint: venv ## ruff, mypy (strict) and the import contracts of the layers (.importlinter).
+	$(BIN)/ruff check operator localcluster tests bench
+	$(BIN)/ruff format --check operator localcluster tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 .PHONY: fmt
 fmt: venv ## Format and auto-fix.
-	$(BIN)/ruff format operator tests bench
-	$(BIN)/ruff check --fix operator tests bench
+	$(BIN)/ruff format operator localcluster tests bench
+	$(BIN)/ruff check --fix operator localcluster tests bench
 
 .PHONY: crds
 crds: venv ## Regenerate crds/ from the pydantic models (and the Helm chart's copy).
@@ -107,14 +108,14 @@ sandbox: setup ## A cluster to try chaosguard by hand: control plane, real node,
 	  echo "[sandbox] already running (make sandbox-down stops it)"; \
 	else \
 	  echo "[sandbox] starting; log: $(SANDBOX_DIR)/sandbox.log"; \
-	  nohup $(BIN)/python -m tests.support.sandbox up --dir $(SANDBOX_DIR) >$(SANDBOX_DIR)/sandbox.log 2>&1 & \
+	  nohup $(BIN)/python -m localcluster.sandbox up --dir $(SANDBOX_DIR) >$(SANDBOX_DIR)/sandbox.log 2>&1 & \
 	  echo $$! >$(SANDBOX_DIR)/pid; \
 	fi
-	@$(BIN)/python -m tests.support.sandbox wait --dir $(SANDBOX_DIR)
+	@$(BIN)/python -m localcluster.sandbox wait --dir $(SANDBOX_DIR)
 
 .PHONY: sandbox-down
 sandbox-down: venv ## Stop the sandbox and remove everything it made.
-	@$(BIN)/python -m tests.support.sandbox down --dir $(SANDBOX_DIR)
+	@$(BIN)/python -m localcluster.sandbox down --dir $(SANDBOX_DIR)
 
 ##@ Users' CI (kind; needs Docker, so it does not run on the development machines)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from kubernetes import client
 
 from bench.apply_to_kill import percentile
-from tests.support.controlplane import ControlPlane, default_bin_dir
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane, default_bin_dir
+from localcluster.operator import (
     create_deployment,
     install_crds,
     label_namespace,
@@ -27,7 +27,7 @@ from tests.support.operator import (
     status_of,
     wait_for_phase,
 )
-from tests.support.prometheus import MetricsTarget, PrometheusServer, equals, instant_query
+from localcluster.prometheus import MetricsTarget, PrometheusServer, equals, instant_query
 
 RUNS = 20
 POLL = 0.02

@@ -22,11 +22,18 @@ from pathlib import Path
 from kubernetes import client
 
 from bench.apply_to_kill import percentile
-from tests.integration.test_cli_apply import experiment_names
-from tests.integration.test_operator_podkill import experiment_yaml
-from tests.support.controlplane import ControlPlane, default_bin_dir
-from tests.support.operator import REPO, create_deployment, install_crds, label_namespace, running_operator, status_of
-from tests.support.wait import wait_for
+from localcluster.controlplane import ControlPlane, default_bin_dir
+from localcluster.operator import (
+    REPO,
+    create_deployment,
+    experiment_names,
+    experiment_yaml,
+    install_crds,
+    label_namespace,
+    running_operator,
+    status_of,
+)
+from localcluster.wait import wait_for
 
 RUNS = 10
 NAMESPACE = "bench"

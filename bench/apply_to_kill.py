@@ -16,8 +16,8 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from tests.support.controlplane import ControlPlane, default_bin_dir
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane, default_bin_dir
+from localcluster.operator import (
     create_deployment,
     install_crds,
     label_namespace,

@@ -1,7 +1,7 @@
 """Benchmark of the latency injector (operator/chaosguard/runtime/injector/netem.sh) on a real tc netem.
 
 Run on the host:   .venv/bin/python bench/bench_netem.py
-It boots the netem guest (tests/support/vm.py), runs itself inside with --here, and prints:
+It boots the netem guest (localcluster/vm.py), runs itself inside with --here, and prints:
 
     BENCH netem_apply <ms> ms          median time from starting the injector to the fault in place
     BENCH netem_remove <ms> ms         median time from SIGTERM to the injector gone, qdisc removed
@@ -34,7 +34,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 from chaosguard.decisions.netem import Impairment, injector_command, network_command, partition_command  # noqa: E402
-from tests.support import netns, vm  # noqa: E402
+from localcluster import netns, vm  # noqa: E402
 
 REPETITIONS = 21
 PINGS = 21

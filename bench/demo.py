@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from tests.support.controlplane import ControlPlane, default_bin_dir
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane, default_bin_dir
+from localcluster.operator import (
     create_deployment,
     events_for,
     install_crds,
@@ -29,7 +29,7 @@ from tests.support.operator import (
     running_operator,
     status_of,
 )
-from tests.support.prometheus import MetricsTarget, PrometheusServer, equals
+from localcluster.prometheus import MetricsTarget, PrometheusServer, equals
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "shop"

@@ -66,9 +66,9 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.apply_to_kill import percentile
-from tests.support.controlplane import ControlPlane, default_bin_dir
-from tests.support.operator import GROUP, VERSION, install_crds, label_namespace, running_operator
-from tests.support.prometheus import MetricsTarget, PrometheusServer, instant_query
+from localcluster.controlplane import ControlPlane, default_bin_dir
+from localcluster.operator import GROUP, VERSION, install_crds, label_namespace, running_operator
+from localcluster.prometheus import MetricsTarget, PrometheusServer, instant_query
 
 FIGURES: dict[str, str] = {
     "apply_to_running_p95": "s",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the images the real node runs (tests/support/realnode.py), with buildah and no Docker
+# Builds the images the real node runs (localcluster/realnode.py), with buildah and no Docker
 # engine and no registry, into docker-archives that `ctr images import` loads into containerd:
 #
 #   busybox-static  Debian's busybox-static in an empty image; the base of the two below

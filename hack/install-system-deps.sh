@@ -7,10 +7,10 @@
 #   busybox-static      gives the guest a tiny init-free toolset (nc, ping) for RTT checks
 #   shellcheck          lets actionlint check the workflow's run: scripts
 #   containerd + runc + containernetworking-plugins   the real node's container runtime, OCI
-#                       runtime and CNI bridge (tests/support/realnode.py starts them by hand)
+#                       runtime and CNI bridge (localcluster/realnode.py starts them by hand)
 #   nftables            the `nft` that kube-proxy's nftables mode drives (Services on the real node)
 #   buildah + debootstrap   the images the real node runs, built here without Docker or a registry
-#                       (tests/support/images.py): a Debian rootfs, then deploy/Dockerfile on top
+#                       (localcluster/realnode.py build_images): a Debian rootfs, then deploy/Dockerfile on top
 # Debian's prometheus package starts a system service on :9090 when installed; policy-rc.d
 # keeps that from happening, since tests start their own Prometheus on a free loopback port.
 set -euo pipefail

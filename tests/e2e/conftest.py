@@ -2,7 +2,7 @@
 with a real kubelet and real containers. The same tests run in two places:
 
 - here, through `make test` (so CI runs them): a control plane and a real node on this machine
-  (tests/support/realnode.py), the images built with buildah (hack/build-images.sh), the operator
+  (localcluster/realnode.py), the images built with buildah (hack/build-images.sh), the operator
   installed with Helm for the whole suite, then once with `kubectl apply -k` for a smoke test
   (tests marked `kustomize`, which run last);
 - in users' CI against a kind cluster (`make e2e-kind`, `pytest tests/e2e --e2e`), where the
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import install
-from tests.support.controlplane import REPO_ROOT, ControlPlane, default_bin_dir
+from localcluster import install
+from localcluster.controlplane import REPO_ROOT, ControlPlane, default_bin_dir
 from tests.support.example_flow import Kubectl
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The kustomize smoke test replaces the Helm install: after every other e2e test.
     items.sort(key=lambda item: item in e2e_items and item.get_closest_marker("kustomize") is not None)
     if not config.getoption("--e2e", default=False):
-        from tests.support.realnode import missing_prerequisites
+        from localcluster.realnode import missing_prerequisites
 
         if problems := missing_prerequisites():
             reason = "the real node needs " + "; ".join(problems) + " (or run them on kind: make e2e-kind)"
@@ -145,7 +145,7 @@ def e2e_cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFa
 
         yield E2ECluster(run, [binary, f"--context={context}"])
         return
-    from tests.support.realnode import build_images, host_sysctls, leftovers, real_cluster
+    from localcluster.realnode import build_images, host_sysctls, leftovers, real_cluster
 
     bin_dir = default_bin_dir()
     images = build_images()

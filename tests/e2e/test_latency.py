@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from localcluster.wait import wait_for
 from tests.e2e.conftest import APP_IMAGE, E2ECluster
 from tests.support.example_flow import EXAMPLES, Kubectl, event_reasons
-from tests.support.wait import wait_for
 
 DELAY_MS = 200
 PROBE = """

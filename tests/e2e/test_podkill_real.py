@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from localcluster.wait import wait_for
 from tests.e2e.conftest import APP_IMAGE, E2ECluster
 from tests.e2e.test_latency import ended, experiment_status
 from tests.support.example_flow import (
@@ -30,7 +31,6 @@ from tests.support.example_flow import (
     event_reasons,
     run_pod_kill_percent,
 )
-from tests.support.wait import wait_for
 
 GRACE_SECONDS = 3
 READY_AFTER_SECONDS = 4

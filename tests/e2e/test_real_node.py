@@ -35,7 +35,7 @@ def test_the_kubelet_refuses_anonymous_requests(real_node: E2ECluster, kubectl: 
 
 
 def test_the_kubelet_leaves_the_machines_kernel_tunables_alone(real_node: E2ECluster) -> None:
-    from tests.support.realnode import host_sysctls
+    from localcluster.realnode import host_sysctls
 
     assert real_node.sysctls_before
     assert host_sysctls() == real_node.sysctls_before

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from localcluster import install
+from localcluster.wait import wait_for
 from tests.e2e.conftest import E2ECluster
-from tests.support import install
 from tests.support.example_flow import EXAMPLES, Kubectl
-from tests.support.wait import wait_for
 
 WEBHOOK_CONFIGURATION = "chaosguard.dev"
 

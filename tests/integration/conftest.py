@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.support.controlplane import ControlPlane, ControlPlaneError, default_bin_dir, format_timings
+from localcluster.controlplane import ControlPlane, ControlPlaneError, default_bin_dir, format_timings
 
 
 def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
@@ -78,4 +78,4 @@ def namespace(k8s: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
 
 
 # The operator as a process, and the workload/policy fixtures built on it.
-from tests.support.operator import chaos_operator, chaosguard_crds, isolated_policies, operator_at, shop, slow_shop  # noqa: E402,F401
+from localcluster.operator import chaos_operator, chaosguard_crds, isolated_policies, operator_at, shop, slow_shop  # noqa: E402,F401

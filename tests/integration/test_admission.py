@@ -26,9 +26,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.integration.conftest import create_namespace
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     REPO,
     OperatorProcess,
     create_deployment,
@@ -41,7 +40,8 @@ from tests.support.operator import (
     wait_for_event,
     wait_for_phase,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
+from tests.integration.conftest import create_namespace
 
 pytestmark = pytest.mark.controlplane
 

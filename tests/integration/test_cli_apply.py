@@ -21,19 +21,21 @@ import pytest
 import xmlschema
 from kubernetes import client
 
-from tests.integration.test_operator_podkill import experiment_yaml, kills
-from tests.support.controlplane import ControlPlane, default_bin_dir
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane, default_bin_dir
+from localcluster.operator import (
     REPO,
     OperatorProcess,
     apply_yaml,
     create_policy,
     experiment,
+    experiment_names,
+    experiment_yaml,
     scoped_policy,
     status_of,
     wait_for_ready_pods,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
+from tests.integration.test_operator_podkill import kills
 
 pytestmark = pytest.mark.controlplane
 JUNIT_SCHEMA = Path(__file__).resolve().parents[1] / "support" / "junit-10.xsd"
@@ -272,13 +274,6 @@ def test_ctrl_c_on_a_terminal_asks_and_aborts_on_yes(ci: Ci) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def experiment_names(k8s: client.ApiClient, namespace: str) -> set[str]:
-    listed = client.CustomObjectsApi(k8s).list_namespaced_custom_object(
-        "chaosguard.dev", "v1alpha1", namespace, "chaosexperiments"
-    )
-    return {item["metadata"]["name"] for item in listed["items"]}
 
 
 class Started:

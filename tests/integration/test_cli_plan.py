@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 
 from chaosguard.cli.main import main
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import create_policy, ready_pods, scoped_policy
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import create_policy, ready_pods, scoped_policy
 
 pytestmark = pytest.mark.controlplane
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -10,9 +10,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from localcluster.controlplane import ControlPlane
+from localcluster.wait import wait_for
 from tests.integration.conftest import create_namespace
-from tests.support.controlplane import ControlPlane
-from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
 

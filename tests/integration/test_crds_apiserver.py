@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.controlplane import ControlPlane
-from tests.support.wait import wait_for
+from localcluster.controlplane import ControlPlane
+from localcluster.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[2]

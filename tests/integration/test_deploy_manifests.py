@@ -32,9 +32,9 @@ import yaml
 
 from chaosguard.decisions import netem
 from chaosguard.runtime import leader
-from tests.support.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
+from localcluster.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
+from localcluster.operator import OperatorProcess
 from tests.support.example_flow import Kubectl, check_pod_kill_percent, run_pod_kill_percent
-from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.controlplane
 

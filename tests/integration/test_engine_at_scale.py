@@ -21,8 +21,8 @@ from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.engine import ExperimentDriver, OperatorContext
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     apply_yaml,
     create_policy,
     experiment,
@@ -30,7 +30,7 @@ from tests.support.operator import (
     ready_pods,
     scoped_policy,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
 

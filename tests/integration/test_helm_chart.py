@@ -22,7 +22,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.support.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
+from localcluster.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
 
 pytestmark = pytest.mark.controlplane
 

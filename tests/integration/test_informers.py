@@ -24,9 +24,8 @@ from kubernetes.client.exceptions import ApiException
 from chaosguard.clients.informers import CacheNotReady, ClusterCache, Informer
 from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.selection import PodView
-from tests.integration.conftest import create_namespace
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     GROUP,
     VERSION,
     create_deployment,
@@ -35,7 +34,8 @@ from tests.support.operator import (
     label_namespace,
     wait_for_ready_pods,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
+from tests.integration.conftest import create_namespace
 
 pytestmark = pytest.mark.controlplane
 

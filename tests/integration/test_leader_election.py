@@ -22,9 +22,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.conftest import create_namespace
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     OperatorProcess,
     _free_port,
     apply_yaml,
@@ -34,7 +33,8 @@ from tests.support.operator import (
     scoped_policy,
     wait_for_phase,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
+from tests.integration.conftest import create_namespace
 
 pytestmark = pytest.mark.controlplane
 

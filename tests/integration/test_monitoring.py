@@ -9,7 +9,7 @@
 - `helm template` with the ServiceMonitor, the PrometheusRule and the dashboard switched on renders
   objects the API server accepts in a server-side dry run with the Prometheus Operator's CRDs installed
   (monitoring.coreos.com_{servicemonitors,prometheusrules}.yaml of prometheus-operator v0.85.0, vendored
-  in tests/support/prometheus-operator-crds from the Go module proxy's module zip, Apache-2.0).
+  in localcluster/prometheus-operator-crds from the Go module proxy's module zip, Apache-2.0).
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ import pytest
 import yaml
 from kubernetes import client
 
+from localcluster.controlplane import ControlPlane, default_bin_dir
+from localcluster.operator import REPO, OperatorProcess, apply_yaml, experiment_yaml, wait_for_phase
+from localcluster.prometheus import MetricsTarget, PrometheusServer, prometheus_available
 from tests.integration.test_helm_chart import CHART, NAMESPACE, helm, render
 from tests.integration.test_operator_ops import OperatorMetrics
-from tests.integration.test_operator_podkill import experiment_yaml
-from tests.support.controlplane import ControlPlane, default_bin_dir
-from tests.support.operator import REPO, OperatorProcess, apply_yaml, wait_for_phase
-from tests.support.prometheus import MetricsTarget, PrometheusServer, prometheus_available
 
 pytestmark = pytest.mark.controlplane
 MONITORING = REPO / "deploy" / "monitoring"

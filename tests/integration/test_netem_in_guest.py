@@ -1,7 +1,7 @@
 """tests/netns, run for real inside a guest kernel that has tc netem, one host test per guest test.
 
 This machine's kernel may have no sch_netem (this workplace's has none and loads no modules), so
-tests/support/vm.py boots Debian's kernel under QEMU with virtme-ng ONCE per session and runs the
+localcluster/vm.py boots Debian's kernel under QEMU with virtme-ng ONCE per session and runs the
 whole tests/netns suite inside it, writing junit XML to a shared directory. Each test here is one
 node id of that suite (collected on the host with `pytest --collect-only -q tests/netns`) and
 passes only if that test passed in the guest; otherwise it shows the guest's failure text.
@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from tests.support import vm
+from localcluster import vm
 
 NETEM_SKIP_PREFIX = "NO NETEM HERE:"  # as in tests/netns/conftest.py
 GUEST_TIMEOUT = 1800

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     OperatorProcess,
     apply_yaml,
     create_policy,
@@ -22,7 +22,7 @@ from tests.support.operator import (
     status_of,
     wait_for_phase,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -22,23 +22,24 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chaosguard.api.models import ABORT_ANNOTATION
 from chaosguard.cli import ops as cli_ops
-from tests.integration.test_operator_podkill import experiment_yaml, kills
-from tests.support.controlplane import ControlPlane
-from tests.support.htmlcheck import sample_circles, svgs, well_formed
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     OperatorProcess,
     apply_yaml,
     create_policy,
     custom,
     delete_policy,
     experiment,
+    experiment_yaml,
     scoped_policy,
     status_of,
     wait_for_event,
     wait_for_phase,
 )
-from tests.support.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
-from tests.support.wait import wait_for
+from localcluster.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
+from localcluster.wait import wait_for
+from tests.integration.test_operator_podkill import kills
+from tests.support.htmlcheck import sample_circles, svgs, well_formed
 
 pytestmark = pytest.mark.controlplane
 needs_prometheus = pytest.mark.skipif(

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     OperatorProcess,
     apply_yaml,
     create_policy,
     events_for,
+    experiment_yaml,
     ready_pods,
     scoped_policy,
     status_of,
@@ -23,7 +24,7 @@ from tests.support.operator import (
     wait_for_phase,
     wait_for_ready_pods,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -342,33 +343,6 @@ def test_restarted_operator_finishes_the_run_without_double_or_late_kills(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def experiment_yaml(
-    name: str,
-    *,
-    mode: str = "one",
-    value: int | None = None,
-    duration: str = "3s",
-    interval: str | None = None,
-    dry_run: bool = False,
-) -> str:
-    lines = [
-        "apiVersion: chaosguard.dev/v1alpha1",
-        "kind: ChaosExperiment",
-        f"metadata: {{name: {name}}}",
-        "spec:",
-        "  action: pod-kill",
-        "  podKill: {gracePeriodSeconds: 1}",
-        "  target:",
-        "    selector: {matchLabels: {app: checkout}}",
-        f"    mode: {mode}",
-        *([f"    value: {value}"] if value is not None else []),
-        f"  duration: {duration}",
-        *([f"  interval: {interval}"] if interval else []),
-        *(["  dryRun: true"] if dry_run else []),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def fill_placeholders(policy: dict[str, Any], namespace: str) -> dict[str, Any]:

@@ -10,17 +10,18 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.integration.test_operator_podkill import experiment_yaml, kills
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     OperatorProcess,
     apply_yaml,
+    experiment_yaml,
     status_of,
     wait_for_event,
     wait_for_phase,
 )
-from tests.support.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
-from tests.support.wait import wait_for
+from localcluster.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
+from localcluster.wait import wait_for
+from tests.integration.test_operator_podkill import kills
 
 pytestmark = [
     pytest.mark.controlplane,

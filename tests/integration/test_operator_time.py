@@ -10,19 +10,20 @@ from zoneinfo import ZoneInfo
 import pytest
 from kubernetes import client
 
-from tests.integration.test_operator_podkill import experiment_yaml, kills
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import (
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
     OperatorProcess,
     apply_yaml,
     create_policy,
     events_for,
+    experiment_yaml,
     scoped_policy,
     status_of,
     wait_for_event,
     wait_for_phase,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
+from tests.integration.test_operator_podkill import kills
 
 pytestmark = pytest.mark.controlplane
 BERLIN = ZoneInfo("Europe/Berlin")

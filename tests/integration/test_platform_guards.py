@@ -17,12 +17,18 @@ from kubernetes import client
 from chaosguard.api.models import ErrorBudgetGate
 from chaosguard.cli.main import main
 from chaosguard.decisions.platform_guards import budget_query, burn_rate_query
-from tests.integration.test_operator_podkill import experiment_yaml
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
+    OperatorProcess,
+    apply_yaml,
+    experiment_yaml,
+    status_of,
+    wait_for_event,
+    wait_for_phase,
+)
+from localcluster.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
+from localcluster.wait import wait_for
 from tests.integration.test_operator_slo import kills_so_far, run_of
-from tests.support.controlplane import ControlPlane
-from tests.support.operator import OperatorProcess, apply_yaml, status_of, wait_for_event, wait_for_phase
-from tests.support.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
-from tests.support.wait import wait_for
 
 pytestmark = [
     pytest.mark.controlplane,

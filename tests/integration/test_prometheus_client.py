@@ -30,7 +30,7 @@ from chaosguard.decisions.slo import (
     VerdictKind,
     evaluate,
 )
-from tests.support.prometheus import (
+from localcluster.prometheus import (
     MetricsTarget,
     PrometheusServer,
     RecordingServer,

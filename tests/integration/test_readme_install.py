@@ -1,4 +1,4 @@
-"""README's install section is what the e2e tests run, command for command (tests/support/install.py)."""
+"""README's install section is what the e2e tests run, command for command (localcluster/install.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.support import install
-from tests.support.controlplane import REPO_ROOT
+from localcluster import install
+from localcluster.controlplane import REPO_ROOT
 
 
 def readme_install_section() -> str:

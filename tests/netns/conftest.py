@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from tests.support import netns
+from localcluster import netns
 
 NETEM_SKIP_PREFIX = "NO NETEM HERE:"
 

@@ -1,6 +1,6 @@
 """The latency injector (operator/chaosguard/runtime/injector/netem.sh) against a real kernel's tc netem.
 
-Each test gets its own pair of network namespaces (tests/support/netns.py): the injector runs in
+Each test gets its own pair of network namespaces (localcluster/netns.py): the injector runs in
 the target namespace, as it would in a pod, and RTTs from the target to an echo server in the peer
 namespace are measured before, during and after the fault.
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from chaosguard.decisions.netem import ROOT_HANDLE, clear_command, injector_command
+from localcluster import netns
+from localcluster.netns import FAR_V4, FAR_V6, NEAR_V4, NEAR_V6, SCRIPT, TARGET_DEVICE, Topology
 from tests.netns.conftest import StartInjector
-from tests.support import netns
-from tests.support.netns import FAR_V4, FAR_V6, NEAR_V4, NEAR_V6, SCRIPT, TARGET_DEVICE, Topology
 
 DELAY = "100ms"
 DELAY_S = 0.100

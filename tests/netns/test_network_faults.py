@@ -1,6 +1,6 @@
 """Network faults beyond delay (operator/chaosguard/runtime/injector/netem.sh) against a real kernel's tc:
 loss, duplication, corruption, reordering, a rate cap and a partition, each measured between two
-network namespaces (tests/support/netns.py), and each gone after its deadline with nothing else
+network namespaces (localcluster/netns.py), and each gone after its deadline with nothing else
 running (the operator's absence is the normal case here: only the script runs).
 
 Tolerances, and why:
@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from chaosguard.decisions.netem import ROOT_HANDLE, Impairment, network_command, partition_command
+from localcluster import netns
+from localcluster.netns import FAR_V4, NEAR_V4, SCRIPT, TARGET_DEVICE, Topology
 from tests.netns.conftest import StartInjector
-from tests.support import netns
-from tests.support.netns import FAR_V4, NEAR_V4, SCRIPT, TARGET_DEVICE, Topology
 
 LONG = 600  # a deadline no test waits for
 SINK_PORT = 7100

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -36,7 +36,7 @@ from chaosguard.clients.informers import (
     project_workload,
     selector_string,
 )
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
 
 # --------------------------------------------------------------------------- raw objects
 

@@ -22,10 +22,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.controlplane import POD_READY_DELAY_ANNOTATION, ControlPlane
-from tests.support.wait import wait_for
+from localcluster.controlplane import POD_READY_DELAY_ANNOTATION, ControlPlane
+from localcluster.wait import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "chaosguard.dev", "v1alpha1"
 
 
@@ -326,3 +326,37 @@ def operator_at(
     for operator in started:
         operator.stop()
     chaos_operator.start()
+
+
+def experiment_yaml(
+    name: str,
+    *,
+    mode: str = "one",
+    value: int | None = None,
+    duration: str = "3s",
+    interval: str | None = None,
+    dry_run: bool = False,
+) -> str:
+    lines = [
+        "apiVersion: chaosguard.dev/v1alpha1",
+        "kind: ChaosExperiment",
+        f"metadata: {{name: {name}}}",
+        "spec:",
+        "  action: pod-kill",
+        "  podKill: {gracePeriodSeconds: 1}",
+        "  target:",
+        "    selector: {matchLabels: {app: checkout}}",
+        f"    mode: {mode}",
+        *([f"    value: {value}"] if value is not None else []),
+        f"  duration: {duration}",
+        *([f"  interval: {interval}"] if interval else []),
+        *(["  dryRun: true"] if dry_run else []),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def experiment_names(k8s: client.ApiClient, namespace: str) -> set[str]:
+    listed = client.CustomObjectsApi(k8s).list_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", namespace, "chaosexperiments"
+    )
+    return {item["metadata"]["name"] for item in listed["items"]}

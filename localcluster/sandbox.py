@@ -1,14 +1,14 @@
 """`make sandbox`: a cluster to try chaosguard by hand, left running until `make sandbox-down`.
 
-A control plane and a real node on this machine (tests/support/realnode.py), a Prometheus that pods
+A control plane and a real node on this machine (localcluster/realnode.py), a Prometheus that pods
 reach on the node's address, and the operator installed from its image with Helm, exactly as
 README's install section (and the e2e tests) do it. `up` runs in the background (the Makefile starts
 it with nohup) and writes `<dir>/env` with the `export KUBECONFIG=...` line once all is ready;
 `wait` blocks until then; `down` stops it, which removes everything it made.
 
-    python -m tests.support.sandbox up --dir .work/sandbox
-    python -m tests.support.sandbox wait --dir .work/sandbox
-    python -m tests.support.sandbox down --dir .work/sandbox
+    python -m localcluster.sandbox up --dir .work/sandbox
+    python -m localcluster.sandbox wait --dir .work/sandbox
+    python -m localcluster.sandbox down --dir .work/sandbox
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support import install
-from tests.support.controlplane import REPO_ROOT, default_bin_dir
-from tests.support.prometheus import PrometheusServer
-from tests.support.realnode import NODE_IP, build_images, real_cluster
+from localcluster import install
+from localcluster.controlplane import REPO_ROOT, default_bin_dir
+from localcluster.prometheus import PrometheusServer
+from localcluster.realnode import NODE_IP, build_images, real_cluster
 
 DEFAULT_DIR = REPO_ROOT / ".work" / "sandbox"
 START_TIMEOUT = 900.0  # a cold machine builds the images first
@@ -104,7 +104,7 @@ def _down(directory: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.sandbox", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m localcluster.sandbox", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("up", "wait", "down"))
     parser.add_argument("--dir", default=str(DEFAULT_DIR))
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ Flags, and why:
 
 Environment: CHAOSGUARD_GUEST_KERNEL picks the kernel image (default: the newest /boot/vmlinuz-*
 whose modules include sch_netem); CHAOSGUARD_GUEST_RESULTS the results directory;
-CHAOSGUARD_NETEM_SCRIPT is passed on into the guest (see tests/support/netns.py).
+CHAOSGUARD_NETEM_SCRIPT is passed on into the guest (see localcluster/netns.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 UP_MARKER = "CHAOSGUARD-GUEST-UP"
 EXIT_MARKER = "CHAOSGUARD-GUEST-EXIT"
 DEFAULT_TIMEOUT = 1500.0

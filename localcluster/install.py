@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tests.support.controlplane import REPO_ROOT
+from localcluster.controlplane import REPO_ROOT
 
 NAMESPACE = "chaosguard-system"
 RELEASE = "chaosguard"

@@ -1,6 +1,6 @@
 """A real Kubernetes node on this machine: kubelet, containerd, runc, a CNI bridge and kube-proxy.
 
-Started next to a ``ControlPlane`` (tests/support/controlplane.py) whose API server listens on the
+Started next to a ``ControlPlane`` (localcluster/controlplane.py) whose API server listens on the
 node's address, so that pods reach it through the `kubernetes` Service like in any cluster::
 
     node = RealNode(workdir, bin_dir)
@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from chaosguard.admission.webhook_tls import ensure_tls
-from tests.support.controlplane import (
+from localcluster.controlplane import (
     REPO_ROOT,
     SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
@@ -790,7 +790,7 @@ def real_cluster(
 
 
 def _up(args: argparse.Namespace) -> int:
-    from tests.support.controlplane import default_bin_dir
+    from localcluster.controlplane import default_bin_dir
 
     bin_dir = Path(args.bin_dir) if args.bin_dir else default_bin_dir()
     stop = threading.Event()
@@ -805,7 +805,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.realnode")
+    parser = argparse.ArgumentParser(prog="python -m localcluster.realnode")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a control plane and the real node; run until SIGINT/SIGTERM")
     up.add_argument("--dir", default=str(REPO_ROOT / ".work" / "realnode"))

@@ -10,7 +10,7 @@ registers fake kwok Nodes on which ordinary pods are scheduled and become Runnin
 
 From a shell (used by ``make demo`` and ``make bench``)::
 
-    python -m tests.support.controlplane up --dir .work/controlplane
+    python -m localcluster.controlplane up --dir .work/controlplane
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from chaosguard.admission.webhook_tls import ensure_tls
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 
 #: Pre-made static-token users and their groups (every one is also system:authenticated).
@@ -981,7 +981,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.controlplane", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m localcluster.controlplane", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the control plane and keep it running until SIGINT/SIGTERM")
     up.add_argument("--dir", default=str(REPO_ROOT / ".work" / "controlplane"), help="work directory")

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from chaosguard.admission.webhook_tls import ensure_tls
-from tests.support.wait import wait_for
+from localcluster.wait import wait_for
 
 PROMETHEUS_BINARY = os.environ.get("CHAOSGUARD_PROMETHEUS", "/usr/bin/prometheus")
 JOB = "demo"
