@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -154,7 +154,7 @@ def create_deployment(
     take that long to become Ready, as real containers do."""
     pod_labels = {"app": name, **(labels or {})}
     annotations = {POD_READY_DELAY_ANNOTATION: ready_after} if ready_after else {}
-    body = {
+    body: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace},
@@ -170,7 +170,9 @@ def create_deployment(
             },
         },
     }
-    client.AppsV1Api(api).create_namespaced_deployment(namespace, body)
+    client.AppsV1Api(api).create_namespaced_deployment(
+        namespace, cast(client.V1Deployment, body)
+    )  # the API client takes a dict as well
     wait_for_ready_pods(api, namespace, name, replicas)
 
 
@@ -179,7 +181,9 @@ def ready_pods(api: client.ApiClient, namespace: str, app: str) -> list[client.V
     return [
         pod
         for pod in pods
-        if pod.metadata.deletion_timestamp is None
+        if pod.metadata is not None
+        and pod.metadata.deletion_timestamp is None
+        and pod.status is not None
         and pod.status.phase == "Running"
         and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
     ]
@@ -207,8 +211,8 @@ def apply_yaml(control_plane: ControlPlane, text: str, namespace: str | None = N
 
 
 def experiment(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", name)
-    return obj
+    obj = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", name)
+    return cast(dict[str, Any], obj)
 
 
 def status_of(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -219,12 +223,19 @@ def wait_for_phase(
     api: client.ApiClient, namespace: str, name: str, phases: set[str] | str, timeout: float = 60
 ) -> dict[str, Any]:
     wanted = {phases} if isinstance(phases, str) else phases
-    return wait_for(
-        lambda: (s := status_of(api, namespace, name)) and s.get("phase") in wanted and s,
+
+    def reached() -> dict[str, Any] | None:
+        status = status_of(api, namespace, name)
+        return status if status and status.get("phase") in wanted else None
+
+    reached_status = wait_for(
+        reached,
         timeout=timeout,
         what=f"ChaosExperiment {namespace}/{name} to reach {sorted(wanted)}",
         describe=lambda: yaml.safe_dump(status_of(api, namespace, name))[:3000],
     )
+    assert reached_status is not None  # wait_for returns only a truthy value
+    return reached_status
 
 
 def create_policy(api: client.ApiClient, name: str, spec: Mapping[str, Any]) -> None:
@@ -359,4 +370,4 @@ def experiment_names(k8s: client.ApiClient, namespace: str) -> set[str]:
     listed = client.CustomObjectsApi(k8s).list_namespaced_custom_object(
         "chaosguard.dev", "v1alpha1", namespace, "chaosexperiments"
     )
-    return {item["metadata"]["name"] for item in listed["items"]}
+    return {item["metadata"]["name"] for item in cast(dict[str, Any], listed)["items"]}
