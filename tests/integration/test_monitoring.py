@@ -9,7 +9,7 @@
 - `helm template` with the ServiceMonitor, the PrometheusRule and the dashboard switched on renders
   objects the API server accepts in a server-side dry run with the Prometheus Operator's CRDs installed
   (monitoring.coreos.com_{servicemonitors,prometheusrules}.yaml of prometheus-operator v0.85.0, vendored
-  in localcluster/prometheus-operator-crds from the Go module proxy's module zip, Apache-2.0).
+  in tests/support/prometheus-operator-crds from the Go module proxy's module zip, Apache-2.0).
 """
 
 from __future__ import annotations
