@@ -16,12 +16,15 @@ import html
 import math
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_eval_context, select_autoescape
+from jinja2.nodes import EvalContext
+from markupsafe import Markup
 from pydantic import ValidationError
 
 from chaosguard.durations import format_seconds
@@ -748,12 +751,6 @@ def _fault_rows(run: RunStatus) -> list[tuple[str, ...]]:
     ]
 
 
-def _md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _mermaid_text(text: str) -> str:
     """Task names may not hold `:` (it starts the task data), `;` or `#`."""
     cleaned = text.replace(":", " ").replace(";", ",").replace("#", "").replace("\n", " ")
@@ -869,183 +866,219 @@ def _compact_samples(points: Sequence[SliPoint]) -> list[tuple[str, int, str, st
     return rows
 
 
-def markdown(day: GameDay) -> str:
+# --------------------------------------------------------------------------- the view the templates lay out
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table as both formats show it: cells already formatted as text; each format escapes them."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    row_classes: tuple[str, ...] = ()  # per row, for the HTML (severity colours); empty: no class
+
+
+@dataclass(frozen=True)
+class SliView:
+    name: str
+    query: str
+    healthy_while: str  # "< 0.05"
+    breach_after: str  # the condition's `for`, "" when a breach counts at once
+    sample_count: int
+    spread: str  # "min 0.001, max 0.5, last 0.5", "" when nothing finite was measured
+    samples: Table | None
+    chart: Markup  # the inline SVG (HTML only)
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """Every text a report shows, formatted once; the templates decide only where it goes."""
+
+    title: str
+    namespace: str
+    name: str
+    badge: str
+    outcome: str
+    in_progress: bool
+    phase: str
+    reason: str
+    message: str
+    abort_message: str | None
+    steady_state_before: str
+    steady_state_after: str
+    experiment: str
+    action: str
+    targets: str
+    duration: str
+    schedule: str
+    run: str
+    other_runs: str
+    started: str
+    finished: str
+    pods_killed: str
+    recovery: str  # over every workload, "" when nothing recovered
+    findings: tuple[Finding, ...]
+    gantt: str  # mermaid source, "" without a start time
+    timeline: Table
+    kills: Table | None
+    kills_kept: str  # "Only the last N of M ..." when status trimmed the records
+    recoveries: Table | None
+    recoveries_total: tuple[tuple[str, ...], ...]  # the "all" row when more than one workload recovered
+    faults: Table | None
+    slis: tuple[SliView, ...]
+    generated_at: str
+
+
+def view(day: GameDay, generated_at: datetime | None = None, charts: bool = False) -> ReportView:
+    """The report's content, formatted; `charts` draws each SLI's SVG (the HTML page shows them)."""
     run = day.run
-    out: list[str] = [f"# {day.title}", ""]
-    summary = [
-        ("Experiment", f"{day.namespace}/{day.name}"),
-        ("Action", day.action + (" (dry run)" if day.dry_run else "")),
-        ("Targets", day.target),
-        ("Duration", day.duration + (f", a round every {day.interval}" if day.interval else "")),
-    ]
-    if day.schedule:
-        summary.append(("Schedule", day.schedule))
-    summary += [
-        (
-            "Run",
-            f"{run.id} (trigger: {run.trigger}); other runs kept: {_other_runs(day)}",
-        ),
-        ("Started", _iso(run.started_at)),
-        ("Finished", _iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else "")),
-        ("Outcome", f"**{day.outcome}**" + (f" — reason {_md_code(run.reason)}" if run.reason else "")),
-        ("Pods killed", str(run.kills_total)),
-    ]
     times = day.all_recovery_times
-    if times:
-        summary.append(("Recovery", f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}"))
-    out += [_md_table(("", ""), summary), ""]
-
-    out += ["## Outcome", ""]
-    if day.in_progress:
-        out += [f"The run is in progress: {run.message or 'running'}", ""]
-    else:
-        out += [f"**{run.phase.value}**, reason `{run.reason}`:", "", _md_block(run.message), ""]
-    if run.abort is not None:
-        out += ["The SLI guard recorded:", "", _md_block(run.abort.message), ""]
-    if run.steady_state_before:
-        out += [f"Steady state before the run: {_md_cell(run.steady_state_before)}", ""]
-    if run.steady_state_after:
-        out += [f"Steady state after the run: {_md_cell(run.steady_state_after)}", ""]
-
-    out += ["## What to look at next", ""]
-    icon = {Severity.BAD: "🔴", Severity.WARN: "🟠", Severity.INFO: "🔵", Severity.GOOD: "🟢"}
-    for finding in day.findings:
-        out.append(f"- {icon[finding.severity]} **{finding.title}.** {finding.detail}")
-    out.append("")
-
-    out += ["## Timeline", ""]
-    gantt = mermaid_gantt(day)
-    if gantt:
-        out += [_md_block(gantt, "mermaid"), ""]
-    out.append(
-        _md_table(
-            ("Time (UTC)", "T+", "Event"),
-            ((_clock(e.at), _offset(e.at, run.started_at), e.text) for e in day.timeline),
-        )
+    kills = sorted(run.kills, key=_kill_sort_key)
+    recoveries = tuple(
+        (r.workload, str(r.killed), _secs(r.p50), _secs(r.max), str(r.unrecovered or "-")) for r in day.recoveries
     )
-    out.append("")
-
-    if run.kills:
-        out += ["## Kills", ""]
-        out.append(
-            _md_table(
-                ("Round", "Time (UTC)", "Pod", "Workload", "Result", "Method", "Recovered after", "Message"),
+    total = (
+        (
+            (
+                "all",
+                str(sum(r.killed for r in day.recoveries)),
+                _secs(statistics.median(times)),
+                _secs(max(times)),
+                str(sum(r.unrecovered for r in day.recoveries) or "-"),
+            ),
+        )
+        if len(day.recoveries) > 1 and times
+        else ()
+    )
+    return ReportView(
+        title=day.title,
+        namespace=day.namespace,
+        name=day.name,
+        badge="Running" if day.in_progress else run.phase.value,
+        outcome=day.outcome,
+        in_progress=day.in_progress,
+        phase=run.phase.value,
+        reason=run.reason,
+        message=run.message,
+        abort_message=run.abort.message if run.abort is not None else None,
+        steady_state_before=run.steady_state_before,
+        steady_state_after=run.steady_state_after,
+        experiment=f"{day.namespace}/{day.name}",
+        action=day.action + (" (dry run)" if day.dry_run else ""),
+        targets=day.target,
+        duration=day.duration + (f", a round every {day.interval}" if day.interval else ""),
+        schedule=day.schedule,
+        run=f"{run.id} (trigger: {run.trigger})",
+        other_runs=_other_runs(day),
+        started=_iso(run.started_at),
+        finished=_iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else ""),
+        pods_killed=str(run.kills_total),
+        recovery=f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}" if times else "",
+        findings=day.findings,
+        gantt=mermaid_gantt(day),
+        timeline=Table(
+            ("Time (UTC)", "T+", "Event"),
+            tuple((_clock(e.at), _offset(e.at, run.started_at), e.text) for e in day.timeline),
+            tuple(e.severity.value for e in day.timeline),
+        ),
+        kills=Table(
+            ("Round", "Time (UTC)", "Pod", "Workload", "Result", "Method", "Recovered after", "Message"),
+            tuple(
                 (
-                    (
-                        k.round,
-                        _clock(k.at),
-                        k.name,
-                        k.workload or "-",
-                        k.result.value,
-                        k.method or "-",
-                        _kill_outcome(k),
-                        k.message,
-                    )
-                    for k in sorted(run.kills, key=_kill_sort_key)
-                ),
-            )
-        )
-        out.append("")
-        if len(run.kills) < run.kills_total:
-            out += [f"Only the last {len(run.kills)} of {run.kills_total} kill records are kept in status.", ""]
-        if day.recoveries:
-            out += ["Recovery to full Ready strength, per workload:", ""]
-            rows = [(r.workload, r.killed, _secs(r.p50), _secs(r.max), r.unrecovered or "-") for r in day.recoveries]
-            if len(day.recoveries) > 1 and times:
-                rows.append(
-                    (
-                        "all",
-                        sum(r.killed for r in day.recoveries),
-                        _secs(statistics.median(times)),
-                        _secs(max(times)),
-                        sum(r.unrecovered for r in day.recoveries) or "-",
-                    )
+                    str(k.round),
+                    _clock(k.at),
+                    k.name,
+                    k.workload or "-",
+                    k.result.value,
+                    k.method or "-",
+                    _kill_outcome(k),
+                    k.message,
                 )
-            out += [_md_table(("Workload", "Killed", "p50", "max", "Not recovered"), rows), ""]
-
-    if run.faults:
-        out += ["## Faults", ""]
-        out.append(
-            _md_table(
-                FAULT_COLUMNS,
-                _fault_rows(run),
-            )
+                for k in kills
+            ),
+            tuple(_kill_class(k) for k in kills),
         )
-        out.append("")
-
-    if day.slis:
-        out += ["## SLIs", ""]
-        for sli in day.slis:
-            out += [f"### {sli.name}", ""]
-            out.append(
-                f"Healthy while {_md_code(sli.query)} {_md_code(f'{sli.operator} {_num(sli.threshold)}')}"
-                + (f" (a breach counts after {sli.for_})" if sli.for_ not in ("0", "") else "")
-                + f"; {len(sli.points)} sample(s)."
-            )
-            out.append("")
-            values = [p.value for p in sli.points if p.value is not None and math.isfinite(p.value)]
-            if values:
-                out += [f"min {_num(min(values))}, max {_num(max(values))}, last {sli.points[-1].raw or '-'}", ""]
-            if sli.points:
-                out.append(_md_table(("Time (UTC)", "Samples", "Status", "Value"), _compact_samples(sli.points)))
-            else:
-                out.append("No samples were recorded for this condition in this run.")
-            out.append("")
-    return "\n".join(out).rstrip() + "\n"
+        if kills
+        else None,
+        kills_kept=(
+            f"Only the last {len(run.kills)} of {run.kills_total} kill records are kept in status."
+            if len(run.kills) < run.kills_total
+            else ""
+        ),
+        recoveries=Table(("Workload", "Killed", "p50", "max", "Not recovered"), recoveries) if recoveries else None,
+        recoveries_total=total,
+        faults=Table(FAULT_COLUMNS, tuple(_fault_rows(run))) if run.faults else None,
+        slis=tuple(_sli_view(sli, run, charts) for sli in day.slis),
+        generated_at=_iso(generated_at) if generated_at else "",
+    )
 
 
-# --------------------------------------------------------------------------- HTML
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2329}
-main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #d5d9de;padding-bottom:4px}
-table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
-th,td{border:1px solid #d5d9de;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#eceff2}
-dl.summary{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;background:#fff;padding:12px;
-border:1px solid #d5d9de}
-dl.summary dt{font-weight:600}dl.summary dd{margin:0}
-pre{background:#fff;border:1px solid #d5d9de;padding:8px;white-space:pre-wrap;word-break:break-word}
-code{background:#eceff2;padding:0 3px}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600}
-.Completed{background:#2e7d32}.Aborted{background:#ef6c00}.Failed{background:#c62828}.Running{background:#1565c0}
-.Rejected{background:#6a1b9a}
-ul.findings{list-style:none;padding:0}ul.findings li{background:#fff;border-left:6px solid #90a4ae;
-margin:6px 0;padding:8px 12px}
-li.bad{border-left-color:#c62828!important}li.warn{border-left-color:#ef6c00!important}
-li.good{border-left-color:#2e7d32!important}li.info{border-left-color:#1565c0!important}
-tr.bad td{background:#fdecea}tr.warn td{background:#fff4e5}tr.good td{background:#edf7ed}
-svg.sli{background:#fff;border:1px solid #d5d9de;max-width:100%;height:auto}
-svg .axis{stroke:#90a4ae;stroke-width:1}svg .grid{stroke:#eceff2;stroke-width:1}
-svg .threshold{stroke:#c62828;stroke-width:1.5;stroke-dasharray:6 4}
-svg .kill-mark{stroke:#ef6c00;stroke-width:1;stroke-dasharray:2 3}
-svg .line{fill:none;stroke:#1565c0;stroke-width:1.5}
-svg .sample{stroke:#fff;stroke-width:1}svg .Holding{fill:#2e7d32}svg .Pending{fill:#ef6c00}
-svg .Breached{fill:#c62828}svg .Unavailable{fill:#fff;stroke:#757575;stroke-width:1.5}
-svg text{font-size:11px;fill:#455a64;font-family:system-ui,sans-serif}svg text.threshold-label{fill:#c62828}
-footer{margin-top:2rem;color:#607d8b;font-size:.8rem}
-"""
+def _sli_view(sli: SliSeries, run: RunStatus, chart: bool) -> SliView:
+    values = [p.value for p in sli.points if p.value is not None and math.isfinite(p.value)]
+    spread = f"min {_num(min(values))}, max {_num(max(values))}, last {sli.points[-1].raw or '-'}" if values else ""
+    samples = tuple((span, str(count), status, value) for span, count, status, value in _compact_samples(sli.points))
+    return SliView(
+        name=sli.name,
+        query=sli.query,
+        healthy_while=f"{sli.operator} {_num(sli.threshold)}",
+        breach_after=sli.for_ if sli.for_ not in ("0", "") else "",
+        sample_count=len(sli.points),
+        spread=spread,
+        samples=Table(("Time (UTC)", "Samples", "Status", "Value"), samples) if samples else None,
+        chart=Markup(sli_svg(sli, run, run.kills)) if chart else Markup(""),
+    )
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+# --------------------------------------------------------------------------- templates
+
+_MARKDOWN_ICONS = {Severity.BAD: "🔴", Severity.WARN: "🟠", Severity.INFO: "🔵", Severity.GOOD: "🟢"}
 
 
-def _inline(text: str) -> str:
+def _e(text: object) -> Markup:
+    """HTML-escaped with the standard library's spelling (`&quot;`, `&#x27;`), as the reports always were;
+    markupsafe would write `&#34;` and `&#39;`: the same characters, other bytes."""
+    return Markup(html.escape(str(text), quote=True))
+
+
+@pass_eval_context
+def _escape_output(context: EvalContext, value: object) -> object:
+    """Every `{{ value }}` of an autoescaped template, escaped by `_e` before autoescaping sees it (which
+    then leaves the Markup alone); Markdown templates get their values untouched."""
+    if context.autoescape and not isinstance(value, Markup):
+        return _e(value)
+    return value
+
+
+def _inline(text: str) -> Markup:
     """Escaped text whose `backticked` spans (as the findings are written) become <code>."""
     parts = re.split(r"`([^`]+)`", text)
-    return "".join(f"<code>{_e(part)}</code>" if index % 2 else _e(part) for index, part in enumerate(parts))
+    return Markup("").join(Markup(f"<code>{_e(p)}</code>") if i % 2 else _e(p) for i, p in enumerate(parts))
 
 
-def _html_table(headers: Sequence[str], rows: Iterable[Sequence[object]], classes: Iterable[str] | None = None) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = []
-    row_classes = list(classes) if classes is not None else None
-    for index, row in enumerate(rows):
-        css = f' class="{_e(row_classes[index])}"' if row_classes is not None else ""
-        body.append(f"<tr{css}>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _environment() -> Environment:
+    """The templates in templates/report/: `*.html.j2` autoescaped, `*.md.j2` not (Markdown has its own
+    escaping, applied by the filters where a cell, a code span or a fenced block needs it)."""
+    environment = Environment(
+        loader=PackageLoader("chaosguard", "templates/report"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), disabled_extensions=("md.j2",), default=True),
+        finalize=_escape_output,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters.update(
+        md_cell=_md_cell, md_code=_md_code, md_block=_md_block, inline=_inline, icon=_MARKDOWN_ICONS.__getitem__
+    )
+    return environment
+
+
+_TEMPLATES = _environment()
+
+
+def markdown(day: GameDay) -> str:
+    text = _TEMPLATES.get_template("report.md.j2").render(v=view(day))
+    return text.rstrip() + "\n"
 
 
 @dataclass(frozen=True)
@@ -1182,126 +1215,7 @@ def nice_scale(values: Sequence[float], count: int = 4) -> tuple[float, float, l
 
 
 def html_page(day: GameDay, generated_at: datetime | None = None) -> str:
-    run = day.run
-    badge = "Running" if day.in_progress else run.phase.value
-    summary = [
-        ("Experiment", f"{day.namespace}/{day.name}"),
-        ("Action", day.action + (" (dry run)" if day.dry_run else "")),
-        ("Targets", day.target),
-        ("Duration", day.duration + (f", a round every {day.interval}" if day.interval else "")),
-        *([("Schedule", day.schedule)] if day.schedule else []),
-        ("Run", f"{run.id} (trigger: {run.trigger})"),
-        ("Other runs kept", _other_runs(day)),
-        ("Started", _iso(run.started_at)),
-        ("Finished", _iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else "")),
-        ("Pods killed", str(run.kills_total)),
-    ]
-    times = day.all_recovery_times
-    if times:
-        summary.append(("Recovery", f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}"))
-    body = [
-        f'<h1>{_e(day.title)} <span class="badge {_e(badge)}">{_e(day.outcome)}</span></h1>',
-        '<dl class="summary">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary) + "</dl>",
-        '<section id="outcome"><h2>Outcome</h2>',
-    ]
-    if day.in_progress:
-        body.append(f"<p>The run is in progress: {_e(run.message or 'running')}</p>")
-    else:
-        body.append(f"<p><strong>{_e(run.phase.value)}</strong>, reason <code>{_e(run.reason)}</code>:</p>")
-        body.append(f'<pre class="reason">{_e(run.message)}</pre>')
-    if run.abort is not None:
-        body.append(f'<p>The SLI guard recorded:</p><pre class="abort">{_e(run.abort.message)}</pre>')
-    if run.steady_state_before:
-        body.append(f"<p>Steady state before the run: {_e(run.steady_state_before)}</p>")
-    if run.steady_state_after:
-        body.append(f"<p>Steady state after the run: {_e(run.steady_state_after)}</p>")
-    body.append("</section>")
-    body.append('<section id="next"><h2>What to look at next</h2><ul class="findings">')
-    for finding in day.findings:
-        body.append(
-            f'<li class="{finding.severity.value}"><strong>{_inline(finding.title)}.</strong> '
-            f"{_inline(finding.detail)}</li>"
-        )
-    body.append("</ul></section>")
-    body.append('<section id="timeline"><h2>Timeline</h2>')
-    body.append(
-        _html_table(
-            ("Time (UTC)", "T+", "Event"),
-            ((_clock(e.at), _offset(e.at, run.started_at), e.text) for e in day.timeline),
-            (e.severity.value for e in day.timeline),
-        )
-    )
-    body.append("</section>")
-    if run.kills:
-        kills = sorted(run.kills, key=_kill_sort_key)
-        body.append('<section id="kills"><h2>Kills</h2>')
-        body.append(
-            _html_table(
-                ("Round", "Time (UTC)", "Pod", "Workload", "Result", "Method", "Recovered after", "Message"),
-                (
-                    (
-                        k.round,
-                        _clock(k.at),
-                        k.name,
-                        k.workload or "-",
-                        k.result.value,
-                        k.method or "-",
-                        _kill_outcome(k),
-                        k.message,
-                    )
-                    for k in kills
-                ),
-                (_kill_class(k) for k in kills),
-            )
-        )
-        if len(run.kills) < run.kills_total:
-            body.append(f"<p>Only the last {len(run.kills)} of {run.kills_total} kill records are kept in status.</p>")
-        if day.recoveries:
-            body.append("<h3>Recovery to full Ready strength, per workload</h3>")
-            body.append(
-                _html_table(
-                    ("Workload", "Killed", "p50", "max", "Not recovered"),
-                    ((r.workload, r.killed, _secs(r.p50), _secs(r.max), r.unrecovered or "-") for r in day.recoveries),
-                )
-            )
-        body.append("</section>")
-    if run.faults:
-        body.append('<section id="faults"><h2>Faults</h2>')
-        body.append(
-            _html_table(
-                FAULT_COLUMNS,
-                _fault_rows(run),
-            )
-        )
-        body.append("</section>")
-    if day.slis:
-        body.append('<section id="slis"><h2>SLIs</h2>')
-        for sli in day.slis:
-            body.append(f'<div class="sli" id="sli-{_e(sli.name)}"><h3>{_e(sli.name)}</h3>')
-            after = f" (a breach counts after {sli.for_})" if sli.for_ not in ("0", "") else ""
-            body.append(
-                f"<p>Healthy while <code>{_e(sli.query)}</code> <code>{_e(sli.operator)} {_e(_num(sli.threshold))}"
-                f"</code>{_e(after)}; {len(sli.points)} sample(s).</p>"
-            )
-            body.append(sli_svg(sli, run, run.kills))
-            if sli.points:
-                body.append("<details><summary>Samples</summary>")
-                body.append(_html_table(("Time (UTC)", "Samples", "Status", "Value"), _compact_samples(sli.points)))
-                body.append("</details>")
-            body.append("</div>")
-        body.append("</section>")
-    made = f" at {_iso(generated_at)}" if generated_at else ""
-    body.append(
-        f"<footer>Generated by <code>chaosguard report</code>{_e(made)} from the status of ChaosExperiment "
-        f"{_e(day.namespace)}/{_e(day.name)}. Times are UTC.</footer>"
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(day.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        + "\n".join(body)
-        + "\n</main>\n</body>\n</html>\n"
-    )
+    return _TEMPLATES.get_template("report.html.j2").render(v=view(day, generated_at, charts=True))
 
 
 def _kill_class(kill: KillRecord) -> str:
