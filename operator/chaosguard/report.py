@@ -8,6 +8,10 @@ abort or failure reason verbatim, and "What to look at next": suggestions derive
 
 The Markdown holds the timeline as a mermaid gantt chart plus a table; the HTML draws each SLI as
 an inline SVG chart (our own code, no JavaScript, nothing fetched when the page is viewed).
+
+Python computes and formats (`build`, then `view` and `sli_chart`: plain dataclasses of text and
+coordinates); the Jinja2 templates in templates/report/ only lay them out. The HTML and SVG templates
+are autoescaped, the Markdown one is not: it escapes with its own filters where Markdown needs it.
 """
 
 from __future__ import annotations
@@ -887,7 +891,7 @@ class SliView:
     sample_count: int
     spread: str  # "min 0.001, max 0.5, last 0.5", "" when nothing finite was measured
     samples: Table | None
-    chart: Markup  # the inline SVG (HTML only)
+    chart: SliChart | None  # drawn for the HTML page only
 
 
 @dataclass(frozen=True)
@@ -1025,7 +1029,7 @@ def _sli_view(sli: SliSeries, run: RunStatus, chart: bool) -> SliView:
         sample_count=len(sli.points),
         spread=spread,
         samples=Table(("Time (UTC)", "Samples", "Status", "Value"), samples) if samples else None,
-        chart=Markup(sli_svg(sli, run, run.kills)) if chart else Markup(""),
+        chart=sli_chart(sli, run, run.kills) if chart else None,
     )
 
 
@@ -1055,12 +1059,18 @@ def _inline(text: str) -> Markup:
     return Markup("").join(Markup(f"<code>{_e(p)}</code>") if i % 2 else _e(p) for i, p in enumerate(parts))
 
 
+def _coordinate(value: float) -> str:
+    return f"{value:.1f}"
+
+
 def _environment() -> Environment:
     """The templates in templates/report/: `*.html.j2` autoescaped, `*.md.j2` not (Markdown has its own
     escaping, applied by the filters where a cell, a code span or a fenced block needs it)."""
     environment = Environment(
         loader=PackageLoader("chaosguard", "templates/report"),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), disabled_extensions=("md.j2",), default=True),
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2", "svg.j2"), disabled_extensions=("md.j2",), default=True
+        ),
         finalize=_escape_output,
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -1068,7 +1078,12 @@ def _environment() -> Environment:
         keep_trailing_newline=True,
     )
     environment.filters.update(
-        md_cell=_md_cell, md_code=_md_code, md_block=_md_block, inline=_inline, icon=_MARKDOWN_ICONS.__getitem__
+        md_cell=_md_cell,
+        md_code=_md_code,
+        md_block=_md_block,
+        inline=_inline,
+        icon=_MARKDOWN_ICONS.__getitem__,
+        coordinate=_coordinate,
     )
     return environment
 
@@ -1082,113 +1097,164 @@ def markdown(day: GameDay) -> str:
 
 
 @dataclass(frozen=True)
-class _Chart:
+class ChartBox:
+    """The chart's size and the plot area inside it, in SVG user units."""
+
     width: int = 720
     height: int = 220
     left: int = 64
-    right: int = 16
+    right_margin: int = 16
     top: int = 28
-    bottom: int = 36
+    bottom_margin: int = 36
 
     @property
     def plot_width(self) -> int:
-        return self.width - self.left - self.right
+        return self.width - self.left - self.right_margin
 
     @property
     def plot_height(self) -> int:
-        return self.height - self.top - self.bottom
+        return self.height - self.top - self.bottom_margin
+
+    @property
+    def right(self) -> int:
+        return self.left + self.plot_width
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.plot_height
 
 
-def sli_svg(sli: SliSeries, run: RunStatus, kills: Sequence[KillRecord] = ()) -> str:
+@dataclass(frozen=True)
+class LegendItem:
+    status: str  # the CSS class of its dot
+    label: str
+    x: int
+
+
+@dataclass(frozen=True)
+class AxisLabel:
+    at: float  # y of a value tick, x of a time label
+    text: str
+    anchor: str = "end"
+
+
+@dataclass(frozen=True)
+class KillMark:
+    x: float
+    title: str
+
+
+@dataclass(frozen=True)
+class Threshold:
+    y: float
+    healthy_while: str  # "< 0.05"
+
+
+@dataclass(frozen=True)
+class SampleDot:
+    status: str  # the CSS class: Holding, Pending, Breached or Unavailable
+    x: float
+    y: float
+    raw: str
+    tip: str
+
+
+@dataclass(frozen=True)
+class SliChart:
+    """One SLI's chart, scaled: every coordinate computed here, laid out by templates/report/sli_chart.svg.j2."""
+
+    box: ChartBox
+    title: str
+    legend: tuple[LegendItem, ...]
+    kill_legend_x: int
+    samples: tuple[SampleDot, ...]  # none: the chart says "no samples recorded"
+    value_ticks: tuple[AxisLabel, ...] = ()
+    time_labels: tuple[AxisLabel, ...] = ()
+    kill_marks: tuple[KillMark, ...] = ()
+    threshold: Threshold | None = None
+    lines: tuple[tuple[tuple[float, float], ...], ...] = ()  # the measured stretches, each 2+ points
+
+
+_LEGEND = (
+    ("Holding", "holding"),
+    ("Pending", "breaching (within for)"),
+    ("Breached", "breached"),
+    ("Unavailable", "no value"),
+)
+
+
+def sli_chart(sli: SliSeries, run: RunStatus, kills: Sequence[KillRecord] = ()) -> SliChart:
     """An SVG line chart of one SLI: one circle per sample (coloured by status, hollow at the bottom
     when nothing was measured), the threshold as a dashed line, kills as dotted vertical marks."""
-    chart = _Chart()
+    box = ChartBox()
     times = [p.at for p in sli.points]
     start = min([*times, *([run.started_at] if run.started_at else [])], default=None)
     end = max([*times, *([run.finished_at] if run.finished_at else [])], default=None)
     title = f"SLI {sli.name}: {sli.query} {sli.operator} {_num(sli.threshold)}"
-    parts = [
-        f'<svg class="sli" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {chart.width} {chart.height}" '
-        f'width="{chart.width}" height="{chart.height}" role="img" aria-label="{_e(title)}">',
-        f"<title>{_e(title)}</title>",
-    ]
-    legend_x = chart.left
-    for status, label in (
-        ("Holding", "holding"),
-        ("Pending", "breaching (within for)"),
-        ("Breached", "breached"),
-        ("Unavailable", "no value"),
-    ):
-        parts.append(f'<circle class="legend {status}" cx="{legend_x + 4}" cy="10" r="3.5"/>')
-        parts.append(f'<text x="{legend_x + 12}" y="14">{_e(label)}</text>')
+    legend = []
+    legend_x = box.left
+    for status, label in _LEGEND:
+        legend.append(LegendItem(status, label, legend_x))
         legend_x += 24 + 6 * len(label)
-    parts.append(f'<line class="kill-mark" x1="{legend_x}" y1="4" x2="{legend_x}" y2="16"/>')
-    parts.append(f'<text x="{legend_x + 6}" y="14">pod killed</text>')
     if start is None or end is None or not sli.points:
-        parts.append(f'<text x="{chart.left}" y="{chart.height // 2}">no samples recorded</text></svg>')
-        return "".join(parts)
+        return SliChart(box, title, tuple(legend), legend_x, samples=())
     span = max((end - start).total_seconds(), 1e-3)
     finite = [v for v in (p.value for p in sli.points) if v is not None and math.isfinite(v)]
     low, high, ticks = nice_scale([*finite, *([sli.threshold] if sli.threshold is not None else [])])
 
     def x_of(at: datetime) -> float:
-        return chart.left + chart.plot_width * (at - start).total_seconds() / span
+        return box.left + box.plot_width * (at - start).total_seconds() / span
 
     def y_of(value: float) -> float:
         clamped = min(max(value, low), high)
-        return chart.top + chart.plot_height * (1 - (clamped - low) / (high - low))
+        return box.top + box.plot_height * (1 - (clamped - low) / (high - low))
 
-    bottom, right = chart.top + chart.plot_height, chart.left + chart.plot_width
-    for value in ticks:
-        y = y_of(value)
-        parts.append(f'<line class="grid" x1="{chart.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>')
-        parts.append(f'<text x="{chart.left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(_num(value))}</text>')
-    parts.append(f'<line class="axis" x1="{chart.left}" y1="{bottom}" x2="{right}" y2="{bottom}"/>')
-    parts.append(f'<line class="axis" x1="{chart.left}" y1="{chart.top}" x2="{chart.left}" y2="{bottom}"/>')
-    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = chart.left + chart.plot_width * fraction
-        label = f"+{span * fraction:.1f}s" if fraction else _clock(start)
-        anchor = "start" if fraction == 0 else ("end" if fraction == 1 else "middle")
-        parts.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="{anchor}">{_e(label)}</text>')
-    for kill in kills:
-        if kill.result is KillResult.KILLED and start <= kill.at <= end:
-            x = x_of(kill.at)
-            parts.append(
-                f'<line class="kill-mark" x1="{x:.1f}" y1="{chart.top}" x2="{x:.1f}" y2="{bottom}">'
-                f"<title>{_e(f'{_clock(kill.at)} killed {kill.name}')}</title></line>"
-            )
-    if sli.threshold is not None:
-        y = y_of(sli.threshold)
-        parts.append(f'<line class="threshold" x1="{chart.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>')
-        parts.append(
-            f'<text class="threshold-label" x="{right - 4}" y="{y - 4:.1f}" text-anchor="end">'
-            f"healthy while {_e(sli.operator)} {_e(_num(sli.threshold))}</text>"
+    time_labels = tuple(
+        AxisLabel(
+            box.left + box.plot_width * fraction,
+            f"+{span * fraction:.1f}s" if fraction else _clock(start),
+            "start" if fraction == 0 else ("end" if fraction == 1 else "middle"),
         )
-    segment: list[str] = []
-    segments: list[list[str]] = []
-    for point in sli.points:
-        if point.value is None:
-            if segment:
-                segments.append(segment)
-            segment = []
+        for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)
+    )
+    lines: list[tuple[tuple[float, float], ...]] = []
+    stretch: list[tuple[float, float]] = []
+    for point in [*sli.points, None]:
+        if point is not None and point.value is not None:
+            stretch.append((x_of(point.at), y_of(point.value)))
             continue
-        segment.append(f"{x_of(point.at):.1f},{y_of(point.value):.1f}")
-    if segment:
-        segments.append(segment)
-    for line in segments:
-        if len(line) > 1:
-            parts.append(f'<polyline class="line" points="{" ".join(line)}"/>')
-    for point in sli.points:
-        x = x_of(point.at)
-        y = bottom if point.value is None else y_of(point.value)
-        status = point.status if point.status in ("Holding", "Pending", "Breached", "Unavailable") else "Unavailable"
-        tip = f"{_clock(point.at)} {point.status} {point.raw or 'no value'}"
-        parts.append(
-            f'<circle class="sample {status}" cx="{x:.1f}" cy="{y:.1f}" r="3.5" data-value="{_e(point.raw)}">'
-            f"<title>{_e(tip)}</title></circle>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+        if len(stretch) > 1:
+            lines.append(tuple(stretch))
+        stretch = []
+    return SliChart(
+        box,
+        title,
+        tuple(legend),
+        legend_x,
+        samples=tuple(
+            SampleDot(
+                point.status if point.status in ("Holding", "Pending", "Breached", "Unavailable") else "Unavailable",
+                x_of(point.at),
+                box.bottom if point.value is None else y_of(point.value),
+                point.raw,
+                f"{_clock(point.at)} {point.status} {point.raw or 'no value'}",
+            )
+            for point in sli.points
+        ),
+        value_ticks=tuple(AxisLabel(y_of(value), _num(value)) for value in ticks),
+        time_labels=time_labels,
+        kill_marks=tuple(
+            KillMark(x_of(kill.at), f"{_clock(kill.at)} killed {kill.name}")
+            for kill in kills
+            if kill.result is KillResult.KILLED and start <= kill.at <= end
+        ),
+        threshold=(
+            Threshold(y_of(sli.threshold), f"{sli.operator} {_num(sli.threshold)}")
+            if sli.threshold is not None
+            else None
+        ),
+        lines=tuple(lines),
+    )
 
 
 def nice_scale(values: Sequence[float], count: int = 4) -> tuple[float, float, list[float]]:
