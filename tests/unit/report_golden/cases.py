@@ -20,10 +20,21 @@ from tests.unit.test_report import (
     NS,
     PLAIN_SPEC,
     breach_run,
+    clean_guarded_run,
     completed_run,
+    did_not_recover_run,
+    dry_run_experiment,
+    ended_by,
     experiment,
+    hostile_experiment,
+    in_progress_experiment,
     kill,
+    latency_spec_and_run,
+    near_miss_experiment,
+    partition_spec_and_run,
+    policy_guard_run,
     sample,
+    unavailable_run,
 )
 
 GENERATED_AT = datetime(2026, 11, 22, 1, 2, 3, tzinfo=UTC)
@@ -36,52 +47,16 @@ class Case:
     html: Callable[[], str]
 
 
+def _ended_by(reason: str, message: str) -> dict[str, Any]:
+    return experiment(GUARDED_SPEC, ended_by(reason, message))
+
+
 def _from_object(name: str, obj: dict[str, Any], run_id: str | None = None) -> Case:
     return Case(
         name,
         lambda: report.render_markdown(obj, run_id),
         lambda: report.render_html(obj, run_id, GENERATED_AT),
     )
-
-
-def _did_not_recover() -> dict[str, Any]:
-    run = completed_run(
-        phase="Failed",
-        reason="DidNotRecover",
-        message="run r1: shop/Deployment/checkout did not recover to full Ready strength within 5m after the run; "
-        "this is the finding: look at why the system does not heal on its own",
-        kills=[
-            kill("checkout-a", "2026-11-22T00:48:20.347983Z", recovered=42.5),
-            kill("checkout-b", "2026-11-22T00:48:21.000000Z", recovered=None, round_=2),
-        ],
-    )
-    return experiment(PLAIN_SPEC, run)
-
-
-def _prometheus_unavailable() -> dict[str, Any]:
-    message = (
-        "SLI error-ratio unavailable (Unreachable): cannot connect to http://127.0.0.1:49149: Connection refused "
-        "(onUnavailable: abort)"
-    )
-    run = breach_run(
-        reason="SLIUnavailable",
-        message=f"aborted by the SLI guard: {message}",
-        abort={
-            "at": "2026-11-22T00:48:39.611658Z",
-            "condition": "error-ratio",
-            "query": 'demo_error_ratio{app="checkout"}',
-            "message": message,
-        },
-        sliSamples={
-            "error-ratio": [
-                sample("2026-11-22T00:48:36.602570Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:37.603983Z", "Holding", "0.001"),
-                {"at": "2026-11-22T00:48:38.610549Z", "status": "Unavailable"},
-                {"at": "2026-11-22T00:48:39.611658Z", "status": "Unavailable"},
-            ]
-        },
-    )
-    return experiment(GUARDED_SPEC, run)
 
 
 def _unreachable_before_the_run() -> dict[str, Any]:
@@ -109,120 +84,6 @@ def _unreachable_before_the_run() -> dict[str, Any]:
     spec["steadyState"]["conditions"][0]["query"] = "vector(0)"
     spec["steadyState"]["prometheus"]["url"] = "http://127.0.0.1:9"
     return experiment(spec, run, name="ci-breach")
-
-
-def _near_miss() -> dict[str, Any]:
-    run = completed_run(
-        sliSamples={
-            "error-ratio": [
-                sample("2026-11-22T00:48:20.1Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:21.1Z", "Pending", "0.2"),
-                {"at": "2026-11-22T00:48:22.1Z", "status": "Unavailable"},
-                sample("2026-11-22T00:48:23.1Z", "Holding", "0.001"),
-            ]
-        },
-        steadyStateAfter="could not be checked (onUnavailable: continue): SLI error-ratio unavailable",
-    )
-    spec = copy.deepcopy(GUARDED_SPEC)
-    spec["steadyState"]["conditions"][0]["for"] = "10s"
-    return experiment(spec, run)
-
-
-def _clean_guarded() -> dict[str, Any]:
-    run = completed_run(
-        kills=[kill("checkout-a", "2026-11-22T00:48:20.347983Z", recovered=1.5)],
-        killsTotal=1,
-        sliSamples={"error-ratio": [sample("2026-11-22T00:48:20.1Z", "Holding", "0.001")]},
-        steadyStateAfter="held again at 2026-11-22T00:48:29.2+00:00",
-    )
-    return experiment(GUARDED_SPEC, run)
-
-
-def _ended_by(reason: str, message: str) -> dict[str, Any]:
-    run = completed_run(phase="Aborted", reason=reason, message=message)
-    if reason == "SteadyStateNotHeld":
-        run["kills"] = []
-    return experiment(GUARDED_SPEC, run)
-
-
-def _dry_run() -> dict[str, Any]:
-    dry = completed_run(
-        kills=[kill("checkout-a", "2026-11-22T00:48:20.3Z", result="WouldKill", recovered=None, method="dry-run")],
-        killsTotal=0,
-    )
-    return experiment({**PLAIN_SPEC, "dryRun": True}, dry)
-
-
-LATENCY_FAULTS: list[dict[str, Any]] = [
-    {
-        "namespace": NS,
-        "name": "checkout-a",
-        "uid": "uid-a",
-        "workload": "Deployment/checkout",
-        "container": "chaosguard-netem-r1",
-        "state": "Removed",
-        "injectedAt": "2026-11-22T00:48:20.5Z",
-        "deadline": "2026-11-22T00:48:23.0Z",
-        "removedAt": "2026-11-22T00:48:21.7Z",
-        "removedBy": "abort (exec clear)",
-        "message": "",
-    },
-    {
-        "namespace": NS,
-        "name": "checkout-b",
-        "uid": "uid-b",
-        "workload": "Deployment/checkout",
-        "container": "chaosguard-netem-r1",
-        "state": "Active",
-        "injectedAt": "2026-11-22T00:48:20.6Z",
-        "deadline": "2026-11-22T00:48:23.0Z",
-    },
-]
-
-
-def _latency() -> dict[str, Any]:
-    spec = {
-        "action": "latency",
-        "latency": {"delay": "200ms"},
-        "duration": "3s",
-        "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
-    }
-    run = completed_run(kills=[], killsTotal=0, faults=LATENCY_FAULTS, phase="Aborted", reason="AbortRequested")
-    return experiment(spec, run)
-
-
-def _partition() -> dict[str, Any]:
-    faults = [
-        {
-            "namespace": NS,
-            "name": "checkout-a",
-            "uid": "uid-a",
-            "workload": "Deployment/checkout",
-            "container": "chaosguard-partition-r1",
-            "impairment": "partition (both) from 10.1.0.0/16 ports 5432",
-            "state": "Removed",
-            "injectedAt": "2026-11-22T00:48:20.5Z",
-            "deadline": "2026-11-22T00:48:23.0Z",
-            "removedAt": "2026-11-22T00:48:23.0Z",
-            "removedBy": "deadline (the injector's own timer)",
-        },
-        {
-            "namespace": NS,
-            "name": "checkout-b",
-            "uid": "uid-b",
-            "container": "chaosguard-partition-r1",
-            "impairment": "partition (both) from 10.1.0.0/16 ports 5432",
-            "state": "Failed",
-            "message": "the node's kernel lacks a tc module a partition needs",
-        },
-    ]
-    spec = {
-        "action": "partition",
-        "partition": {"destinationCIDRs": ["10.1.0.0/16"], "ports": [5432]},
-        "duration": "3s",
-        "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
-    }
-    return experiment(spec, completed_run(kills=[], killsTotal=0, faults=faults))
 
 
 def _network_dry_run() -> dict[str, Any]:
@@ -264,22 +125,8 @@ def _network_dry_run() -> dict[str, Any]:
 
 
 def _in_progress() -> Case:
-    current = breach_run(finishedAt=None, phase="Running", reason="", message="run r2 until 00:50:36", abort=None)
-    obj = experiment(GUARDED_SPEC, completed_run(), current=current)
+    obj = in_progress_experiment()
     return Case("in_progress", lambda: report.markdown(report.build(obj)), lambda: report.html_page(report.build(obj)))
-
-
-def _hostile() -> dict[str, Any]:
-    nasty = 'pod <script>alert(1)</script> | code=~"5..|4.." : # ;'
-    run = completed_run(message=nasty, kills=[kill("checkout-a", "2026-11-22T00:48:20.3Z", message=nasty)])
-    return experiment(PLAIN_SPEC, run, name="x")
-
-
-def _policy_guard() -> dict[str, Any]:
-    run = breach_run(reason="PolicySLIBreached")
-    run["abort"] = {**run["abort"], "condition": "payments/error-ratio", "policy": "payments"}
-    run["sliSamples"] = {"payments/error-ratio": run["sliSamples"]["error-ratio"]}
-    return experiment(PLAIN_SPEC, run)
 
 
 def _edges() -> dict[str, Any]:
@@ -351,11 +198,11 @@ def cases() -> list[Case]:
     return [
         _from_object("completed", experiment(PLAIN_SPEC, completed_run())),
         _from_object("breach", experiment(GUARDED_SPEC, breach_run())),
-        _from_object("did_not_recover", _did_not_recover()),
-        _from_object("prometheus_unavailable", _prometheus_unavailable()),
+        _from_object("did_not_recover", experiment(PLAIN_SPEC, did_not_recover_run())),
+        _from_object("prometheus_unavailable", experiment(GUARDED_SPEC, unavailable_run())),
         _from_object("unreachable_before_the_run", _unreachable_before_the_run()),
-        _from_object("near_miss", _near_miss()),
-        _from_object("clean_guarded", _clean_guarded()),
+        _from_object("near_miss", near_miss_experiment()),
+        _from_object("clean_guarded", experiment(GUARDED_SPEC, clean_guarded_run())),
         _from_object("abort_requested", _ended_by("AbortRequested", "aborted on request: game day over")),
         _from_object(
             "suspended",
@@ -367,17 +214,17 @@ def cases() -> list[Case]:
         ),
         _from_object("steady_state_not_held", _ended_by("SteadyStateNotHeld", "the steady state does not hold")),
         _from_object("window_closed", _ended_by("Window", "the allowed window closed at 18:00 Europe/Paris")),
-        _from_object("dry_run", _dry_run()),
+        _from_object("dry_run", dry_run_experiment()),
         _from_object("no_targets", experiment(PLAIN_SPEC, completed_run(kills=[], killsTotal=0))),
-        _from_object("latency", _latency()),
-        _from_object("partition", _partition()),
+        _from_object("latency", experiment(*latency_spec_and_run())),
+        _from_object("partition", experiment(*partition_spec_and_run())),
         _from_object("network_dry_run", _network_dry_run()),
         _from_object(
             "older_run", experiment(GUARDED_SPEC, breach_run(), history=[completed_run()]), "r1-20261122T004820Z"
         ),
         _in_progress(),
-        _from_object("hostile", _hostile()),
-        _from_object("policy_guard", _policy_guard()),
+        _from_object("hostile", hostile_experiment()),
+        _from_object("policy_guard", experiment(PLAIN_SPEC, policy_guard_run())),
         _from_object("edges", _edges()),
         _from_object("breach_message_only", experiment(GUARDED_SPEC, breach_run(message=BREACH_MESSAGE))),
     ]
