@@ -709,6 +709,16 @@ def _kill_outcome(kill: KillRecord) -> str:
     return _secs(kill.recovered_after_seconds) if kill.recovered_after_seconds is not None else "not recovered"
 
 
+def _kill_class(kill: KillRecord) -> str:
+    if kill.result is KillResult.FAILED:
+        return "bad"
+    if kill.result is KillResult.KILLED:
+        if kill.recovered_after_seconds is None:
+            return "bad"
+        return "warn" if kill.recovered_after_seconds > SLOW_RECOVERY_SECONDS else "good"
+    return "info"
+
+
 def _duration_of(run: RunStatus) -> str:
     if run.started_at is None or run.finished_at is None:
         return "-"
@@ -1033,67 +1043,7 @@ def _sli_view(sli: SliSeries, run: RunStatus, chart: bool) -> SliView:
     )
 
 
-# --------------------------------------------------------------------------- templates
-
-_MARKDOWN_ICONS = {Severity.BAD: "🔴", Severity.WARN: "🟠", Severity.INFO: "🔵", Severity.GOOD: "🟢"}
-
-
-def _e(text: object) -> Markup:
-    """HTML-escaped with the standard library's spelling (`&quot;`, `&#x27;`), as the reports always were;
-    markupsafe would write `&#34;` and `&#39;`: the same characters, other bytes."""
-    return Markup(html.escape(str(text), quote=True))
-
-
-@pass_eval_context
-def _escape_output(context: EvalContext, value: object) -> object:
-    """Every `{{ value }}` of an autoescaped template, escaped by `_e` before autoescaping sees it (which
-    then leaves the Markup alone); Markdown templates get their values untouched."""
-    if context.autoescape and not isinstance(value, Markup):
-        return _e(value)
-    return value
-
-
-def _inline(text: str) -> Markup:
-    """Escaped text whose `backticked` spans (as the findings are written) become <code>."""
-    parts = re.split(r"`([^`]+)`", text)
-    return Markup("").join(Markup(f"<code>{_e(p)}</code>") if i % 2 else _e(p) for i, p in enumerate(parts))
-
-
-def _coordinate(value: float) -> str:
-    return f"{value:.1f}"
-
-
-def _environment() -> Environment:
-    """The templates in templates/report/: `*.html.j2` autoescaped, `*.md.j2` not (Markdown has its own
-    escaping, applied by the filters where a cell, a code span or a fenced block needs it)."""
-    environment = Environment(
-        loader=PackageLoader("chaosguard", "templates/report"),
-        autoescape=select_autoescape(
-            enabled_extensions=("html.j2", "svg.j2"), disabled_extensions=("md.j2",), default=True
-        ),
-        finalize=_escape_output,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    environment.filters.update(
-        md_cell=_md_cell,
-        md_code=_md_code,
-        md_block=_md_block,
-        inline=_inline,
-        icon=_MARKDOWN_ICONS.__getitem__,
-        coordinate=_coordinate,
-    )
-    return environment
-
-
-_TEMPLATES = _environment()
-
-
-def markdown(day: GameDay) -> str:
-    text = _TEMPLATES.get_template("report.md.j2").render(v=view(day))
-    return text.rstrip() + "\n"
+# --------------------------------------------------------------------------- the SLI chart, scaled
 
 
 @dataclass(frozen=True)
@@ -1280,18 +1230,71 @@ def nice_scale(values: Sequence[float], count: int = 4) -> tuple[float, float, l
     return ticks[0], ticks[-1], ticks
 
 
+# --------------------------------------------------------------------------- templates
+
+_MARKDOWN_ICONS = {Severity.BAD: "🔴", Severity.WARN: "🟠", Severity.INFO: "🔵", Severity.GOOD: "🟢"}
+
+
+def _e(text: object) -> Markup:
+    """HTML-escaped with the standard library's spelling (`&quot;`, `&#x27;`), as the reports always were;
+    markupsafe would write `&#34;` and `&#39;`: the same characters, other bytes."""
+    return Markup(html.escape(str(text), quote=True))
+
+
+@pass_eval_context
+def _escape_output(context: EvalContext, value: object) -> object:
+    """Every `{{ value }}` of an autoescaped template, escaped by `_e` before autoescaping sees it (which
+    then leaves the Markup alone); Markdown templates get their values untouched."""
+    if context.autoescape and not isinstance(value, Markup):
+        return _e(value)
+    return value
+
+
+def _inline(text: str) -> Markup:
+    """Escaped text whose `backticked` spans (as the findings are written) become <code>."""
+    parts = re.split(r"`([^`]+)`", text)
+    return Markup("").join(Markup(f"<code>{_e(p)}</code>") if i % 2 else _e(p) for i, p in enumerate(parts))
+
+
+def _coordinate(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _environment() -> Environment:
+    """The templates in templates/report/: `*.html.j2` autoescaped, `*.md.j2` not (Markdown has its own
+    escaping, applied by the filters where a cell, a code span or a fenced block needs it)."""
+    environment = Environment(
+        loader=PackageLoader("chaosguard", "templates/report"),
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2", "svg.j2"), disabled_extensions=("md.j2",), default=True
+        ),
+        finalize=_escape_output,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters.update(
+        md_cell=_md_cell,
+        md_code=_md_code,
+        md_block=_md_block,
+        inline=_inline,
+        icon=_MARKDOWN_ICONS.__getitem__,
+        coordinate=_coordinate,
+    )
+    return environment
+
+
+_TEMPLATES = _environment()
+
+
+def markdown(day: GameDay) -> str:
+    text = _TEMPLATES.get_template("report.md.j2").render(v=view(day))
+    return text.rstrip() + "\n"
+
+
 def html_page(day: GameDay, generated_at: datetime | None = None) -> str:
     return _TEMPLATES.get_template("report.html.j2").render(v=view(day, generated_at, charts=True))
-
-
-def _kill_class(kill: KillRecord) -> str:
-    if kill.result is KillResult.FAILED:
-        return "bad"
-    if kill.result is KillResult.KILLED:
-        if kill.recovered_after_seconds is None:
-            return "bad"
-        return "warn" if kill.recovered_after_seconds > SLOW_RECOVERY_SECONDS else "good"
-    return "info"
 
 
 # --------------------------------------------------------------------------- entry points
