@@ -15,6 +15,7 @@ from collections.abc import Callable
 # benchmark ("module" for its run(), or "module:function") -> the figures it prints
 BENCHMARKS: dict[str, tuple[str, ...]] = {
     "bench.selection_speed": ("select_10k_pods",),
+    "bench.report_render": ("report_markdown_largest", "report_html_largest"),
     "bench.apply_to_kill": ("apply_to_first_kill_p50", "apply_to_first_kill_p95"),
     "bench.abort_latency": ("abort_latency_p50", "abort_latency_p95"),
     "bench.apply_ci": (

@@ -199,6 +199,180 @@ def experiment(
     }
 
 
+# --------------------------------------------------------------------------- the runs the tests below report on
+# (also the inputs of the golden files: tests/unit/report_golden/cases.py)
+
+
+def did_not_recover_run() -> dict[str, Any]:
+    return completed_run(
+        phase="Failed",
+        reason="DidNotRecover",
+        message="run r1: shop/Deployment/checkout did not recover to full Ready strength within 5m after the run; "
+        "this is the finding: look at why the system does not heal on its own",
+        kills=[
+            kill("checkout-a", "2026-11-22T00:48:20.347983Z", recovered=42.5),
+            kill("checkout-b", "2026-11-22T00:48:21.000000Z", recovered=None, round_=2),
+        ],
+    )
+
+
+def unavailable_run() -> dict[str, Any]:
+    message = (
+        "SLI error-ratio unavailable (Unreachable): cannot connect to http://127.0.0.1:49149: Connection refused "
+        "(onUnavailable: abort)"
+    )
+    return breach_run(
+        reason="SLIUnavailable",
+        message=f"aborted by the SLI guard: {message}",
+        abort={
+            "at": "2026-11-22T00:48:39.611658Z",
+            "condition": "error-ratio",
+            "query": 'demo_error_ratio{app="checkout"}',
+            "message": message,
+        },
+        sliSamples={
+            "error-ratio": [
+                sample("2026-11-22T00:48:36.602570Z", "Holding", "0.001"),
+                sample("2026-11-22T00:48:37.603983Z", "Holding", "0.001"),
+                {"at": "2026-11-22T00:48:38.610549Z", "status": "Unavailable"},
+                {"at": "2026-11-22T00:48:39.611658Z", "status": "Unavailable"},
+            ]
+        },
+    )
+
+
+def near_miss_experiment() -> dict[str, Any]:
+    run = completed_run(
+        sliSamples={
+            "error-ratio": [
+                sample("2026-11-22T00:48:20.1Z", "Holding", "0.001"),
+                sample("2026-11-22T00:48:21.1Z", "Pending", "0.2"),
+                {"at": "2026-11-22T00:48:22.1Z", "status": "Unavailable"},
+                sample("2026-11-22T00:48:23.1Z", "Holding", "0.001"),
+            ]
+        },
+        steadyStateAfter="could not be checked (onUnavailable: continue): SLI error-ratio unavailable",
+    )
+    spec = copy.deepcopy(GUARDED_SPEC)
+    spec["steadyState"]["conditions"][0]["for"] = "10s"
+    return experiment(spec, run)
+
+
+def clean_guarded_run() -> dict[str, Any]:
+    return completed_run(
+        kills=[kill("checkout-a", "2026-11-22T00:48:20.347983Z", recovered=1.5)],
+        killsTotal=1,
+        sliSamples={"error-ratio": [sample("2026-11-22T00:48:20.1Z", "Holding", "0.001")]},
+        steadyStateAfter="held again at 2026-11-22T00:48:29.2+00:00",
+    )
+
+
+def ended_by(reason: str, message: str) -> dict[str, Any]:
+    run = completed_run(phase="Aborted", reason=reason, message=message)
+    if reason == "SteadyStateNotHeld":
+        run["kills"] = []
+    return run
+
+
+def dry_run_experiment() -> dict[str, Any]:
+    dry = completed_run(
+        kills=[kill("checkout-a", "2026-11-22T00:48:20.3Z", result="WouldKill", recovered=None, method="dry-run")],
+        killsTotal=0,
+    )
+    return experiment({**PLAIN_SPEC, "dryRun": True}, dry)
+
+
+def latency_spec_and_run() -> tuple[dict[str, Any], dict[str, Any]]:
+    faults = [
+        {
+            "namespace": NS,
+            "name": "checkout-a",
+            "uid": "uid-a",
+            "workload": "Deployment/checkout",
+            "container": "chaosguard-netem-r1",
+            "state": "Removed",
+            "injectedAt": "2026-11-22T00:48:20.5Z",
+            "deadline": "2026-11-22T00:48:23.0Z",
+            "removedAt": "2026-11-22T00:48:21.7Z",
+            "removedBy": "abort (exec clear)",
+            "message": "",
+        },
+        {
+            "namespace": NS,
+            "name": "checkout-b",
+            "uid": "uid-b",
+            "workload": "Deployment/checkout",
+            "container": "chaosguard-netem-r1",
+            "state": "Active",
+            "injectedAt": "2026-11-22T00:48:20.6Z",
+            "deadline": "2026-11-22T00:48:23.0Z",
+        },
+    ]
+    spec = {
+        "action": "latency",
+        "latency": {"delay": "200ms"},
+        "duration": "3s",
+        "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
+    }
+    run = completed_run(kills=[], killsTotal=0, faults=faults, phase="Aborted", reason="AbortRequested")
+    return spec, run
+
+
+def partition_spec_and_run() -> tuple[dict[str, Any], dict[str, Any]]:
+    faults = [
+        {
+            "namespace": NS,
+            "name": "checkout-a",
+            "uid": "uid-a",
+            "workload": "Deployment/checkout",
+            "container": "chaosguard-partition-r1",
+            "impairment": "partition (both) from 10.1.0.0/16 ports 5432",
+            "state": "Removed",
+            "injectedAt": "2026-11-22T00:48:20.5Z",
+            "deadline": "2026-11-22T00:48:23.0Z",
+            "removedAt": "2026-11-22T00:48:23.0Z",
+            "removedBy": "deadline (the injector's own timer)",
+        },
+        {
+            "namespace": NS,
+            "name": "checkout-b",
+            "uid": "uid-b",
+            "container": "chaosguard-partition-r1",
+            "impairment": "partition (both) from 10.1.0.0/16 ports 5432",
+            "state": "Failed",
+            "message": "the node's kernel lacks a tc module a partition needs",
+        },
+    ]
+    spec = {
+        "action": "partition",
+        "partition": {"destinationCIDRs": ["10.1.0.0/16"], "ports": [5432]},
+        "duration": "3s",
+        "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
+    }
+    run = completed_run(kills=[], killsTotal=0, faults=faults)
+    return spec, run
+
+
+def in_progress_experiment() -> dict[str, Any]:
+    current = breach_run(finishedAt=None, phase="Running", reason="", message="run r2 until 00:50:36", abort=None)
+    return experiment(GUARDED_SPEC, completed_run(), current=current)
+
+
+NASTY = 'pod <script>alert(1)</script> | code=~"5..|4.." : # ;'
+
+
+def hostile_experiment() -> dict[str, Any]:
+    run = completed_run(message=NASTY, kills=[kill("checkout-a", "2026-11-22T00:48:20.3Z", message=NASTY)])
+    return experiment(PLAIN_SPEC, run, name="x")
+
+
+def policy_guard_run() -> dict[str, Any]:
+    run = breach_run(reason="PolicySLIBreached")
+    run["abort"] = {**run["abort"], "condition": "payments/error-ratio", "policy": "payments"}
+    run["sliSamples"] = {"payments/error-ratio": run["sliSamples"]["error-ratio"]}
+    return run
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -314,16 +488,7 @@ def test_breach_chart_draws_every_sample_on_the_right_side_of_the_threshold() ->
 
 
 def test_slow_and_missing_recovery_become_findings_with_commands() -> None:
-    run = completed_run(
-        phase="Failed",
-        reason="DidNotRecover",
-        message="run r1: shop/Deployment/checkout did not recover to full Ready strength within 5m after the run; "
-        "this is the finding: look at why the system does not heal on its own",
-        kills=[
-            kill("checkout-a", "2026-11-22T00:48:20.347983Z", recovered=42.5),
-            kill("checkout-b", "2026-11-22T00:48:21.000000Z", recovered=None, round_=2),
-        ],
-    )
+    run = did_not_recover_run()
     text = report.render_markdown(experiment(PLAIN_SPEC, run))
     next_steps = section(text, "What to look at next")
     assert "1 killed pod(s) not back to full Ready strength: Deployment/checkout" in next_steps
@@ -339,29 +504,7 @@ def test_slow_and_missing_recovery_become_findings_with_commands() -> None:
 
 
 def test_prometheus_unavailable_is_explained_and_unmeasured_samples_are_still_drawn() -> None:
-    message = (
-        "SLI error-ratio unavailable (Unreachable): cannot connect to http://127.0.0.1:49149: Connection refused "
-        "(onUnavailable: abort)"
-    )
-    run = breach_run(
-        reason="SLIUnavailable",
-        message=f"aborted by the SLI guard: {message}",
-        abort={
-            "at": "2026-11-22T00:48:39.611658Z",
-            "condition": "error-ratio",
-            "query": 'demo_error_ratio{app="checkout"}',
-            "message": message,
-        },
-        sliSamples={
-            "error-ratio": [
-                sample("2026-11-22T00:48:36.602570Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:37.603983Z", "Holding", "0.001"),
-                {"at": "2026-11-22T00:48:38.610549Z", "status": "Unavailable"},
-                {"at": "2026-11-22T00:48:39.611658Z", "status": "Unavailable"},
-            ]
-        },
-    )
-    obj = experiment(GUARDED_SPEC, run)
+    obj = experiment(GUARDED_SPEC, unavailable_run())
     next_steps = section(report.render_markdown(obj), "What to look at next")
     assert "Prometheus could not answer" in next_steps and "Connection refused" in next_steps
     assert 'Query: `demo_error_ratio{app="checkout"}`' in next_steps
@@ -376,20 +519,7 @@ def test_prometheus_unavailable_is_explained_and_unmeasured_samples_are_still_dr
 
 
 def test_unavailable_samples_under_continue_and_near_misses_are_findings() -> None:
-    run = completed_run(
-        sliSamples={
-            "error-ratio": [
-                sample("2026-11-22T00:48:20.1Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:21.1Z", "Pending", "0.2"),
-                {"at": "2026-11-22T00:48:22.1Z", "status": "Unavailable"},
-                sample("2026-11-22T00:48:23.1Z", "Holding", "0.001"),
-            ]
-        },
-        steadyStateAfter="could not be checked (onUnavailable: continue): SLI error-ratio unavailable",
-    )
-    spec = copy.deepcopy(GUARDED_SPEC)
-    spec["steadyState"]["conditions"][0]["for"] = "10s"
-    text = report.render_markdown(experiment(spec, run))
+    text = report.render_markdown(near_miss_experiment())
     next_steps = section(text, "What to look at next")
     assert "SLI error-ratio was unavailable in 1 of 4 samples" in next_steps
     assert "SLI error-ratio breached briefly, shorter than its `for` (10s): a near miss" in next_steps
@@ -398,13 +528,7 @@ def test_unavailable_samples_under_continue_and_near_misses_are_findings() -> No
 
 
 def test_a_clean_guarded_run_says_nothing_stood_out() -> None:
-    run = completed_run(
-        kills=[kill("checkout-a", "2026-11-22T00:48:20.347983Z", recovered=1.5)],
-        killsTotal=1,
-        sliSamples={"error-ratio": [sample("2026-11-22T00:48:20.1Z", "Holding", "0.001")]},
-        steadyStateAfter="held again at 2026-11-22T00:48:29.2+00:00",
-    )
-    findings = report.build(experiment(GUARDED_SPEC, run)).findings
+    findings = report.build(experiment(GUARDED_SPEC, clean_guarded_run())).findings
     assert [f.title for f in findings] == ["Nothing stood out"]
     assert "within 1.5s and every SLI held" in findings[0].detail
 
@@ -423,21 +547,13 @@ def test_a_clean_guarded_run_says_nothing_stood_out() -> None:
     ],
 )
 def test_how_a_run_ended_shapes_the_advice(reason: str, message: str, expected: str) -> None:
-    run = completed_run(phase="Aborted", reason=reason, message=message)
-    if reason == "SteadyStateNotHeld":
-        run["kills"] = []
-    text = report.render_markdown(experiment(GUARDED_SPEC, run))
+    text = report.render_markdown(experiment(GUARDED_SPEC, ended_by(reason, message)))
     assert expected in section(text, "What to look at next")
     assert f"```text\n{message}\n```" in section(text, "Outcome")
 
 
 def test_dry_run_and_no_targets() -> None:
-    dry = completed_run(
-        kills=[kill("checkout-a", "2026-11-22T00:48:20.3Z", result="WouldKill", recovered=None, method="dry-run")],
-        killsTotal=0,
-    )
-    spec = {**PLAIN_SPEC, "dryRun": True}
-    assert "This was a dry run: 1 pod(s) would have been killed" in report.render_markdown(experiment(spec, dry))
+    assert "This was a dry run: 1 pod(s) would have been killed" in report.render_markdown(dry_run_experiment())
 
     empty = completed_run(kills=[], killsTotal=0)
     next_steps = section(report.render_markdown(experiment(PLAIN_SPEC, empty)), "What to look at next")
@@ -445,38 +561,7 @@ def test_dry_run_and_no_targets() -> None:
 
 
 def test_latency_faults_appear_in_timeline_and_table_and_a_leftover_is_flagged() -> None:
-    faults = [
-        {
-            "namespace": NS,
-            "name": "checkout-a",
-            "uid": "uid-a",
-            "workload": "Deployment/checkout",
-            "container": "chaosguard-netem-r1",
-            "state": "Removed",
-            "injectedAt": "2026-11-22T00:48:20.5Z",
-            "deadline": "2026-11-22T00:48:23.0Z",
-            "removedAt": "2026-11-22T00:48:21.7Z",
-            "removedBy": "abort (exec clear)",
-            "message": "",
-        },
-        {
-            "namespace": NS,
-            "name": "checkout-b",
-            "uid": "uid-b",
-            "workload": "Deployment/checkout",
-            "container": "chaosguard-netem-r1",
-            "state": "Active",
-            "injectedAt": "2026-11-22T00:48:20.6Z",
-            "deadline": "2026-11-22T00:48:23.0Z",
-        },
-    ]
-    spec = {
-        "action": "latency",
-        "latency": {"delay": "200ms"},
-        "duration": "3s",
-        "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
-    }
-    run = completed_run(kills=[], killsTotal=0, faults=faults, phase="Aborted", reason="AbortRequested")
+    spec, run = latency_spec_and_run()
     text = report.render_markdown(experiment(spec, run))
     timeline = section(text, "Timeline")
     assert "latency injected into pod checkout-a (container chaosguard-netem-r1)" in timeline
@@ -513,8 +598,7 @@ def test_lastrun_wins_over_its_trimmed_copy_in_history() -> None:
 
 
 def test_a_run_in_progress_is_reported_as_such() -> None:
-    current = breach_run(finishedAt=None, phase="Running", reason="", message="run r2 until 00:50:36", abort=None)
-    obj = experiment(GUARDED_SPEC, completed_run(), current=current)
+    obj = in_progress_experiment()
     day = report.build(obj)
     assert day.in_progress and day.run.id == "r2-20261122T004836Z"
     text = report.markdown(day)
@@ -536,12 +620,10 @@ def test_an_experiment_without_runs_cannot_be_reported() -> None:
 
 
 def test_hostile_text_is_escaped_in_every_format() -> None:
-    nasty = 'pod <script>alert(1)</script> | code=~"5..|4.." : # ;'
-    run = completed_run(message=nasty, kills=[kill("checkout-a", "2026-11-22T00:48:20.3Z", message=nasty)])
-    obj = experiment(PLAIN_SPEC, run, name="x")
+    obj = hostile_experiment()
     page = report.render_html(obj)
     assert "<script" not in page
-    assert nasty in well_formed(page)
+    assert NASTY in well_formed(page)
     text = report.render_markdown(obj)
     row = next(line for line in section(text, "Kills").splitlines() if "checkout-a" in line)
     assert row.count(" | ") == 7  # the pipes in the message are escaped, the table keeps its 8 columns
@@ -564,46 +646,14 @@ def test_nice_scale_covers_the_values_with_round_ticks(values: list[float]) -> N
 
 
 def test_an_abort_by_a_policy_guard_names_the_policy_and_who_owns_the_threshold() -> None:
-    run = breach_run(reason="PolicySLIBreached")
-    run["abort"] = {**run["abort"], "condition": "payments/error-ratio", "policy": "payments"}
-    run["sliSamples"] = {"payments/error-ratio": run["sliSamples"]["error-ratio"]}
+    run = policy_guard_run()
     next_steps = section(report.render_markdown(experiment(PLAIN_SPEC, run)), "What to look at next")
     assert "SLI payments/error-ratio (a guard of ChaosPolicy/payments) breached and aborted the run" in next_steps
     assert "ChaosPolicy/payments owns this guard" in next_steps
 
 
 def test_a_partition_shows_its_impairment_and_kind_in_the_timeline_and_findings() -> None:
-    faults = [
-        {
-            "namespace": NS,
-            "name": "checkout-a",
-            "uid": "uid-a",
-            "workload": "Deployment/checkout",
-            "container": "chaosguard-partition-r1",
-            "impairment": "partition (both) from 10.1.0.0/16 ports 5432",
-            "state": "Removed",
-            "injectedAt": "2026-11-22T00:48:20.5Z",
-            "deadline": "2026-11-22T00:48:23.0Z",
-            "removedAt": "2026-11-22T00:48:23.0Z",
-            "removedBy": "deadline (the injector's own timer)",
-        },
-        {
-            "namespace": NS,
-            "name": "checkout-b",
-            "uid": "uid-b",
-            "container": "chaosguard-partition-r1",
-            "impairment": "partition (both) from 10.1.0.0/16 ports 5432",
-            "state": "Failed",
-            "message": "the node's kernel lacks a tc module a partition needs",
-        },
-    ]
-    spec = {
-        "action": "partition",
-        "partition": {"destinationCIDRs": ["10.1.0.0/16"], "ports": [5432]},
-        "duration": "3s",
-        "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
-    }
-    run = completed_run(kills=[], killsTotal=0, faults=faults)
+    spec, run = partition_spec_and_run()
     text = report.render_markdown(experiment(spec, run))
     timeline = section(text, "Timeline")
     assert (

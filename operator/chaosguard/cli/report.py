@@ -8,6 +8,10 @@ abort or failure reason verbatim, and "What to look at next": suggestions derive
 
 The Markdown holds the timeline as a mermaid gantt chart plus a table; the HTML draws each SLI as
 an inline SVG chart (our own code, no JavaScript, nothing fetched when the page is viewed).
+
+Python computes and formats (`build`, then `view` and `sli_chart`: plain dataclasses of text and
+coordinates); the Jinja2 templates in templates/report/ only lay them out. The HTML and SVG templates
+are autoescaped, the Markdown one is not: it escapes with its own filters where Markdown needs it.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import html
 import math
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_eval_context, select_autoescape
+from jinja2.nodes import EvalContext
+from markupsafe import Markup
 from pydantic import ValidationError
 
 from chaosguard.api.durations import format_seconds
@@ -702,6 +709,16 @@ def _kill_outcome(kill: KillRecord) -> str:
     return _secs(kill.recovered_after_seconds) if kill.recovered_after_seconds is not None else "not recovered"
 
 
+def _kill_class(kill: KillRecord) -> str:
+    if kill.result is KillResult.FAILED:
+        return "bad"
+    if kill.result is KillResult.KILLED:
+        if kill.recovered_after_seconds is None:
+            return "bad"
+        return "warn" if kill.recovered_after_seconds > SLOW_RECOVERY_SECONDS else "good"
+    return "info"
+
+
 def _duration_of(run: RunStatus) -> str:
     if run.started_at is None or run.finished_at is None:
         return "-"
@@ -746,12 +763,6 @@ def _fault_rows(run: RunStatus) -> list[tuple[str, ...]]:
         )
         for f in run.faults
     ]
-
-
-def _md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _mermaid_text(text: str) -> str:
@@ -869,293 +880,331 @@ def _compact_samples(points: Sequence[SliPoint]) -> list[tuple[str, int, str, st
     return rows
 
 
-def markdown(day: GameDay) -> str:
-    run = day.run
-    out: list[str] = [f"# {day.title}", ""]
-    summary = [
-        ("Experiment", f"{day.namespace}/{day.name}"),
-        ("Action", day.action + (" (dry run)" if day.dry_run else "")),
-        ("Targets", day.target),
-        ("Duration", day.duration + (f", a round every {day.interval}" if day.interval else "")),
-    ]
-    if day.schedule:
-        summary.append(("Schedule", day.schedule))
-    summary += [
-        (
-            "Run",
-            f"{run.id} (trigger: {run.trigger}); other runs kept: {_other_runs(day)}",
-        ),
-        ("Started", _iso(run.started_at)),
-        ("Finished", _iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else "")),
-        ("Outcome", f"**{day.outcome}**" + (f" — reason {_md_code(run.reason)}" if run.reason else "")),
-        ("Pods killed", str(run.kills_total)),
-    ]
-    times = day.all_recovery_times
-    if times:
-        summary.append(("Recovery", f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}"))
-    out += [_md_table(("", ""), summary), ""]
-
-    out += ["## Outcome", ""]
-    if day.in_progress:
-        out += [f"The run is in progress: {run.message or 'running'}", ""]
-    else:
-        out += [f"**{run.phase.value}**, reason `{run.reason}`:", "", _md_block(run.message), ""]
-    if run.abort is not None:
-        out += ["The SLI guard recorded:", "", _md_block(run.abort.message), ""]
-    if run.steady_state_before:
-        out += [f"Steady state before the run: {_md_cell(run.steady_state_before)}", ""]
-    if run.steady_state_after:
-        out += [f"Steady state after the run: {_md_cell(run.steady_state_after)}", ""]
-
-    out += ["## What to look at next", ""]
-    icon = {Severity.BAD: "🔴", Severity.WARN: "🟠", Severity.INFO: "🔵", Severity.GOOD: "🟢"}
-    for finding in day.findings:
-        out.append(f"- {icon[finding.severity]} **{finding.title}.** {finding.detail}")
-    out.append("")
-
-    out += ["## Timeline", ""]
-    gantt = mermaid_gantt(day)
-    if gantt:
-        out += [_md_block(gantt, "mermaid"), ""]
-    out.append(
-        _md_table(
-            ("Time (UTC)", "T+", "Event"),
-            ((_clock(e.at), _offset(e.at, run.started_at), e.text) for e in day.timeline),
-        )
-    )
-    out.append("")
-
-    if run.kills:
-        out += ["## Kills", ""]
-        out.append(
-            _md_table(
-                ("Round", "Time (UTC)", "Pod", "Workload", "Result", "Method", "Recovered after", "Message"),
-                (
-                    (
-                        k.round,
-                        _clock(k.at),
-                        k.name,
-                        k.workload or "-",
-                        k.result.value,
-                        k.method or "-",
-                        _kill_outcome(k),
-                        k.message,
-                    )
-                    for k in sorted(run.kills, key=_kill_sort_key)
-                ),
-            )
-        )
-        out.append("")
-        if len(run.kills) < run.kills_total:
-            out += [f"Only the last {len(run.kills)} of {run.kills_total} kill records are kept in status.", ""]
-        if day.recoveries:
-            out += ["Recovery to full Ready strength, per workload:", ""]
-            rows = [(r.workload, r.killed, _secs(r.p50), _secs(r.max), r.unrecovered or "-") for r in day.recoveries]
-            if len(day.recoveries) > 1 and times:
-                rows.append(
-                    (
-                        "all",
-                        sum(r.killed for r in day.recoveries),
-                        _secs(statistics.median(times)),
-                        _secs(max(times)),
-                        sum(r.unrecovered for r in day.recoveries) or "-",
-                    )
-                )
-            out += [_md_table(("Workload", "Killed", "p50", "max", "Not recovered"), rows), ""]
-
-    if run.faults:
-        out += ["## Faults", ""]
-        out.append(
-            _md_table(
-                FAULT_COLUMNS,
-                _fault_rows(run),
-            )
-        )
-        out.append("")
-
-    if day.slis:
-        out += ["## SLIs", ""]
-        for sli in day.slis:
-            out += [f"### {sli.name}", ""]
-            out.append(
-                f"Healthy while {_md_code(sli.query)} {_md_code(f'{sli.operator} {_num(sli.threshold)}')}"
-                + (f" (a breach counts after {sli.for_})" if sli.for_ not in ("0", "") else "")
-                + f"; {len(sli.points)} sample(s)."
-            )
-            out.append("")
-            values = [p.value for p in sli.points if p.value is not None and math.isfinite(p.value)]
-            if values:
-                out += [f"min {_num(min(values))}, max {_num(max(values))}, last {sli.points[-1].raw or '-'}", ""]
-            if sli.points:
-                out.append(_md_table(("Time (UTC)", "Samples", "Status", "Value"), _compact_samples(sli.points)))
-            else:
-                out.append("No samples were recorded for this condition in this run.")
-            out.append("")
-    return "\n".join(out).rstrip() + "\n"
-
-
-# --------------------------------------------------------------------------- HTML
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2329}
-main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #d5d9de;padding-bottom:4px}
-table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
-th,td{border:1px solid #d5d9de;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#eceff2}
-dl.summary{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;background:#fff;padding:12px;
-border:1px solid #d5d9de}
-dl.summary dt{font-weight:600}dl.summary dd{margin:0}
-pre{background:#fff;border:1px solid #d5d9de;padding:8px;white-space:pre-wrap;word-break:break-word}
-code{background:#eceff2;padding:0 3px}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600}
-.Completed{background:#2e7d32}.Aborted{background:#ef6c00}.Failed{background:#c62828}.Running{background:#1565c0}
-.Rejected{background:#6a1b9a}
-ul.findings{list-style:none;padding:0}ul.findings li{background:#fff;border-left:6px solid #90a4ae;
-margin:6px 0;padding:8px 12px}
-li.bad{border-left-color:#c62828!important}li.warn{border-left-color:#ef6c00!important}
-li.good{border-left-color:#2e7d32!important}li.info{border-left-color:#1565c0!important}
-tr.bad td{background:#fdecea}tr.warn td{background:#fff4e5}tr.good td{background:#edf7ed}
-svg.sli{background:#fff;border:1px solid #d5d9de;max-width:100%;height:auto}
-svg .axis{stroke:#90a4ae;stroke-width:1}svg .grid{stroke:#eceff2;stroke-width:1}
-svg .threshold{stroke:#c62828;stroke-width:1.5;stroke-dasharray:6 4}
-svg .kill-mark{stroke:#ef6c00;stroke-width:1;stroke-dasharray:2 3}
-svg .line{fill:none;stroke:#1565c0;stroke-width:1.5}
-svg .sample{stroke:#fff;stroke-width:1}svg .Holding{fill:#2e7d32}svg .Pending{fill:#ef6c00}
-svg .Breached{fill:#c62828}svg .Unavailable{fill:#fff;stroke:#757575;stroke-width:1.5}
-svg text{font-size:11px;fill:#455a64;font-family:system-ui,sans-serif}svg text.threshold-label{fill:#c62828}
-footer{margin-top:2rem;color:#607d8b;font-size:.8rem}
-"""
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _inline(text: str) -> str:
-    """Escaped text whose `backticked` spans (as the findings are written) become <code>."""
-    parts = re.split(r"`([^`]+)`", text)
-    return "".join(f"<code>{_e(part)}</code>" if index % 2 else _e(part) for index, part in enumerate(parts))
-
-
-def _html_table(headers: Sequence[str], rows: Iterable[Sequence[object]], classes: Iterable[str] | None = None) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = []
-    row_classes = list(classes) if classes is not None else None
-    for index, row in enumerate(rows):
-        css = f' class="{_e(row_classes[index])}"' if row_classes is not None else ""
-        body.append(f"<tr{css}>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+# --------------------------------------------------------------------------- the view the templates lay out
 
 
 @dataclass(frozen=True)
-class _Chart:
+class Table:
+    """A table as both formats show it: cells already formatted as text; each format escapes them."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    row_classes: tuple[str, ...] = ()  # per row, for the HTML (severity colours); empty: no class
+
+
+@dataclass(frozen=True)
+class SliView:
+    name: str
+    query: str
+    healthy_while: str  # "< 0.05"
+    breach_after: str  # the condition's `for`, "" when a breach counts at once
+    sample_count: int
+    spread: str  # "min 0.001, max 0.5, last 0.5", "" when nothing finite was measured
+    samples: Table | None
+    chart: SliChart | None  # drawn for the HTML page only
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """Every text a report shows, formatted once; the templates decide only where it goes."""
+
+    title: str
+    namespace: str
+    name: str
+    badge: str
+    outcome: str
+    in_progress: bool
+    phase: str
+    reason: str
+    message: str
+    abort_message: str | None
+    steady_state_before: str
+    steady_state_after: str
+    experiment: str
+    action: str
+    targets: str
+    duration: str
+    schedule: str
+    run: str
+    other_runs: str
+    started: str
+    finished: str
+    pods_killed: str
+    recovery: str  # over every workload, "" when nothing recovered
+    findings: tuple[Finding, ...]
+    gantt: str  # mermaid source, "" without a start time
+    timeline: Table
+    kills: Table | None
+    kills_kept: str  # "Only the last N of M ..." when status trimmed the records
+    recoveries: Table | None
+    recoveries_total: tuple[tuple[str, ...], ...]  # the "all" row when more than one workload recovered
+    faults: Table | None
+    slis: tuple[SliView, ...]
+    generated_at: str
+
+
+def view(day: GameDay, generated_at: datetime | None = None, charts: bool = False) -> ReportView:
+    """The report's content, formatted; `charts` draws each SLI's SVG (the HTML page shows them)."""
+    run = day.run
+    times = day.all_recovery_times
+    kills = sorted(run.kills, key=_kill_sort_key)
+    recoveries = tuple(
+        (r.workload, str(r.killed), _secs(r.p50), _secs(r.max), str(r.unrecovered or "-")) for r in day.recoveries
+    )
+    total = (
+        (
+            (
+                "all",
+                str(sum(r.killed for r in day.recoveries)),
+                _secs(statistics.median(times)),
+                _secs(max(times)),
+                str(sum(r.unrecovered for r in day.recoveries) or "-"),
+            ),
+        )
+        if len(day.recoveries) > 1 and times
+        else ()
+    )
+    return ReportView(
+        title=day.title,
+        namespace=day.namespace,
+        name=day.name,
+        badge="Running" if day.in_progress else run.phase.value,
+        outcome=day.outcome,
+        in_progress=day.in_progress,
+        phase=run.phase.value,
+        reason=run.reason,
+        message=run.message,
+        abort_message=run.abort.message if run.abort is not None else None,
+        steady_state_before=run.steady_state_before,
+        steady_state_after=run.steady_state_after,
+        experiment=f"{day.namespace}/{day.name}",
+        action=day.action + (" (dry run)" if day.dry_run else ""),
+        targets=day.target,
+        duration=day.duration + (f", a round every {day.interval}" if day.interval else ""),
+        schedule=day.schedule,
+        run=f"{run.id} (trigger: {run.trigger})",
+        other_runs=_other_runs(day),
+        started=_iso(run.started_at),
+        finished=_iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else ""),
+        pods_killed=str(run.kills_total),
+        recovery=f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}" if times else "",
+        findings=day.findings,
+        gantt=mermaid_gantt(day),
+        timeline=Table(
+            ("Time (UTC)", "T+", "Event"),
+            tuple((_clock(e.at), _offset(e.at, run.started_at), e.text) for e in day.timeline),
+            tuple(e.severity.value for e in day.timeline),
+        ),
+        kills=Table(
+            ("Round", "Time (UTC)", "Pod", "Workload", "Result", "Method", "Recovered after", "Message"),
+            tuple(
+                (
+                    str(k.round),
+                    _clock(k.at),
+                    k.name,
+                    k.workload or "-",
+                    k.result.value,
+                    k.method or "-",
+                    _kill_outcome(k),
+                    k.message,
+                )
+                for k in kills
+            ),
+            tuple(_kill_class(k) for k in kills),
+        )
+        if kills
+        else None,
+        kills_kept=(
+            f"Only the last {len(run.kills)} of {run.kills_total} kill records are kept in status."
+            if len(run.kills) < run.kills_total
+            else ""
+        ),
+        recoveries=Table(("Workload", "Killed", "p50", "max", "Not recovered"), recoveries) if recoveries else None,
+        recoveries_total=total,
+        faults=Table(FAULT_COLUMNS, tuple(_fault_rows(run))) if run.faults else None,
+        slis=tuple(_sli_view(sli, run, charts) for sli in day.slis),
+        generated_at=_iso(generated_at) if generated_at else "",
+    )
+
+
+def _sli_view(sli: SliSeries, run: RunStatus, chart: bool) -> SliView:
+    values = [p.value for p in sli.points if p.value is not None and math.isfinite(p.value)]
+    spread = f"min {_num(min(values))}, max {_num(max(values))}, last {sli.points[-1].raw or '-'}" if values else ""
+    samples = tuple((span, str(count), status, value) for span, count, status, value in _compact_samples(sli.points))
+    return SliView(
+        name=sli.name,
+        query=sli.query,
+        healthy_while=f"{sli.operator} {_num(sli.threshold)}",
+        breach_after=sli.for_ if sli.for_ not in ("0", "") else "",
+        sample_count=len(sli.points),
+        spread=spread,
+        samples=Table(("Time (UTC)", "Samples", "Status", "Value"), samples) if samples else None,
+        chart=sli_chart(sli, run, run.kills) if chart else None,
+    )
+
+
+# --------------------------------------------------------------------------- the SLI chart, scaled
+
+
+@dataclass(frozen=True)
+class ChartBox:
+    """The chart's size and the plot area inside it, in SVG user units."""
+
     width: int = 720
     height: int = 220
     left: int = 64
-    right: int = 16
+    right_margin: int = 16
     top: int = 28
-    bottom: int = 36
+    bottom_margin: int = 36
 
     @property
     def plot_width(self) -> int:
-        return self.width - self.left - self.right
+        return self.width - self.left - self.right_margin
 
     @property
     def plot_height(self) -> int:
-        return self.height - self.top - self.bottom
+        return self.height - self.top - self.bottom_margin
+
+    @property
+    def right(self) -> int:
+        return self.left + self.plot_width
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.plot_height
 
 
-def sli_svg(sli: SliSeries, run: RunStatus, kills: Sequence[KillRecord] = ()) -> str:
+@dataclass(frozen=True)
+class LegendItem:
+    status: str  # the CSS class of its dot
+    label: str
+    x: int
+
+
+@dataclass(frozen=True)
+class AxisLabel:
+    at: float  # y of a value tick, x of a time label
+    text: str
+    anchor: str = "end"
+
+
+@dataclass(frozen=True)
+class KillMark:
+    x: float
+    title: str
+
+
+@dataclass(frozen=True)
+class Threshold:
+    y: float
+    healthy_while: str  # "< 0.05"
+
+
+@dataclass(frozen=True)
+class SampleDot:
+    status: str  # the CSS class: Holding, Pending, Breached or Unavailable
+    x: float
+    y: float
+    raw: str
+    tip: str
+
+
+@dataclass(frozen=True)
+class SliChart:
+    """One SLI's chart, scaled: every coordinate computed here, laid out by templates/report/sli_chart.svg.j2."""
+
+    box: ChartBox
+    title: str
+    legend: tuple[LegendItem, ...]
+    kill_legend_x: int
+    samples: tuple[SampleDot, ...]  # none: the chart says "no samples recorded"
+    value_ticks: tuple[AxisLabel, ...] = ()
+    time_labels: tuple[AxisLabel, ...] = ()
+    kill_marks: tuple[KillMark, ...] = ()
+    threshold: Threshold | None = None
+    lines: tuple[tuple[tuple[float, float], ...], ...] = ()  # the measured stretches, each 2+ points
+
+
+_LEGEND = (
+    ("Holding", "holding"),
+    ("Pending", "breaching (within for)"),
+    ("Breached", "breached"),
+    ("Unavailable", "no value"),
+)
+
+
+def sli_chart(sli: SliSeries, run: RunStatus, kills: Sequence[KillRecord] = ()) -> SliChart:
     """An SVG line chart of one SLI: one circle per sample (coloured by status, hollow at the bottom
     when nothing was measured), the threshold as a dashed line, kills as dotted vertical marks."""
-    chart = _Chart()
+    box = ChartBox()
     times = [p.at for p in sli.points]
     start = min([*times, *([run.started_at] if run.started_at else [])], default=None)
     end = max([*times, *([run.finished_at] if run.finished_at else [])], default=None)
     title = f"SLI {sli.name}: {sli.query} {sli.operator} {_num(sli.threshold)}"
-    parts = [
-        f'<svg class="sli" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {chart.width} {chart.height}" '
-        f'width="{chart.width}" height="{chart.height}" role="img" aria-label="{_e(title)}">',
-        f"<title>{_e(title)}</title>",
-    ]
-    legend_x = chart.left
-    for status, label in (
-        ("Holding", "holding"),
-        ("Pending", "breaching (within for)"),
-        ("Breached", "breached"),
-        ("Unavailable", "no value"),
-    ):
-        parts.append(f'<circle class="legend {status}" cx="{legend_x + 4}" cy="10" r="3.5"/>')
-        parts.append(f'<text x="{legend_x + 12}" y="14">{_e(label)}</text>')
+    legend = []
+    legend_x = box.left
+    for status, label in _LEGEND:
+        legend.append(LegendItem(status, label, legend_x))
         legend_x += 24 + 6 * len(label)
-    parts.append(f'<line class="kill-mark" x1="{legend_x}" y1="4" x2="{legend_x}" y2="16"/>')
-    parts.append(f'<text x="{legend_x + 6}" y="14">pod killed</text>')
     if start is None or end is None or not sli.points:
-        parts.append(f'<text x="{chart.left}" y="{chart.height // 2}">no samples recorded</text></svg>')
-        return "".join(parts)
+        return SliChart(box, title, tuple(legend), legend_x, samples=())
     span = max((end - start).total_seconds(), 1e-3)
     finite = [v for v in (p.value for p in sli.points) if v is not None and math.isfinite(v)]
     low, high, ticks = nice_scale([*finite, *([sli.threshold] if sli.threshold is not None else [])])
 
     def x_of(at: datetime) -> float:
-        return chart.left + chart.plot_width * (at - start).total_seconds() / span
+        return box.left + box.plot_width * (at - start).total_seconds() / span
 
     def y_of(value: float) -> float:
         clamped = min(max(value, low), high)
-        return chart.top + chart.plot_height * (1 - (clamped - low) / (high - low))
+        return box.top + box.plot_height * (1 - (clamped - low) / (high - low))
 
-    bottom, right = chart.top + chart.plot_height, chart.left + chart.plot_width
-    for value in ticks:
-        y = y_of(value)
-        parts.append(f'<line class="grid" x1="{chart.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>')
-        parts.append(f'<text x="{chart.left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(_num(value))}</text>')
-    parts.append(f'<line class="axis" x1="{chart.left}" y1="{bottom}" x2="{right}" y2="{bottom}"/>')
-    parts.append(f'<line class="axis" x1="{chart.left}" y1="{chart.top}" x2="{chart.left}" y2="{bottom}"/>')
-    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = chart.left + chart.plot_width * fraction
-        label = f"+{span * fraction:.1f}s" if fraction else _clock(start)
-        anchor = "start" if fraction == 0 else ("end" if fraction == 1 else "middle")
-        parts.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="{anchor}">{_e(label)}</text>')
-    for kill in kills:
-        if kill.result is KillResult.KILLED and start <= kill.at <= end:
-            x = x_of(kill.at)
-            parts.append(
-                f'<line class="kill-mark" x1="{x:.1f}" y1="{chart.top}" x2="{x:.1f}" y2="{bottom}">'
-                f"<title>{_e(f'{_clock(kill.at)} killed {kill.name}')}</title></line>"
-            )
-    if sli.threshold is not None:
-        y = y_of(sli.threshold)
-        parts.append(f'<line class="threshold" x1="{chart.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>')
-        parts.append(
-            f'<text class="threshold-label" x="{right - 4}" y="{y - 4:.1f}" text-anchor="end">'
-            f"healthy while {_e(sli.operator)} {_e(_num(sli.threshold))}</text>"
+    time_labels = tuple(
+        AxisLabel(
+            box.left + box.plot_width * fraction,
+            f"+{span * fraction:.1f}s" if fraction else _clock(start),
+            "start" if fraction == 0 else ("end" if fraction == 1 else "middle"),
         )
-    segment: list[str] = []
-    segments: list[list[str]] = []
-    for point in sli.points:
-        if point.value is None:
-            if segment:
-                segments.append(segment)
-            segment = []
+        for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)
+    )
+    lines: list[tuple[tuple[float, float], ...]] = []
+    stretch: list[tuple[float, float]] = []
+    for point in [*sli.points, None]:
+        if point is not None and point.value is not None:
+            stretch.append((x_of(point.at), y_of(point.value)))
             continue
-        segment.append(f"{x_of(point.at):.1f},{y_of(point.value):.1f}")
-    if segment:
-        segments.append(segment)
-    for line in segments:
-        if len(line) > 1:
-            parts.append(f'<polyline class="line" points="{" ".join(line)}"/>')
-    for point in sli.points:
-        x = x_of(point.at)
-        y = bottom if point.value is None else y_of(point.value)
-        status = point.status if point.status in ("Holding", "Pending", "Breached", "Unavailable") else "Unavailable"
-        tip = f"{_clock(point.at)} {point.status} {point.raw or 'no value'}"
-        parts.append(
-            f'<circle class="sample {status}" cx="{x:.1f}" cy="{y:.1f}" r="3.5" data-value="{_e(point.raw)}">'
-            f"<title>{_e(tip)}</title></circle>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+        if len(stretch) > 1:
+            lines.append(tuple(stretch))
+        stretch = []
+    return SliChart(
+        box,
+        title,
+        tuple(legend),
+        legend_x,
+        samples=tuple(
+            SampleDot(
+                point.status if point.status in ("Holding", "Pending", "Breached", "Unavailable") else "Unavailable",
+                x_of(point.at),
+                box.bottom if point.value is None else y_of(point.value),
+                point.raw,
+                f"{_clock(point.at)} {point.status} {point.raw or 'no value'}",
+            )
+            for point in sli.points
+        ),
+        value_ticks=tuple(AxisLabel(y_of(value), _num(value)) for value in ticks),
+        time_labels=time_labels,
+        kill_marks=tuple(
+            KillMark(x_of(kill.at), f"{_clock(kill.at)} killed {kill.name}")
+            for kill in kills
+            if kill.result is KillResult.KILLED and start <= kill.at <= end
+        ),
+        threshold=(
+            Threshold(y_of(sli.threshold), f"{sli.operator} {_num(sli.threshold)}")
+            if sli.threshold is not None
+            else None
+        ),
+        lines=tuple(lines),
+    )
 
 
 def nice_scale(values: Sequence[float], count: int = 4) -> tuple[float, float, list[float]]:
@@ -1181,137 +1230,71 @@ def nice_scale(values: Sequence[float], count: int = 4) -> tuple[float, float, l
     return ticks[0], ticks[-1], ticks
 
 
+# --------------------------------------------------------------------------- templates
+
+_MARKDOWN_ICONS = {Severity.BAD: "🔴", Severity.WARN: "🟠", Severity.INFO: "🔵", Severity.GOOD: "🟢"}
+
+
+def _e(text: object) -> Markup:
+    """HTML-escaped with the standard library's spelling (`&quot;`, `&#x27;`), as the reports always were;
+    markupsafe would write `&#34;` and `&#39;`: the same characters, other bytes."""
+    return Markup(html.escape(str(text), quote=True))
+
+
+@pass_eval_context
+def _escape_output(context: EvalContext, value: object) -> object:
+    """Every `{{ value }}` of an autoescaped template, escaped by `_e` before autoescaping sees it (which
+    then leaves the Markup alone); Markdown templates get their values untouched."""
+    if context.autoescape and not isinstance(value, Markup):
+        return _e(value)
+    return value
+
+
+def _inline(text: str) -> Markup:
+    """Escaped text whose `backticked` spans (as the findings are written) become <code>."""
+    parts = re.split(r"`([^`]+)`", text)
+    return Markup("").join(Markup(f"<code>{_e(p)}</code>") if i % 2 else _e(p) for i, p in enumerate(parts))
+
+
+def _coordinate(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _environment() -> Environment:
+    """The templates in templates/report/: `*.html.j2` autoescaped, `*.md.j2` not (Markdown has its own
+    escaping, applied by the filters where a cell, a code span or a fenced block needs it)."""
+    environment = Environment(
+        loader=PackageLoader("chaosguard", "templates/report"),
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2", "svg.j2"), disabled_extensions=("md.j2",), default=True
+        ),
+        finalize=_escape_output,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters.update(
+        md_cell=_md_cell,
+        md_code=_md_code,
+        md_block=_md_block,
+        inline=_inline,
+        icon=_MARKDOWN_ICONS.__getitem__,
+        coordinate=_coordinate,
+    )
+    return environment
+
+
+_TEMPLATES = _environment()
+
+
+def markdown(day: GameDay) -> str:
+    text = _TEMPLATES.get_template("report.md.j2").render(v=view(day))
+    return text.rstrip() + "\n"
+
+
 def html_page(day: GameDay, generated_at: datetime | None = None) -> str:
-    run = day.run
-    badge = "Running" if day.in_progress else run.phase.value
-    summary = [
-        ("Experiment", f"{day.namespace}/{day.name}"),
-        ("Action", day.action + (" (dry run)" if day.dry_run else "")),
-        ("Targets", day.target),
-        ("Duration", day.duration + (f", a round every {day.interval}" if day.interval else "")),
-        *([("Schedule", day.schedule)] if day.schedule else []),
-        ("Run", f"{run.id} (trigger: {run.trigger})"),
-        ("Other runs kept", _other_runs(day)),
-        ("Started", _iso(run.started_at)),
-        ("Finished", _iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else "")),
-        ("Pods killed", str(run.kills_total)),
-    ]
-    times = day.all_recovery_times
-    if times:
-        summary.append(("Recovery", f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}"))
-    body = [
-        f'<h1>{_e(day.title)} <span class="badge {_e(badge)}">{_e(day.outcome)}</span></h1>',
-        '<dl class="summary">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary) + "</dl>",
-        '<section id="outcome"><h2>Outcome</h2>',
-    ]
-    if day.in_progress:
-        body.append(f"<p>The run is in progress: {_e(run.message or 'running')}</p>")
-    else:
-        body.append(f"<p><strong>{_e(run.phase.value)}</strong>, reason <code>{_e(run.reason)}</code>:</p>")
-        body.append(f'<pre class="reason">{_e(run.message)}</pre>')
-    if run.abort is not None:
-        body.append(f'<p>The SLI guard recorded:</p><pre class="abort">{_e(run.abort.message)}</pre>')
-    if run.steady_state_before:
-        body.append(f"<p>Steady state before the run: {_e(run.steady_state_before)}</p>")
-    if run.steady_state_after:
-        body.append(f"<p>Steady state after the run: {_e(run.steady_state_after)}</p>")
-    body.append("</section>")
-    body.append('<section id="next"><h2>What to look at next</h2><ul class="findings">')
-    for finding in day.findings:
-        body.append(
-            f'<li class="{finding.severity.value}"><strong>{_inline(finding.title)}.</strong> '
-            f"{_inline(finding.detail)}</li>"
-        )
-    body.append("</ul></section>")
-    body.append('<section id="timeline"><h2>Timeline</h2>')
-    body.append(
-        _html_table(
-            ("Time (UTC)", "T+", "Event"),
-            ((_clock(e.at), _offset(e.at, run.started_at), e.text) for e in day.timeline),
-            (e.severity.value for e in day.timeline),
-        )
-    )
-    body.append("</section>")
-    if run.kills:
-        kills = sorted(run.kills, key=_kill_sort_key)
-        body.append('<section id="kills"><h2>Kills</h2>')
-        body.append(
-            _html_table(
-                ("Round", "Time (UTC)", "Pod", "Workload", "Result", "Method", "Recovered after", "Message"),
-                (
-                    (
-                        k.round,
-                        _clock(k.at),
-                        k.name,
-                        k.workload or "-",
-                        k.result.value,
-                        k.method or "-",
-                        _kill_outcome(k),
-                        k.message,
-                    )
-                    for k in kills
-                ),
-                (_kill_class(k) for k in kills),
-            )
-        )
-        if len(run.kills) < run.kills_total:
-            body.append(f"<p>Only the last {len(run.kills)} of {run.kills_total} kill records are kept in status.</p>")
-        if day.recoveries:
-            body.append("<h3>Recovery to full Ready strength, per workload</h3>")
-            body.append(
-                _html_table(
-                    ("Workload", "Killed", "p50", "max", "Not recovered"),
-                    ((r.workload, r.killed, _secs(r.p50), _secs(r.max), r.unrecovered or "-") for r in day.recoveries),
-                )
-            )
-        body.append("</section>")
-    if run.faults:
-        body.append('<section id="faults"><h2>Faults</h2>')
-        body.append(
-            _html_table(
-                FAULT_COLUMNS,
-                _fault_rows(run),
-            )
-        )
-        body.append("</section>")
-    if day.slis:
-        body.append('<section id="slis"><h2>SLIs</h2>')
-        for sli in day.slis:
-            body.append(f'<div class="sli" id="sli-{_e(sli.name)}"><h3>{_e(sli.name)}</h3>')
-            after = f" (a breach counts after {sli.for_})" if sli.for_ not in ("0", "") else ""
-            body.append(
-                f"<p>Healthy while <code>{_e(sli.query)}</code> <code>{_e(sli.operator)} {_e(_num(sli.threshold))}"
-                f"</code>{_e(after)}; {len(sli.points)} sample(s).</p>"
-            )
-            body.append(sli_svg(sli, run, run.kills))
-            if sli.points:
-                body.append("<details><summary>Samples</summary>")
-                body.append(_html_table(("Time (UTC)", "Samples", "Status", "Value"), _compact_samples(sli.points)))
-                body.append("</details>")
-            body.append("</div>")
-        body.append("</section>")
-    made = f" at {_iso(generated_at)}" if generated_at else ""
-    body.append(
-        f"<footer>Generated by <code>chaosguard report</code>{_e(made)} from the status of ChaosExperiment "
-        f"{_e(day.namespace)}/{_e(day.name)}. Times are UTC.</footer>"
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(day.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        + "\n".join(body)
-        + "\n</main>\n</body>\n</html>\n"
-    )
-
-
-def _kill_class(kill: KillRecord) -> str:
-    if kill.result is KillResult.FAILED:
-        return "bad"
-    if kill.result is KillResult.KILLED:
-        if kill.recovered_after_seconds is None:
-            return "bad"
-        return "warn" if kill.recovered_after_seconds > SLOW_RECOVERY_SECONDS else "good"
-    return "info"
+    return _TEMPLATES.get_template("report.html.j2").render(v=view(day, generated_at, charts=True))
 
 
 # --------------------------------------------------------------------------- entry points
