@@ -7,12 +7,13 @@ import asyncio
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
-from chaosguard.api.models import ChaosExperimentSpec, KillResult, Phase, RunStatus
+from chaosguard.api.models import ChaosExperimentSpec, FaultState, KillResult, Phase, RunStatus
 from chaosguard.clients.informers import ClusterCache
 from chaosguard.clients.kube import Cluster, load_config
 from chaosguard.clients.prometheus import QueryBatcher
@@ -182,3 +183,82 @@ def test_a_late_sample_batch_never_revives_a_run_that_has_ended(
     run = experiment(k8s, namespace, "cached")["status"]["currentRun"]
     assert run["id"] == "r2-now"
     assert run["sliSamples"] == samples
+
+
+LATENCY_EXPERIMENT = """\
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {name: delayed}
+spec:
+  action: latency
+  latency: {delay: 100ms}
+  target: {selector: {matchLabels: {app: checkout}}, mode: one}
+  duration: 10m
+"""
+
+
+class FailsOnce:
+    """The operator's API lanes, except that the first call of `method` fails as a busy API server would."""
+
+    def __init__(self, api: ApiLanes, method: Any) -> None:
+        self.api = api
+        self.method = method
+        self.failed = False
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        if fn is self.method and not self.failed:
+            self.failed = True
+            raise ApiException(status=500, reason="etcdserver: leader changed")
+        return await self.api.call(fn, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
+
+
+def test_a_network_fault_round_that_fails_half_way_is_taken_up_again_and_never_injects_twice(
+    chaosguard_crds: ControlPlane, k8s: client.ApiClient, shop: str
+) -> None:
+    """The read right before the injection fails once: the step fails, the round is not counted as
+    done, and the next step injects the chosen pod; a further retry (an operator that died before
+    it could count the round) finds the pod's fault recorded and adds no second injector."""
+    apply_yaml(chaosguard_crds, LATENCY_EXPERIMENT, shop)
+    load_config(str(chaosguard_crds.kubeconfig))
+    cache = ClusterCache()
+    cache.start()
+    context = _context(chaosguard_crds, cache)
+    flaky = FailsOnce(context.api, Cluster.live_pods)
+    context.api = cast(ApiLanes, flaky)
+    body: dict[str, Any] = experiment(k8s, shop, "delayed")
+    spec = ChaosExperimentSpec.model_validate(body["spec"])
+
+    async def scenario() -> tuple[int, int, RunStatus]:
+        await cache.wait_synced(60)
+        wait_for(lambda: len(cache.pods(shop)) == 5, timeout=30, what="the cache to hold the shop's pods")
+        driver = ExperimentDriver(context, body, logging.getLogger("test"))
+        world = await driver.world(spec)
+        now = driver.now()
+        run = RunStatus(
+            id="r1-test", phase=Phase.RUNNING, started_at=now, deadline=now + timedelta(minutes=10), next_round_at=now
+        )
+        driver.status.current_run = run
+        with pytest.raises(ApiException):
+            await driver.inject_round(spec, world, run, now)
+        after_failure = (run.rounds_done, len(run.faults))
+        await driver.inject_round(spec, world, run, driver.now())
+        run.rounds_done, run.next_round_at = 0, now  # as if the operator died before counting the round
+        await driver.inject_round(spec, world, run, driver.now())
+        return *after_failure, run
+
+    try:
+        rounds_after_failure, faults_after_failure, run = asyncio.run(scenario())
+    finally:
+        cache.stop()
+        flaky.api.close()
+    assert flaky.failed
+    assert (rounds_after_failure, faults_after_failure) == (0, 0), "a failed round must stay to be taken up again"
+    assert run.rounds_done == 1 and run.next_round_at is None
+    assert [fault.state for fault in run.faults] == [FaultState.ACTIVE], run.faults
+    [fault] = run.faults
+    pod = client.CoreV1Api(k8s).read_namespaced_pod(fault.name, shop)
+    injectors = [c.name for c in pod.spec.ephemeral_containers or [] if c.name.startswith("chaosguard-")]
+    assert injectors == [fault.container], injectors

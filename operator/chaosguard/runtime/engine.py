@@ -1021,18 +1021,23 @@ class ExperimentDriver:
         """A network fault (latency, impairment, partition) goes in once per run, into each chosen
         pod, and holds until the run's deadline."""
         assert run.deadline is not None
-        run.rounds_done, run.next_round_at = 1, None
-        await self.save()
         refusal = await self.destination_refusal(spec, world)
         if refusal is not None:
             self.emit("Warning", refusal.reason, str(refusal))
             await self.end_run(Phase.FAILED, refusal.reason, f"run {run.id}: nothing injected: {refusal}")
             return
         chosen = await self.pick_targets(spec, world, run, 0, "")
-        for victim in chosen:
+        # The round is done only once every chosen pod has been tried, so a read that fails half-way
+        # (or an operator that dies) leaves it to be taken up again at the next step. A pod is tried
+        # at most once per run: its fault is recorded before the injector is added, and the retry
+        # skips every recorded pod and never tries more pods than the round chose.
+        tried = {fault.uid for fault in run.faults}
+        untried = [victim for victim in chosen if victim.uid not in tried]
+        for victim in untried[: max(0, len(chosen) - len(run.faults))]:
             if self.halted or self.now() >= run.deadline:
                 break
             await self.inject_one(spec, world, run, victim)
+        run.rounds_done, run.next_round_at = 1, None
         await self.save()
 
     async def destination_refusal(self, spec: ChaosExperimentSpec, world: World) -> Refusal | None:
