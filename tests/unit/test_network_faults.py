@@ -61,6 +61,9 @@ def validate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
         ({"action": "partition", "partition": {"destinationCIDRs": ["::/0"]}}, "covers every address"),
         ({"action": "partition", "partition": {"destinationCIDRs": ["10.1.0.0/16"], "direction": "up"}}, "both"),
         ({"action": "partition"}, "spec.partition is required when action is partition"),
+        ({"action": "partition", "partition": {"destinationCIDRs": ["0.0.0.0/00"]}}, "covers every address"),
+        ({"action": "network", "network": {"loss": 1e-7}}, r"spec.network.loss 1e-07 is below the smallest"),
+        ({"action": "network", "network": {"corrupt": 5e-7}}, r"tc takes, 0.000001; give 0.000001 or more"),
     ],
 )
 def test_bad_network_specs_are_refused_naming_the_field(block: dict[str, Any], message: str) -> None:
@@ -86,6 +89,31 @@ def test_max_loss_caps_loss_and_names_the_field() -> None:
     assert (refusal.rule, refusal.field) == ("max-loss", "spec.network.loss")
     assert "20% allowed by ChaosPolicy/tight" in refusal.message and "set spec.network.loss to 20" in refusal.message
     assert static_refusals(spec(action="network", network={"loss": 20}), "shop", effective, None) == []
+
+
+def test_max_loss_caps_corrupt_too() -> None:
+    effective = combine([policy("tight", maxLoss=20)])
+    (refusal,) = static_refusals(spec(action="network", network={"corrupt": 30}), "shop", effective, None)
+    assert (refusal.rule, refusal.field) == ("max-loss", "spec.network.corrupt")
+    assert "set spec.network.corrupt to 20 or less" in refusal.message, refusal.message
+
+
+def test_the_smallest_percentage_tc_takes_is_admitted_and_rendered() -> None:
+    network = spec(action="network", network={"loss": 0.000001}).network
+    assert network is not None
+    assert network_command(Impairment(loss=network.loss), 60, [], [])[2:4] == ["--loss", "0.000001"]
+
+
+@pytest.mark.parametrize("field", ["loss", "corrupt"])
+def test_a_network_fault_that_drops_everything_needs_partitions_allowed(field: str) -> None:
+    effective = combine([policy("no-partitions", allowedActions=["pod-kill", "latency", "network"])])
+    (refusal,) = static_refusals(spec(action="network", network={field: 100}), "shop", effective, None)
+    assert (refusal.rule, refusal.field) == ("allowed-actions", f"spec.network.{field}")
+    assert "is a partition, and partition is not allowed by ChaosPolicy/no-partitions" in refusal.message
+    assert f"set spec.network.{field} below 100, or allow partition" in refusal.message
+    assert static_refusals(spec(action="network", network={field: 99.9}), "shop", effective, None) == []
+    allowed = combine([policy("partitions", allowedActions=["network", "partition"])])
+    assert static_refusals(spec(action="network", network={field: 100}), "shop", allowed, None) == []
 
 
 def test_max_latency_caps_a_network_delay_too() -> None:
@@ -168,6 +196,21 @@ def test_network_impairments_may_reach_nodes_but_not_the_operator_unless_every_p
     assert destination_refusals(network, GUARDED, all_allow) == []
     everywhere = spec(action="network", network={"loss": 5})
     assert destination_refusals(everywhere, GUARDED, combine([])) == []
+
+
+@pytest.mark.parametrize("field", ["loss", "corrupt"])
+def test_a_network_fault_that_drops_everything_is_judged_as_a_partition(field: str) -> None:
+    everywhere = spec(action="network", network={field: 100})
+    refusals = destination_refusals(everywhere, GUARDED, combine([]))
+    assert [(r.rule, r.field) for r in refusals] == [("partition-protected-address", f"spec.network.{field}")] * 2
+    assert "with no spec.network.destinationCIDRs reaches every address" in refusals[0].message
+    assert "the API server" in refusals[0].message and "node worker-2" in refusals[1].message
+    narrowed = spec(action="network", network={field: 100, "destinationCIDRs": ["10.1.0.0/16", "10.96.0.1/32"]})
+    (refusal,) = destination_refusals(narrowed, GUARDED, combine([]))
+    assert (refusal.rule, refusal.field) == ("partition-protected-address", "spec.network.destinationCIDRs[1]")
+    assert "the API server" in refusal.message and "narrow the CIDR" in refusal.message
+    clear = spec(action="network", network={field: 100, "destinationCIDRs": ["10.1.0.0/16"]})
+    assert destination_refusals(clear, GUARDED, combine([])) == []
 
 
 def test_a_partition_clear_of_guarded_addresses_is_admitted() -> None:

@@ -238,6 +238,7 @@ def _parse_cidrs(cidrs: list[str]) -> list[str]:
 # A bandwidth for tc: a number and a bit unit; netem.py and the injector script (is_rate) read this form.
 RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
 Percentage = Annotated[float, Field(ge=0, le=100)]
+SMALLEST_TC_PERCENT = 0.000001  # tc reads percentages to six decimals (netem.tc_percent)
 _IMPAIRMENTS = ("delay", "loss", "corrupt", "duplicate", "reorder", "rate")
 
 
@@ -317,6 +318,14 @@ class NetworkSpec(NarrowedEgress):
             raise ValueError("spec.network.lossCorrelation needs spec.network.loss")
         if self.reorder_correlation is not None and self.reorder is None:
             raise ValueError("spec.network.reorderCorrelation needs spec.network.reorder")
+        for name in ("loss", "corrupt", "duplicate", "reorder"):
+            value = getattr(self, name)
+            if value is not None and 0 < value < SMALLEST_TC_PERCENT:
+                # tc takes six decimals: netem.tc_percent would render this 0 and inject nothing
+                raise ValueError(
+                    f"spec.network.{name} {value:g} is below the smallest percentage tc takes, "
+                    f"{SMALLEST_TC_PERCENT:f}; give {SMALLEST_TC_PERCENT:f} or more, or leave {name} out"
+                )
         if self.rate is not None and float(self.rate.removesuffix("bit").rstrip("kmg")) <= 0:
             raise ValueError(
                 f"spec.network.rate {self.rate!r} caps the bandwidth at 0: give a rate above 0, e.g. 1mbit"
@@ -351,7 +360,7 @@ class PartitionSpec(ApiModel):
         json_schema_extra=_check_cel(
             [
                 {
-                    "rule": "self.destinationCIDRs.all(c, !c.endsWith('/0'))",
+                    "rule": "self.destinationCIDRs.all(c, !c.matches('/0+$'))",
                     "message": "spec.partition.destinationCIDRs: a /0 CIDR covers every address, the node's and the "
                     "API server's too; name the addresses to cut off, e.g. 10.1.0.0/16",
                 },
@@ -1037,7 +1046,9 @@ class ChaosPolicySpec(ApiModel):
     )
     # Limits of the network faults (action network and partition).
     max_loss: Percentage | None = Field(
-        default=None, description="Largest allowed spec.network.loss, in percent (0-100)."
+        default=None,
+        description="Largest allowed spec.network.loss and spec.network.corrupt, in percent (0-100). "
+        "A loss or corrupt of 100 drops every packet and is also judged as a partition.",
     )
     allow_operator_namespace_destinations: bool = Field(
         default=False,

@@ -12,6 +12,7 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import ip_network
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -211,22 +212,30 @@ class Cluster:
 
     def guarded_addresses(self, operator_namespace: str | None) -> list[GuardedAddress]:
         """Addresses a network fault must not name as a destination (policy.destination_refusals):
-        every node's, the API server's (the `kubernetes` Service and its endpoints), and the pods'
-        and Services' of the operator's own namespace. Raises when any cannot be read: a partition
-        is never applied on a partial list."""
+        every node's (and the gateway of each of its pod CIDRs), the API server's (the `kubernetes`
+        Service and its endpoints, ready or not), and the pods' and Services' of the operator's own
+        namespace (when it is known; the engine refuses network faults when it is not). Raises when
+        any cannot be read: a partition is never applied on a partial list."""
         plain = self.core.api_client.sanitize_for_serialization
         guarded: list[GuardedAddress] = []
         for node in plain(self.core.list_node())["items"]:
+            name = node["metadata"]["name"]
             for address in node.get("status", {}).get("addresses") or []:
                 if address.get("type") in ("InternalIP", "ExternalIP"):
-                    guarded.append(GuardedAddress(address["address"], f"node {node['metadata']['name']}"))
+                    guarded.append(GuardedAddress(address["address"], f"node {name}"))
+            # On bridge CNIs (flannel's cni0) and Cilium, kubelet probes come from the node's pod-CIDR
+            # gateway, the first host of each of its pod CIDRs.
+            spec = node.get("spec") or {}
+            for pod_cidr in spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []):
+                gateway = ip_network(pod_cidr, strict=False).network_address + 1
+                guarded.append(GuardedAddress(str(gateway), f"node {name} (gateway of its pod CIDR {pod_cidr})"))
         api_server = "the API server ({} default/kubernetes)"
         service = plain(self.core.read_namespaced_service("kubernetes", "default"))["spec"]
         for ip in service.get("clusterIPs") or [service.get("clusterIP")]:
             guarded.append(GuardedAddress(ip, api_server.format("Service")))
         endpoints = plain(self.core.read_namespaced_endpoints("kubernetes", "default"))
         for subset in endpoints.get("subsets") or []:
-            for address in subset.get("addresses") or []:
+            for address in [*(subset.get("addresses") or []), *(subset.get("notReadyAddresses") or [])]:
                 guarded.append(GuardedAddress(address["ip"], api_server.format("Endpoints")))
         if operator_namespace:
             own = "(chaosguard's own namespace)"

@@ -254,6 +254,23 @@ def static_refusals(
                 "spec.action",
             )
         )
+    cut_field = full_cut_field(spec)
+    if (
+        cut_field is not None
+        and effective.allowed_actions is not None
+        and Action.PARTITION not in effective.allowed_actions[0]
+        and spec.action in effective.allowed_actions[0]
+    ):
+        allowed = ", ".join(sorted(action.value for action in effective.allowed_actions[0])) or "none"
+        refusals.append(
+            Refusal(
+                "allowed-actions",
+                f"{cut_field} 100% drops every packet, which is a partition, and partition is not allowed by "
+                f"{effective.allowed_actions[1]} (allowed: {allowed}); set {cut_field} below 100, or allow "
+                "partition in every applicable ChaosPolicy",
+                cut_field,
+            )
+        )
     if effective.max_duration is not None and spec.duration_seconds > effective.max_duration[0]:
         limit = format_seconds(effective.max_duration[0])
         refusals.append(
@@ -277,16 +294,17 @@ def static_refusals(
             )
         )
     loss_cap = effective.max_loss
-    loss = spec.network.loss if spec.network is not None else None
-    if loss is not None and loss_cap is not None and loss > loss_cap[0]:
-        refusals.append(
-            Refusal(
-                "max-loss",
-                f"loss {loss:g}% is more than the {loss_cap[0]:g}% allowed by {loss_cap[1]}; "
-                f"set spec.network.loss to {loss_cap[0]:g} or less",
-                "spec.network.loss",
+    for name in ("loss", "corrupt"):
+        value = getattr(spec.network, name) if spec.network is not None else None
+        if value is not None and loss_cap is not None and value > loss_cap[0]:
+            refusals.append(
+                Refusal(
+                    "max-loss",
+                    f"{name} {value:g}% is more than the {loss_cap[0]:g}% allowed by {loss_cap[1]} (maxLoss caps "
+                    f"loss and corrupt); set spec.network.{name} to {loss_cap[0]:g} or less",
+                    f"spec.network.{name}",
+                )
             )
-        )
     if effective.require_steady_state and spec.steady_state is None:
         refusals.append(
             Refusal(
@@ -328,6 +346,19 @@ def static_refusals(
     if effective.suspended_by:
         refusals.append(suspension_refusal(effective))
     return refusals
+
+
+def full_cut_field(spec: ChaosExperimentSpec) -> str | None:
+    """The field of a network fault that drops every packet it reaches (loss or corrupt 100: a
+    corrupted packet fails its checksum and is dropped too), or None. Such a fault is a partition
+    and is judged as one: it needs partition allowed, and never reaches a node or the API server."""
+    if spec.network is None:
+        return None
+    for name in ("loss", "corrupt"):
+        value = getattr(spec.network, name)
+        if value is not None and value >= 100:
+            return f"spec.network.{name}"
+    return None
 
 
 def _delay_of(spec: ChaosExperimentSpec) -> tuple[str | None, str]:
@@ -438,18 +469,28 @@ def destination_refusals(
     """Whether the destinationCIDRs of a network fault or partition reach addresses they must not:
     a partition never cuts a pod off from a node (its kubelet) or the API server, and neither kind
     of fault targets the operator's own pods or Services unless every applicable policy allows it.
-    (No CIDRs, for action network, means every destination and names none: not refused here.)"""
+    A network fault that drops every packet (full_cut_field) is judged as a partition; with no CIDRs
+    it reaches every address. (Any other network fault with no CIDRs names none: not refused here.)"""
+    cut_field = full_cut_field(spec)
+    cuts = spec.partition is not None or cut_field is not None
     if spec.partition is not None:
         cidrs, block = spec.partition.destination_cidrs, "spec.partition"
     elif spec.network is not None:
         cidrs, block = spec.network.destination_cidrs, "spec.network"
     else:
         return []
+    every = cut_field is not None and not cidrs
+    if every:
+        cidrs = ["0.0.0.0/0", "::/0"]
     refusals = []
     addresses = [(ip_address(item.address), item) for item in guarded]
     for index, cidr in enumerate(cidrs):
         network = ip_network(cidr, strict=False)
         field = f"{block}.destinationCIDRs[{index}]"
+        named = f"{field} {cidr}"
+        if every:
+            field = cut_field or field
+            named = f"{field} 100% with no {block}.destinationCIDRs reaches every address, and"
         for address, item in addresses:
             if address.version != network.version or address not in network:
                 continue
@@ -457,19 +498,25 @@ def destination_refusals(
                 refusals.append(
                     Refusal(
                         "operator-namespace-destination",
-                        f"{field} {cidr} contains {address}, of {item.owner}: chaosguard's own namespace is never "
+                        f"{named} contains {address}, of {item.owner}: chaosguard's own namespace is never "
                         "a destination of a network fault; narrow the CIDR to leave it out, or set "
                         "allowOperatorNamespaceDestinations: true in every applicable ChaosPolicy",
                         field,
                     )
                 )
                 break
-            if not item.operator and spec.partition is not None:
+            if not item.operator and cuts:
+                fix = (
+                    f"set {field} below 100, or set spec.network.destinationCIDRs to the addresses to cut off"
+                    if every
+                    else "narrow the CIDR to leave it out"
+                )
+                kind = "a partition" if spec.partition is not None else f"a {field} of 100% (a partition)"
                 refusals.append(
                     Refusal(
                         "partition-protected-address",
-                        f"{field} {cidr} contains {address}, of {item.owner}: a partition never cuts pods off "
-                        "from their node (kubelet probes) or the API server; narrow the CIDR to leave it out",
+                        f"{named} contains {address}, of {item.owner}: {kind} never cuts pods off "
+                        f"from their node (kubelet probes) or the API server; {fix}",
                         field,
                     )
                 )

@@ -45,6 +45,7 @@ from chaosguard.clients.informers import CacheNotReady
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions import windows
 from chaosguard.decisions.mergepatch import merge_patch
+from chaosguard.decisions.netem import NetemArgumentError
 from chaosguard.decisions.platform_guards import (
     GuardKind,
     PlatformCondition,
@@ -1045,6 +1046,14 @@ class ExperimentDriver:
         read live right before injecting; unreadable addresses refuse too (when unsure, do not inject)."""
         if spec.network is None and spec.partition is None:
             return None
+        if not self.context.operator_namespace:
+            return Refusal(
+                "operator-namespace-unknown",
+                "the operator's own namespace is unknown, so whether this fault would reach chaosguard's own pods "
+                "and Services cannot be judged; nothing was injected. Set CHAOSGUARD_NAMESPACE in the operator's "
+                "environment to its namespace",
+                "spec.action",
+            )
         try:
             guarded = await self.context.api.call(Cluster.guarded_addresses, self.context.operator_namespace)
         except Exception as error:
@@ -1103,7 +1112,16 @@ class ExperimentDriver:
                 return
             if self.halted:
                 return
-            container = faults.injector_container(spec, run.id, self.key, remaining, faults.injector_image())
+            try:
+                container = faults.injector_container(spec, run.id, self.key, remaining, faults.injector_image())
+            except NetemArgumentError as error:
+                # The model refuses such settings; should one slip through, the fault fails with the
+                # reason (and the run ends Failed when no fault is in) instead of the step failing forever.
+                record.state, record.message = FaultState.FAILED, f"not injected: {error}"
+                run.faults.append(record)
+                await self.save()
+                self.emit("Warning", f"{kind}Failed", f"pod {victim.key}: {record.message}")
+                return
             run.faults.append(record)
             await self.save()  # recorded before the call: a restart must know to clear it
             try:
