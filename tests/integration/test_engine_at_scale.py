@@ -262,3 +262,58 @@ def test_a_network_fault_round_that_fails_half_way_is_taken_up_again_and_never_i
     pod = client.CoreV1Api(k8s).read_namespaced_pod(fault.name, shop)
     injectors = [c.name for c in pod.spec.ephemeral_containers or [] if c.name.startswith("chaosguard-")]
     assert injectors == [fault.container], injectors
+
+
+NETWORK_EXPERIMENT = """\
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {name: lossy}
+spec:
+  action: network
+  network: {loss: 30}
+  target: {selector: {matchLabels: {app: checkout}}, mode: one}
+  duration: 10m
+"""
+
+
+def test_an_impairment_the_injector_cannot_take_fails_its_fault_and_the_run(
+    chaosguard_crds: ControlPlane, k8s: client.ApiClient, shop: str
+) -> None:
+    """The model refuses a percentage tc would render as 0; should one reach the engine anyway (a
+    spec that skipped validation), the fault fails with the reason and an Event, nothing is added
+    to the pod, and the run ends Failed instead of the step failing forever."""
+    apply_yaml(chaosguard_crds, NETWORK_EXPERIMENT, shop)
+    load_config(str(chaosguard_crds.kubeconfig))
+    cache = ClusterCache()
+    cache.start()
+    context = _context(chaosguard_crds, cache)
+    events: list[tuple[str, str, str]] = []
+    context.emit = lambda body, kind, reason, message: events.append((kind, reason, message))
+    body: dict[str, Any] = experiment(k8s, shop, "lossy")
+    spec = ChaosExperimentSpec.model_validate(body["spec"])
+    assert spec.network is not None
+    unvalidated = spec.model_copy(update={"network": spec.network.model_copy(update={"loss": 1e-7})})
+
+    async def scenario() -> tuple[RunStatus, bool, ExperimentDriver]:
+        await cache.wait_synced(60)
+        wait_for(lambda: len(cache.pods(shop)) == 5, timeout=30, what="the cache to hold the shop's pods")
+        driver = ExperimentDriver(context, body, logging.getLogger("test"))
+        world = await driver.world(spec)
+        now = driver.now()
+        run = RunStatus(id="r1-test", phase=Phase.RUNNING, started_at=now, deadline=now + timedelta(minutes=10))
+        driver.status.current_run = run
+        [victim] = await driver.pick_targets(spec, world, run, 0, "")
+        await driver.inject_one(unvalidated, world, run, victim)
+        return run, await driver.settle_injectors(run), driver
+
+    try:
+        run, ended, driver = asyncio.run(scenario())
+    finally:
+        cache.stop()
+        context.api.close()
+    [fault] = run.faults
+    assert fault.state is FaultState.FAILED and "network impairs nothing" in fault.message, fault
+    assert ("Warning", "NetworkFailed") in [(kind, reason) for kind, reason, _ in events], events
+    assert ended and driver.status.last_run is not None and driver.status.last_run.phase is Phase.FAILED
+    pod = client.CoreV1Api(k8s).read_namespaced_pod(fault.name, shop)
+    assert not [c.name for c in pod.spec.ephemeral_containers or [] if c.name.startswith("chaosguard-")]

@@ -254,6 +254,14 @@ class NetworkSpec(NarrowedEgress):
                     "reorder or rate",
                 },
                 {
+                    "rule": " && ".join(
+                        f"(!has(self.{name}) || self.{name} == 0.0 || self.{name} >= 0.000001)"
+                        for name in ("loss", "corrupt", "duplicate", "reorder")
+                    ),
+                    "message": "spec.network: loss, corrupt, duplicate and reorder are 0 or at least 0.000001, "
+                    "the smallest percentage tc takes",
+                },
+                {
                     "rule": "!has(self.reorder) || has(self.delay)",
                     "message": "spec.network.reorder needs spec.network.delay: netem reorders by sending some "
                     "packets without the delay; set a delay such as 10ms",

@@ -1050,8 +1050,8 @@ class ExperimentDriver:
             return Refusal(
                 "operator-namespace-unknown",
                 "the operator's own namespace is unknown, so whether this fault would reach chaosguard's own pods "
-                "and Services cannot be judged; nothing was injected. Set CHAOSGUARD_NAMESPACE in the operator's "
-                "environment to its namespace",
+                "and Services cannot be judged; set CHAOSGUARD_NAMESPACE in the operator's environment to its "
+                "namespace (the shipped manifests set it from the pod's metadata.namespace)",
                 "spec.action",
             )
         try:
