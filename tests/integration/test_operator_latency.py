@@ -118,6 +118,36 @@ def test_the_run_end_clears_an_injector_that_never_reported_removing_its_fault(
     assert [c["command"] for c in cleaners] == [[SCRIPT, "clear"]], containers
 
 
+def report_injector(api: client.ApiClient, namespace: str, fault: dict[str, Any], state: dict[str, Any]) -> None:
+    """Writes the kubelet's report of the fault's injector into the pod's status, as a kubelet would
+    (kwok has none for ephemeral containers)."""
+    status = {"name": fault["container"], "image": "chaosguard:dev", "imageID": "", "ready": False,
+              "restartCount": 0, "state": state}  # fmt: skip
+    client.CoreV1Api(api).patch_namespaced_pod_status(
+        fault["name"], namespace, {"status": {"ephemeralContainerStatuses": [status]}}
+    )
+
+
+def test_the_run_end_trusts_the_injectors_own_timer_only_on_its_own_report_of_removal(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    apply_yaml(control_plane, latency_yaml("reported", duration="8s", value=2), shop)
+    done, running = active_faults(k8s, shop, "reported", 2)
+    removed_line = "removed: qdisc ca05: from eth0 (reason: deadline)"
+    report_injector(k8s, shop, done, {"terminated": {"exitCode": 0, "reason": "Completed", "message": removed_line}})
+    # Seen running, then killed mid-hold (OOM, SIGKILL) by the end: the qdisc may still be there.
+    report_injector(k8s, shop, running, {"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+    status = wait_for_phase(k8s, shop, "reported", "Completed", timeout=60)
+    by_uid = {f["uid"]: f for f in faults_of(status)}
+    confirmed, cleared = by_uid[done["uid"]], by_uid[running["uid"]]
+    assert confirmed["state"] == "Removed" and confirmed["removedBy"] == "deadline (the injector's own timer)"
+    assert removed_line in confirmed["message"], confirmed
+    assert cleared["state"] == "Removed" and cleared["removedBy"].startswith("deadline (clear container"), cleared
+    pods = ephemeral(k8s, shop)
+    assert [c["name"] for c in pods[done["uid"]]] == [done["container"]]
+    assert any(c["name"].startswith("chaosguard-clear") for c in pods[running["uid"]]), pods[running["uid"]]
+
+
 def test_an_abort_takes_the_latency_out_at_once_with_the_fallback_clear(
     k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
 ) -> None:
