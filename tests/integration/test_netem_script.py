@@ -75,6 +75,7 @@ BAD_ARGUMENTS = [
     pytest.param([*OK, "--deadline-at", "1"], "give --deadline-at or --deadline-seconds, not both", id="two-deadlines"),
     pytest.param(["inject", "--delay", "5ms", "--deadline-at", "12x"], "--deadline-at 12x:", id="deadline-at-text"),
     pytest.param(["inject", "--delay", "5ms", "--deadline-at", "-3"], "--deadline-at -3:", id="deadline-at-negative"),
+    pytest.param(["inject", "--delay", "5ms", "--deadline-at", "0999"], "--deadline-at 0999:", id="deadline-at-octal"),
     pytest.param(
         ["inject", "--delay", "5ms", "--deadline-at"], "--deadline-at needs a value", id="deadline-at-missing"
     ),

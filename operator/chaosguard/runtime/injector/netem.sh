@@ -476,7 +476,7 @@ cmd_inject() {
 		--deadline-at)
 			need_value "$@"
 			case $2 in
-			'' | *[!0-9]*) usage_error "--deadline-at $2: not a time in whole seconds since the epoch (date +%s)" ;;
+			'' | 0* | *[!0-9]*) usage_error "--deadline-at $2: not a time in whole seconds since the epoch (date +%s)" ;;
 			esac
 			[ ${#2} -le 12 ] || usage_error "--deadline-at $2: not a time in whole seconds since the epoch (date +%s)"
 			DEADLINE_AT=$2
