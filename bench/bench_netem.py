@@ -70,6 +70,11 @@ Under TCG emulation every process start costs tens to hundreds of ms, so apply/r
 upper bound for a real node; the delay errors are timer-driven and transfer better."""
 
 
+def _in(seconds: int) -> int:
+    """The injector's absolute deadline (unix seconds) `seconds` from now."""
+    return int(time.time()) + seconds
+
+
 def _median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
@@ -79,7 +84,7 @@ def measure() -> dict[str, object]:
     results: dict[str, object] = {}
     with netns.topology_with_echo() as topology:
         target, device = topology.target, topology.device
-        argv = injector_command("10ms", "0ms", 0, 600, [], [], device, script=script)
+        argv = injector_command("10ms", "0ms", 0, _in(600), [], [], device, now=time.time(), script=script)
         apply_times, remove_times = [], []
         for _ in range(REPETITIONS):
             started = time.perf_counter()
@@ -109,7 +114,7 @@ def measure() -> dict[str, object]:
         samples = {}
         for name, delay in ERROR_DELAYS.items():
             injector = netns.Injector.start(
-                target, injector_command(name, "0ms", 0, 600, [], [], device, script=script)
+                target, injector_command(name, "0ms", 0, _in(600), [], [], device, now=time.time(), script=script)
             )
             injector.wait_for_line("holding:")
             during = netns.ping_rtts(target, netns.NEAR_V4, PINGS)
@@ -135,14 +140,16 @@ def measure() -> dict[str, object]:
 def measure_loss_rate_partition(topology: netns.Topology, script: str) -> dict[str, object]:
     target, device = topology.target, topology.device
     assert netns.udp_burst(target, netns.NEAR_V4, 7001, 50).lost_percent == 0, "the baseline lost probes"
-    injector = netns.Injector.start(target, network_command(Impairment(loss=30), 600, [], [], device, script=script))
+    injector = netns.Injector.start(
+        target, network_command(Impairment(loss=30), _in(600), [], [], device, now=time.time(), script=script)
+    )
     injector.wait_for_line("holding:")
     burst = netns.udp_burst(target, netns.NEAR_V4, 7001, LOSS_PROBES)
     injector.signal(signal.SIGTERM)
     assert injector.wait_exit(60) == 143, injector.output()
 
     injector = netns.Injector.start(
-        target, network_command(Impairment(rate="1mbit"), 600, [], [], device, script=script)
+        target, network_command(Impairment(rate="1mbit"), _in(600), [], [], device, now=time.time(), script=script)
     )
     injector.wait_for_line("holding:")
     sink = netns.TcpSink(topology.peer, netns.NEAR_V4, SINK_PORT)
@@ -153,7 +160,7 @@ def measure_loss_rate_partition(topology: netns.Topology, script: str) -> dict[s
     injector.signal(signal.SIGTERM)
     assert injector.wait_exit(60) == 143, injector.output()
 
-    argv = partition_command([f"{netns.FAR_V4}/32"], [7001], "both", 600, device, script=script)
+    argv = partition_command([f"{netns.FAR_V4}/32"], [7001], "both", _in(600), device, now=time.time(), script=script)
     partition_times = []
     for _ in range(REPETITIONS):
         started = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -55,13 +56,13 @@ def inject(**overrides: object) -> list[str]:
         "delay": "200ms",
         "jitter": "0ms",
         "correlation": 0,
-        "deadline_seconds": 60,
+        "deadline_at": int(time.time()) + 60,
         "cidrs": [],
         "ports": [],
         "device": "lo",
     }
     settings.update(overrides)
-    return injector_command(**settings, script=SCRIPT)  # type: ignore[arg-type]
+    return injector_command(**settings, now=time.time(), script=SCRIPT)  # type: ignore[arg-type]
 
 
 OK = ["inject", "--delay", "5ms", "--deadline-seconds", "5"]  # valid: each case adds one bad flag
@@ -70,7 +71,19 @@ BAD_ARGUMENTS = [
     pytest.param([], "missing command", id="no-command"),
     pytest.param(["explode"], "unknown command explode", id="unknown-command"),
     pytest.param(["inject", "--deadline-seconds", "5"], "--delay is required", id="no-delay"),
-    pytest.param(["inject", "--delay", "200ms"], "--deadline-seconds is required", id="no-deadline"),
+    pytest.param(["inject", "--delay", "200ms"], "--deadline-at (or --deadline-seconds) is required", id="no-deadline"),
+    pytest.param([*OK, "--deadline-at", "1"], "give --deadline-at or --deadline-seconds, not both", id="two-deadlines"),
+    pytest.param(["inject", "--delay", "5ms", "--deadline-at", "12x"], "--deadline-at 12x:", id="deadline-at-text"),
+    pytest.param(["inject", "--delay", "5ms", "--deadline-at", "-3"], "--deadline-at -3:", id="deadline-at-negative"),
+    pytest.param(["inject", "--delay", "5ms", "--deadline-at", "0999"], "--deadline-at 0999:", id="deadline-at-octal"),
+    pytest.param(
+        ["inject", "--delay", "5ms", "--deadline-at"], "--deadline-at needs a value", id="deadline-at-missing"
+    ),
+    pytest.param(
+        ["inject", "--delay", "5ms", "--deadline-at", str(int(time.time()) + 86400 + 3600)],
+        "more than 86400",
+        id="deadline-at-beyond-24h",
+    ),
     pytest.param([*OK, "--delay", "200"], "--delay 200:", id="delay-no-unit"),
     pytest.param([*OK, "--delay", "1m"], "--delay 1m:", id="delay-minutes"),
     pytest.param([*OK, "--delay", "0ms"], "--delay 0ms:", id="delay-zero"),
@@ -151,3 +164,21 @@ def test_a_foreign_root_qdisc_is_refused_by_inject_and_left_alone_by_clear(shell
     assert cleared.returncode == 0, cleared
     assert "root qdisc on lo is htb 1:, not chaosguard's ca05:; left alone" in cleared.stdout
     assert root_line(cleared).startswith("ROOT qdisc htb 1: root")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_an_injector_started_after_its_deadline_injects_nothing_and_says_so(shell: str) -> None:
+    # A kubelet that starts the injector late (image pull back-off, slow node) must not put the fault
+    # in after the run has ended. Nothing is touched: not even a foreign root qdisc is looked at, and
+    # the last word (the kubelet's termination message) says why, so the operator can confirm it.
+    argv = inject()  # the operator's argv, then its deadline moved to 5 s ago (the operator refuses that)
+    argv[argv.index("--deadline-at") + 1] = str(int(time.time()) - 5)
+    setup = "tc qdisc add dev lo root handle 7: htb || exit 99"
+    result = in_fresh_netns(shell, [*argv, "--status-file", "/dev/stderr"], setup=setup)
+    if result.returncode == 99:
+        pytest.skip(f"this kernel has no htb: {result.stderr}")
+    assert result.returncode == 0, result
+    assert "chaosguard-netem: not injected: the deadline" in result.stdout, result.stdout
+    assert "nothing added" in result.stdout
+    assert result.stderr.strip().startswith("not injected: the deadline"), result.stderr
+    assert root_line(result).startswith("ROOT qdisc htb 7: root"), result.stdout

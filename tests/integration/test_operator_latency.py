@@ -6,6 +6,8 @@ injector itself is tested with real tc netem in tests/netns/."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +85,67 @@ def test_the_example_injects_exactly_the_intended_container_into_exactly_the_cho
         assert command[:2] == [SCRIPT, "inject"]
         args = dict(zip(command[2::2], command[3::2], strict=False))
         assert args["--delay"] == "200ms" and args["--jitter"] == "20ms" and args["--correlation"] == "25"
-        assert args["--port"] == "5432" and 110 <= int(args["--deadline-seconds"]) <= 120
+        # An absolute deadline (the run's end, unix seconds): an injector started late holds only until then.
+        deadline = status_of(k8s, shop, "checkout-db-latency")["currentRun"]["deadline"]
+        assert "--deadline-seconds" not in args
+        assert args["--port"] == "5432" and 0 <= int(args["--deadline-at"]) - _unix(deadline) < 1
+        assert 110 <= int(args["--deadline-at"]) - time.time() <= 121
         assert container["securityContext"]["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
         assert container["securityContext"]["privileged"] is False
         assert {"name": "CHAOSGUARD_EXPERIMENT", "value": f"{shop}/checkout-db-latency"} in container["env"]
     control_plane.kubectl("delete", "chaosexperiment", "checkout-db-latency", "-n", shop)
+
+
+def _unix(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_run_end_clears_an_injector_that_never_reported_removing_its_fault(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    # kwok pods never run the injector: its state stays waiting, as on a node stuck pulling the image.
+    # At the run's end nothing says the fault is out, so the operator must add the clear container
+    # (as an abort does) and must not claim that the injector's own timer removed it.
+    apply_yaml(control_plane, latency_yaml("ends", duration="6s", value=1), shop)
+    (fault,) = active_faults(k8s, shop, "ends", 1)
+    status = wait_for_phase(k8s, shop, "ends", "Completed", timeout=60)
+    (removed,) = faults_of(status)
+    assert removed["state"] == "Removed", removed
+    assert "own timer" not in removed["removedBy"], removed
+    assert removed["removedBy"].startswith("deadline (clear container chaosguard-clear"), removed
+    containers = ephemeral(k8s, shop)[fault["uid"]]
+    cleaners = [c for c in containers if c["name"].startswith("chaosguard-clear")]
+    assert [c["command"] for c in cleaners] == [[SCRIPT, "clear"]], containers
+
+
+def report_injector(api: client.ApiClient, namespace: str, fault: dict[str, Any], state: dict[str, Any]) -> None:
+    """Writes the kubelet's report of the fault's injector into the pod's status, as a kubelet would
+    (kwok has none for ephemeral containers)."""
+    status = {"name": fault["container"], "image": "chaosguard:dev", "imageID": "", "ready": False,
+              "restartCount": 0, "state": state}  # fmt: skip
+    client.CoreV1Api(api).patch_namespaced_pod_status(
+        fault["name"], namespace, {"status": {"ephemeralContainerStatuses": [status]}}
+    )
+
+
+def test_the_run_end_trusts_the_injectors_own_timer_only_on_its_own_report_of_removal(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    apply_yaml(control_plane, latency_yaml("reported", duration="8s", value=2), shop)
+    done, running = active_faults(k8s, shop, "reported", 2)
+    removed_line = "removed: qdisc ca05: from eth0 (reason: deadline)"
+    report_injector(k8s, shop, done, {"terminated": {"exitCode": 0, "reason": "Completed", "message": removed_line}})
+    # Seen running, then killed mid-hold (OOM, SIGKILL) by the end: the qdisc may still be there.
+    report_injector(k8s, shop, running, {"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+    status = wait_for_phase(k8s, shop, "reported", "Completed", timeout=60)
+    by_uid = {f["uid"]: f for f in faults_of(status)}
+    confirmed, cleared = by_uid[done["uid"]], by_uid[running["uid"]]
+    assert confirmed["state"] == "Removed" and confirmed["removedBy"] == "deadline (the injector's own timer)"
+    assert removed_line in confirmed["message"], confirmed
+    assert cleared["state"] == "Removed" and cleared["removedBy"].startswith("deadline (clear container"), cleared
+    pods = ephemeral(k8s, shop)
+    assert [c["name"] for c in pods[done["uid"]]] == [done["container"]]
+    assert any(c["name"].startswith("chaosguard-clear") for c in pods[running["uid"]]), pods[running["uid"]]
 
 
 def test_an_abort_takes_the_latency_out_at_once_with_the_fallback_clear(

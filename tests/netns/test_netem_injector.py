@@ -12,6 +12,7 @@ at most 25 % of the delay.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import statistics
@@ -39,7 +40,7 @@ def inject_argv(
     delay: str = DELAY,
     jitter: str = "0ms",
     correlation: int = 0,
-    deadline: int = LONG,
+    deadline: int = LONG,  # seconds from now; the argv carries the absolute deadline
     cidrs: Sequence[str] = (),
     ports: Sequence[int] = (),
     device: str | None = TARGET_DEVICE,
@@ -49,10 +50,11 @@ def inject_argv(
         delay,
         jitter,
         correlation,
-        deadline,
+        math.ceil(time.time()) + deadline,
         list(cidrs),
         list(ports),
         device,
+        now=time.time(),
         script=str(SCRIPT),
         status_file=status_file,
     )
@@ -279,6 +281,42 @@ def test_deadline_removes_the_qdisc(
     assert status.read_text().strip() == removed.split(": ", 1)[1]
     assert_clean(topology)
     check_delays(topology, before, undelayed=[probe])
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_an_injector_started_after_its_deadline_adds_nothing(
+    topology: Topology, start_injector: StartInjector, shell: str, tmp_path: Path
+) -> None:
+    # A kubelet that starts the injector late (image pull back-off, slow node) must not put the
+    # fault in after the run's end: the operator's argv carries the run's end, here already passed.
+    status = tmp_path / "termination-log"
+    argv = inject_argv(status_file=str(status))
+    argv[argv.index("--deadline-at") + 1] = str(int(time.time()) - 5)
+    injector = start_injector(topology.target, argv, shell)
+    assert injector.wait_exit(30) == 0, injector.output()
+    line = injector.wait_for_line("not injected:")
+    assert "the deadline" in line and "nothing added" in line, injector.output()
+    assert "holding:" not in injector.output()
+    assert status.read_text().strip() == line.split(": ", 1)[1]
+    assert_clean(topology)
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_the_hold_ends_at_the_absolute_deadline_however_late_the_injector_starts(
+    topology: Topology, start_injector: StartInjector, shell: str
+) -> None:
+    # The operator built this argv for a 600 s run that began 597 s ago; the kubelet starts the
+    # injector only now (a late start). It holds what is left of the run (about 3 s), not 600 s.
+    built = time.time() - 597
+    deadline_at = math.ceil(built) + 600
+    argv = injector_command(DELAY, "0ms", 0, deadline_at, [], [], TARGET_DEVICE, now=built, script=str(SCRIPT))
+    injector = start_injector(topology.target, argv, shell)
+    injector.wait_for_line("holding:")
+    assert injector.wait_exit(30) == 0, injector.output()
+    ended = time.time()
+    assert "(reason: deadline)" in injector.wait_for_line("removed:")
+    assert ended <= deadline_at + 2, f"held until {ended - deadline_at:.1f}s past the deadline:\n{injector.output()}"
+    assert_clean(topology)
 
 
 @pytest.mark.parametrize("shell", ["dash", "busybox"])

@@ -19,6 +19,7 @@ Tolerances, and why:
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -36,8 +37,15 @@ LONG = 600  # a deadline no test waits for
 SINK_PORT = 7100
 
 
+def at(seconds: int) -> int:
+    """The absolute deadline (unix seconds) `seconds` from now, as the operator passes it."""
+    return math.ceil(time.time()) + seconds
+
+
 def impair(start_injector: StartInjector, topology: Topology, deadline: int = LONG, **settings: Any) -> netns.Injector:
-    argv = network_command(Impairment(**settings), deadline, [], [], TARGET_DEVICE, script=str(SCRIPT))
+    argv = network_command(
+        Impairment(**settings), at(deadline), [], [], TARGET_DEVICE, now=time.time(), script=str(SCRIPT)
+    )
     injector = start_injector(topology.target, argv)
     injector.wait_for_line("holding:")
     return injector
@@ -51,7 +59,7 @@ def partition(
     direction: str = "both",
     deadline: int = LONG,
 ) -> netns.Injector:
-    argv = partition_command(cidrs, ports, direction, deadline, TARGET_DEVICE, script=str(SCRIPT))
+    argv = partition_command(cidrs, ports, direction, at(deadline), TARGET_DEVICE, now=time.time(), script=str(SCRIPT))
     injector = start_injector(topology.target, argv)
     injector.wait_for_line("holding:")
     return injector
@@ -153,7 +161,9 @@ def test_impairments_combine_in_one_qdisc(warm: Topology, start_injector: StartI
 def test_impairments_narrowed_to_a_cidr_leave_other_traffic_alone(
     warm: Topology, start_injector: StartInjector
 ) -> None:
-    argv = network_command(Impairment(loss=100), LONG, [f"{FAR_V4}/32"], [], TARGET_DEVICE, script=str(SCRIPT))
+    argv = network_command(
+        Impairment(loss=100), at(LONG), [f"{FAR_V4}/32"], [], TARGET_DEVICE, now=time.time(), script=str(SCRIPT)
+    )
     start_injector(warm.target, argv).wait_for_line("holding:")
     assert netns.udp_burst(warm.target, FAR_V4, 7001, 30).lost_percent == 100
     assert netns.udp_burst(warm.target, NEAR_V4, 7001, 30).lost_percent == 0
@@ -210,7 +220,7 @@ def test_a_foreign_ingress_qdisc_refuses_an_ingress_partition_and_is_left_alone(
     warm: Topology, start_injector: StartInjector
 ) -> None:
     netns.run(["tc", "-n", warm.target, "qdisc", "add", "dev", TARGET_DEVICE, "ingress"])
-    argv = partition_command([f"{FAR_V4}/32"], [], "both", LONG, TARGET_DEVICE, script=str(SCRIPT))
+    argv = partition_command([f"{FAR_V4}/32"], [], "both", at(LONG), TARGET_DEVICE, now=time.time(), script=str(SCRIPT))
     injector = start_injector(warm.target, argv)
     assert injector.wait_exit(30) == 3, injector.output()
     assert "not chaosguard's" in injector.output()

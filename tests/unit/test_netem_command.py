@@ -24,13 +24,17 @@ from chaosguard.decisions.netem import (
     tc_time,
 )
 
+NOW = 1_800_000_000.4  # the operator's clock, unix seconds
+AT = 1_800_000_300  # an absolute deadline 300 s later
+
 
 def command(**overrides: object) -> list[str]:
     arguments: dict[str, object] = {
         "delay": "200ms",
         "jitter": "0ms",
         "correlation": 0,
-        "deadline_seconds": 300,
+        "deadline_at": AT,
+        "now": NOW,
         "cidrs": [],
         "ports": [],
     }
@@ -39,7 +43,14 @@ def command(**overrides: object) -> list[str]:
 
 
 def test_minimal_command_delays_everything_on_the_default_device() -> None:
-    assert command() == [INJECTOR_SCRIPT, "inject", "--delay", "200ms", "--deadline-seconds", "300"]
+    assert command() == [INJECTOR_SCRIPT, "inject", "--delay", "200ms", "--deadline-at", "1800000300"]
+
+
+def test_the_deadline_is_absolute_so_a_late_start_cannot_stretch_it() -> None:
+    # The same run's deadline gives the same argv whenever it is built: the script computes the hold
+    # from its own clock when the fault goes in, not from when the operator built the argv.
+    assert command(now=NOW) == command(now=NOW + 250)
+    assert "--deadline-seconds" not in command()
 
 
 def test_full_command_carries_every_setting_in_order() -> None:
@@ -61,8 +72,8 @@ def test_full_command_carries_every_setting_in_order() -> None:
         "20ms",
         "--correlation",
         "25",
-        "--deadline-seconds",
-        "300",
+        "--deadline-at",
+        "1800000300",
         "--device",
         "eth0",
         "--cidr",
@@ -153,10 +164,11 @@ def test_clear_command() -> None:
         ({"correlation": 101}, "latency.correlation"),
         ({"correlation": -1}, "latency.correlation"),
         ({"correlation": True}, "latency.correlation"),
-        ({"deadline_seconds": 0}, "deadline_seconds"),
-        ({"deadline_seconds": MAX_DEADLINE_SECONDS + 1}, "deadline_seconds"),
-        ({"deadline_seconds": 1.5}, "deadline_seconds"),
-        ({"deadline_seconds": True}, "deadline_seconds"),
+        ({"deadline_at": int(NOW)}, "deadline_at"),  # already passed: never inject after the run's end
+        ({"deadline_at": int(NOW) - 60}, "deadline_at"),
+        ({"deadline_at": int(NOW) + MAX_DEADLINE_SECONDS + 1}, "deadline_at"),  # the 24 h cap, from now
+        ({"deadline_at": AT + 0.5}, "deadline_at"),
+        ({"deadline_at": True}, "deadline_at"),
         ({"cidrs": ["10.0.0.0/8", "10.0.0.0/33"]}, "latency.destinationCIDRs[1]"),
         ({"cidrs": ["example.com"]}, "latency.destinationCIDRs[0]"),
         ({"ports": [0]}, "latency.ports[0]"),

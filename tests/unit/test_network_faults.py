@@ -23,6 +23,7 @@ from chaosguard.decisions.netem import (
 from chaosguard.decisions.policy import GuardedAddress, combine, destination_refusals, static_refusals
 from chaosguard.runtime.faults import describe_injector_exit, injector_container
 
+NOW = 1_800_000_000.0  # the operator's clock, unix seconds
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TARGET = {"selector": {"matchLabels": {"app": "checkout"}}, "mode": "one"}
 
@@ -226,19 +227,19 @@ def test_network_command_carries_every_impairment_in_the_scripts_form() -> None:
         delay="50ms", jitter="5ms", correlation=10, loss=30, loss_correlation=25, corrupt=1.5,
         duplicate=0.25, reorder=25, reorder_correlation=50, rate="1mbit",
     )  # fmt: skip
-    assert network_command(impairment, 60, ["10.1.0.0/16"], [443], "eth0") == [
+    assert network_command(impairment, 1_800_000_060, ["10.1.0.0/16"], [443], "eth0", now=NOW) == [
         INJECTOR_SCRIPT, "inject", "--delay", "50ms", "--jitter", "5ms", "--correlation", "10",
         "--loss", "30", "--loss-correlation", "25", "--corrupt", "1.5", "--duplicate", "0.25",
-        "--reorder", "25", "--reorder-correlation", "50", "--rate", "1mbit", "--deadline-seconds", "60",
+        "--reorder", "25", "--reorder-correlation", "50", "--rate", "1mbit", "--deadline-at", "1800000060",
         "--device", "eth0", "--cidr", "10.1.0.0/16", "--port", "443",
     ]  # fmt: skip
-    assert network_command(Impairment(loss=30), 5, [], []) == [
+    assert network_command(Impairment(loss=30), 1_800_000_005, [], [], now=NOW) == [
         INJECTOR_SCRIPT,
         "inject",
         "--loss",
         "30",
-        "--deadline-seconds",
-        "5",
+        "--deadline-at",
+        "1800000005",
     ]
 
 
@@ -255,18 +256,20 @@ def test_network_command_carries_every_impairment_in_the_scripts_form() -> None:
 )
 def test_network_command_refuses_what_the_script_would_refuse(impairment: Impairment, message: str) -> None:
     with pytest.raises(NetemArgumentError, match=message):
-        network_command(impairment, 60, [], [])
+        network_command(impairment, 1_800_000_060, [], [], now=NOW)
 
 
 def test_partition_command_always_names_cidrs_and_a_direction() -> None:
-    assert partition_command(["10.1.2.3", "fd00::/64"], [5432], "ingress", 30) == [
-        INJECTOR_SCRIPT, "inject", "--drop", "--direction", "ingress", "--deadline-seconds", "30",
+    assert partition_command(["10.1.2.3", "fd00::/64"], [5432], "ingress", 1_800_000_030, now=NOW) == [
+        INJECTOR_SCRIPT, "inject", "--drop", "--direction", "ingress", "--deadline-at", "1800000030",
         "--cidr", "10.1.2.3/32", "--cidr", "fd00::/64", "--port", "5432",
     ]  # fmt: skip
     with pytest.raises(NetemArgumentError, match=r"partition\.destinationCIDRs is empty"):
-        partition_command([], [], "both", 30)
+        partition_command([], [], "both", 1_800_000_030, now=NOW)
     with pytest.raises(NetemArgumentError, match=r"partition\.direction 'up'"):
-        partition_command(["10.0.0.0/8"], [], "up", 30)
+        partition_command(["10.0.0.0/8"], [], "up", 1_800_000_030, now=NOW)
+    with pytest.raises(NetemArgumentError, match=r"deadline_at 1800000000 is out of range"):
+        partition_command(["10.0.0.0/8"], [], "both", 1_800_000_000, now=NOW)  # the run has ended
 
 
 def test_rates_are_decimal_bits_per_second() -> None:
@@ -290,11 +293,13 @@ def test_rates_are_decimal_bits_per_second() -> None:
 def test_the_injector_container_carries_the_fault_and_nothing_more(
     action: str, block: dict[str, Any], name: str, args: list[str]
 ) -> None:
-    container = injector_container(spec(action=action, **{action: block}), "run-1", "shop/x", 120, "img:1")
+    container = injector_container(
+        spec(action=action, **{action: block}), "run-1", "shop/x", 1_800_000_120, "img:1", now=NOW
+    )
     assert container["name"] == name and container["image"] == "img:1"
     assert container["command"][:2] == [INJECTOR_SCRIPT, "inject"]
     assert container["command"][2 : 2 + len(args)] == args
-    assert container["command"][container["command"].index("--deadline-seconds") + 1] == "120"
+    assert container["command"][container["command"].index("--deadline-at") + 1] == "1800000120"
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
     kind = FaultRecord(namespace="shop", name="p", uid="u", container=name).kind
     assert kind == action.capitalize()

@@ -3,8 +3,9 @@
 The operator puts `injector_command(...)` (latency), `network_command(...)` (any netem impairment:
 delay, loss, corruption, duplication, reordering, a rate cap) or `partition_command(...)` (drop
 filters) into the command of the ephemeral container it adds to a target pod; the script applies
-the fault in the pod's network namespace, holds it until `deadline_seconds` have passed and
-removes it (SIGTERM removes it at once). `clear_command()` removes what chaosguard left (its root
+the fault in the pod's network namespace, holds it until the absolute deadline `deadline_at` (unix
+seconds; an injector the kubelet starts after it injects nothing) and removes it (SIGTERM removes it
+at once). `clear_command()` removes what chaosguard left (its root
 qdisc, a partition's ingress qdisc), and only that. Everything that could make the script refuse
 its arguments is checked here first, so that a bad spec fails in the operator with a message naming
 the field rather than in a container log.
@@ -24,7 +25,7 @@ from chaosguard.api.models import RATE_PATTERN
 INJECTOR_SCRIPT = "/usr/local/bin/chaosguard-netem"
 # The root qdisc handle that marks a qdisc as chaosguard's (see netem.sh).
 ROOT_HANDLE = "ca05:"
-# The longest hold the script accepts.
+# The longest hold the script accepts (from now to the deadline).
 MAX_DEADLINE_SECONDS = 86400
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
@@ -79,15 +80,17 @@ def injector_command(
     delay: str,
     jitter: str,
     correlation: int,
-    deadline_seconds: int,
+    deadline_at: int,
     cidrs: list[str],
     ports: list[int],
     device: str | None = None,
     *,
+    now: float,
     script: str = INJECTOR_SCRIPT,
     status_file: str | None = None,
 ) -> list[str]:
-    """The argv that injects `delay` (± `jitter`, `correlation` %) for `deadline_seconds`.
+    """The argv that injects `delay` (± `jitter`, `correlation` %) until `deadline_at` (unix
+    seconds, at most MAX_DEADLINE_SECONDS after `now`).
 
     With no `cidrs` and no `ports` all egress of the device is delayed; otherwise only egress to
     one of the CIDRs (IPv4 or IPv6) and, if ports are given, to one of the TCP/UDP destination ports.
@@ -96,7 +99,7 @@ def injector_command(
     """
     impairment = Impairment(delay=delay, jitter=jitter, correlation=correlation)
     return network_command(
-        impairment, deadline_seconds, cidrs, ports, device, script=script, status_file=status_file, field="latency"
+        impairment, deadline_at, cidrs, ports, device, now=now, script=script, status_file=status_file, field="latency"
     )
 
 
@@ -118,23 +121,24 @@ class Impairment:
 
 def network_command(
     impairment: Impairment,
-    deadline_seconds: int,
+    deadline_at: int,
     cidrs: list[str],
     ports: list[int],
     device: str | None = None,
     *,
+    now: float,
     script: str = INJECTOR_SCRIPT,
     status_file: str | None = None,
     field: str = "network",
 ) -> list[str]:
-    """The argv that applies `impairment` to egress (narrowed as in `injector_command`) for
-    `deadline_seconds`. `field` names the spec block in error messages (latency or network)."""
+    """The argv that applies `impairment` to egress (narrowed as in `injector_command`) until
+    `deadline_at`. `field` names the spec block in error messages (latency or network)."""
     tc_delay = tc_time(impairment.delay, f"{field}.delay")
     tc_jitter = tc_time(impairment.jitter, f"{field}.jitter")
     correlation = impairment.correlation
     if isinstance(correlation, bool) or not isinstance(correlation, int) or not 0 <= correlation <= 100:
         raise NetemArgumentError(f"{field}.correlation {correlation!r} is not a whole percentage: give 0 to 100")
-    _check_deadline(deadline_seconds)
+    _check_deadline(deadline_at, now)
     argv = [script, "inject"]
     if not _is_zero(tc_delay):
         argv += ["--delay", tc_delay]
@@ -166,7 +170,7 @@ def network_command(
         raise NetemArgumentError(
             f"{field} impairs nothing: give at least one of delay, loss, corrupt, duplicate, reorder or rate"
         )
-    argv += ["--deadline-seconds", str(deadline_seconds)]
+    argv += ["--deadline-at", str(deadline_at)]
     argv += _device_args(device)
     argv += _match_args(cidrs, ports, field)
     if status_file is not None:
@@ -178,14 +182,15 @@ def partition_command(
     cidrs: list[str],
     ports: list[int],
     direction: str,
-    deadline_seconds: int,
+    deadline_at: int,
     device: str | None = None,
     *,
+    now: float,
     script: str = INJECTOR_SCRIPT,
     status_file: str | None = None,
 ) -> list[str]:
     """The argv that drops all traffic to (egress) and/or from (ingress) the CIDRs, narrowed to the
-    ports if given, for `deadline_seconds`. A partition always names its CIDRs: one that cut a pod
+    ports if given, until `deadline_at`. A partition always names its CIDRs: one that cut a pod
     off from every address would cut it off from its node and the API server too."""
     if not cidrs:
         raise NetemArgumentError(
@@ -193,8 +198,8 @@ def partition_command(
         )
     if direction not in PARTITION_DIRECTIONS:
         raise NetemArgumentError(f"partition.direction {direction!r} is not one of {', '.join(PARTITION_DIRECTIONS)}")
-    _check_deadline(deadline_seconds)
-    argv = [script, "inject", "--drop", "--direction", direction, "--deadline-seconds", str(deadline_seconds)]
+    _check_deadline(deadline_at, now)
+    argv = [script, "inject", "--drop", "--direction", direction, "--deadline-at", str(deadline_at)]
     argv += _device_args(device)
     argv += _match_args(cidrs, ports, "partition")
     if status_file is not None:
@@ -229,15 +234,16 @@ def rate_bits_per_second(rate: str) -> float:
     return float(rate.removesuffix(unit)) * _RATE_UNITS[unit]
 
 
-def _check_deadline(deadline_seconds: int) -> None:
+def _check_deadline(deadline_at: int, now: float) -> None:
+    """An absolute deadline in whole unix seconds, after `now` and at most MAX_DEADLINE_SECONDS away."""
     if (
-        isinstance(deadline_seconds, bool)
-        or not isinstance(deadline_seconds, int)
-        or not 1 <= deadline_seconds <= MAX_DEADLINE_SECONDS
+        isinstance(deadline_at, bool)
+        or not isinstance(deadline_at, int)
+        or not 0 < deadline_at - now <= MAX_DEADLINE_SECONDS
     ):
         raise NetemArgumentError(
-            f"deadline_seconds {deadline_seconds!r} is out of range: the injector holds a fault "
-            f"for 1 to {MAX_DEADLINE_SECONDS} whole seconds"
+            f"deadline_at {deadline_at!r} is out of range: the injector holds a fault until a whole unix second "
+            f"after now ({now:.0f}) and at most {MAX_DEADLINE_SECONDS} seconds away"
         )
 
 

@@ -994,17 +994,24 @@ class ExperimentDriver:
         metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
 
     async def roll_back_faults(self, why: str = "abort") -> None:
-        """Takes out every fault still in: one past its deadline has gone by the injector's own timer.
-        (pod-kill leaves nothing to undo: killed pods are replaced by their controllers.)"""
+        """Takes out every fault still in. One past its deadline counts as removed by the injector's own
+        timer only when the kubelet reports the injector exited 0 saying so; any other (still waiting to
+        start, running, killed mid-hold, failed, unreadable) gets a clean-up container, as an abort does,
+        so nothing stays behind. (pod-kill leaves nothing to undo: killed pods are replaced by their
+        controllers.)"""
         runs = [run for run in (self.status.current_run, self.status.last_run) if run is not None]
         active = [(run, f) for run in runs for f in run.faults if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
         if not active:
             return
         now = self.now()
         for run, fault in active:
+            ended = None
             if fault.deadline is not None and now >= fault.deadline:
+                ended = await faults.ended_by_own_timer(self.context.api, fault)
+            if ended is not None:
                 fault.state, fault.removed_at = FaultState.REMOVED, fault.deadline
                 fault.removed_by = "deadline (the injector's own timer)"
+                fault.message = f"{fault.container} reported: {ended}"
             else:
                 await clear_fault(self.context.api, fault, run.id, self.key, why, self.now, faults.injector_image())
             verb = "removed" if fault.state is FaultState.REMOVED else "could not be removed"
@@ -1089,7 +1096,6 @@ class ExperimentDriver:
         async with self.context.workload_lock(workload_key):
             already = sum(1 for f in run.faults if f.workload == victim.workload and f.namespace == victim.namespace)
             refusal = await self.live_refusal(spec, victim, None, already)
-            remaining = max(1, math.ceil((run.deadline - self.now()).total_seconds()))
             record = FaultRecord(
                 namespace=victim.namespace,
                 name=victim.name,
@@ -1110,10 +1116,16 @@ class ExperimentDriver:
                 run.faults.append(record)
                 self.emit("Normal", "WouldInject", record.message)
                 return
-            if self.halted:
-                return
+            now = self.now()
+            if self.halted or now >= run.deadline:
+                return  # never put a fault in after its run has ended
+            # An absolute deadline: the injector holds only until the run's end however late the kubelet
+            # starts it, and injects nothing if it starts after that.
+            deadline_at = math.ceil(run.deadline.timestamp())
             try:
-                container = faults.injector_container(spec, run.id, self.key, remaining, faults.injector_image())
+                container = faults.injector_container(
+                    spec, run.id, self.key, deadline_at, faults.injector_image(), now=now.timestamp()
+                )
             except NetemArgumentError as error:
                 # The model refuses such settings; should one slip through, the fault fails with the
                 # reason (and the run ends Failed when no fault is in) instead of the step failing forever.

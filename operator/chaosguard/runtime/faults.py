@@ -2,7 +2,11 @@
 that carry them, and how they are taken out.
 
 The injector container holds NET_ADMIN and nothing more, and removes its own qdisc when its
-deadline passes, so the fault ends even if the operator is gone (a dead man's switch). To end it
+deadline passes, so the fault ends even if the operator is gone (a dead man's switch). The deadline
+is absolute (the run's end, in unix seconds): an injector the kubelet starts late holds only until
+then, and one that starts after it injects nothing. At the run's end a fault counts as removed by
+the injector's own timer only when the kubelet reports that the injector exited 0 saying so
+(`ended_by_own_timer`); any other injector (still waiting, running, killed, failed) is cleared. To end it
 early the operator adds a fresh short-lived container to the pod that runs `clear`, which only
 ever removes chaosguard's own qdisc, so repeating it is harmless. There is no `exec` into the
 injector: the operator's role has no `pods/exec` (README, "Security"), which would let it run any
@@ -37,6 +41,9 @@ TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_INJECTOR_IMAGE = "chaosguard:dev"
 # What injector/netem.sh says when `clear` left no chaosguard qdisc behind.
 CLEARED = re.compile(r"(removed: qdisc|nothing to clear|nothing to remove)")
+# What injector/netem.sh says last when an inject ended on its own with nothing of chaosguard's left:
+# it removed its qdisc, found none to remove, or started after its deadline and added nothing.
+INJECTOR_ENDED = re.compile(r"^(removed: qdisc|nothing to remove|not injected: the deadline)")
 # How long a clean-up container that follows a failed injector may take to report (real node: ~1 s).
 CLEANUP_REPORT_SECONDS = 30.0
 # An injector seen running this long added its qdisc (it exits within milliseconds when tc refuses).
@@ -108,17 +115,19 @@ def _container(name: str, command: list[str], experiment: str, run_id: str, imag
     }
 
 
-def fault_command(spec: ChaosExperimentSpec, deadline_seconds: int) -> list[str]:
-    """The injector's argv for the spec's network fault (latency, network or partition)."""
+def fault_command(spec: ChaosExperimentSpec, deadline_at: int, now: float) -> list[str]:
+    """The injector's argv for the spec's network fault (latency, network or partition), held until
+    the absolute `deadline_at` (unix seconds; `now` is the operator's clock, for the 24 h cap)."""
     if spec.latency is not None:
         latency = spec.latency
         return injector_command(
             latency.delay,
             latency.jitter,
             latency.correlation,
-            deadline_seconds,
+            deadline_at,
             list(latency.destination_cidrs),
             list(latency.ports),
+            now=now,
         )
     if spec.network is not None:
         network = spec.network
@@ -134,11 +143,11 @@ def fault_command(spec: ChaosExperimentSpec, deadline_seconds: int) -> list[str]
             reorder_correlation=network.reorder_correlation,
             rate=network.rate,
         )
-        return network_command(impairment, deadline_seconds, list(network.destination_cidrs), list(network.ports))
+        return network_command(impairment, deadline_at, list(network.destination_cidrs), list(network.ports), now=now)
     if spec.partition is not None:
         partition = spec.partition
         return partition_command(
-            list(partition.destination_cidrs), list(partition.ports), partition.direction.value, deadline_seconds
+            list(partition.destination_cidrs), list(partition.ports), partition.direction.value, deadline_at, now=now
         )
     raise ValueError(f"action {spec.action.value} has no network fault to inject")
 
@@ -156,9 +165,9 @@ def impairment_summary(spec: ChaosExperimentSpec) -> str:
 
 
 def injector_container(
-    spec: ChaosExperimentSpec, run_id: str, experiment: str, deadline_seconds: int, image: str
+    spec: ChaosExperimentSpec, run_id: str, experiment: str, deadline_at: int, image: str, *, now: float
 ) -> dict[str, Any]:
-    command = fault_command(spec, deadline_seconds)
+    command = fault_command(spec, deadline_at, now)
     return _container(container_name(run_id, spec.action.value), command, experiment, run_id, image)
 
 
@@ -261,6 +270,25 @@ async def _cleaner_report(api: ApiLanes, fault: FaultRecord, cleaner: str) -> st
     return f"{cleaner} did not report within {CLEANUP_REPORT_SECONDS:.0f}s"
 
 
+async def ended_by_own_timer(api: ApiLanes, fault: FaultRecord) -> str | None:
+    """The injector's own last line when the kubelet reports it terminated with exit code 0 saying
+    that it removed its fault (or that nothing was in place, or that it started after its deadline
+    and added nothing). None in every other case — not started yet, running, killed (OOM, SIGKILL),
+    failed, no such pod, the pod unreadable — where the caller must clear the fault. Never raises."""
+    try:
+        pod = await api.call(_read_pod, fault.namespace, fault.name)
+    except Exception:
+        return None
+    if pod is None or pod["metadata"].get("uid") != fault.uid:
+        return None
+    terminated = container_state(pod, fault.container).get("terminated")
+    if terminated is None or int(terminated.get("exitCode", -1)) != 0:
+        return None
+    text = str(terminated.get("message") or "").strip()
+    last = text.splitlines()[-1] if text else ""
+    return last[:200] if INJECTOR_ENDED.search(last) else None
+
+
 _settled: set[tuple[str, str]] = set()  # (pod uid, injector) seen running long enough, or never reported on
 
 
@@ -300,7 +328,7 @@ async def settle_injectors(
         if not state and fault.injected_at and (now() - fault.injected_at).total_seconds() > NO_REPORT_SECONDS:
             _settled.add(key)
         if terminated is None or int(terminated.get("exitCode", -1)) == 0:
-            continue  # not started yet, or ended by its own timer (the run's deadline handles that)
+            continue  # not started yet, or ended by its own timer (the run's end confirms it or clears)
         reason = describe_injector_exit(terminated, fault.kind)
         try:
             cleaner = await _add_cleaner(api, fault, run_id, experiment, image)

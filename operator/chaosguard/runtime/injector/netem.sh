@@ -1,22 +1,29 @@
 #!/bin/sh
 # chaosguard network injector: adds a tc netem impairment (delay, loss, corruption, duplication,
 # reordering, a rate cap) or a partition (tc filters that drop) in the current network namespace,
-# holds it until a deadline, then removes it. It runs as PID 1 of an ephemeral container with NET_ADMIN in
+# holds it until an absolute deadline, then removes it. It runs as PID 1 of an ephemeral container with NET_ADMIN in
 # the target pod's network namespace, and is its own dead man's switch: the fault ends at the
 # deadline even if the operator is gone. POSIX sh (dash, busybox ash); needs iproute2's tc (and ip,
 # only to find the default-route device).
 #
 #   netem.sh inject [--delay 200ms [--jitter 20ms [--correlation 25]]] [--loss PCT [--loss-correlation PCT]]
 #                   [--corrupt PCT] [--duplicate PCT] [--reorder PCT [--reorder-correlation PCT]]
-#                   [--rate RATE] --deadline-seconds N
+#                   [--rate RATE] (--deadline-at UNIX_SECONDS | --deadline-seconds N)
 #                   [--device DEV] [--cidr CIDR]... [--port PORT]... [--status-file PATH]
 #   netem.sh inject --drop [--direction both|egress|ingress] --cidr CIDR... [--port PORT]...
-#                   --deadline-seconds N [--device DEV] [--status-file PATH]
+#                   (--deadline-at UNIX_SECONDS | --deadline-seconds N) [--device DEV] [--status-file PATH]
 #   netem.sh clear  [--device DEV] [--status-file PATH]
 #
 # At least one impairment is required; PCT is a percentage 0-100 (fractions allowed, e.g. 0.5);
 # --reorder needs --delay (netem reorders by sending some packets without the delay); RATE is a
 # number and a unit bit, kbit, mbit or gbit (e.g. 1mbit).
+#
+# Deadline. --deadline-at is absolute (seconds since the epoch, as `date +%s` prints them): the hold
+# is computed from the clock when the fault goes in, so an injector that starts late (an image pull
+# back-off, a slow node) still ends it at the same moment, and one that starts after the deadline
+# injects nothing and exits 0 saying `not injected: ...`. At most 86400 s from now. The operator
+# always passes --deadline-at; --deadline-seconds N (1 to 86400, relative to the script's start) is for
+# a person at a shell.
 #
 # Shape. With no --cidr/--port: `root handle ca05: netem delay ...` (all egress of DEV).
 # With --cidr and/or --port: `root handle ca05: prio bands 4` whose priomap never names band 4,
@@ -36,7 +43,8 @@
 # exactly that handle, so a foreign root qdisc is never deleted, not even in a race.
 #
 # Exit codes:
-#   0    inject: added, held, removed at the deadline.  clear: removed, or nothing of ours there
+#   0    inject: added, held, removed at the deadline; or not injected: the deadline had passed.
+#        clear: removed, or nothing of ours there
 #   2    bad arguments (the message names the flag), or the device does not exist
 #   3    inject refused: the device's root qdisc (or, for a partition's ingress side, its ingress
 #        qdisc) is someone else's (left alone)
@@ -116,8 +124,8 @@ die() {
 
 usage_error() {
 	printf '%s: error: %s\n' "$PROG" "$*" >&2
-	printf 'usage: %s inject [--delay TIME [--jitter TIME [--correlation PCT]]] [--loss PCT [--loss-correlation PCT]] [--corrupt PCT] [--duplicate PCT] [--reorder PCT [--reorder-correlation PCT]] [--rate RATE] --deadline-seconds N [--device DEV] [--cidr CIDR]... [--port PORT]... [--status-file PATH]\n' "$0" >&2
-	printf '       %s inject --drop [--direction both|egress|ingress] --cidr CIDR... [--port PORT]... --deadline-seconds N [--device DEV] [--status-file PATH]\n' "$0" >&2
+	printf 'usage: %s inject [--delay TIME [--jitter TIME [--correlation PCT]]] [--loss PCT [--loss-correlation PCT]] [--corrupt PCT] [--duplicate PCT] [--reorder PCT [--reorder-correlation PCT]] [--rate RATE] (--deadline-at UNIX_SECONDS | --deadline-seconds N) [--device DEV] [--cidr CIDR]... [--port PORT]... [--status-file PATH]\n' "$0" >&2
+	printf '       %s inject --drop [--direction both|egress|ingress] --cidr CIDR... [--port PORT]... (--deadline-at UNIX_SECONDS | --deadline-seconds N) [--device DEV] [--status-file PATH]\n' "$0" >&2
 	printf '       %s clear [--device DEV] [--status-file PATH]\n' "$0" >&2
 	exit "$EX_USAGE"
 }
@@ -403,6 +411,7 @@ cmd_inject() {
 	DROP=
 	DIRECTION=
 	DEADLINE=
+	DEADLINE_AT=
 	CIDRS=
 	PORTS=
 	while [ $# -gt 0 ]; do
@@ -464,6 +473,14 @@ cmd_inject() {
 			is_uint "$2" 1 "$MAX_DEADLINE" || usage_error "--deadline-seconds $2: not a whole number of seconds from 1 to $MAX_DEADLINE"
 			DEADLINE=$2
 			;;
+		--deadline-at)
+			need_value "$@"
+			case $2 in
+			'' | 0* | *[!0-9]*) usage_error "--deadline-at $2: not a time in whole seconds since the epoch (date +%s)" ;;
+			esac
+			[ ${#2} -le 12 ] || usage_error "--deadline-at $2: not a time in whole seconds since the epoch (date +%s)"
+			DEADLINE_AT=$2
+			;;
 		--device)
 			need_value "$@"
 			is_ifname "$2" || usage_error "--device $2: not an interface name"
@@ -487,7 +504,14 @@ cmd_inject() {
 		esac
 		shift 2
 	done
-	[ -n "$DEADLINE" ] || usage_error "inject: --deadline-seconds is required"
+	[ -n "$DEADLINE" ] || [ -n "$DEADLINE_AT" ] || usage_error "inject: --deadline-at (or --deadline-seconds) is required"
+	[ -z "$DEADLINE" ] || [ -z "$DEADLINE_AT" ] || usage_error "inject: give --deadline-at or --deadline-seconds, not both"
+	START=$(date +%s) || die "$EX_USAGE" "inject: could not read the clock (date +%s)"
+	if [ -n "$DEADLINE" ]; then
+		DEADLINE_AT=$((START + DEADLINE))
+	elif [ "$((DEADLINE_AT - START))" -gt "$MAX_DEADLINE" ]; then
+		usage_error "--deadline-at $DEADLINE_AT: $((DEADLINE_AT - START))s from now, more than $MAX_DEADLINE; give a deadline at most $MAX_DEADLINE seconds away"
+	fi
 	if [ -n "$JITTER" ] && is_zero_time "$JITTER"; then
 		JITTER=
 	fi
@@ -522,6 +546,13 @@ cmd_inject() {
 	egress) EGRESS=1 ;;
 	ingress) INGRESS=1 ;;
 	esac
+
+	# Checked before the device is touched: a fault must never go in after its deadline.
+	NOW=$(date +%s) || die "$EX_USAGE" "inject: could not read the clock (date +%s)"
+	if [ "$NOW" -ge "$DEADLINE_AT" ]; then
+		log "not injected: the deadline $DEADLINE_AT passed $((NOW - DEADLINE_AT))s ago (started late); nothing added"
+		exit 0
+	fi
 
 	pick_device
 	read_root
@@ -574,8 +605,11 @@ cmd_inject() {
 		log "added: root qdisc $HANDLE prio with $NETEM on band $BAND_CLASS on $DEV (device from $DEV_SOURCE), $(describe_effect) only egress to$(describe_match); other traffic unaffected"
 	fi
 
-	log "holding: until the deadline in ${DEADLINE}s; SIGTERM, SIGINT or SIGHUP removes it at once"
-	sleep "$DEADLINE" &
+	NOW=$(date +%s) || NOW=$DEADLINE_AT
+	HOLD=$((DEADLINE_AT - NOW))
+	[ "$HOLD" -ge 0 ] || HOLD=0
+	log "holding: until the deadline $DEADLINE_AT, in ${HOLD}s; SIGTERM, SIGINT or SIGHUP removes it at once"
+	sleep "$HOLD" &
 	SLEEP_PID=$!
 	held=0
 	wait "$SLEEP_PID" || held=$?
