@@ -102,7 +102,7 @@ def test_max_loss_caps_corrupt_too() -> None:
 def test_the_smallest_percentage_tc_takes_is_admitted_and_rendered() -> None:
     network = spec(action="network", network={"loss": 0.000001}).network
     assert network is not None
-    assert network_command(Impairment(loss=network.loss), 60, [], [])[2:4] == ["--loss", "0.000001"]
+    assert network_command(Impairment(loss=network.loss), 1_800_000_060, [], [], now=NOW)[2:4] == ["--loss", "0.000001"]
 
 
 @pytest.mark.parametrize("field", ["loss", "corrupt"])
