@@ -483,7 +483,14 @@ class PrometheusEndpoint(ApiModel):
         default=None, description="Secret key holding a PEM CA bundle to verify the server."
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
-    timeout: Duration = Field(default="2s", description="Per-query timeout; a slower answer is unavailable.")
+    timeout: Duration = Field(
+        default="2s",
+        description=(
+            "Per-query timeout; a slower answer is unavailable. While ChaosPolicy guards apply to a run, "
+            "an experiment's queries are cut off after the run's guard interval at the latest, so a "
+            "policy's verdict is never held back by more than one interval."
+        ),
+    )
 
 
 class SteadyStateCondition(ApiModel):

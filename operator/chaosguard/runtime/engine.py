@@ -779,9 +779,14 @@ class ExperimentDriver:
     # ------------------------------------------------------------------ the SLI guard
 
     def probe(
-        self, spec: ChaosExperimentSpec, guards: PlatformGuards | None, phase: GuardPhase
+        self,
+        spec: ChaosExperimentSpec,
+        guards: PlatformGuards | None,
+        phase: GuardPhase,
+        author_timeout_cap: float | None = None,
     ) -> SteadyStateProbe | None:
-        """The author's conditions and the policies' guards checked in `phase`, or None if there are none."""
+        """The author's conditions and the policies' guards checked in `phase`, or None if there are none.
+        `author_timeout_cap`: see SteadyStateProbe (applies only when policy guards are among them)."""
         extra = [guard.condition for guard in guards.at(phase)] if guards is not None else []
         if spec.steady_state is None and not extra:
             return None
@@ -792,6 +797,7 @@ class ExperimentDriver:
             spec.steady_state,
             extra,
             self.context.operator_namespace,
+            author_timeout_cap,
         )
 
     async def steady_state_refusal(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> Refusal | None:
@@ -876,18 +882,21 @@ class ExperimentDriver:
             return
         if self.guarded is not None and (guards is None or guards == self.guarded_by):
             return
-        probe = self.probe(spec, guards, GuardPhase.DURING)
+        intervals = [to_seconds(spec.steady_state.interval)] if spec.steady_state is not None else []
+        if guards is not None and guards.interval is not None and guards.at(GuardPhase.DURING):
+            intervals.append(guards.interval)  # the shorter wins: an author cannot slow the owners' guard
+        interval = min(intervals) if intervals else DEFAULT_GUARD_INTERVAL
+        # The author's slow endpoint must not hold back the owners' verdict: their queries are cut
+        # off after one interval, so a policy breach aborts the run at most one interval late.
+        probe = self.probe(spec, guards, GuardPhase.DURING, author_timeout_cap=interval)
         self.stop_guard()
         self.guarded_by = guards
         if probe is None:
             return
-        intervals = [to_seconds(spec.steady_state.interval)] if spec.steady_state is not None else []
-        if guards is not None and guards.interval is not None and guards.at(GuardPhase.DURING):
-            intervals.append(guards.interval)  # the shorter wins: an author cannot slow the owners' guard
         self.guarded = GuardedRun(
             key=self.key,
             probe=probe,
-            interval=min(intervals) if intervals else DEFAULT_GUARD_INTERVAL,
+            interval=interval,
             state=lambda: GuardState.from_wire(run.sli_state),
             on_verdict=lambda verdict: self.on_guard_verdict(run, verdict),
         )
