@@ -291,6 +291,38 @@ def test_an_author_cannot_drop_or_weaken_a_policy_condition(scene: Scene) -> Non
     assert "error-ratio" in samples and f"{policy}/error-ratio" in samples, list(samples)
 
 
+def test_a_policy_edited_into_one_the_model_refuses_keeps_its_guard_on_runs_and_refuses_new_ones(
+    scene: Scene,
+) -> None:
+    """An edit the API server accepts but the model refuses (a gate named like a condition):
+    the running run keeps the policy's guard (a breach still aborts it, naming the policy) and an
+    experiment applied meanwhile waits, refused in the policy's name with the field and the rule."""
+    query = f'demo_error_ratio{{app="{scene.shop}"}}'
+    condition = {"name": "error-ratio", "query": query, "operator": "<", "threshold": 0.05}
+    policy = scene.policy({"conditions": [condition]})
+    scene.apply(experiment_yaml("guarded", duration="2m", interval="2s"))
+    wait_for(lambda: kills_so_far(scene.k8s, scene.shop, "guarded") >= 1, timeout=30, what="a first kill")
+
+    # A gate named like the condition: the model refuses repeated names, the CRD cannot tell.
+    broken = {"name": "error-ratio", "ratioQuery": "avg_over_time(x[{{.window}}])", "objective": 99}
+    broken |= {"minBudgetRemaining": 10}
+    assert policy == scene.policy({"conditions": [condition], "errorBudgets": [broken]})  # the same policy, edited
+    scene.apply(experiment_yaml("pending", duration="10s"))
+    waiting = wait_for_refusal(scene.k8s, scene.shop, "pending", "invalid-policy")
+    message = waiting["message"]
+    assert f"ChaosPolicy/{policy} does not validate" in message, message
+    assert "spec.steadyState: names must be unique" in message and "repeated: error-ratio" in message, message
+    assert not waiting.get("currentRun"), waiting
+    started = {c["type"]: c for c in waiting["conditions"]}["Started"]
+    assert started["status"] == "False" and started["reason"] == "PolicyInvalid", started
+    assert policy in wait_for_event(scene.k8s, scene.shop, "pending", "Waiting").message
+
+    scene.target.set_error_ratio(0.5, app=scene.shop)  # a breach of the (now unreadable) policy's condition
+    status = wait_for_phase(scene.k8s, scene.shop, "guarded", "Aborted", timeout=20)
+    abort = run_of(status)["abort"]
+    assert abort["policy"] == policy and abort["condition"] == f"{policy}/error-ratio", abort
+
+
 def test_budget_and_burn_rate_queries_written_for_raw_metrics_run_in_prometheus(
     target: MetricsTarget, prometheus: PrometheusServer
 ) -> None:

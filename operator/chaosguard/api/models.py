@@ -896,6 +896,35 @@ class PyrraSlo(ApiModel):
 class ErrorBudgetGate(ApiModel):
     """An SLO in SRE terms, and the two gates on it: budget left before a run, burn rate during one."""
 
+    # The model's simplest cross-field checks, mirrored for the API server, so that `kubectl apply`
+    # refuses them at once instead of the operator refusing every run while the policy is invalid.
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "[has(self.errorQuery) || has(self.totalQuery), has(self.ratioQuery), has(self.sloth), "
+                    "has(self.pyrra)].filter(given, given).size() == 1",
+                    "message": "errorBudgets: give exactly one SLI source (errorQuery with totalQuery, ratioQuery, "
+                    "sloth or pyrra)",
+                },
+                {
+                    "rule": "has(self.errorQuery) == has(self.totalQuery)",
+                    "message": "errorBudgets: errorQuery and totalQuery go together; give both, or use ratioQuery",
+                },
+                {
+                    "rule": "has(self.objective) == !(has(self.sloth) || has(self.pyrra))",
+                    "message": "errorBudgets: objective is required with queries (e.g. objective: 99.9) and "
+                    "refused with sloth or pyrra, which record their own",
+                },
+                {
+                    "rule": "has(self.minBudgetRemaining) || has(self.maxBurnRate)",
+                    "message": "errorBudgets: set minBudgetRemaining, maxBurnRate or both; a gate with neither "
+                    "checks nothing",
+                },
+            ]
+        )
+    )
+
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name.")
     error_query: str | None = Field(
         default=None,

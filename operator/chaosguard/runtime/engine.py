@@ -110,6 +110,7 @@ WAIT_RULES = {
     "burn-rate": "BurnRateHigh",
     "quiet-alerts": "AlertsFiring",
     "policy-steady-state": "PolicySteadyStateNotHeld",
+    "invalid-policy": "PolicyInvalid",
 }
 GUARD_RULES = {
     GuardKind.BUDGET: "error-budget",
@@ -268,26 +269,31 @@ class ExperimentDriver:
             return await self.fresh_world(spec)
         cache = self.context.cache
         namespaces = {*target_namespaces(spec, self.namespace), self.namespace}
-        return self.world_of(spec, cache.policies(), cache.labels_of(namespaces))
+        return self.world_of(spec, cache.policies(), cache.labels_of(namespaces), cache.invalid_policies())
 
     async def fresh_world(self, spec: ChaosExperimentSpec) -> World:
         """The same, read from the API right now: a kill cannot be undone, so the policy and the
         labels it is judged by must be the current ones, not the cache's view of a moment ago."""
         namespaces = sorted({*target_namespaces(spec, self.namespace), self.namespace})
-        policies = asyncio.ensure_future(self.context.api.call(Cluster.policies))
+        policies = asyncio.ensure_future(self.context.api.call(Cluster.policies_checked))
         labels = await asyncio.gather(
             *(self.context.api.call(Cluster.namespace_labels_of, namespace) for namespace in namespaces)
         )
         known = {namespace: found for namespace, found in zip(namespaces, labels, strict=True) if found is not None}
-        return self.world_of(spec, await policies, known)
+        valid, invalid = await policies
+        return self.world_of(spec, valid, known, invalid)
 
     def world_of(
-        self, spec: ChaosExperimentSpec, policies: list[ChaosPolicy], labels: dict[str, dict[str, str]]
+        self,
+        spec: ChaosExperimentSpec,
+        policies: list[ChaosPolicy],
+        labels: dict[str, dict[str, str]],
+        invalid: dict[str, str] | None = None,
     ) -> World:
         namespaces = [*target_namespaces(spec, self.namespace), self.namespace]
         chosen = applicable_policies(policies, namespaces, labels)
         guards = platform_guards(chosen, target_namespaces(spec, self.namespace))
-        return World(combine(chosen, self.context.operator_namespace), labels, guards)
+        return World(combine(chosen, self.context.operator_namespace), labels, guards, dict(invalid or {}))
 
     # ------------------------------------------------------------------ transitions
 
@@ -373,7 +379,7 @@ class ExperimentDriver:
                     # ago must already hold the run that starts now.
                     self.guards_in_cache = world.guards
                     world = await self.fresh_world(spec)
-                    refusal = await self.steady_state_refusal(spec, world, now)
+                    refusal = invalid_policy_refusal(world) or await self.steady_state_refusal(spec, world, now)
                     if refusal is None:
                         await self.start_run(spec, world, now)
                         return 0.0
@@ -411,6 +417,9 @@ class ExperimentDriver:
         return 0.0
 
     def start_refusal(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> Refusal | None:
+        invalid = invalid_policy_refusal(world)
+        if invalid is not None:
+            return invalid
         refusals = static_refusals(spec, self.namespace, world.effective, world.namespace_labels)
         if refusals:
             return refusals[0]
@@ -459,7 +468,10 @@ class ExperimentDriver:
             return ACTIVE_POLL_SECONDS  # the guard is ending the run
         now = self.now()
         world = await self.world(spec)
-        if world.guards != self.guards_in_cache:
+        # A policy that does not validate is missing from world.guards: while there is one the run
+        # keeps the guards it has (never fewer because a policy became unreadable), and
+        # live_refusal refuses every kill and injection until it is fixed.
+        if not world.invalid_policies and world.guards != self.guards_in_cache:
             # A policy guard added, changed or removed mid-run holds from now on. Only a change the
             # cache shows counts: the guards the run started with were read fresh, and a cache that
             # has not caught up with them yet must not replace them with older ones.
@@ -540,7 +552,7 @@ class ExperimentDriver:
         within the cap and the minimum-available floor. `already_down` counts this run's own
         faults the API cannot see."""
         (live, state), world = await asyncio.gather(self.live_workload(victim), self.fresh_world(spec))
-        stop = self.stop_reason(world, self.now())
+        stop = invalid_policy_refusal(world) or self.stop_reason(world, self.now())
         if stop is not None:
             return stop
         current = next((pod for pod in live if pod.uid == victim.uid), None)
@@ -1199,6 +1211,21 @@ def publish_fault_gauges(key: str, run: RunStatus | None) -> None:
         if stale:
             with contextlib.suppress(KeyError):
                 gauge.remove(key)
+
+
+def invalid_policy_refusal(world: World) -> Refusal | None:
+    """Fail-safe: while a ChaosPolicy does not validate, its guards, suspension and windows are
+    unknown, so no run starts and nothing is injected; the refusal names the policy, the field and
+    the model's message."""
+    if not world.invalid_policies:
+        return None
+    name = min(world.invalid_policies)
+    return Refusal(
+        "invalid-policy",
+        f"ChaosPolicy/{name} does not validate, so no run starts and nothing is injected until it is "
+        f"fixed or deleted: {world.invalid_policies[name]}",
+        f"ChaosPolicy/{name}",
+    )
 
 
 def verdict_condition(verdict: Verdict) -> str:
