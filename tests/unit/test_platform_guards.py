@@ -18,11 +18,22 @@ from chaosguard.decisions.platform_guards import (
     budget_refusal_text,
     burn_rate_query,
     describe,
+    expected_rules,
     next_start_estimate,
     platform_guards,
     promql_duration,
+    unmeasured_text,
 )
-from chaosguard.decisions.slo import GuardState, Sample, UnavailableKind, evaluate, ok, unavailable
+from chaosguard.decisions.slo import (
+    ConditionResult,
+    ConditionStatus,
+    GuardState,
+    Sample,
+    UnavailableKind,
+    evaluate,
+    ok,
+    unavailable,
+)
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PROM = {"url": "http://prometheus.monitoring:9090"}
@@ -115,9 +126,23 @@ def test_sloth_and_pyrra_recording_rules_are_used_by_their_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(300, "5m"), (3600, "1h"), (2592000, "30d"), (1209600, "2w"), (90, "90s")]
+    ("seconds", "text"),
+    [
+        (300, "5m"),
+        (3600, "1h"),
+        (2592000, "30d"),
+        (1209600, "2w"),
+        (90, "1m30s"),
+        (3840, "1h4m"),
+        (31536000, "1y"),
+        (7776000, "90d"),  # not 12w6d: weeks only when exact
+        (694800, "8d1h"),  # 1w1d1h: weeks not exact, so days
+        (93784, "1d2h3m4s"),
+        (1.5, "1s500ms"),
+        (0, "0s"),
+    ],
 )
-def test_windows_are_written_as_sloth_and_pyrra_name_their_rules(seconds: int, text: str) -> None:
+def test_windows_are_written_as_prometheus_and_so_sloth_and_pyrra_name_their_rules(seconds: float, text: str) -> None:
     assert promql_duration(seconds) == text
 
 
@@ -181,6 +206,39 @@ def test_a_budget_refusal_says_the_budget_left_the_burn_rate_and_when() -> None:
     assert "burn rate 0.2x over 5m" in text
     assert "a run could start in about 360h" in text
     assert "unknown" in budget_refusal_text(budget, None, None)
+    unmeasured_burn = budget_refusal_text(budget, 0.2, None)
+    assert "not recovering" not in unmeasured_burn, unmeasured_burn
+    assert "burn rate unknown over 5m; the burn rate cannot be measured" in unmeasured_burn, unmeasured_burn
+
+
+def test_sloth_gates_take_only_the_burn_rate_windows_sloth_records() -> None:
+    sloth = {"sloth": {"service": "s", "slo": "x"}, "maxBurnRate": 2}
+    for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d", "60m"):
+        gate(**sloth, burnRateWindow=window)  # 60m is 1h: the same rule
+    gate(**sloth, window="28d", burnRateWindow="28d")  # the SLO period is recorded too
+    with pytest.raises(
+        ValidationError, match=r"no slo:sli_error:ratio_rate15m.*5m, 30m, 1h, 2h, 6h, 1d, 3d or the SLO"
+    ):
+        gate(**sloth, burnRateWindow="15m")
+    gate(pyrra={"slo": "x", "metric": "m"}, maxBurnRate=2, burnRateWindow="15m")  # Pyrra's own windows vary
+
+
+def test_an_unmeasured_sloth_or_pyrra_gate_names_the_recording_rules_it_expected() -> None:
+    payments = policy(
+        "payments",
+        errorBudgets=[
+            {"name": "checkout", "sloth": {"service": "c", "slo": "a"}, "minBudgetRemaining": 50, "maxBurnRate": 2},
+            {"name": "orders", "pyrra": {"slo": "o", "metric": "http"}, "maxBurnRate": 2, "burnRateWindow": "64m"},
+        ],
+    )
+    sloth_budget, sloth_burn, pyrra_burn = platform_guards([payments], ["shop"]).conditions
+    empty = ConditionResult("x", ConditionStatus.UNAVAILABLE, None, None, 0, "the query returned no series")
+    selector = '{sloth_service="c",sloth_slo="a"}'
+    assert unmeasured_text(sloth_burn, empty).endswith(
+        f"expected Sloth's recording rules slo:sli_error:ratio_rate5m{selector}, slo:error_budget:ratio{selector}"
+    )
+    assert f"slo:period_error_budget_remaining:ratio{selector}" in budget_refusal_text(sloth_budget, None, None)
+    assert 'http:burnrate1h4m{slo="o"}' in (expected_rules(pyrra_burn) or "")
 
 
 def test_validate_and_plan_lines_name_each_guard_and_its_policy() -> None:

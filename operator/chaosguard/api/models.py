@@ -470,7 +470,10 @@ class OnUnavailable(StrEnum):
 
 
 class SecretKeyRef(ApiModel):
-    name: str = Field(description="Secret name, in the experiment's namespace.")
+    name: str = Field(
+        description="Secret name: in the experiment's namespace for a ChaosExperiment's endpoint, in the "
+        "operator's namespace (never the experiment's) for a ChaosPolicy's."
+    )
     key: str = Field(description="Key inside the Secret.")
 
 
@@ -868,6 +871,9 @@ WINDOW_PLACEHOLDER = "{{.window}}"  # Sloth's placeholder in SLI event queries, 
 # SLO windows are counted in days and weeks (30d, 4w), as Prometheus, Sloth and Pyrra write them.
 SLO_WINDOW_PATTERN = r"^([0-9]+(w|d|h|m|s))+$"
 _SLO_WINDOW_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+# The windows Sloth records slo:sli_error:ratio_rate<window> for: its multiwindow multi-burn-rate
+# alert windows (page 5m/1h and 30m/6h, ticket 2h/1d and 6h/3d) and the SLO period.
+SLOTH_SLI_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 SloWindow = Annotated[str, Field(pattern=SLO_WINDOW_PATTERN)]
 
 
@@ -996,6 +1002,13 @@ class ErrorBudgetGate(ApiModel):
             )
         if slo_window_seconds(self.window) <= 0 or slo_window_seconds(self.burn_rate_window) <= 0:
             raise ValueError(f"{where}: window and burnRateWindow must be longer than 0, e.g. 30d and 5m")
+        if self.sloth is not None:
+            recorded = {slo_window_seconds(w) for w in (*SLOTH_SLI_WINDOWS, self.window)}
+            if slo_window_seconds(self.burn_rate_window) not in recorded:
+                raise ValueError(
+                    f"{where}: Sloth records no slo:sli_error:ratio_rate{self.burn_rate_window}; set burnRateWindow "
+                    f"to one it records: {', '.join(SLOTH_SLI_WINDOWS)} or the SLO period ({self.window})"
+                )
         return self
 
 
