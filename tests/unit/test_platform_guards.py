@@ -66,7 +66,7 @@ def test_every_guard_becomes_a_condition_named_for_its_policy_with_the_policy_en
     quiet = policy("quiet", interval="10s", quietAlerts={"matchers": ['severity="critical"']})
     guards = platform_guards([quiet, payments], ["shop"])
     names = [g.condition.name for g in guards.conditions]
-    assert names == ["payments/errors", "payments/checkout:budget", "payments/checkout:burn-rate", "quiet/quiet-alerts"]
+    assert names == ["payments/errors", "payments/checkout:budget", "payments/checkout:burn-rate", "quiet/quietAlerts"]
     assert all(
         g.condition.prometheus is not None and g.condition.prometheus.url == PROM["url"] for g in guards.conditions
     )
@@ -80,13 +80,27 @@ def test_every_guard_becomes_a_condition_named_for_its_policy_with_the_policy_en
     assert [g.condition.name for g in guards.at(Phase.DURING)] == [
         "payments/errors",
         "payments/checkout:burn-rate",
-        "quiet/quiet-alerts",
+        "quiet/quietAlerts",
     ]
     assert [g.condition.name for g in guards.at(Phase.AFTER)] == ["payments/errors"]
     budget = guards.named("payments/checkout:budget")
     assert budget is not None and budget.condition.threshold == 0.25 and budget.condition.operator.value == ">="
     assert budget.field == "spec.steadyState.errorBudgets[checkout].minBudgetRemaining"
     assert not platform_guards([ChaosPolicy.model_validate({"metadata": {"name": "plain"}})], ["shop"])
+
+
+def test_a_condition_named_quiet_alerts_is_not_taken_for_the_quiet_alerts_guard() -> None:
+    payments = policy(
+        "payments",
+        conditions=[{"name": "quiet-alerts", "query": "x", "operator": "<", "threshold": 0.01}],
+        quietAlerts={"matchers": ['severity="critical"']},
+    )
+    guards = platform_guards([payments], ["shop"])
+    names = [g.condition.name for g in guards.conditions]
+    assert len(set(names)) == 2, names
+    condition, quiet = (guards.named(name) for name in names)
+    assert condition is not None and condition.kind is GuardKind.CONDITION and condition.guard == "quiet-alerts"
+    assert quiet is not None and quiet.kind is GuardKind.QUIET_ALERTS
 
 
 def test_queries_for_raw_metrics_put_each_window_in_place() -> None:

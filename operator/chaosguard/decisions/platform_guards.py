@@ -234,7 +234,8 @@ def _compile(policy: str, guards: PolicySteadyState, target_namespaces: Sequence
             compiled.append(PlatformCondition(policy, kind, gate.name, f"{field}.{setting}", condition, gate))
     if guards.quiet_alerts is not None:
         condition = _condition(
-            f"{policy}/quiet-alerts",
+            # camelCase, which no condition's (DNS-label) name can be: never mistaken for one.
+            f"{policy}/quietAlerts",
             alerts_query(guards.quiet_alerts, target_namespaces),
             ComparisonOperator.EQ,
             0.0,
