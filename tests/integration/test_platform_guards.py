@@ -323,6 +323,32 @@ def test_a_policy_edited_into_one_the_model_refuses_keeps_its_guard_on_runs_and_
     assert abort["policy"] == policy and abort["condition"] == f"{policy}/error-ratio", abort
 
 
+def test_an_abort_decided_by_an_unavailable_policy_guard_is_that_policys(scene: Scene) -> None:
+    """The author's condition and the policy's both lose their series at once; the author says
+    continue, the policy's rule aborts: the abort names the policy's condition and the policy."""
+    vanishing = f'demo_error_ratio{{app="{scene.shop}"}} < 0.2'  # no series once the ratio is 0.5
+    policy = scene.policy({"conditions": [{"name": "errors", "query": vanishing, "operator": "<", "threshold": 1}]})
+    authored = experiment_yaml("unmeasured", duration="2m", interval="2s") + (
+        "  steadyState:\n"
+        f"    prometheus: {{url: {scene.prometheus.url}}}\n"
+        "    interval: 1s\n"
+        "    onUnavailable: continue\n"
+        "    conditions:\n"
+        "      - name: mine\n"
+        f"        query: '{vanishing}'\n"
+        '        operator: "<"\n'
+        "        threshold: 1\n"
+    )
+    scene.apply(authored)
+    wait_for(lambda: kills_so_far(scene.k8s, scene.shop, "unmeasured") >= 1, timeout=30, what="a first kill")
+    scene.target.set_error_ratio(0.5, app=scene.shop)
+    status = wait_for_phase(scene.k8s, scene.shop, "unmeasured", "Aborted", timeout=20)
+    run = run_of(status)
+    abort = run["abort"]
+    assert abort["condition"] == f"{policy}/errors" and abort.get("policy") == policy, abort
+    assert f"ChaosPolicy/{policy}" in status["message"], status["message"]
+
+
 def test_budget_and_burn_rate_queries_written_for_raw_metrics_run_in_prometheus(
     target: MetricsTarget, prometheus: PrometheusServer
 ) -> None:

@@ -34,6 +34,7 @@ from chaosguard.decisions.slo import (
     ok,
     unavailable,
 )
+from chaosguard.runtime.engine import verdict_condition
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PROM = {"url": "http://prometheus.monitoring:9090"}
@@ -281,3 +282,13 @@ def test_a_policy_guard_that_cannot_be_judged_aborts_even_when_the_author_says_c
     assert not evaluate(
         [author, owner], only_author, GuardState(), NOW, OnUnavailable.CONTINUE, {"payments/errors"}
     ).abort
+
+
+def test_an_abort_decided_by_an_unavailable_policy_guard_is_reported_as_that_guard() -> None:
+    """Both unavailable, the author says continue: the policy's rule decided, so the abort is its."""
+    author, owner = _condition("mine"), _condition("payments/errors")
+    outcomes = {n: unavailable(UnavailableKind.TIMEOUT, f"{n} slow") for n in ("mine", "payments/errors")}
+    verdict = evaluate([author, owner], outcomes, GuardState(), NOW, OnUnavailable.CONTINUE, {"payments/errors"})
+    assert verdict.abort and verdict.unavailable[0].condition == "mine"
+    assert verdict_condition(verdict, {"payments/errors"}) == "payments/errors"
+    assert verdict_condition(verdict) == "mine"  # no policy guards: the first unavailable one

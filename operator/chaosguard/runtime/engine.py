@@ -15,7 +15,7 @@ import copy
 import logging
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -984,7 +984,10 @@ class ExperimentDriver:
         await self.roll_back_faults(f"SLI guard: {verdict.reason}")
         run = self.status.current_run
         breach = verdict.breach
-        guard = self.guarded_by.named(verdict_condition(verdict)) if self.guarded_by is not None else None
+        guards = self.guarded_by
+        policy_conditions = {g.condition.name for g in guards.conditions} if guards is not None else set()
+        about = verdict_condition(verdict, policy_conditions)
+        guard = self.guarded_by.named(about) if self.guarded_by is not None else None
         message = f"aborted by the SLI guard: {verdict.message}"
         if guard is not None:
             detail = breach_text(guard, breach) if breach is not None else verdict.message
@@ -1002,7 +1005,7 @@ class ExperimentDriver:
                 message=breach.message,
             )
         elif run is not None and verdict.unavailable:
-            missing = verdict.unavailable[0]
+            missing = next((m for m in verdict.unavailable if m.condition == about), verdict.unavailable[0])
             run.abort = SliAbort(
                 condition=missing.condition, query=missing.query, at=verdict.at, message=verdict.message
             )
@@ -1228,11 +1231,15 @@ def invalid_policy_refusal(world: World) -> Refusal | None:
     )
 
 
-def verdict_condition(verdict: Verdict) -> str:
-    """The condition a verdict is about: its longest-standing breach, else the first unavailable one."""
+def verdict_condition(verdict: Verdict, policy_conditions: Collection[str] = ()) -> str:
+    """The condition a verdict is about: its longest-standing breach, else the first unavailable
+    policy condition (`policy_conditions`: their unavailability always aborts, so it decided the
+    abort whatever the author's onUnavailable says), else the first unavailable one."""
     if verdict.breach is not None:
         return verdict.breach.condition
-    return verdict.unavailable[0].condition if verdict.unavailable else ""
+    strict = [missing for missing in verdict.unavailable if missing.condition in policy_conditions]
+    chosen = strict or verdict.unavailable
+    return chosen[0].condition if chosen else ""
 
 
 def next_round_time(spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> datetime | None:
