@@ -16,6 +16,7 @@ from kubernetes import client
 
 from chaosguard.api.models import ErrorBudgetGate
 from chaosguard.cli.main import main
+from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.platform_guards import budget_query, burn_rate_query
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import (
@@ -316,6 +317,10 @@ def test_a_policy_edited_into_one_the_model_refuses_keeps_its_guard_on_runs_and_
     started = {c["type"]: c for c in waiting["conditions"]}["Started"]
     assert started["status"] == "False" and started["reason"] == "PolicyInvalid", started
     assert policy in wait_for_event(scene.k8s, scene.shop, "pending", "Waiting").message
+    # The fresh read, right before every kill and injection, reports it instead of raising.
+    cluster = Cluster(client.CoreV1Api(scene.k8s), client.AppsV1Api(scene.k8s), client.CustomObjectsApi(scene.k8s))
+    valid, invalid = cluster.policies_checked()
+    assert policy not in {p.metadata.name for p in valid} and "repeated: error-ratio" in invalid[policy], invalid
 
     scene.target.set_error_ratio(0.5, app=scene.shop)  # a breach of the (now unreadable) policy's condition
     status = wait_for_phase(scene.k8s, scene.shop, "guarded", "Aborted", timeout=20)
