@@ -144,3 +144,54 @@ def test_network_faults_are_accepted_by_the_api_server(chaosguard_crds: ControlP
     for text in (NETWORK, PARTITION):
         code, output = server_dry_run(chaosguard_crds, text)
         assert code == 0, output
+
+
+POLICY = """\
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosPolicy
+metadata: {name: budget-probe}
+spec:
+  steadyState:
+    prometheus: {url: "http://prometheus:9090"}
+    errorBudgets:
+      - name: checkout
+        errorQuery: sum(rate(errors[{{.window}}]))
+        totalQuery: sum(rate(requests[{{.window}}]))
+        objective: 99.9
+        minBudgetRemaining: 10
+"""
+SLOTH = "        sloth: {service: checkout, slo: availability}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (POLICY.replace("        totalQuery: sum(rate(requests[{{.window}}]))\n", ""), "errorQuery and totalQuery go"),
+        (POLICY.replace("        objective: 99.9\n", SLOTH), "give exactly one SLI source"),
+        (POLICY.replace("        objective: 99.9\n", ""), "objective is required with queries"),
+        (
+            POLICY.replace("        errorQuery: sum(rate(errors[{{.window}}]))\n", SLOTH).replace(
+                "        totalQuery: sum(rate(requests[{{.window}}]))\n", ""
+            ),
+            "refused with sloth or pyrra",
+        ),
+        (POLICY.replace("        minBudgetRemaining: 10\n", ""), "a gate with neither checks nothing"),
+    ],
+    ids=["error-without-total", "two-sources", "no-objective", "objective-with-sloth", "no-gate"],
+)
+def test_bad_error_budgets_are_refused_by_the_api_server(
+    chaosguard_crds: ControlPlane, text: str, expected: str
+) -> None:
+    assert text != POLICY
+    code, output = server_dry_run(chaosguard_crds, text)
+    assert code != 0, output
+    assert expected in output, output
+
+
+def test_a_valid_error_budget_is_accepted_by_the_api_server(chaosguard_crds: ControlPlane) -> None:
+    sloth = POLICY.replace("        errorQuery: sum(rate(errors[{{.window}}]))\n", SLOTH).replace(
+        "        totalQuery: sum(rate(requests[{{.window}}]))\n        objective: 99.9\n", ""
+    )
+    for text in (POLICY, sloth):
+        code, output = server_dry_run(chaosguard_crds, text)
+        assert code == 0, output

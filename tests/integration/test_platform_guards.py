@@ -16,6 +16,7 @@ from kubernetes import client
 
 from chaosguard.api.models import ErrorBudgetGate
 from chaosguard.cli.main import main
+from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.platform_guards import budget_query, burn_rate_query
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import (
@@ -289,6 +290,68 @@ def test_an_author_cannot_drop_or_weaken_a_policy_condition(scene: Scene) -> Non
     assert run["reason"] == "PolicySLIBreached"
     samples = run["sliSamples"]
     assert "error-ratio" in samples and f"{policy}/error-ratio" in samples, list(samples)
+
+
+def test_a_policy_edited_into_one_the_model_refuses_keeps_its_guard_on_runs_and_refuses_new_ones(
+    scene: Scene,
+) -> None:
+    """An edit the API server accepts but the model refuses (a gate named like a condition):
+    the running run keeps the policy's guard (a breach still aborts it, naming the policy) and an
+    experiment applied meanwhile waits, refused in the policy's name with the field and the rule."""
+    query = f'demo_error_ratio{{app="{scene.shop}"}}'
+    condition = {"name": "error-ratio", "query": query, "operator": "<", "threshold": 0.05}
+    policy = scene.policy({"conditions": [condition]})
+    scene.apply(experiment_yaml("guarded", duration="2m", interval="2s"))
+    wait_for(lambda: kills_so_far(scene.k8s, scene.shop, "guarded") >= 1, timeout=30, what="a first kill")
+
+    # A gate named like the condition: the model refuses repeated names, the CRD cannot tell.
+    broken = {"name": "error-ratio", "ratioQuery": "avg_over_time(x[{{.window}}])", "objective": 99}
+    broken |= {"minBudgetRemaining": 10}
+    assert policy == scene.policy({"conditions": [condition], "errorBudgets": [broken]})  # the same policy, edited
+    scene.apply(experiment_yaml("pending", duration="10s"))
+    waiting = wait_for_refusal(scene.k8s, scene.shop, "pending", "invalid-policy")
+    message = waiting["message"]
+    assert f"ChaosPolicy/{policy} does not validate" in message, message
+    assert "spec.steadyState: names must be unique" in message and "repeated: error-ratio" in message, message
+    assert not waiting.get("currentRun"), waiting
+    started = {c["type"]: c for c in waiting["conditions"]}["Started"]
+    assert started["status"] == "False" and started["reason"] == "PolicyInvalid", started
+    assert policy in wait_for_event(scene.k8s, scene.shop, "pending", "Waiting").message
+    # The fresh read, right before every kill and injection, reports it instead of raising.
+    cluster = Cluster(client.CoreV1Api(scene.k8s), client.AppsV1Api(scene.k8s), client.CustomObjectsApi(scene.k8s))
+    valid, invalid = cluster.policies_checked()
+    assert policy not in {p.metadata.name for p in valid} and "repeated: error-ratio" in invalid[policy], invalid
+
+    scene.target.set_error_ratio(0.5, app=scene.shop)  # a breach of the (now unreadable) policy's condition
+    status = wait_for_phase(scene.k8s, scene.shop, "guarded", "Aborted", timeout=20)
+    abort = run_of(status)["abort"]
+    assert abort["policy"] == policy and abort["condition"] == f"{policy}/error-ratio", abort
+
+
+def test_an_abort_decided_by_an_unavailable_policy_guard_is_that_policys(scene: Scene) -> None:
+    """The author's condition and the policy's both lose their series at once; the author says
+    continue, the policy's rule aborts: the abort names the policy's condition and the policy."""
+    vanishing = f'demo_error_ratio{{app="{scene.shop}"}} < 0.2'  # no series once the ratio is 0.5
+    policy = scene.policy({"conditions": [{"name": "errors", "query": vanishing, "operator": "<", "threshold": 1}]})
+    authored = experiment_yaml("unmeasured", duration="2m", interval="2s") + (
+        "  steadyState:\n"
+        f"    prometheus: {{url: {scene.prometheus.url}}}\n"
+        "    interval: 1s\n"
+        "    onUnavailable: continue\n"
+        "    conditions:\n"
+        "      - name: mine\n"
+        f"        query: '{vanishing}'\n"
+        '        operator: "<"\n'
+        "        threshold: 1\n"
+    )
+    scene.apply(authored)
+    wait_for(lambda: kills_so_far(scene.k8s, scene.shop, "unmeasured") >= 1, timeout=30, what="a first kill")
+    scene.target.set_error_ratio(0.5, app=scene.shop)
+    status = wait_for_phase(scene.k8s, scene.shop, "unmeasured", "Aborted", timeout=20)
+    run = run_of(status)
+    abort = run["abort"]
+    assert abort["condition"] == f"{policy}/errors" and abort.get("policy") == policy, abort
+    assert f"ChaosPolicy/{policy}" in status["message"], status["message"]
 
 
 def test_budget_and_burn_rate_queries_written_for_raw_metrics_run_in_prometheus(

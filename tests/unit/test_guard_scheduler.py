@@ -12,7 +12,7 @@ from typing import Any, cast
 from chaosguard.api.models import ChaosPolicy, SteadyStateSpec
 from chaosguard.clients.prometheus import QueryBatcher, QueryRequest
 from chaosguard.decisions.platform_guards import Phase, platform_guards
-from chaosguard.decisions.slo import GuardState, QueryOutcome, UnavailableKind, Verdict, ok
+from chaosguard.decisions.slo import GuardState, QueryOutcome, UnavailableKind, Verdict, ok, unavailable
 from chaosguard.decisions.slo import Sample as SloSample
 from chaosguard.runtime.guard import GuardedRun, GuardScheduler, SteadyStateProbe
 from chaosguard.runtime.lanes import ApiLanes
@@ -171,3 +171,63 @@ def test_policy_guards_read_their_secrets_in_the_operator_namespace_and_never_th
     outcome = outcomes["payments/errors"]
     assert getattr(outcome, "kind", None) is UnavailableKind.INVALID_REQUEST
     assert "CHAOSGUARD_NAMESPACE" in getattr(outcome, "detail", "")
+
+
+class TimingOutPrometheus(ScriptedPrometheus):
+    """Like the real batcher: a query not answered within its endpoint's timeout is unavailable."""
+
+    async def query(self, request: QueryRequest) -> QueryOutcome:
+        try:
+            return await asyncio.wait_for(super().query(request), timeout=request.endpoint.timeout)
+        except TimeoutError:
+            return unavailable(UnavailableKind.TIMEOUT, f"no answer within {request.endpoint.timeout}s")
+
+
+def test_an_authors_slow_endpoint_cannot_hold_back_a_policy_abort_beyond_one_interval() -> None:
+    """The author's endpoint allows 10m and `onUnavailable: continue`; the author's query hangs. The
+    policy's guard breaches: its abort must come within about one guard interval, not 10 minutes."""
+
+    async def scenario() -> None:
+        prometheus = TimingOutPrometheus({"author": 0.01, "owners": 0.5})
+        prometheus.held["author"] = asyncio.Event()  # never answered
+        spec = SteadyStateSpec.model_validate(
+            {
+                "prometheus": {"url": "http://prometheus.test:9090", "timeout": "10m"},
+                "interval": "10s",
+                "onUnavailable": "continue",
+                "conditions": [{"name": "errors", "query": "author", "operator": "<", "threshold": 0.05}],
+            }
+        )
+        owners = ChaosPolicy.model_validate(
+            {
+                "metadata": {"name": "payments"},
+                "spec": {
+                    "steadyState": {
+                        "prometheus": {"url": "http://prom.platform:9090"},
+                        "interval": "1s",
+                        "conditions": [{"name": "errors", "query": "owners", "operator": "<", "threshold": 0.05}],
+                    }
+                },
+            }
+        )
+        guards = platform_guards([owners], ["shop"])
+        extra = [g.condition for g in guards.at(Phase.DURING)]
+        interval = 0.3  # the run's interval: the shorter of the author's and the policy's
+        probed = SteadyStateProbe(
+            cast(ApiLanes, None), cast(QueryBatcher, prometheus), "shop", spec, extra, None, author_timeout_cap=interval
+        )
+        scheduler = GuardScheduler(cast(QueryBatcher, prometheus), now)
+        verdicts = Verdicts()
+        run = verdicts.run("guarded", probed)
+        run.interval = interval
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        scheduler.add(run)
+        await verdicts.until(lambda: "guarded" in verdicts.by_run)
+        elapsed = loop.time() - started
+        await scheduler.close()
+        verdict = verdicts.by_run["guarded"][0]
+        assert verdict.abort and [b.condition for b in verdict.breaches] == ["payments/errors"]
+        assert elapsed < 2 * interval, elapsed  # one interval of waiting for the author, plus slack
+
+    asyncio.run(scenario())

@@ -18,11 +18,23 @@ from chaosguard.decisions.platform_guards import (
     budget_refusal_text,
     burn_rate_query,
     describe,
+    expected_rules,
     next_start_estimate,
     platform_guards,
     promql_duration,
+    unmeasured_text,
 )
-from chaosguard.decisions.slo import GuardState, Sample, UnavailableKind, evaluate, ok, unavailable
+from chaosguard.decisions.slo import (
+    ConditionResult,
+    ConditionStatus,
+    GuardState,
+    Sample,
+    UnavailableKind,
+    evaluate,
+    ok,
+    unavailable,
+)
+from chaosguard.runtime.engine import verdict_condition
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PROM = {"url": "http://prometheus.monitoring:9090"}
@@ -55,7 +67,7 @@ def test_every_guard_becomes_a_condition_named_for_its_policy_with_the_policy_en
     quiet = policy("quiet", interval="10s", quietAlerts={"matchers": ['severity="critical"']})
     guards = platform_guards([quiet, payments], ["shop"])
     names = [g.condition.name for g in guards.conditions]
-    assert names == ["payments/errors", "payments/checkout:budget", "payments/checkout:burn-rate", "quiet/quiet-alerts"]
+    assert names == ["payments/errors", "payments/checkout:budget", "payments/checkout:burn-rate", "quiet/quietAlerts"]
     assert all(
         g.condition.prometheus is not None and g.condition.prometheus.url == PROM["url"] for g in guards.conditions
     )
@@ -69,13 +81,27 @@ def test_every_guard_becomes_a_condition_named_for_its_policy_with_the_policy_en
     assert [g.condition.name for g in guards.at(Phase.DURING)] == [
         "payments/errors",
         "payments/checkout:burn-rate",
-        "quiet/quiet-alerts",
+        "quiet/quietAlerts",
     ]
     assert [g.condition.name for g in guards.at(Phase.AFTER)] == ["payments/errors"]
     budget = guards.named("payments/checkout:budget")
     assert budget is not None and budget.condition.threshold == 0.25 and budget.condition.operator.value == ">="
     assert budget.field == "spec.steadyState.errorBudgets[checkout].minBudgetRemaining"
     assert not platform_guards([ChaosPolicy.model_validate({"metadata": {"name": "plain"}})], ["shop"])
+
+
+def test_a_condition_named_quiet_alerts_is_not_taken_for_the_quiet_alerts_guard() -> None:
+    payments = policy(
+        "payments",
+        conditions=[{"name": "quiet-alerts", "query": "x", "operator": "<", "threshold": 0.01}],
+        quietAlerts={"matchers": ['severity="critical"']},
+    )
+    guards = platform_guards([payments], ["shop"])
+    names = [g.condition.name for g in guards.conditions]
+    assert len(set(names)) == 2, names
+    condition, quiet = (guards.named(name) for name in names)
+    assert condition is not None and condition.kind is GuardKind.CONDITION and condition.guard == "quiet-alerts"
+    assert quiet is not None and quiet.kind is GuardKind.QUIET_ALERTS
 
 
 def test_queries_for_raw_metrics_put_each_window_in_place() -> None:
@@ -115,9 +141,23 @@ def test_sloth_and_pyrra_recording_rules_are_used_by_their_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(300, "5m"), (3600, "1h"), (2592000, "30d"), (1209600, "2w"), (90, "90s")]
+    ("seconds", "text"),
+    [
+        (300, "5m"),
+        (3600, "1h"),
+        (2592000, "30d"),
+        (1209600, "2w"),
+        (90, "1m30s"),
+        (3840, "1h4m"),
+        (31536000, "1y"),
+        (7776000, "90d"),  # not 12w6d: weeks only when exact
+        (694800, "8d1h"),  # 1w1d1h: weeks not exact, so days
+        (93784, "1d2h3m4s"),
+        (1.5, "1s500ms"),
+        (0, "0s"),
+    ],
 )
-def test_windows_are_written_as_sloth_and_pyrra_name_their_rules(seconds: int, text: str) -> None:
+def test_windows_are_written_as_prometheus_and_so_sloth_and_pyrra_name_their_rules(seconds: float, text: str) -> None:
     assert promql_duration(seconds) == text
 
 
@@ -181,6 +221,39 @@ def test_a_budget_refusal_says_the_budget_left_the_burn_rate_and_when() -> None:
     assert "burn rate 0.2x over 5m" in text
     assert "a run could start in about 360h" in text
     assert "unknown" in budget_refusal_text(budget, None, None)
+    unmeasured_burn = budget_refusal_text(budget, 0.2, None)
+    assert "not recovering" not in unmeasured_burn, unmeasured_burn
+    assert "burn rate unknown over 5m; the burn rate cannot be measured" in unmeasured_burn, unmeasured_burn
+
+
+def test_sloth_gates_take_only_the_burn_rate_windows_sloth_records() -> None:
+    sloth = {"sloth": {"service": "s", "slo": "x"}, "maxBurnRate": 2}
+    for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d", "60m"):
+        gate(**sloth, burnRateWindow=window)  # 60m is 1h: the same rule
+    gate(**sloth, window="28d", burnRateWindow="28d")  # the SLO period is recorded too
+    with pytest.raises(
+        ValidationError, match=r"no slo:sli_error:ratio_rate15m.*5m, 30m, 1h, 2h, 6h, 1d, 3d or the SLO"
+    ):
+        gate(**sloth, burnRateWindow="15m")
+    gate(pyrra={"slo": "x", "metric": "m"}, maxBurnRate=2, burnRateWindow="15m")  # Pyrra's own windows vary
+
+
+def test_an_unmeasured_sloth_or_pyrra_gate_names_the_recording_rules_it_expected() -> None:
+    payments = policy(
+        "payments",
+        errorBudgets=[
+            {"name": "checkout", "sloth": {"service": "c", "slo": "a"}, "minBudgetRemaining": 50, "maxBurnRate": 2},
+            {"name": "orders", "pyrra": {"slo": "o", "metric": "http"}, "maxBurnRate": 2, "burnRateWindow": "64m"},
+        ],
+    )
+    sloth_budget, sloth_burn, pyrra_burn = platform_guards([payments], ["shop"]).conditions
+    empty = ConditionResult("x", ConditionStatus.UNAVAILABLE, None, None, 0, "the query returned no series")
+    selector = '{sloth_service="c",sloth_slo="a"}'
+    assert unmeasured_text(sloth_burn, empty).endswith(
+        f"expected Sloth's recording rules slo:sli_error:ratio_rate5m{selector}, slo:error_budget:ratio{selector}"
+    )
+    assert f"slo:period_error_budget_remaining:ratio{selector}" in budget_refusal_text(sloth_budget, None, None)
+    assert 'http:burnrate1h4m{slo="o"}' in (expected_rules(pyrra_burn) or "")
 
 
 def test_validate_and_plan_lines_name_each_guard_and_its_policy() -> None:
@@ -209,3 +282,13 @@ def test_a_policy_guard_that_cannot_be_judged_aborts_even_when_the_author_says_c
     assert not evaluate(
         [author, owner], only_author, GuardState(), NOW, OnUnavailable.CONTINUE, {"payments/errors"}
     ).abort
+
+
+def test_an_abort_decided_by_an_unavailable_policy_guard_is_reported_as_that_guard() -> None:
+    """Both unavailable, the author says continue: the policy's rule decided, so the abort is its."""
+    author, owner = _condition("mine"), _condition("payments/errors")
+    outcomes = {n: unavailable(UnavailableKind.TIMEOUT, f"{n} slow") for n in ("mine", "payments/errors")}
+    verdict = evaluate([author, owner], outcomes, GuardState(), NOW, OnUnavailable.CONTINUE, {"payments/errors"})
+    assert verdict.abort and verdict.unavailable[0].condition == "mine"
+    assert verdict_condition(verdict, {"payments/errors"}) == "payments/errors"
+    assert verdict_condition(verdict) == "mine"  # no policy guards: the first unavailable one

@@ -487,7 +487,10 @@ class OnUnavailable(StrEnum):
 
 
 class SecretKeyRef(ApiModel):
-    name: str = Field(description="Secret name, in the experiment's namespace.")
+    name: str = Field(
+        description="Secret name: in the experiment's namespace for a ChaosExperiment's endpoint, in the "
+        "operator's namespace (never the experiment's) for a ChaosPolicy's."
+    )
     key: str = Field(description="Key inside the Secret.")
 
 
@@ -500,7 +503,14 @@ class PrometheusEndpoint(ApiModel):
         default=None, description="Secret key holding a PEM CA bundle to verify the server."
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
-    timeout: Duration = Field(default="2s", description="Per-query timeout; a slower answer is unavailable.")
+    timeout: Duration = Field(
+        default="2s",
+        description=(
+            "Per-query timeout; a slower answer is unavailable. While ChaosPolicy guards apply to a run, "
+            "an experiment's queries are cut off after the run's guard interval at the latest, so a "
+            "policy's verdict is never held back by more than one interval."
+        ),
+    )
 
 
 class SteadyStateCondition(ApiModel):
@@ -878,6 +888,9 @@ WINDOW_PLACEHOLDER = "{{.window}}"  # Sloth's placeholder in SLI event queries, 
 # SLO windows are counted in days and weeks (30d, 4w), as Prometheus, Sloth and Pyrra write them.
 SLO_WINDOW_PATTERN = r"^([0-9]+(w|d|h|m|s))+$"
 _SLO_WINDOW_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+# The windows Sloth records slo:sli_error:ratio_rate<window> for: its multiwindow multi-burn-rate
+# alert windows (page 5m/1h and 30m/6h, ticket 2h/1d and 6h/3d) and the SLO period.
+SLOTH_SLI_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 SloWindow = Annotated[str, Field(pattern=SLO_WINDOW_PATTERN)]
 
 
@@ -905,6 +918,35 @@ class PyrraSlo(ApiModel):
 
 class ErrorBudgetGate(ApiModel):
     """An SLO in SRE terms, and the two gates on it: budget left before a run, burn rate during one."""
+
+    # The model's simplest cross-field checks, mirrored for the API server, so that `kubectl apply`
+    # refuses them at once instead of the operator refusing every run while the policy is invalid.
+    model_config = ConfigDict(
+        json_schema_extra=_check_cel(
+            [
+                {
+                    "rule": "[has(self.errorQuery) || has(self.totalQuery), has(self.ratioQuery), has(self.sloth), "
+                    "has(self.pyrra)].filter(given, given).size() == 1",
+                    "message": "errorBudgets: give exactly one SLI source (errorQuery with totalQuery, ratioQuery, "
+                    "sloth or pyrra)",
+                },
+                {
+                    "rule": "has(self.errorQuery) == has(self.totalQuery)",
+                    "message": "errorBudgets: errorQuery and totalQuery go together; give both, or use ratioQuery",
+                },
+                {
+                    "rule": "has(self.objective) == !(has(self.sloth) || has(self.pyrra))",
+                    "message": "errorBudgets: objective is required with queries (e.g. objective: 99.9) and "
+                    "refused with sloth or pyrra, which record their own",
+                },
+                {
+                    "rule": "has(self.minBudgetRemaining) || has(self.maxBurnRate)",
+                    "message": "errorBudgets: set minBudgetRemaining, maxBurnRate or both; a gate with neither "
+                    "checks nothing",
+                },
+            ]
+        )
+    )
 
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name.")
     error_query: str | None = Field(
@@ -977,6 +1019,13 @@ class ErrorBudgetGate(ApiModel):
             )
         if slo_window_seconds(self.window) <= 0 or slo_window_seconds(self.burn_rate_window) <= 0:
             raise ValueError(f"{where}: window and burnRateWindow must be longer than 0, e.g. 30d and 5m")
+        if self.sloth is not None:
+            recorded = {slo_window_seconds(w) for w in (*SLOTH_SLI_WINDOWS, self.window)}
+            if slo_window_seconds(self.burn_rate_window) not in recorded:
+                raise ValueError(
+                    f"{where}: Sloth records no slo:sli_error:ratio_rate{self.burn_rate_window}; set burnRateWindow "
+                    f"to one it records: {', '.join(SLOTH_SLI_WINDOWS)} or the SLO period ({self.window})"
+                )
         return self
 
 

@@ -879,8 +879,9 @@ class ClusterCache:
     def invalid_policies(self) -> dict[str, str]:
         """Policies left out because they do not validate, by name, with the reason.
 
-        The CRD schema keeps such objects out of the API, so this should stay empty; a caller that
-        wants to fail safe can refuse to start experiments while it is not."""
+        The CRD schema (and its CEL rules) keeps most such objects out of the API, but not every
+        check of the model (repeated names, {{.window}} in queries): while this is not empty the
+        engine starts no run and injects nothing, and running runs keep the guards they had."""
         return {name: reason for (_, name), reason in self._synced_store(self._policies).rejected().items()}
 
     def running_experiments(self) -> set[str]:

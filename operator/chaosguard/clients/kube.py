@@ -17,7 +17,9 @@ from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
+from chaosguard.api.errors import describe_validation_error
 from chaosguard.api.models import GROUP, VERSION, ChaosPolicy, KillResult
 from chaosguard.decisions.policy import GuardedAddress
 from chaosguard.decisions.selection import PodView
@@ -95,6 +97,21 @@ class Cluster:
     def policies(self) -> list[ChaosPolicy]:
         raw = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "chaospolicies"))
         return [ChaosPolicy.model_validate(item) for item in raw.get("items", [])]
+
+    def policies_checked(self) -> tuple[list[ChaosPolicy], dict[str, str]]:
+        """(the valid policies, the invalid ones by name with the model's message): a policy the API
+        server accepted but the model refuses is reported, not raised, so the operator can refuse in
+        its name instead of failing every step."""
+        raw = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "chaospolicies"))
+        valid: list[ChaosPolicy] = []
+        invalid: dict[str, str] = {}
+        for item in raw.get("items", []):
+            try:
+                valid.append(ChaosPolicy.model_validate(item))
+            except ValidationError as error:
+                name = str((item.get("metadata") or {}).get("name", "?"))
+                invalid[name] = "; ".join(describe_validation_error(error))
+        return valid, invalid
 
     def experiments(self) -> list[dict[str, Any]]:
         raw = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "chaosexperiments"))

@@ -102,13 +102,31 @@ class PlatformGuards:
 # --------------------------------------------------------------------------- PromQL
 
 
-def promql_duration(seconds: int) -> str:
-    """`300` -> `5m`, `2592000` -> `30d`: the largest unit that divides evenly, as Sloth and Pyrra
-    name their recording rules (`ratio_rate5m`, `burnrate1h`)."""
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+def promql_duration(seconds: float) -> str:
+    """A duration as Prometheus writes it (prometheus/common model.Duration.String()), which is how
+    Sloth and Pyrra name their recording rules (`ratio_rate5m`, `burnrate1h4m`): years and weeks
+    only when exact, then days, hours, minutes, seconds and milliseconds combined, so 64m is
+    `1h4m`, 90s `1m30s`, 365d `1y`, 14d `2w` and 90d `90d`."""
+    ms = round(seconds * 1000)
+    if ms == 0:
+        return "0s"
+    text = ""
+    for unit, size, exact in (
+        ("y", 1000 * 60 * 60 * 24 * 365, True),
+        ("w", 1000 * 60 * 60 * 24 * 7, True),
+        ("d", 1000 * 60 * 60 * 24, False),
+        ("h", 1000 * 60 * 60, False),
+        ("m", 1000 * 60, False),
+        ("s", 1000, False),
+        ("ms", 1, False),
+    ):
+        if exact and ms % size != 0:
+            continue
+        count = ms // size
+        if count > 0:
+            text += f"{count}{unit}"
+            ms -= count * size
+    return text
 
 
 def _over(query: str, window: str) -> str:
@@ -216,7 +234,8 @@ def _compile(policy: str, guards: PolicySteadyState, target_namespaces: Sequence
             compiled.append(PlatformCondition(policy, kind, gate.name, f"{field}.{setting}", condition, gate))
     if guards.quiet_alerts is not None:
         condition = _condition(
-            f"{policy}/quiet-alerts",
+            # camelCase, which no condition's (DNS-label) name can be: never mistaken for one.
+            f"{policy}/quietAlerts",
             alerts_query(guards.quiet_alerts, target_namespaces),
             ComparisonOperator.EQ,
             0.0,
@@ -288,7 +307,14 @@ def budget_refusal_text(guard: PlatformCondition, budget_left: float | None, bur
         f"burn rate {burn} over {gate.burn_rate_window}"
     )
     if budget_left is None:
-        return text + "; a run starts once the budget can be measured and is above the minimum"
+        rules = expected_rules(guard)
+        text += "; a run starts once the budget can be measured and is above the minimum"
+        return text + (f" ({rules})" if rules is not None else "")
+    if burn_rate is None:
+        return text + (
+            "; the burn rate cannot be measured, so when the budget recovers cannot be estimated; a run starts "
+            "once it is back above the minimum"
+        )
     wait = next_start_estimate(budget_left, burn_rate, minimum, window)
     if wait is None:
         return text + "; at this burn rate the budget is not recovering, so no run can start until it drops"
@@ -318,8 +344,40 @@ def breach_text(guard: PlatformCondition, breach: Breach) -> str:
     return f"{breach.message} ({guard.source} {guard.field})"
 
 
+def expected_rules(guard: PlatformCondition) -> str | None:
+    """For a Sloth or Pyrra gate: the recording rules its query reads, for a refusal when it found
+    no series (None for other guards)."""
+    gate = guard.gate
+    if gate is None or (gate.sloth is None and gate.pyrra is None):
+        return None
+    window = promql_duration(slo_window_seconds(gate.burn_rate_window))
+    budget = guard.kind is GuardKind.BUDGET
+    if gate.sloth is not None:
+        selector = _sloth_selector(gate)
+        rules = (
+            ["slo:period_error_budget_remaining:ratio"]
+            if budget
+            else [f"slo:sli_error:ratio_rate{window}", "slo:error_budget:ratio"]
+        )
+        return f"expected Sloth's recording rules {', '.join(r + selector for r in rules)}"
+    assert gate.pyrra is not None
+    selector = _pyrra_selector(gate)
+    if budget:
+        return (
+            f"expected Pyrra's generic recording rules pyrra_availability{selector} and pyrra_objective{selector} "
+            "(pyrra --generic-rules)"
+        )
+    return (
+        f"expected Pyrra's recording rules {gate.pyrra.metric}:burnrate{window}{selector} and pyrra_objective{selector}"
+    )
+
+
 def unmeasured_text(guard: PlatformCondition, result: ConditionResult) -> str:
-    return f"{guard.source} {guard.field} could not be checked, so nothing may run: {result.detail}"
+    text = f"{guard.source} {guard.field} could not be checked, so nothing may run: {result.detail}"
+    rules = expected_rules(guard)
+    if rules is not None and result.series == 0:
+        text += f"; {rules}"
+    return text
 
 
 def describe(guards: PlatformGuards) -> list[str]:
@@ -362,6 +420,7 @@ __all__ = [
     "burn_rate_condition",
     "burn_rate_query",
     "describe",
+    "expected_rules",
     "next_start_estimate",
     "platform_guards",
     "promql_duration",

@@ -58,6 +58,9 @@ class World:
     effective: EffectivePolicy
     namespace_labels: dict[str, dict[str, str]]
     guards: PlatformGuards = field(default_factory=PlatformGuards)  # the covering policies' steadyState
+    # Policies that do not validate, by name, with the model's message: while there are any, no run
+    # starts and nothing is injected (fail-safe: their guards, suspend and windows are unknown).
+    invalid_policies: dict[str, str] = field(default_factory=dict)
 
 
 class Driver(Protocol):

@@ -15,7 +15,7 @@ import copy
 import logging
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -111,6 +111,7 @@ WAIT_RULES = {
     "burn-rate": "BurnRateHigh",
     "quiet-alerts": "AlertsFiring",
     "policy-steady-state": "PolicySteadyStateNotHeld",
+    "invalid-policy": "PolicyInvalid",
 }
 GUARD_RULES = {
     GuardKind.BUDGET: "error-budget",
@@ -269,26 +270,31 @@ class ExperimentDriver:
             return await self.fresh_world(spec)
         cache = self.context.cache
         namespaces = {*target_namespaces(spec, self.namespace), self.namespace}
-        return self.world_of(spec, cache.policies(), cache.labels_of(namespaces))
+        return self.world_of(spec, cache.policies(), cache.labels_of(namespaces), cache.invalid_policies())
 
     async def fresh_world(self, spec: ChaosExperimentSpec) -> World:
         """The same, read from the API right now: a kill cannot be undone, so the policy and the
         labels it is judged by must be the current ones, not the cache's view of a moment ago."""
         namespaces = sorted({*target_namespaces(spec, self.namespace), self.namespace})
-        policies = asyncio.ensure_future(self.context.api.call(Cluster.policies))
+        policies = asyncio.ensure_future(self.context.api.call(Cluster.policies_checked))
         labels = await asyncio.gather(
             *(self.context.api.call(Cluster.namespace_labels_of, namespace) for namespace in namespaces)
         )
         known = {namespace: found for namespace, found in zip(namespaces, labels, strict=True) if found is not None}
-        return self.world_of(spec, await policies, known)
+        valid, invalid = await policies
+        return self.world_of(spec, valid, known, invalid)
 
     def world_of(
-        self, spec: ChaosExperimentSpec, policies: list[ChaosPolicy], labels: dict[str, dict[str, str]]
+        self,
+        spec: ChaosExperimentSpec,
+        policies: list[ChaosPolicy],
+        labels: dict[str, dict[str, str]],
+        invalid: dict[str, str] | None = None,
     ) -> World:
         namespaces = [*target_namespaces(spec, self.namespace), self.namespace]
         chosen = applicable_policies(policies, namespaces, labels)
         guards = platform_guards(chosen, target_namespaces(spec, self.namespace))
-        return World(combine(chosen, self.context.operator_namespace), labels, guards)
+        return World(combine(chosen, self.context.operator_namespace), labels, guards, dict(invalid or {}))
 
     # ------------------------------------------------------------------ transitions
 
@@ -374,7 +380,7 @@ class ExperimentDriver:
                     # ago must already hold the run that starts now.
                     self.guards_in_cache = world.guards
                     world = await self.fresh_world(spec)
-                    refusal = await self.steady_state_refusal(spec, world, now)
+                    refusal = invalid_policy_refusal(world) or await self.steady_state_refusal(spec, world, now)
                     if refusal is None:
                         await self.start_run(spec, world, now)
                         return 0.0
@@ -412,6 +418,9 @@ class ExperimentDriver:
         return 0.0
 
     def start_refusal(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> Refusal | None:
+        invalid = invalid_policy_refusal(world)
+        if invalid is not None:
+            return invalid
         refusals = static_refusals(spec, self.namespace, world.effective, world.namespace_labels)
         if refusals:
             return refusals[0]
@@ -460,7 +469,10 @@ class ExperimentDriver:
             return ACTIVE_POLL_SECONDS  # the guard is ending the run
         now = self.now()
         world = await self.world(spec)
-        if world.guards != self.guards_in_cache:
+        # A policy that does not validate is missing from world.guards: while there is one the run
+        # keeps the guards it has (never fewer because a policy became unreadable), and
+        # live_refusal refuses every kill and injection until it is fixed.
+        if not world.invalid_policies and world.guards != self.guards_in_cache:
             # A policy guard added, changed or removed mid-run holds from now on. Only a change the
             # cache shows counts: the guards the run started with were read fresh, and a cache that
             # has not caught up with them yet must not replace them with older ones.
@@ -541,7 +553,7 @@ class ExperimentDriver:
         within the cap and the minimum-available floor. `already_down` counts this run's own
         faults the API cannot see."""
         (live, state), world = await asyncio.gather(self.live_workload(victim), self.fresh_world(spec))
-        stop = self.stop_reason(world, self.now())
+        stop = invalid_policy_refusal(world) or self.stop_reason(world, self.now())
         if stop is not None:
             return stop
         current = next((pod for pod in live if pod.uid == victim.uid), None)
@@ -780,9 +792,14 @@ class ExperimentDriver:
     # ------------------------------------------------------------------ the SLI guard
 
     def probe(
-        self, spec: ChaosExperimentSpec, guards: PlatformGuards | None, phase: GuardPhase
+        self,
+        spec: ChaosExperimentSpec,
+        guards: PlatformGuards | None,
+        phase: GuardPhase,
+        author_timeout_cap: float | None = None,
     ) -> SteadyStateProbe | None:
-        """The author's conditions and the policies' guards checked in `phase`, or None if there are none."""
+        """The author's conditions and the policies' guards checked in `phase`, or None if there are none.
+        `author_timeout_cap`: see SteadyStateProbe (applies only when policy guards are among them)."""
         extra = [guard.condition for guard in guards.at(phase)] if guards is not None else []
         if spec.steady_state is None and not extra:
             return None
@@ -793,6 +810,7 @@ class ExperimentDriver:
             spec.steady_state,
             extra,
             self.context.operator_namespace,
+            author_timeout_cap,
         )
 
     async def steady_state_refusal(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> Refusal | None:
@@ -877,18 +895,21 @@ class ExperimentDriver:
             return
         if self.guarded is not None and (guards is None or guards == self.guarded_by):
             return
-        probe = self.probe(spec, guards, GuardPhase.DURING)
+        intervals = [to_seconds(spec.steady_state.interval)] if spec.steady_state is not None else []
+        if guards is not None and guards.interval is not None and guards.at(GuardPhase.DURING):
+            intervals.append(guards.interval)  # the shorter wins: an author cannot slow the owners' guard
+        interval = min(intervals) if intervals else DEFAULT_GUARD_INTERVAL
+        # The author's slow endpoint must not hold back the owners' verdict: their queries are cut
+        # off after one interval, so a policy breach aborts the run at most one interval late.
+        probe = self.probe(spec, guards, GuardPhase.DURING, author_timeout_cap=interval)
         self.stop_guard()
         self.guarded_by = guards
         if probe is None:
             return
-        intervals = [to_seconds(spec.steady_state.interval)] if spec.steady_state is not None else []
-        if guards is not None and guards.interval is not None and guards.at(GuardPhase.DURING):
-            intervals.append(guards.interval)  # the shorter wins: an author cannot slow the owners' guard
         self.guarded = GuardedRun(
             key=self.key,
             probe=probe,
-            interval=min(intervals) if intervals else DEFAULT_GUARD_INTERVAL,
+            interval=interval,
             state=lambda: GuardState.from_wire(run.sli_state),
             on_verdict=lambda verdict: self.on_guard_verdict(run, verdict),
         )
@@ -964,7 +985,10 @@ class ExperimentDriver:
         await self.roll_back_faults(f"SLI guard: {verdict.reason}")
         run = self.status.current_run
         breach = verdict.breach
-        guard = self.guarded_by.named(verdict_condition(verdict)) if self.guarded_by is not None else None
+        guards = self.guarded_by
+        policy_conditions = {g.condition.name for g in guards.conditions} if guards is not None else set()
+        about = verdict_condition(verdict, policy_conditions)
+        guard = self.guarded_by.named(about) if self.guarded_by is not None else None
         message = f"aborted by the SLI guard: {verdict.message}"
         if guard is not None:
             detail = breach_text(guard, breach) if breach is not None else verdict.message
@@ -982,7 +1006,7 @@ class ExperimentDriver:
                 message=breach.message,
             )
         elif run is not None and verdict.unavailable:
-            missing = verdict.unavailable[0]
+            missing = next((m for m in verdict.unavailable if m.condition == about), verdict.unavailable[0])
             run.abort = SliAbort(
                 condition=missing.condition, query=missing.query, at=verdict.at, message=verdict.message
             )
@@ -1222,11 +1246,30 @@ def publish_fault_gauges(key: str, run: RunStatus | None) -> None:
                 gauge.remove(key)
 
 
-def verdict_condition(verdict: Verdict) -> str:
-    """The condition a verdict is about: its longest-standing breach, else the first unavailable one."""
+def invalid_policy_refusal(world: World) -> Refusal | None:
+    """Fail-safe: while a ChaosPolicy does not validate, its guards, suspension and windows are
+    unknown, so no run starts and nothing is injected; the refusal names the policy, the field and
+    the model's message."""
+    if not world.invalid_policies:
+        return None
+    name = min(world.invalid_policies)
+    return Refusal(
+        "invalid-policy",
+        f"ChaosPolicy/{name} does not validate, so no run starts and nothing is injected until it is "
+        f"fixed or deleted: {world.invalid_policies[name]}",
+        f"ChaosPolicy/{name}",
+    )
+
+
+def verdict_condition(verdict: Verdict, policy_conditions: Collection[str] = ()) -> str:
+    """The condition a verdict is about: its longest-standing breach, else the first unavailable
+    policy condition (`policy_conditions`: their unavailability always aborts, so it decided the
+    abort whatever the author's onUnavailable says), else the first unavailable one."""
     if verdict.breach is not None:
         return verdict.breach.condition
-    return verdict.unavailable[0].condition if verdict.unavailable else ""
+    strict = [missing for missing in verdict.unavailable if missing.condition in policy_conditions]
+    chosen = strict or verdict.unavailable
+    return chosen[0].condition if chosen else ""
 
 
 def next_round_time(spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> datetime | None:

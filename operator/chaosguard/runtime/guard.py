@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,7 +46,12 @@ class SteadyStateProbe:
 
     `extra_conditions` are the cluster owners' (ChaosPolicy guards): they carry their own endpoint,
     their Secrets are read in `extra_secrets_namespace` (the operator's, never the author's), and
-    their unavailability always aborts, whatever the author's `onUnavailable` says."""
+    their unavailability always aborts, whatever the author's `onUnavailable` says.
+
+    `author_timeout_cap` (seconds), set when policy guards apply to the run: the author's queries are
+    asked with a timeout no longer than it (the run's guard interval). The scheduler judges a run
+    once all its answers are in, so an author's slow endpoint (`timeout: 10m`) would otherwise hold
+    back the owners' verdict; with the cap a policy breach is acted on at most one interval late."""
 
     def __init__(
         self,
@@ -55,6 +61,7 @@ class SteadyStateProbe:
         spec: SteadyStateSpec | None,
         extra_conditions: Sequence[SteadyStateCondition] = (),
         extra_secrets_namespace: str | None = None,
+        author_timeout_cap: float | None = None,
     ) -> None:
         self.api = api
         self.batcher = batcher
@@ -64,6 +71,7 @@ class SteadyStateProbe:
         self.extra = frozenset(condition.name for condition in extra_conditions)
         self.extra_secrets_namespace = extra_secrets_namespace  # None: unknown, so such Secrets are not read
         self._endpoints: dict[tuple[str | None, int], Endpoint | str] = {}
+        self.author_timeout_cap = author_timeout_cap if self.extra else None
 
     @property
     def on_unavailable(self) -> OnUnavailable:
@@ -106,6 +114,9 @@ class SteadyStateProbe:
             if isinstance(endpoint, str):
                 known[condition.name] = unavailable(UnavailableKind.INVALID_REQUEST, endpoint)
             else:
+                cap = self.author_timeout_cap
+                if cap is not None and condition.name not in self.extra and endpoint.timeout > cap:
+                    endpoint = dataclasses.replace(endpoint, timeout=cap)
                 to_ask[condition.name] = QueryRequest(endpoint, condition.query)
         return to_ask, known
 
