@@ -230,7 +230,9 @@ def _compile(policy: str, guards: PolicySteadyState, target_namespaces: Sequence
             if limit is None:
                 continue
             query = budget_query(gate) if kind is GuardKind.BUDGET else burn_rate_query(gate)
-            condition = _condition(f"{policy}/{gate.name}:{suffix}", query, operator, limit / unit, endpoint)
+            condition = _condition(
+                gate_condition_name(policy, gate.name, suffix), query, operator, limit / unit, endpoint
+            )
             compiled.append(PlatformCondition(policy, kind, gate.name, f"{field}.{setting}", condition, gate))
     if guards.quiet_alerts is not None:
         condition = _condition(
@@ -247,12 +249,17 @@ def _compile(policy: str, guards: PolicySteadyState, target_namespaces: Sequence
     return compiled
 
 
+def gate_condition_name(policy: str, gate: str, suffix: str) -> str:
+    """`<policy>/<gate>:budget` or `<policy>/<gate>:burn-rate`: the condition one setting of a gate becomes."""
+    return f"{policy}/{gate}:{suffix}"
+
+
 def burn_rate_condition(guard: PlatformCondition) -> SteadyStateCondition:
     """The burn rate of a budget gate as a condition of its own, to say it in a refusal even when
     the gate sets no maxBurnRate."""
     assert guard.gate is not None
     limit = guard.gate.max_burn_rate if guard.gate.max_burn_rate is not None else math.inf
-    name = f"{guard.policy}/{guard.guard}:burn-rate"
+    name = gate_condition_name(guard.policy, guard.guard, "burn-rate")
     return _condition(name, burn_rate_query(guard.gate), ComparisonOperator.LE, limit, guard.condition.prometheus)
 
 

@@ -244,33 +244,29 @@ def static_refusals(
                 "spec.target.namespaces",
             )
         )
-    if effective.allowed_actions is not None and spec.action not in effective.allowed_actions[0]:
-        allowed = ", ".join(sorted(action.value for action in effective.allowed_actions[0])) or "none"
-        refusals.append(
-            Refusal(
-                "allowed-actions",
-                f"action {spec.action.value!r} is not allowed by {effective.allowed_actions[1]} "
-                f"(allowed: {allowed}); use an allowed action",
-                "spec.action",
-            )
-        )
     cut_field = full_cut_field(spec)
-    if (
-        cut_field is not None
-        and effective.allowed_actions is not None
-        and Action.PARTITION not in effective.allowed_actions[0]
-        and spec.action in effective.allowed_actions[0]
-    ):
-        allowed = ", ".join(sorted(action.value for action in effective.allowed_actions[0])) or "none"
-        refusals.append(
-            Refusal(
-                "allowed-actions",
-                f"{cut_field} 100% drops every packet, which is a partition, and partition is not allowed by "
-                f"{effective.allowed_actions[1]} (allowed: {allowed}); set {cut_field} below 100, or allow "
-                "partition in every applicable ChaosPolicy",
-                cut_field,
+    if effective.allowed_actions is not None:
+        actions, source = effective.allowed_actions
+        allowed = ", ".join(sorted(action.value for action in actions)) or "none"
+        if spec.action not in actions:
+            refusals.append(
+                Refusal(
+                    "allowed-actions",
+                    f"action {spec.action.value!r} is not allowed by {source} (allowed: {allowed}); "
+                    "use an allowed action",
+                    "spec.action",
+                )
             )
-        )
+        elif cut_field is not None and Action.PARTITION not in actions:
+            refusals.append(
+                Refusal(
+                    "allowed-actions",
+                    f"{cut_field} 100% drops every packet, which is a partition, and partition is not allowed by "
+                    f"{source} (allowed: {allowed}); set {cut_field} below 100, or allow "
+                    "partition in every applicable ChaosPolicy",
+                    cut_field,
+                )
+            )
     if effective.max_duration is not None and spec.duration_seconds > effective.max_duration[0]:
         limit = format_seconds(effective.max_duration[0])
         refusals.append(

@@ -291,9 +291,9 @@ class ExperimentDriver:
         labels: dict[str, dict[str, str]],
         invalid: dict[str, str] | None = None,
     ) -> World:
-        namespaces = [*target_namespaces(spec, self.namespace), self.namespace]
-        chosen = applicable_policies(policies, namespaces, labels)
-        guards = platform_guards(chosen, target_namespaces(spec, self.namespace))
+        targets = target_namespaces(spec, self.namespace)
+        chosen = applicable_policies(policies, [*targets, self.namespace], labels)
+        guards = platform_guards(chosen, targets)
         return World(combine(chosen, self.context.operator_namespace), labels, guards, dict(invalid or {}))
 
     # ------------------------------------------------------------------ transitions
@@ -844,7 +844,7 @@ class ExperimentDriver:
             breach = next((b for b in (*verdict.breaches, *verdict.pending) if b.condition == result.condition), None)
             rule = GUARD_RULES[guard.kind]
             if guard.kind is GuardKind.BUDGET:
-                burn = await self.burn_rate_now(guard, now)
+                burn = await self.burn_rate_now(guard, verdict, now)
                 budget_left = breach.value if breach is not None else None
                 return Refusal(rule, budget_refusal_text(guard, budget_left, burn), guard.field)
             if breach is None:
@@ -852,14 +852,22 @@ class ExperimentDriver:
             return Refusal(rule, breach_text(guard, breach), guard.field)
         return None
 
-    async def burn_rate_now(self, guard: PlatformCondition, now: datetime) -> float | None:
-        """The gate's burn rate right now, for the words of a budget refusal (None: not measurable)."""
+    async def burn_rate_now(self, guard: PlatformCondition, verdict: Verdict, now: datetime) -> float | None:
+        """The gate's burn rate right now, for the words of a budget refusal (None: not measurable):
+        from `verdict` when the gate's maxBurnRate was judged in it, else asked on its own."""
         condition = burn_rate_condition(guard)
-        probe = SteadyStateProbe(
-            self.context.api, self.context.batcher, self.namespace, None, [condition], self.context.operator_namespace
-        )
-        verdict = await probe.check(GuardState(), now)
-        value = verdict.results[0].value if verdict.results else None
+        results = tuple(result for result in verdict.results if result.condition == condition.name)
+        if not results:
+            probe = SteadyStateProbe(
+                self.context.api,
+                self.context.batcher,
+                self.namespace,
+                None,
+                [condition],
+                self.context.operator_namespace,
+            )
+            results = (await probe.check(GuardState(), now)).results
+        value = results[0].value if results else None
         return value if value is not None and math.isfinite(value) else None
 
     async def steady_state_after(self, spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> str | None:

@@ -70,7 +70,7 @@ class SteadyStateProbe:
         self.conditions = [*(spec.conditions if spec is not None else ()), *extra_conditions]
         self.extra = frozenset(condition.name for condition in extra_conditions)
         self.extra_secrets_namespace = extra_secrets_namespace  # None: unknown, so such Secrets are not read
-        self._endpoints: dict[tuple[str | None, int], Endpoint | str] = {}
+        self._endpoints: dict[tuple[str | None, int, bool], Endpoint | str] = {}
         self.author_timeout_cap = author_timeout_cap if self.extra else None
 
     @property
@@ -82,8 +82,9 @@ class SteadyStateProbe:
             return None
         return await self.api.call(Cluster.secret_value, namespace, ref.name, ref.key)
 
-    async def _endpoint(self, spec: PrometheusEndpoint, namespace: str | None) -> Endpoint | str:
-        """The endpoint, or a reason it cannot be used (a Secret that cannot be read)."""
+    async def _endpoint(self, spec: PrometheusEndpoint, namespace: str | None, capped: bool) -> Endpoint | str:
+        """The endpoint (its timeout capped at `author_timeout_cap` when `capped`), or a reason it
+        cannot be used (a Secret that cannot be read)."""
         if namespace is None and (spec.bearer_token_secret or spec.ca_secret):
             # Never the author's namespace instead: the owners' credentials are theirs alone.
             return (
@@ -92,12 +93,16 @@ class SteadyStateProbe:
             )
         # By identity: the probe's conditions hold their endpoint specs for its whole life, and this
         # runs on every tick of every run, so no serialising here.
-        key = (namespace, id(spec))
+        key = (namespace, id(spec), capped)
         if key not in self._endpoints:
             try:
                 token = await self._secret(namespace, spec.bearer_token_secret)
                 ca = await self._secret(namespace, spec.ca_secret)
-                self._endpoints[key] = Endpoint.from_spec(spec, bearer_token=token, ca=ca)
+                endpoint = Endpoint.from_spec(spec, bearer_token=token, ca=ca)
+                cap = self.author_timeout_cap
+                if capped and cap is not None and endpoint.timeout > cap:
+                    endpoint = dataclasses.replace(endpoint, timeout=cap)
+                self._endpoints[key] = endpoint
             except Exception as error:  # a missing Secret must not crash the guard: it is "unavailable"
                 return f"cannot read the Prometheus credentials for {spec.url} in namespace {namespace}: {error}"
         return self._endpoints[key]
@@ -109,14 +114,12 @@ class SteadyStateProbe:
         for condition in self.conditions:
             endpoint_spec = condition.prometheus or (self.spec.prometheus if self.spec is not None else None)
             assert endpoint_spec is not None  # the models refuse conditions without an endpoint
-            namespace = self.extra_secrets_namespace if condition.name in self.extra else self.namespace
-            endpoint = await self._endpoint(endpoint_spec, namespace)
+            owners = condition.name in self.extra
+            namespace = self.extra_secrets_namespace if owners else self.namespace
+            endpoint = await self._endpoint(endpoint_spec, namespace, capped=not owners)
             if isinstance(endpoint, str):
                 known[condition.name] = unavailable(UnavailableKind.INVALID_REQUEST, endpoint)
             else:
-                cap = self.author_timeout_cap
-                if cap is not None and condition.name not in self.extra and endpoint.timeout > cap:
-                    endpoint = dataclasses.replace(endpoint, timeout=cap)
                 to_ask[condition.name] = QueryRequest(endpoint, condition.query)
         return to_ask, known
 
