@@ -367,7 +367,5 @@ def experiment_yaml(
 
 
 def experiment_names(k8s: client.ApiClient, namespace: str) -> set[str]:
-    listed = client.CustomObjectsApi(k8s).list_namespaced_custom_object(
-        "chaosguard.dev", "v1alpha1", namespace, "chaosexperiments"
-    )
+    listed = client.CustomObjectsApi(k8s).list_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments")
     return {item["metadata"]["name"] for item in cast(dict[str, Any], listed)["items"]}

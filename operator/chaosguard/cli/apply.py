@@ -312,18 +312,18 @@ def _apply(cluster: Cluster, namespace: str, loaded: Loaded) -> Applied | Outcom
         dict[str, Any] | None,
         cli_ops.api_call(
             f"reading ChaosExperiment {key}",
-            lambda: custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", name),
+            lambda: custom.get_namespaced_custom_object(GROUP, VERSION, namespace, cli_ops.EXPERIMENTS, name),
             missing_ok=True,
         ),
     )
     try:
         if existing is None:
-            stored = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "chaosexperiments", body)
+            stored = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, cli_ops.EXPERIMENTS, body)
         else:  # like `kubectl apply` of the whole file: the spec becomes exactly the file's
             metadata = {**existing["metadata"], **body["metadata"]}
             replacement = {**body, "metadata": metadata, "status": existing.get("status")}
             stored = custom.replace_namespaced_custom_object(
-                GROUP, VERSION, namespace, "chaosexperiments", name, replacement
+                GROUP, VERSION, namespace, cli_ops.EXPERIMENTS, name, replacement
             )
     except ApiException as error:
         if error.status not in (400, 403, 409, 422):
@@ -427,7 +427,7 @@ def _stop_or_raise(cluster: Cluster, applied: Applied, reason: str) -> str:
         cli_ops.api_call(
             f"deleting ChaosExperiment {applied.namespace}/{applied.name}",
             lambda: cluster.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, applied.namespace, "chaosexperiments", applied.name
+                GROUP, VERSION, applied.namespace, cli_ops.EXPERIMENTS, applied.name
             ),
             missing_ok=True,
         )

@@ -157,8 +157,8 @@ def network_command(
         ("reorderCorrelation", impairment.reorder_correlation if impairment.reorder else None, "--reorder-correlation"),
     ]
     for name, value, flag in percentages:
-        if value is not None and tc_percent(value, f"{field}.{name}") != "0":
-            argv += [flag, tc_percent(value, f"{field}.{name}")]
+        if value is not None and (percent := tc_percent(value, f"{field}.{name}")) != "0":
+            argv += [flag, percent]
     if impairment.reorder and _is_zero(tc_delay):
         raise NetemArgumentError(
             f"{field}.reorder needs {field}.delay: netem reorders by sending some packets without the delay; "

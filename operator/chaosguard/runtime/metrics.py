@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from chaosguard.api.models import Phase
+
 ABORTS = Counter("chaosguard_aborts_total", "Runs aborted, by reason.", ["reason"])
 RUNS = Counter("chaosguard_runs_total", "Runs finished, by result.", ["result"])
 KILLS = Counter("chaosguard_pod_kills_total", "Pod-kill attempts, by result.", ["result"])
@@ -64,7 +66,7 @@ LEADING = Gauge(
 
 # Series that exist from the start at 0, so that increase() and rate() see a run's or an abort's first
 # count (a counter series born at 1 has no earlier sample to count from).
-for _result in ("Completed", "Aborted", "Failed"):
-    RUNS.labels(_result)
+for _result in (Phase.COMPLETED, Phase.ABORTED, Phase.FAILED):
+    RUNS.labels(_result.value)
 for _reason in ("SLIBreached", "SLIUnavailable", "AbortRequested"):
     ABORTS.labels(_reason)
