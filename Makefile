@@ -79,10 +79,10 @@ crds: venv ## Regenerate crds/ from the pydantic models (and the Helm chart's co
 HELM_CHART := deploy/helm/chaosguard
 
 .PHONY: helm-sync
-helm-sync: ## Copy crds/, deploy/base/rbac.yaml and deploy/monitoring/ into the Helm chart (tests check that they match).
+helm-sync: ## Copy crds/, deploy/base/{rbac,webhooks,status-policy}.yaml and deploy/monitoring/ into the Helm chart (tests check that they match).
 	rm -f $(HELM_CHART)/crds/*.yaml
 	cp crds/chaosguard.dev_*.yaml $(HELM_CHART)/crds/
-	cp deploy/base/rbac.yaml $(HELM_CHART)/files/rbac.yaml
+	cp deploy/base/rbac.yaml deploy/base/webhooks.yaml deploy/base/status-policy.yaml $(HELM_CHART)/files/
 	cp deploy/monitoring/chaosguard-rules.yaml deploy/monitoring/chaosguard-dashboard.json $(HELM_CHART)/files/
 
 .PHONY: check-crds

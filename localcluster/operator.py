@@ -129,6 +129,38 @@ def running_operator(
         operator.stop()
 
 
+#: The webhook configurations the installs ship (deploy/base; the chart renders the same ones).
+WEBHOOK_CONFIGURATIONS_MANIFEST = REPO / "deploy" / "base" / "webhooks.yaml"
+WEBHOOK_CONFIGURATION_KINDS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+
+
+def webhook_configurations_at(url: str, ca_pem: bytes | None = None) -> list[dict[str, Any]]:
+    """The shipped webhook configurations, each webhook reached at `url` plus its path instead of through
+    the Service: for operators that run as processes on this machine, where the API server calls them on
+    loopback. Without `ca_pem` the caBundle is left for the operator to set (--webhook-tls-secret)."""
+    import base64
+
+    configurations = [doc for doc in yaml.safe_load_all(WEBHOOK_CONFIGURATIONS_MANIFEST.read_text()) if doc]
+    for configuration in configurations:
+        for webhook in configuration["webhooks"]:
+            path = webhook["clientConfig"]["service"]["path"]
+            webhook["clientConfig"] = {"url": url.rstrip("/") + path}
+            if ca_pem is not None:
+                webhook["clientConfig"]["caBundle"] = base64.b64encode(ca_pem).decode()
+    return configurations
+
+
+def install_webhook_configurations(control_plane: ControlPlane, url: str, ca_pem: bytes | None = None) -> None:
+    """What the installs do, for an operator on loopback: the operator itself never creates them."""
+    text = yaml.safe_dump_all(webhook_configurations_at(url, ca_pem))
+    control_plane.kubectl("apply", "-f", "-", input=text)
+
+
+def remove_webhook_configurations(control_plane: ControlPlane) -> None:
+    for kind in WEBHOOK_CONFIGURATION_KINDS:
+        control_plane.kubectl("delete", kind, "chaosguard.dev", "--ignore-not-found")
+
+
 def install_crds(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "-k", str(REPO / "crds"))
     for crd in ("chaosexperiments", "chaospolicies", "chaosapprovals"):

@@ -1,9 +1,9 @@
 """Safety promise 5 on the real API server: the operator's admission webhooks, identity-bound approvals,
 and no confused deputy.
 
-The operator runs as a process with `--webhook-port`: kopf registers the webhook configurations
-`chaosguard.dev`, and the API server calls the operator over TLS (a CA generated at start-up) on
-127.0.0.1. Only one operator may drive experiments, so the session's operator is stopped for this
+The operator runs as a process with `--webhook-port`; the test installs the webhook configurations
+`chaosguard.dev` as the installs ship them (the operator never creates them), reached on 127.0.0.1 over
+TLS with a CA made for the test. Only one operator may drive experiments, so the session's operator is stopped for this
 module and started again at its end. Users are the control plane's static-token users:
 
 - alice may create experiments and delete pods in her namespace (shop), nothing in payments;
@@ -26,6 +26,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from chaosguard.admission.webhook_tls import ensure_tls
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import (
     REPO,
@@ -34,6 +35,7 @@ from localcluster.operator import (
     create_policy,
     events_for,
     experiment,
+    install_webhook_configurations,
     label_namespace,
     scoped_policy,
     status_of,
@@ -74,7 +76,9 @@ class Operators:
         self.starts = 0
 
     def _start(self, args: list[str]) -> OperatorProcess:
-        self.stop()
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
         self.starts += 1
         log = self.workdir / f"operator-{self.starts}.log"
         operator = OperatorProcess(
@@ -87,8 +91,10 @@ class Operators:
         running = self.current is not None and self.current.process is not None and self.current.process.poll() is None
         if running and self.with_webhooks and self.current is not None:
             return self.current
-        tls = self.workdir / f"tls-{self.starts + 1}"
-        operator = self._start(["--webhook-port", str(free_port()), "--webhook-tls-dir", str(tls)])
+        tls, port = self.workdir / f"tls-{self.starts + 1}", free_port()
+        files = ensure_tls(tls, ["127.0.0.1"])
+        install_webhook_configurations(self.control_plane, f"https://127.0.0.1:{port}", files.cafile.read_bytes())
+        operator = self._start(["--webhook-port", str(port), "--webhook-tls-dir", str(tls)])
         self.with_webhooks = True
         wait_for(self._webhooks_answer, timeout=60, what="the admission webhooks to answer", describe=operator.log_tail)
         return operator

@@ -7,8 +7,13 @@
   two replicas with leader election, a RollingUpdate that keeps a ready standby, and a PodDisruptionBudget.
 - The ClusterRole has no wildcard, and is enough: on a control plane of its own, the overlay is
   applied for real and the operator runs under its ServiceAccount through the README's first
-  experiment (the same kubectl flow as tests/e2e), with leader election and the admission webhooks on,
-  with no permission error; and it grants nothing that the code does not call.
+  experiment (the same kubectl flow as tests/e2e), with leader election and the admission webhooks on
+  (its certificate made in the shipped Secret, the caBundle of the shipped configurations set by name),
+  with no permission error; and it grants nothing that the code does not call (no `create` on webhook
+  configurations, nor on Secrets).
+- The shipped webhook configurations are what kopf would register for the operator's handlers (names,
+  paths, rules), with failurePolicy Fail; the shipped ValidatingAdmissionPolicy refuses a status write
+  by anyone but the operator's ServiceAccount, saying why, and lets the operator's through.
 - The workflow passes actionlint; the kind cluster config has the shape `make e2e-kind` expects;
   the Dockerfile copies only what exists and is not .dockerignored, and installs the latency
   injector where chaosguard.decisions.netem says the operator will look for it.
@@ -24,6 +29,7 @@ import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +39,8 @@ import yaml
 from chaosguard.decisions import netem
 from chaosguard.runtime import leader
 from localcluster.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
-from localcluster.operator import OperatorProcess
-from tests.support.example_flow import Kubectl, check_pod_kill_percent, run_pod_kill_percent
+from localcluster.operator import OperatorProcess, install_webhook_configurations
+from tests.support.example_flow import EXPERIMENT, Kubectl, PodKillRun, check_pod_kill_percent, run_pod_kill_percent
 
 pytestmark = pytest.mark.controlplane
 
@@ -46,6 +52,9 @@ OPERATOR_NAMESPACE = "chaosguard-system"
 NAME = "chaosguard"  # the ServiceAccount, ClusterRole, ClusterRoleBinding and Deployment
 SERVICE_ACCOUNT_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{NAME}"
 SIGNING_KEY = "chaosguard-signing-key"  # chaosguard.admission.signing.SECRET_NAME
+WEBHOOK_TLS = "chaosguard-webhook-tls"  # the Deployment's --webhook-tls-secret
+WEBHOOK_CONFIGURATION = "chaosguard.dev"  # chaosguard.runtime.security.WEBHOOK_CONFIGURATION
+STATUS_POLICY = "chaosguard-status-writers"
 LEADER_ELECTION = "chaosguard-leader-election"  # the Role and RoleBinding
 LEASE = leader.LEASE_NAME
 EXPECTED_OBJECTS = {
@@ -65,6 +74,17 @@ EXPECTED_OBJECTS = {
     ("Role", OPERATOR_NAMESPACE, LEADER_ELECTION),
     ("RoleBinding", OPERATOR_NAMESPACE, LEADER_ELECTION),
     ("PodDisruptionBudget", OPERATOR_NAMESPACE, NAME),
+    # The admission webhooks, served by every replica: their Service, their certificate's Secret (filled in
+    # by the first replica) and the one Role that may read and fill it in, and the two configurations.
+    ("Service", OPERATOR_NAMESPACE, "chaosguard-webhook"),
+    ("Secret", OPERATOR_NAMESPACE, WEBHOOK_TLS),
+    ("Role", OPERATOR_NAMESPACE, WEBHOOK_TLS),
+    ("RoleBinding", OPERATOR_NAMESPACE, WEBHOOK_TLS),
+    ("MutatingWebhookConfiguration", None, WEBHOOK_CONFIGURATION),
+    ("ValidatingWebhookConfiguration", None, WEBHOOK_CONFIGURATION),
+    # Only the operator writes an experiment's status (issue 20).
+    ("ValidatingAdmissionPolicy", None, STATUS_POLICY),
+    ("ValidatingAdmissionPolicyBinding", None, STATUS_POLICY),
     # The ChaosPolicy that is safe out of the box (namespace opt-in, 25 % at most, no approvals).
     ("ChaosPolicy", None, "default"),
 }
@@ -246,10 +266,82 @@ def test_rbac_has_no_wildcards_and_no_escalation(builds: dict[str, list[dict[str
                 assert rule["resources"] == ["leases"] and rule.get("resourceNames") == [LEASE], rule
                 assert set(rule["verbs"]) <= {"get", "update"}, rule
             if "secrets" in rule["resources"]:
-                # Only the signing key, by name, in the operator's namespace, read and filled in.
+                # Only the signing key or the webhooks' certificate, by name, in the operator's namespace,
+                # read and filled in: never created (create cannot be limited to a name).
                 assert role["kind"] == "Role" and role["metadata"]["namespace"] == OPERATOR_NAMESPACE, role
-                assert rule["resources"] == ["secrets"] and rule.get("resourceNames") == [SIGNING_KEY], rule
+                assert rule["resources"] == ["secrets"], rule
+                assert rule.get("resourceNames") in ([SIGNING_KEY], [WEBHOOK_TLS]), rule
                 assert set(rule["verbs"]) <= {"get", "patch"}, rule
+            if {"validatingwebhookconfigurations", "mutatingwebhookconfigurations"} & set(rule["resources"]):
+                # Its own configurations, by name, read and their caBundle set: never created (checkov's
+                # CKV_K8S_155: create would let it register a mutating webhook on every pod) or deleted.
+                assert rule.get("resourceNames") == [WEBHOOK_CONFIGURATION], rule
+                assert set(rule["verbs"]) <= {"get", "patch"}, rule
+
+
+def kopf_webhooks(service: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """What kopf's build_webhooks registers for the operator's handlers (runtime/webhooks.py), reached
+    through `service`: {configuration kind: {webhook name: webhook}}."""
+    import kopf
+    from kopf._cogs.structs import references
+    from kopf._core.engines.admission import build_webhooks
+
+    import chaosguard.runtime.webhooks  # noqa: F401  (registers the handlers)
+    from chaosguard.api.models import GROUP, VERSION
+
+    resources = []
+    for path in sorted((REPO / "crds").glob("chaosguard.dev_*.yaml")):
+        names = yaml.safe_load(path.read_text())["spec"]["names"]
+        resources.append(references.Resource(GROUP, VERSION, names["plural"], kind=names["kind"], namespaced=True))
+    handlers = kopf.get_default_registry()._webhooks.get_all_handlers()
+    kinds = {"MutatingWebhookConfiguration": "mutating", "ValidatingWebhookConfiguration": "validating"}
+    return {
+        kind: {
+            webhook["name"]: webhook
+            for webhook in build_webhooks(
+                [handler for handler in handlers if str(handler.reason) == reason],
+                resources=resources,
+                name_suffix=WEBHOOK_CONFIGURATION,
+                client_config={"service": dict(service)},  # type: ignore[typeddict-item]
+            )
+        }
+        for kind, reason in kinds.items()
+    }
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_the_shipped_webhooks_are_what_kopf_serves(builds: dict[str, list[dict[str, Any]]], build: str) -> None:
+    objects = builds[build]
+    service = find(objects, "Service", "chaosguard-webhook")
+    (port,) = service["spec"]["ports"]
+    container = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    # The Service reaches the port the operator serves on, under the name its certificate is made for.
+    assert args[args.index("--webhook-service") + 1] == f"{OPERATOR_NAMESPACE}/chaosguard-webhook:{port['port']}"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["webhook"] == int(
+        args[args.index("--webhook-port") + 1]
+    )
+    assert port["targetPort"] == "webhook"
+    assert args[args.index("--webhook-tls-secret") + 1] == WEBHOOK_TLS
+    assert service["spec"]["selector"].items() <= container_labels(objects).items()
+
+    at = {"namespace": OPERATOR_NAMESPACE, "name": "chaosguard-webhook", "port": port["port"]}
+    for kind, expected in kopf_webhooks(at).items():
+        shipped = {webhook["name"]: webhook for webhook in find(objects, kind, WEBHOOK_CONFIGURATION)["webhooks"]}
+        assert shipped.keys() == expected.keys(), f"{kind}: the handlers are {sorted(expected)}"
+        for name, webhook in shipped.items():
+            # Safety: nothing is admitted without its stamp, not even while no replica answers.
+            assert webhook["failurePolicy"] == "Fail", name
+            assert webhook["timeoutSeconds"] <= 10, name
+            assert "caBundle" not in webhook["clientConfig"], "the operator sets it (--webhook-tls-secret)"
+            kopf_one = {k: v for k, v in expected[name].items() if v is not None and k != "timeoutSeconds"}
+            ours = {k: v for k, v in webhook.items() if k != "timeoutSeconds"}
+            assert ours == kopf_one, f"{kind} {name} differs from what kopf would register"
+
+
+def container_labels(objects: list[dict[str, Any]]) -> dict[str, str]:
+    labels: dict[str, str] = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    return labels
 
 
 # --------------------------------------------------------------------------- the real API server
@@ -293,32 +385,55 @@ def installed(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield plane
 
 
-def test_the_operator_needs_no_more_than_the_deploy_rbac(
-    installed: ControlPlane, builds: dict[str, list[dict[str, Any]]], tmp_path: Path
-) -> None:
+@dataclass
+class OperatorRun:
+    operator: OperatorProcess
+    run: PodKillRun
+    peak_rss: int | None
+    namespace: str
+
+
+@pytest.fixture(scope="module")
+def operator_under_the_role(installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorRun]:
+    """The operator as a process with the ServiceAccount's token, through README's first experiment; it
+    keeps running until the module's end."""
+    workdir = tmp_path_factory.mktemp("operator-under-the-role")
+
     def kubectl(*args: str, input: str | None = None) -> str:
         return installed.kubectl(*args, input=input).stdout
 
     flow: Kubectl = kubectl
     kubeconfig = installed.kubeconfig_for_service_account(OPERATOR_NAMESPACE, NAME)
-    # With the admission webhooks on (served on loopback, as in the admission tests), so that the role
-    # is shown to be enough for them too: the signing key, SubjectAccessReviews, webhook configurations.
+    # With the admission webhooks on, as deployed (the certificate made in the shipped Secret, the caBundle
+    # of the shipped configurations set by name), so that the role is shown to be enough for them too. Served
+    # on loopback: the configurations are pointed there, as an admin, instead of at the Service.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    webhook = ["--webhook-port", str(port), "--webhook-tls-dir", str(tmp_path / "tls")]
+    install_webhook_configurations(installed, f"https://127.0.0.1:{port}")
+    webhook = ["--webhook-port", str(port), "--webhook-host", "127.0.0.1", "--webhook-tls-secret", WEBHOOK_TLS]
     # With leader election as deployed, so that the Role is shown to be enough for the Lease too.
     election = ["--leader-elect", "--leader-election-identity", "rbac-test"]
     env = {"CHAOSGUARD_NAMESPACE": OPERATOR_NAMESPACE}
-    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", env, args=[*webhook, *election])
+    operator = OperatorProcess(kubeconfig, workdir / "operator.log", env, args=[*webhook, *election])
     operator.start()
     try:
-        run = run_pod_kill_percent(flow, "shop-rbac", timeout=120)
+        namespace = "shop-rbac"
+        run = run_pod_kill_percent(flow, namespace, timeout=120)
         assert operator.process is not None
-        peak = peak_rss_bytes(operator.process.pid)
+        yield OperatorRun(operator, run, peak_rss_bytes(operator.process.pid), namespace)
     finally:
         operator.stop()
 
+
+def test_the_operator_needs_no_more_than_the_deploy_rbac(
+    installed: ControlPlane, builds: dict[str, list[dict[str, Any]]], operator_under_the_role: OperatorRun
+) -> None:
+    operator, run, peak = (
+        operator_under_the_role.operator,
+        operator_under_the_role.run,
+        operator_under_the_role.peak_rss,
+    )
     # kopf logs a 403 and carries on (e.g. "Failed to post an event ... forbidden", "Not enough
     # permissions to watch"): the log tells what the role lacks better than the outcome does.
     log = operator.log_path.read_text(errors="replace")
@@ -329,14 +444,82 @@ def test_the_operator_needs_no_more_than_the_deploy_rbac(
     assert "acquired the lease" in log
     holder = installed.kubectl("get", "lease", LEASE, "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}")
     assert holder.stdout in ("rbac-test", ""), holder.stdout  # held, or released on the operator's exit
-    assert "Reconfiguring the validating webhook chaosguard.dev" in log
     assert "Webhook 'experiment-author' succeeded" in log  # the flow's experiment went through the webhooks
     assert installed.kubectl("get", "secret", SIGNING_KEY, "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.data}").stdout
+
+    # The certificate was made in the shipped Secret, and the shipped configurations trust its CA.
+    secret = json.loads(installed.kubectl("get", "secret", WEBHOOK_TLS, "-n", OPERATOR_NAMESPACE, "-o", "json").stdout)
+    assert {"tls.crt", "tls.key", "ca.crt"} <= secret["data"].keys()
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        found = json.loads(installed.kubectl("get", kind, WEBHOOK_CONFIGURATION, "-o", "json").stdout)
+        assert {w["clientConfig"].get("caBundle") for w in found["webhooks"]} == {secret["data"]["ca.crt"]}, kind
 
     container = find(builds["overlays/kind"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
     limit = memory_bytes(container["resources"]["limits"]["memory"])
     if peak is not None:
         assert peak < 0.75 * limit, f"peak RSS {peak / 2**20:.0f} MiB is close to the {limit / 2**20:.0f} MiB limit"
+
+
+FORGED_STATUS = {"status": {"phase": "Running", "message": "forged"}}
+
+
+def test_only_the_operator_may_write_an_experiments_status(
+    installed: ControlPlane, operator_under_the_role: OperatorRun
+) -> None:
+    namespace = operator_under_the_role.namespace
+    # mallory may patch chaosexperiments/status there (as namespace-admin roles with chaosexperiments/*
+    # grant), and may not delete pods.
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "status-writer", "namespace": namespace},
+        "rules": [
+            {
+                "apiGroups": ["chaosguard.dev"],
+                "resources": ["chaosexperiments", "chaosexperiments/status"],
+                "verbs": ["get", "list", "patch", "update"],
+            }
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "status-writer", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "status-writer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}],
+    }
+    installed.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]))
+    can = installed.kubectl(
+        "auth",
+        "can-i",
+        "patch",
+        "chaosexperiments",
+        "--subresource=status",
+        "-n",
+        namespace,
+        user="mallory",
+        check=False,
+    )
+    assert can.stdout.strip() == "yes", can.stdout + can.stderr
+    before = installed.kubectl("get", "chaosexperiment", EXPERIMENT, "-n", namespace, "-o", "json").stdout
+    patch = ["patch", "chaosexperiment", EXPERIMENT, "-n", namespace, "--subresource=status", "--type=merge"]
+
+    for user in ("mallory", "admin"):  # RBAC lets both; the policy lets neither (admin: system:masters)
+        refused = installed.kubectl(*patch, "-p", json.dumps(FORGED_STATUS), user=user, check=False)
+        assert refused.returncode != 0, f"{user} wrote the status: {refused.stdout}"
+        message = refused.stderr
+        assert f"ValidatingAdmissionPolicy '{STATUS_POLICY}'" in message, message
+        assert f"only the chaosguard operator ({SERVICE_ACCOUNT_USER})" in message, message
+        assert f"not {user}" in message and f"chaosguard abort {EXPERIMENT} -n {namespace}" in message, message
+    after = installed.kubectl("get", "chaosexperiment", EXPERIMENT, "-n", namespace, "-o", "json").stdout
+    assert json.loads(after)["status"] == json.loads(before)["status"]
+
+    # The operator's ServiceAccount passes (its real writes did, through the whole flow; here a dry run).
+    kubeconfig = installed.kubeconfig_for_service_account(OPERATOR_NAMESPACE, NAME)
+    allowed = installed.kubectl(
+        *patch, "--dry-run=server", "-p", json.dumps({"status": {"message": "the operator"}}), kubeconfig=kubeconfig
+    )
+    assert "patched" in allowed.stdout, allowed.stdout + allowed.stderr
 
 
 # What the code calls (kube.py, engine.py, handlers.py) and what kopf calls for it: each must be
@@ -377,10 +560,14 @@ NEEDED = [
     ("list", "chaosapprovals.chaosguard.dev"),  # the watch cache; Cluster.approvals
     ("watch", "chaosapprovals.chaosguard.dev"),
     ("create", "subjectaccessreviews.authorization.k8s.io"),  # Cluster.may
-    ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io"),  # kopf, managed webhooks
-    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
+    # security.prepare: the caBundle of its own webhook configurations, by name (webhook_tls.patch_ca_bundles)
+    ("get", "validatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
+    ("get", "mutatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
     ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
     ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
+    # webhook_tls.tls_from_secret: the webhooks' certificate, by name
+    ("get", f"secrets/{WEBHOOK_TLS}", f"--namespace={OPERATOR_NAMESPACE}"),
+    ("patch", f"secrets/{WEBHOOK_TLS}", f"--namespace={OPERATOR_NAMESPACE}"),
     ("get", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.admission.signing
     ("patch", f"secrets/{SIGNING_KEY}", f"--namespace={OPERATOR_NAMESPACE}"),
     ("create", "leases.coordination.k8s.io", f"--namespace={OPERATOR_NAMESPACE}"),  # chaosguard.runtime.leader
@@ -432,6 +619,15 @@ DENIED = [
     ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/other"),
     ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/other"),
     ("delete", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("delete", "validatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
+    ("delete", "mutatingwebhookconfigurations.admissionregistration.k8s.io/chaosguard.dev"),
+    # CKV_K8S_155: whoever may create webhook configurations may intercept every object of the cluster.
+    ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("create", "secrets", f"--namespace={OPERATOR_NAMESPACE}"),  # the Secrets it keeps are shipped empty
+    ("delete", f"secrets/{WEBHOOK_TLS}", f"--namespace={OPERATOR_NAMESPACE}"),
+    ("patch", "validatingadmissionpolicies.admissionregistration.k8s.io"),
+    ("delete", "validatingadmissionpolicybindings.admissionregistration.k8s.io"),
     ("create", "localsubjectaccessreviews.authorization.k8s.io"),
     ("update", f"leases.coordination.k8s.io/{LEASE}"),  # in "default": no
     ("update", "leases.coordination.k8s.io/other", f"--namespace={OPERATOR_NAMESPACE}"),

@@ -1,14 +1,17 @@
 """deploy/helm/chaosguard, checked with the pinned helm (hack/build-control-plane.sh) and the real API server.
 
-- `helm lint --strict` passes; `helm template` renders with the defaults, with the ServiceMonitor on,
-  and with the admission webhooks on (self-signed by helm, or by cert-manager).
+- `helm lint --strict` passes; `helm template` renders with the defaults (two replicas, leader election,
+  the admission webhooks on with a certificate helm made), with the ServiceMonitor on, with the webhooks'
+  certificate from cert-manager or from a Secret of the user's, with the webhooks off, and with the
+  optional NetworkPolicy.
 - Every object rendered is accepted by `kubectl apply --dry-run=server` in a namespace that enforces
   the restricted Pod Security Standard, without warnings (except the kinds of CRDs that the local
   control plane does not have: ServiceMonitor, cert-manager's Issuer and Certificate, whose shape is
   checked here instead).
 - One source of truth: the chart's crds/ are byte-for-byte crds/, its RBAC is deploy/base/rbac.yaml
-  (files/rbac.yaml, copied by `make helm-sync`) and renders to exactly the kustomize base's rules,
-  and its default ChaosPolicy is the kustomize base's.
+  (files/rbac.yaml, copied by `make helm-sync`) and renders to exactly the kustomize base's rules, its
+  webhook configurations and status ValidatingAdmissionPolicy are the kustomize base's (files/, copied
+  too), and its default ChaosPolicy is the kustomize base's.
 """
 
 from __future__ import annotations
@@ -33,19 +36,26 @@ NAMESPACE = "chaosguard-system"
 NOT_INSTALLED = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("cert-manager.io/v1", "Issuer")}
 NOT_INSTALLED |= {("cert-manager.io/v1", "Certificate")}
 RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+API_SERVER_CIDR = "10.0.0.1/32"
 VARIANTS = {
     "defaults": [],
     "service-monitor": ["--set", "metrics.serviceMonitor.enabled=true"],
-    "webhook-self-signed": ["--set", "webhook.enabled=true", "--set", "replicaCount=1"],
-    "webhook-cert-manager": [
+    "webhook-cert-manager": ["--set", "webhook.certManager.enabled=true"],
+    "webhook-existing-secret": ["--set", "webhook.existingSecret=my-webhook-tls"],
+    "webhooks-off": ["--set", "webhook.enabled=false"],
+    "network-policy": [
         "--set",
-        "webhook.enabled=true",
+        "networkPolicy.enabled=true",
         "--set",
-        "webhook.certManager.enabled=true",
-        "--set",
-        "replicaCount=1",
+        f"networkPolicy.apiServer.cidrs={{{API_SERVER_CIDR}}}",
+        "--set-json",
+        'networkPolicy.prometheus=[{"to":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":'
+        '"monitoring"}}}],"ports":[9090]}]',
     ],
 }
+WITH_UNINSTALLED_KINDS = ("service-monitor", "webhook-cert-manager")
+WEBHOOK_CONFIGURATIONS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+STATUS_POLICY = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +126,19 @@ def test_more_than_one_replica_without_leader_election_is_refused(bin_dir: Path)
     assert "--leader-elect" not in container_of(single)["args"]
 
 
-def test_webhooks_with_a_standby_replica_are_refused(bin_dir: Path) -> None:
-    result = helm(bin_dir, "template", str(CHART), "--set", "webhook.enabled=true", check=False)
-    assert result.returncode != 0 and "webhook.enabled needs replicaCount 1" in result.stderr, result.stderr
+def test_the_defaults_run_two_replicas_that_all_serve_the_webhooks(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["defaults"]
+    assert one(objects, "Deployment", "chaosguard")["spec"]["replicas"] == 2
+    args = container_of(objects)["args"]
+    assert "--leader-elect" in args and "--webhook-port" in args
+    for kind in WEBHOOK_CONFIGURATIONS:
+        assert one(objects, kind, "chaosguard.dev")["webhooks"]
+    off = rendered["webhooks-off"]
+    assert "--webhook-port" not in container_of(off)["args"]
+    assert not [o for o in off if o["kind"] in WEBHOOK_CONFIGURATIONS or o["metadata"]["name"] == "chaosguard-webhook"]
+    # The status policy needs no webhook: it is there either way.
+    for kind in STATUS_POLICY:
+        one(off, kind, "chaosguard-status-writers")
 
 
 # --------------------------------------------------------------------------- one source of truth
@@ -162,6 +182,38 @@ def test_the_chart_rbac_is_the_kustomize_base(
         assert (rules, role_ref) == base[key][1:3]
         assert namespace in (None, "ops")
         assert all(subject["namespace"] == "ops" for subject in subjects or [])
+
+
+def test_the_chart_webhooks_and_status_policy_are_the_kustomize_base(
+    rendered: dict[str, list[dict[str, Any]]], kustomized: list[dict[str, Any]]
+) -> None:
+    for name in ("webhooks.yaml", "status-policy.yaml"):
+        assert (CHART / "files" / name).read_bytes() == (BASE / name).read_bytes(), f"{name}: make helm-sync"
+
+    def without_release_parts(obj: dict[str, Any]) -> dict[str, Any]:
+        """The object minus what the release sets: labels, the caBundle or cainjector annotation."""
+        copy = yaml.safe_load(yaml.safe_dump(obj))
+        copy["metadata"] = {"name": copy["metadata"]["name"]}
+        for webhook in copy.get("webhooks", []):
+            webhook["clientConfig"].pop("caBundle", None)
+        return copy
+
+    for variant, objects in rendered.items():
+        kinds = STATUS_POLICY + (WEBHOOK_CONFIGURATIONS if variant != "webhooks-off" else ())
+        for kind in kinds:
+            name = "chaosguard-status-writers" if kind in STATUS_POLICY else "chaosguard.dev"
+            chart, base = one(objects, kind, name), one(kustomized, kind, name)
+            assert without_release_parts(chart) == without_release_parts(base), f"{kind} ({variant})"
+    # In another namespace: the Service's namespace and the ServiceAccount the status policy lets through.
+    elsewhere = render(default_bin_dir(), "--namespace", "ops")
+    services = {
+        w["clientConfig"]["service"]["namespace"]
+        for w in one(elsewhere, WEBHOOK_CONFIGURATIONS[0], "chaosguard.dev")["webhooks"]
+    }
+    assert services == {"ops"}
+    (validation,) = one(elsewhere, "ValidatingAdmissionPolicy", "chaosguard-status-writers")["spec"]["validations"]
+    assert "'system:serviceaccount:ops:chaosguard'" in validation["expression"]
+    assert "chaosguard-system" not in yaml.safe_dump(validation)
 
 
 def test_the_default_policy_is_the_kustomize_base_one_and_safe(
@@ -231,7 +283,7 @@ def test_the_webhook_gets_a_service_and_a_certificate_for_its_name(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     dns = f"chaosguard-webhook.{NAMESPACE}.svc"
-    objects = rendered["webhook-self-signed"]
+    objects = rendered["defaults"]
     container = container_of(objects)
     args = container["args"]
     assert flag(args, "--webhook-service") == f"{NAMESPACE}/chaosguard-webhook:{flag(args, '--webhook-port')}"
@@ -241,6 +293,7 @@ def test_the_webhook_gets_a_service_and_a_certificate_for_its_name(
     assert port["targetPort"] == "webhook" and ports["webhook"] == int(flag(args, "--webhook-port")) == port["port"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
     assert mount["mountPath"] == flag(args, "--webhook-tls-dir")
+    assert "--webhook-tls-secret" not in args and "--webhook-patch-ca-bundle" not in args  # helm fills it in
     volumes = one(objects, "Deployment", "chaosguard")["spec"]["template"]["spec"]["volumes"]
     secret_name = next(v for v in volumes if v["name"] == "webhook-tls")["secret"]["secretName"]
     # helm's genCA/genSignedCert: a serving certificate for the Service's name, signed by ca.crt.
@@ -252,14 +305,69 @@ def test_the_webhook_gets_a_service_and_a_certificate_for_its_name(
     assert dns in names
     cert.verify_directly_issued_by(ca)
     assert base64.b64decode(secret["data"]["tls.key"]).startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    # The configurations reach that Service, and trust that CA.
+    for kind in WEBHOOK_CONFIGURATIONS:
+        for webhook in one(objects, kind, "chaosguard.dev")["webhooks"]:
+            reached = webhook["clientConfig"]["service"]
+            assert (reached["namespace"], reached["name"], reached["port"]) == (
+                NAMESPACE,
+                "chaosguard-webhook",
+                port["port"],
+            )
+            assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"], webhook["name"]
 
-    # With cert-manager: a Certificate for the same name into the same Secret, from a self-signed Issuer.
+    # With cert-manager: a Certificate for the same name into the same Secret, from a self-signed Issuer,
+    # and cainjector fills in the caBundle.
     managed = rendered["webhook-cert-manager"]
     certificate = one(managed, "Certificate", "chaosguard-webhook")
     assert certificate["spec"]["secretName"] == secret_name and dns in certificate["spec"]["dnsNames"]
     issuer = one(managed, "Issuer", certificate["spec"]["issuerRef"]["name"])
     assert issuer["spec"] == {"selfSigned": {}}
     assert not [o for o in managed if o["kind"] == "Secret" and o["metadata"]["name"] == secret_name]
+    for kind in WEBHOOK_CONFIGURATIONS:
+        configuration = one(managed, kind, "chaosguard.dev")
+        assert configuration["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": f"{NAMESPACE}/chaosguard-webhook"
+        }
+        assert not [w for w in configuration["webhooks"] if "caBundle" in w["clientConfig"]]
+
+    # With a Secret of the user's: mounted, not rendered; the operator sets the caBundle from its ca.crt
+    # (helm template cannot read the Secret).
+    existing = rendered["webhook-existing-secret"]
+    volumes = one(existing, "Deployment", "chaosguard")["spec"]["template"]["spec"]["volumes"]
+    assert next(v for v in volumes if v["name"] == "webhook-tls")["secret"]["secretName"] == "my-webhook-tls"
+    assert "--webhook-patch-ca-bundle" in container_of(existing)["args"]
+    assert not [
+        o for o in existing if o["kind"] == "Secret" and o["metadata"]["name"] in (secret_name, "my-webhook-tls")
+    ]
+
+
+def test_the_network_policy_lets_the_operator_reach_only_what_it_needs(
+    bin_dir: Path, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    assert not [o for o in rendered["defaults"] if o["kind"] == "NetworkPolicy"], "off by default"
+    objects = rendered["network-policy"]
+    policy = one(objects, "NetworkPolicy", "chaosguard")["spec"]
+    labels = one(objects, "Deployment", "chaosguard")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    # Ingress: the webhook, metrics and probe ports, which the container names.
+    (ingress,) = policy["ingress"]
+    container_ports = {p["name"] for p in container_of(objects)["ports"]}
+    assert {p["port"] for p in ingress["ports"]} == {"webhook", "metrics", "healthz", "readyz"} == container_ports
+    # Egress: the API server, DNS, the Prometheus listed; nothing else.
+    api_server, dns, prometheus = policy["egress"]
+    assert api_server["to"] == [{"ipBlock": {"cidr": API_SERVER_CIDR}}]
+    assert {p["port"] for p in api_server["ports"]} == {443, 6443}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert prometheus == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "ports": [{"port": 9090, "protocol": "TCP"}],
+    }
+    # Without the API server's addresses (helm template cannot look them up), it says what to set.
+    result = helm(bin_dir, "template", str(CHART), "--set", "networkPolicy.enabled=true", check=False)
+    assert result.returncode != 0 and "networkPolicy.apiServer.cidrs" in result.stderr, result.stderr
 
 
 # --------------------------------------------------------------------------- the real API server
@@ -271,7 +379,7 @@ def test_the_api_server_accepts_every_rendered_object(
 ) -> None:
     objects = rendered[variant]
     skipped = [o for o in objects if (o["apiVersion"], o["kind"]) in NOT_INSTALLED]
-    assert bool(skipped) == (variant in ("service-monitor", "webhook-cert-manager")), skipped
+    assert bool(skipped) == (variant in WITH_UNINSTALLED_KINDS), skipped
     crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
     rest = [o for o in objects if o not in crds and o not in skipped]
     # The release's namespace, as `helm install --create-namespace` makes it but with the restricted

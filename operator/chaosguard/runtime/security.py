@@ -2,7 +2,14 @@
 
 `chaosguard run` passes its options in kopf's memo (`memo.security`); the startup handler in
 `handlers` calls `prepare`, which loads the key into the OperatorContext and, when webhooks are on,
-gives kopf a TLS webhook server and lets it manage the webhook configurations `chaosguard.dev`.
+gives kopf a TLS webhook server.
+
+The webhook configurations `chaosguard.dev` belong to the install (deploy/base/webhooks.yaml, the Helm
+chart), not to the operator: every replica serves the webhooks, so no replica may create them, rewrite
+them or remove them when it stops (kopf's `settings.admission.managed` would do all three, and a
+replica's graceful exit would leave the others' webhooks unregistered). The operator sets only their
+`caBundle`, by name, when it made the certificate itself (`--webhook-tls-secret`) or is told to
+(`--webhook-patch-ca-bundle`).
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ class WebhookOptions:
     host: str = "127.0.0.1"  # the name or IP the API server reaches the operator at (URL and certificate)
     listen: str | None = None  # the address to bind; default: host if it is an IP, else all interfaces
     tls_dir: str | None = None  # tls.crt/tls.key/ca.crt to use, or where to generate them
+    tls_secret: str | None = None  # a Secret of the operator's namespace holding (or to hold) the certificate
+    patch_ca_bundle: bool = False  # set the caBundle of the configurations to the CA served with
     extra_names: tuple[str, ...] = ()
     service: ServiceRef | None = None  # in a cluster: the API server reaches the webhooks through this Service
 
@@ -97,6 +106,19 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         help="tls.crt, tls.key and ca.crt to serve with; generated there (or in a temporary directory) if absent",
     )
     run.add_argument(
+        "--webhook-tls-secret",
+        default=None,
+        metavar="NAME",
+        help="keep the webhooks' CA and serving certificate in this Secret of $CHAOSGUARD_NAMESPACE (made by the "
+        "first replica, served by all), and set the caBundle of the webhook configurations chaosguard.dev",
+    )
+    run.add_argument(
+        "--webhook-patch-ca-bundle",
+        action="store_true",
+        help="set the caBundle of the webhook configurations chaosguard.dev to the ca.crt served with "
+        "(for a certificate whose CA nothing else injects)",
+    )
+    run.add_argument(
         "--signing-key-file",
         default=None,
         help="keep the HMAC key for author/approver stamps in this file (created if missing) instead of the "
@@ -113,6 +135,8 @@ def options_from_args(args: argparse.Namespace) -> SecurityOptions:
             host=service.dns_names[0] if service else args.webhook_host,
             listen=args.webhook_listen or ("0.0.0.0" if service else None),
             tls_dir=args.webhook_tls_dir,
+            tls_secret=args.webhook_tls_secret,
+            patch_ca_bundle=args.webhook_patch_ca_bundle,
             extra_names=service.dns_names[1:] if service else (),
             service=service,
         )
@@ -126,13 +150,15 @@ def missing_key_source(options: SecurityOptions, operator_namespace: str | None)
             "--webhook-port needs a signing key: set CHAOSGUARD_NAMESPACE (the key lives in Secret "
             "chaosguard-signing-key there) or pass --signing-key-file"
         )
+    if options.webhook is not None and options.webhook.tls_secret and not operator_namespace:
+        return "--webhook-tls-secret names a Secret of the operator's namespace: set CHAOSGUARD_NAMESPACE"
     return None
 
 
 async def prepare(settings: Any, memo: Any) -> None:
     """Loads the key into memo.context and configures kopf's admission settings when webhooks are on."""
     from chaosguard.admission.signing import key_from_file, key_from_secret
-    from chaosguard.admission.webhook_tls import ensure_tls
+    from chaosguard.admission.webhook_tls import ensure_tls, patch_ca_bundles, tls_from_secret, write_tls
 
     options: SecurityOptions = memo.get("security") or SecurityOptions()
     context: OperatorContext = memo.context
@@ -150,8 +176,24 @@ async def prepare(settings: Any, memo: Any) -> None:
     import kopf
 
     webhook = options.webhook
+    names = [webhook.host, *webhook.extra_names]
     directory = Path(webhook.tls_dir) if webhook.tls_dir else Path(tempfile.mkdtemp(prefix="chaosguard-webhook-"))
-    files = await asyncio.to_thread(ensure_tls, directory, [webhook.host, *webhook.extra_names])
+    if webhook.tls_secret:
+        assert context.operator_namespace  # missing_key_source refused to start without it
+        material = await asyncio.to_thread(
+            tls_from_secret, context.cluster, context.operator_namespace, webhook.tls_secret, names
+        )
+        files = await asyncio.to_thread(write_tls, directory, material)
+    else:
+        files = await asyncio.to_thread(ensure_tls, directory, names)
+    if webhook.tls_secret or webhook.patch_ca_bundle:
+        # Every replica does it, with the same CA (the same Secret): idempotent, and nothing to write
+        # when the bundle is in place already.
+        changed = await asyncio.to_thread(
+            patch_ca_bundles, context.cluster, WEBHOOK_CONFIGURATION, files.cafile.read_bytes()
+        )
+        if changed:
+            logger.info("set the caBundle of %s (%s)", WEBHOOK_CONFIGURATION, ", ".join(changed))
     server_class = kopf.WebhookServer if webhook.service is None else service_webhook_server(webhook.service)
     settings.admission.server = server_class(
         addr=webhook.listen_address,
@@ -161,14 +203,15 @@ async def prepare(settings: Any, memo: Any) -> None:
         pkeyfile=str(files.keyfile),
         cafile=str(files.cafile),
     )
-    settings.admission.managed = WEBHOOK_CONFIGURATION
+    # Deliberately no `settings.admission.managed`: see the module's docstring.
     context.webhooks = True
     logger.info("admission webhooks on https://%s:%d (%s)", webhook.host, webhook.port, WEBHOOK_CONFIGURATION)
 
 
 def service_webhook_server(service: ServiceRef) -> Any:
-    """kopf's webhook server, registered as reached through a Service rather than a URL (in a cluster,
-    the API server cannot reach a pod by name; kopf appends each handler's id to the service path)."""
+    """kopf's webhook server, reporting itself as reached through a Service rather than a URL (in a cluster,
+    the API server cannot reach a pod by name; kopf appends each handler's id to the service path). Since
+    the install ships the configurations, what it reports is what deploy/base/webhooks.yaml writes down."""
     import kopf
 
     class ServiceWebhookServer(kopf.WebhookServer):
