@@ -1,19 +1,17 @@
-"""The admission webhooks, reached by the API server through their Service (a ClusterIP that kube-proxy
-routes to the operator's pod), with the chart's webhook option: the mutating webhook stamps the
-author, the validating webhook refuses at `kubectl apply` what policy refuses. The chart runs one
-replica with webhooks (only the leader serves them); the release goes back to its defaults after.
-Here only: the kind install of users' CI (kustomize) has no webhooks."""
+"""The admission webhooks as installed by default (Helm here, kustomize on kind): two replicas, both
+serving them behind their Service (a ClusterIP that kube-proxy routes to the operator's pods), the two
+webhook configurations shipped by the install with the CA they trust. The mutating webhook stamps the
+author, the validating webhook refuses at `kubectl apply` what policy refuses; a replica deleted
+(a rollout, a drain) leaves the configurations as they were, and the other replica answers."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from localcluster import install
-from localcluster.wait import wait_for
-from tests.e2e.conftest import E2ECluster
 from tests.support.example_flow import EXAMPLES, Kubectl
 
 WEBHOOK_CONFIGURATION = "chaosguard.dev"
@@ -39,49 +37,54 @@ spec:
 """
 
 
-def helm_upgrade(e2e_cluster: E2ECluster, *settings: str) -> None:
-    run = e2e_cluster.install_step_runner()
-    flags = [flag for setting in settings for flag in ("--set", setting)]
-    chart = ("helm", "upgrade", install.RELEASE, "deploy/helm/chaosguard", "--namespace", install.NAMESPACE)
-    run((*chart, "--reuse-values", *flags, "--wait", f"--timeout={install.ROLLOUT_TIMEOUT}"))
-    run(install.ROLLOUT_STATUS)
+def configurations(kubectl: Kubectl) -> dict[str, dict[str, Any]]:
+    return {
+        kind: json.loads(kubectl("get", kind, WEBHOOK_CONFIGURATION, "-o", "json"))
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+    }
 
 
-@pytest.fixture
-def webhooks_enabled(e2e_cluster: E2ECluster, kubectl: Kubectl, installed_operator: str) -> Iterator[None]:
-    if not e2e_cluster.real_node:
-        pytest.skip("the kind install (kustomize) serves no webhooks")
-    helm_upgrade(e2e_cluster, "webhook.enabled=true", "replicaCount=1")
-    try:
-        yield
-    finally:
-        helm_upgrade(e2e_cluster, "webhook.enabled=false", "replicaCount=2")
-        # kopf registered them; with no webhook server left they would refuse every experiment.
-        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
-            kubectl("delete", kind, WEBHOOK_CONFIGURATION, "--ignore-not-found")
-
-
-@pytest.mark.usefixtures("webhooks_enabled")
-def test_the_webhooks_answer_through_their_service(kubectl: Kubectl, e2e_namespace: str) -> None:
-    def registered() -> dict[str, object]:
-        found = kubectl("get", "validatingwebhookconfiguration", "-o", "json")
-        items = [i for i in json.loads(found)["items"] if i["metadata"]["name"] == WEBHOOK_CONFIGURATION]
-        return items[0] if items and items[0].get("webhooks") else {}  # kopf creates it, then fills it in
-
-    configuration = wait_for(registered, timeout=120, what="the operator to register its webhooks")
-    for webhook in configuration["webhooks"]:  # type: ignore[attr-defined]
-        assert webhook["clientConfig"]["service"]["name"] == "chaosguard-webhook", webhook["clientConfig"]
-        assert "url" not in webhook["clientConfig"], webhook["clientConfig"]
-
-    kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
-    kubectl("create", "namespace", e2e_namespace)
-    kubectl("label", "namespace", e2e_namespace, "chaosguard.dev/chaos=allowed")
-    kubectl("apply", "-n", e2e_namespace, "-f", "-", input=DRY_RUN)
-    stamped = json.loads(kubectl("get", "chaosexperiment", "stamped", "-n", e2e_namespace, "-o", "json"))
+def stamped_and_refused(kubectl: Kubectl, namespace: str, name: str) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=DRY_RUN.replace("name: stamped", f"name: {name}"))
+    stamped = json.loads(kubectl("get", "chaosexperiment", name, "-n", namespace, "-o", "json"))
     annotations = stamped["metadata"].get("annotations", {})
     assert annotations.get("chaosguard.dev/author") == "admin", annotations
     assert annotations.get("chaosguard.dev/signature"), annotations
 
     with pytest.raises(AssertionError) as refused:
-        kubectl("apply", "-n", e2e_namespace, "-f", "-", input=REFUSED)
+        kubectl("apply", "-n", namespace, "-f", "-", input=REFUSED)
     assert "denied the request" in str(refused.value) and "REFUSED max-percentage" in str(refused.value)
+
+
+def test_every_replica_serves_the_webhooks_through_their_service(
+    kubectl: Kubectl, installed_operator: str, e2e_namespace: str
+) -> None:
+    deployment = json.loads(kubectl("get", "deployment", install.DEPLOYMENT, "-n", install.NAMESPACE, "-o", "json"))
+    assert deployment["spec"]["replicas"] == 2 and deployment["status"].get("readyReplicas") == 2, deployment["status"]
+    before = configurations(kubectl)
+    for kind, configuration in before.items():
+        assert configuration["webhooks"], kind
+        for webhook in configuration["webhooks"]:
+            assert webhook["clientConfig"]["service"]["name"] == "chaosguard-webhook", webhook["clientConfig"]
+            assert "url" not in webhook["clientConfig"], webhook["clientConfig"]
+            assert webhook["clientConfig"].get("caBundle"), f"{kind} {webhook['name']}: no caBundle"
+            assert webhook["failurePolicy"] == "Fail", webhook["name"]
+
+    kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
+    kubectl("create", "namespace", e2e_namespace)
+    kubectl("label", "namespace", e2e_namespace, "chaosguard.dev/chaos=allowed")
+    # Several applies, so that the Service sends them to both replicas.
+    for index in range(4):
+        stamped_and_refused(kubectl, e2e_namespace, f"stamped-{index}")
+
+    # A replica deleted (SIGTERM, as in a rollout or a drain): the configurations stay exactly as they
+    # were, and the other replica answers while the Deployment replaces it.
+    pods = json.loads(
+        kubectl("get", "pods", "-n", install.NAMESPACE, "-l", "app.kubernetes.io/name=chaosguard", "-o", "json")
+    )["items"]
+    kubectl("delete", "pod", pods[0]["metadata"]["name"], "-n", install.NAMESPACE, "--wait=true")
+    assert configurations(kubectl) == before
+    for index in range(4):
+        stamped_and_refused(kubectl, e2e_namespace, f"after-{index}")
+    kubectl("rollout", "status", f"deployment/{install.DEPLOYMENT}", "-n", install.NAMESPACE, "--timeout=300s")
+    assert configurations(kubectl) == before
