@@ -8,8 +8,8 @@ The webhook configurations `chaosguard.dev` belong to the install (deploy/base/w
 chart), not to the operator: every replica serves the webhooks, so no replica may create them, rewrite
 them or remove them when it stops (kopf's `settings.admission.managed` would do all three, and a
 replica's graceful exit would leave the others' webhooks unregistered). The operator sets only their
-`caBundle`, by name, when it made the certificate itself (`--webhook-tls-secret`) or is told to
-(`--webhook-patch-ca-bundle`).
+`caBundle`, by name, when it made the certificate itself (`--webhook-tls-secret`, the kustomize
+install); the Helm chart and cert-manager fill it in themselves.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ class WebhookOptions:
     listen: str | None = None  # the address to bind; default: host if it is an IP, else all interfaces
     tls_dir: str | None = None  # tls.crt/tls.key/ca.crt to use, or where to generate them
     tls_secret: str | None = None  # a Secret of the operator's namespace holding (or to hold) the certificate
-    patch_ca_bundle: bool = False  # set the caBundle of the configurations to the CA served with
     extra_names: tuple[str, ...] = ()
     service: ServiceRef | None = None  # in a cluster: the API server reaches the webhooks through this Service
 
@@ -113,12 +112,6 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         "first replica, served by all), and set the caBundle of the webhook configurations chaosguard.dev",
     )
     run.add_argument(
-        "--webhook-patch-ca-bundle",
-        action="store_true",
-        help="set the caBundle of the webhook configurations chaosguard.dev to the ca.crt served with "
-        "(for a certificate whose CA nothing else injects)",
-    )
-    run.add_argument(
         "--signing-key-file",
         default=None,
         help="keep the HMAC key for author/approver stamps in this file (created if missing) instead of the "
@@ -136,7 +129,6 @@ def options_from_args(args: argparse.Namespace) -> SecurityOptions:
             listen=args.webhook_listen or ("0.0.0.0" if service else None),
             tls_dir=args.webhook_tls_dir,
             tls_secret=args.webhook_tls_secret,
-            patch_ca_bundle=args.webhook_patch_ca_bundle,
             extra_names=service.dns_names[1:] if service else (),
             service=service,
         )
@@ -186,7 +178,7 @@ async def prepare(settings: Any, memo: Any) -> None:
         files = await asyncio.to_thread(write_tls, directory, material)
     else:
         files = await asyncio.to_thread(ensure_tls, directory, names)
-    if webhook.tls_secret or webhook.patch_ca_bundle:
+    if webhook.tls_secret:
         # Every replica does it, with the same CA (the same Secret): idempotent, and nothing to write
         # when the bundle is in place already.
         changed = await asyncio.to_thread(
