@@ -38,6 +38,8 @@ _SCALE_FIGURES = (
     "operator_cpu_pct",
     "operator_rss_mb",
     "status_writes_per_run_per_s",
+    "standby_cpu_pct",
+    "standby_rss_mb",
 )
 # Benchmarks that run only when named: a group name selects all of its figures.
 ON_REQUEST: dict[str, tuple[str, ...]] = {
