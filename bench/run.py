@@ -25,6 +25,11 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
         "apply_interrupt_to_exit_p95",
     ),
     "bench.abort_latency:run_platform": ("platform_guard_abort_p95",),
+    "bench.failover": (
+        "failover_breach_to_aborted_p50",
+        "failover_breach_to_aborted_p95",
+        "failover_pods_killed_after_breach",
+    ),
 }
 _SCALE_FIGURES = (
     "apply_to_running_p95",
@@ -33,6 +38,8 @@ _SCALE_FIGURES = (
     "operator_cpu_pct",
     "operator_rss_mb",
     "status_writes_per_run_per_s",
+    "standby_cpu_pct",
+    "standby_rss_mb",
 )
 # Benchmarks that run only when named: a group name selects all of its figures.
 ON_REQUEST: dict[str, tuple[str, ...]] = {

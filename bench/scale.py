@@ -67,7 +67,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.apply_to_kill import percentile
 from localcluster.controlplane import ControlPlane, default_bin_dir
-from localcluster.operator import GROUP, VERSION, install_crds, label_namespace, running_operator
+from localcluster.operator import (
+    GROUP,
+    VERSION,
+    OperatorProcess,
+    _free_port,
+    install_crds,
+    label_namespace,
+    running_operator,
+)
 from localcluster.prometheus import MetricsTarget, PrometheusServer, instant_query
 
 FIGURES: dict[str, str] = {
@@ -77,6 +85,8 @@ FIGURES: dict[str, str] = {
     "operator_cpu_pct": "%",
     "operator_rss_mb": "MB",
     "status_writes_per_run_per_s": "writes/run/s",
+    "standby_cpu_pct": "%",
+    "standby_rss_mb": "MB",
 }
 HEALTHY, BREACHING, THRESHOLD = 0.001, 0.5, 0.05
 GUARD_INTERVAL = 1.0
@@ -565,6 +575,33 @@ def dump_profile(pid: int, runs: int) -> None:
 # --------------------------------------------------------------------------- the benchmark
 
 
+STANDBY_NAMESPACE = "chaosguard-system"
+
+
+@contextlib.contextmanager
+def standby_replica(plane: ControlPlane, workdir: Path) -> Iterator[OperatorProcess]:
+    """A `--leader-elect` replica that stays a standby all along: the Lease is held by a stand-in leader
+    (the bench's operator, which runs without election) for an hour. It guards every running run, as
+    every replica does, so its CPU and memory are what a standby costs."""
+    api = plane.api_client()
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=STANDBY_NAMESPACE)))
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "chaosguard-leader", "namespace": STANDBY_NAMESPACE},
+        "spec": {"holderIdentity": "bench-operator", "leaseDurationSeconds": 3600, "renewTime": now},
+    }
+    client.CoordinationV1Api(api).create_namespaced_lease(STANDBY_NAMESPACE, lease)
+    args = ["--leader-elect", f"--readiness=http://127.0.0.1:{_free_port()}/readyz"]
+    env = {"CHAOSGUARD_NAMESPACE": STANDBY_NAMESPACE}
+    standby = OperatorProcess(plane.kubeconfig, workdir / "standby.log", env, args=args).start()
+    try:
+        yield standby
+    finally:
+        standby.stop()
+
+
 def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
     began = time.monotonic()
     prefix = f"scale_{scale.runs}"
@@ -586,9 +623,9 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
         api = plane.api_client()
         workloads = create_workloads(api, scale)
         documents, keys = manifest(scale, workloads, prometheus.url)
-        with running_operator(plane, workdir) as operator:
-            assert operator.process is not None
-            pid = operator.process.pid
+        with running_operator(plane, workdir) as operator, standby_replica(plane, workdir) as standby:
+            assert operator.process is not None and standby.process is not None
+            pid, standby_pid = operator.process.pid, standby.process.pid
             watch = ExperimentWatch(plane).start()
             try:
                 # ---- apply -> Running
@@ -617,17 +654,23 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 api_before = apiserver_requests(plane)
                 op_before = operator_metrics(operator.metrics())
                 cpu_before, wall_before = proc_cpu_seconds(pid), time.perf_counter()
+                standby_cpu_before = proc_cpu_seconds(standby_pid)
+                standby_rss: list[float] = []
                 window_from = time.time()
                 profile = start_profile(pid, scale.window, scale.runs, "steady")
                 rss: list[float] = []
                 dumps = [scale.window * f for f in (0.25, 0.5, 0.75)] if profile else []
                 while time.perf_counter() - wall_before < scale.window:
                     rss.append(proc_status_kb(pid, "VmRSS") / 1024)
+                    standby_rss.append(proc_status_kb(standby_pid, "VmRSS") / 1024)
                     if dumps and time.perf_counter() - wall_before > dumps[0]:
                         dump_profile(pid, scale.runs)
                         dumps.pop(0)
                     time.sleep(1.0)
                 cpu_after, wall_after = proc_cpu_seconds(pid), time.perf_counter()
+                standby_cpu_pct = (
+                    100.0 * (proc_cpu_seconds(standby_pid) - standby_cpu_before) / (wall_after - wall_before)
+                )
                 window_until = time.time()
                 load = os.getloadavg()
                 api_after = apiserver_requests(plane)
@@ -744,6 +787,8 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
         "operator_cpu_pct": cpu_pct,
         "operator_rss_mb": max(rss),
         "status_writes_per_run_per_s": writes_per_run,
+        "standby_cpu_pct": standby_cpu_pct,
+        "standby_rss_mb": max(standby_rss),
     }
     pods = scale.namespaces * scale.deployments_per_namespace * scale.replicas
     print(
@@ -767,7 +812,9 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
         f"Running throughout; operator CPU {cpu_pct:.0f}% of a core, RSS max {max(rss):.0f} MB (VmHWM "
         f"{peak_rss:.0f} MB); status PATCHes {status_patches:.0f} (API server's apiserver_request_total; all of "
         "them, also those of experiments not yet Running, over the runs Running throughout), "
-        f"their mean latency in the API server {1000 * patch_latency:.0f} ms",
+        f"their mean latency in the API server {1000 * patch_latency:.0f} ms; a standby replica (--leader-elect, the "
+        f"Lease held by a stand-in leader) guarding the same runs: CPU {standby_cpu_pct:.0f}% of a core, RSS max "
+        f"{max(standby_rss):.0f} MB",
         flush=True,
     )
     print(

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chaosguard.runtime.leader import (
+    EXIT_LOST_LEASE,
     ElectionConfig,
     LeaderElector,
     LeaseConflict,
@@ -19,6 +21,7 @@ from chaosguard.runtime.leader import (
     LeaseRecord,
     Observation,
     Verdict,
+    campaign,
     decide,
     observe,
     record_from_spec,
@@ -26,6 +29,7 @@ from chaosguard.runtime.leader import (
     renewal_overdue,
     spec_from_record,
 )
+from chaosguard.runtime.leadership import Leadership, NotLeading
 from chaosguard.runtime.runner import election_config
 
 WALL = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
@@ -307,3 +311,69 @@ def test_release_empties_the_holder_only_if_we_hold_it() -> None:
         assert (await b.attempt()).verdict is Verdict.TAKE  # at once
 
     asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- leading beside kopf
+
+
+def test_the_campaign_leads_then_steps_down_only_after_the_action_in_flight_returned() -> None:
+    lease, clock = MemoryLease(), Clock()
+    a = elector(lease, clock, "a")
+    leadership = Leadership()
+
+    async def scenario() -> None:
+        stopping = asyncio.Event()
+        campaign_task = asyncio.create_task(campaign(a, leadership, stopping))
+        while not leadership.leading:
+            await asyncio.sleep(0)
+        assert leadership.since == WALL
+        action_may_end = asyncio.Event()
+
+        async def eviction() -> None:
+            async with leadership.acting():
+                await action_may_end.wait()
+
+        evicting = asyncio.create_task(eviction())
+        await asyncio.sleep(0)
+        stopping.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # No longer leading (nothing new starts), but the Lease is held until the eviction returned.
+        assert not leadership.leading and lease.record is not None and lease.record.holder == "a"
+        with pytest.raises(NotLeading):
+            async with leadership.acting():
+                pass
+        action_may_end.set()
+        await evicting
+        await campaign_task
+        assert lease.record.holder == ""  # released: a standby leads at once
+
+    asyncio.run(scenario())
+
+
+def test_a_campaign_that_loses_the_lease_stops_leading_and_exits_at_once() -> None:
+    lease, clock = MemoryLease(), Clock()
+    a = elector(lease, clock, "a")
+    a.config = ElectionConfig(namespace="ns", identity="a", renew_period=0.01, renew_deadline=10.0)
+    leadership = Leadership()
+    exits: list[int] = []
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code: int) -> NoReturn:
+        exits.append(code)
+        assert not leadership.leading  # it stopped leading before it went
+        raise Exited
+
+    async def scenario() -> None:
+        campaign_task = asyncio.create_task(campaign(a, leadership, asyncio.Event(), exit_now=exit_now))
+        while not leadership.leading:
+            await asyncio.sleep(0)
+        lease.record = LeaseRecord("intruder", 15, WALL, WALL, 9)
+        lease.version += 1
+        with pytest.raises(Exited):
+            await campaign_task
+
+    asyncio.run(scenario())
+    assert exits == [EXIT_LOST_LEASE]

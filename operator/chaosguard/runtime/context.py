@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from chaosguard.api.models import ChaosExperimentSpec, ChaosExperimentStatus, ConditionStatus
@@ -20,6 +20,7 @@ from chaosguard.decisions.policy import EffectivePolicy, Refusal
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes
+from chaosguard.runtime.leadership import Leadership
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]  # (object body, type, reason, message)
 
@@ -40,6 +41,8 @@ class OperatorContext:
     webhooks: bool = False  # started with the admission webhooks: every experiment needs an author stamp
     workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)  # this process's runs, including starts in progress
+    # Whether this replica leads (starts runs, kills, injects); every replica guards and may abort.
+    leadership: Leadership = field(default_factory=lambda: Leadership.sole(datetime.now(UTC)))
     start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held only to count and take a slot
 
     @property

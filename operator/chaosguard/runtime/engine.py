@@ -44,7 +44,7 @@ from chaosguard.clients import informers
 from chaosguard.clients.informers import CacheNotReady
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions import windows
-from chaosguard.decisions.mergepatch import merge_patch
+from chaosguard.decisions.mergepatch import json_patch_operations, merge_patch
 from chaosguard.decisions.netem import NetemArgumentError
 from chaosguard.decisions.platform_guards import (
     GuardKind,
@@ -94,6 +94,7 @@ from chaosguard.runtime import faults, gates, lanes, metrics
 from chaosguard.runtime.context import OperatorContext, World
 from chaosguard.runtime.faults import clear_fault
 from chaosguard.runtime.guard import GuardedRun, SteadyStateProbe
+from chaosguard.runtime.leadership import NotLeading
 from chaosguard.runtime.logs import ExperimentLogger
 
 MAX_KILL_RECORDS = 100
@@ -127,6 +128,10 @@ GUARD_REASONS = {  # an abort's reason, for Events, status and metrics
 }
 
 
+class RunEndedElsewhere(Exception):
+    """Another replica ended the run this replica was acting for (a standby's abort)."""
+
+
 class ExperimentDriver:
     def __init__(self, context: OperatorContext, body: Mapping[str, Any], logger: logging.Logger | Any) -> None:
         self.context = context
@@ -147,6 +152,9 @@ class ExperimentDriver:
         self.bypassed: set[tuple[str, ...]] = set()  # watch caches found down: their reads go to the API
         self._parsed: tuple[int, ChaosExperimentSpec] | None = None  # (generation, spec)
         self.stopped: Any = False  # kopf's stop flag once `run` starts: the object is being deleted, or we exit
+        # A standby follows the leader's writes: the resourceVersion whose status it last took up.
+        self.adopted_version: str | None = None
+        self.last_verdict_at: datetime | None = None  # when this replica's guard last judged the run
 
     # ------------------------------------------------------------------ identity
 
@@ -213,6 +221,67 @@ class ExperimentDriver:
 
     async def step(self) -> float:
         """Advances the experiment by at most one transition; returns how long to wait."""
+        if not self.context.leadership.leading:
+            return await self.stand_by()
+        try:
+            return await self.lead()
+        except RunEndedElsewhere as ended:
+            self.logger.info("%s", ended)
+            return 0.0
+
+    async def stand_by(self) -> float:
+        """A replica that does not lead only guards: it follows the run the leader records and aborts
+        it on a breach (an abort only takes faults out); it never admits, starts, kills or injects."""
+        self.adopt_status_from_body()
+        run = self.status.current_run
+        try:
+            spec = self.parsed_spec()
+        except ValidationError:
+            spec = None
+        if spec is None or self.status.phase is not Phase.RUNNING or run is None or run.deadline is None:
+            self.stop_guard()
+            return IDLE_POLL_SECONDS
+        problem = self.run_record_problem(run)
+        if problem is not None:  # the leader ends such a run; nothing here acts on it
+            self.stop_guard()
+            return IDLE_POLL_SECONDS
+        world = await self.world(spec)
+        if self.guarded is None or (not world.invalid_policies and world.guards != self.guards_in_cache):
+            self.guards_in_cache = world.guards
+            self.resume_guard(world.guards)
+        return ACTIVE_POLL_SECONDS
+
+    def adopt_status_from_body(self) -> None:
+        """Takes up the status as the API holds it (kopf keeps `body` live), keeping this replica's own
+        guard state and samples of the same run: they are newer than the leader's last batch."""
+        version = str(self.body["metadata"].get("resourceVersion") or "")
+        if version and version == self.adopted_version:
+            return
+        self.adopt_status(dict(self.body.get("status") or {}))
+        self.adopted_version = version
+
+    def adopt_status(self, raw: Mapping[str, Any]) -> None:
+        previous = self.status.current_run
+        self.status = ChaosExperimentStatus.model_validate(dict(raw))
+        self.written = copy.deepcopy(dict(raw))
+        run = self.status.current_run
+        if previous is not None and run is not None and previous.id == run.id:
+            run.sli_state, run.sli_samples = previous.sli_state, previous.sli_samples
+
+    def run_record_problem(self, run: RunStatus) -> str | None:
+        """Why this run's record is not to be acted on, or None (see decisions.run_record)."""
+        return None
+
+    async def lead(self) -> float:
+        if self.adopted_version is not None:
+            # Leading from now on: take up the status as it is (a standby's view may lag behind the
+            # leader that was), then write it as this replica's own.
+            fresh = await self.context.api.call(Cluster.experiment, self.namespace, self.name)
+            if fresh is not None:
+                self.adopt_status(dict(fresh.get("status") or {}))
+            self.adopted_version = None
+        if await self.run_ended_elsewhere():
+            return 0.0
         try:
             spec = self.parsed_spec()
         except ValidationError as error:
@@ -467,6 +536,7 @@ class ExperimentDriver:
             return 0.0
         if self.abort_requested.is_set():
             return ACTIVE_POLL_SECONDS  # the guard is ending the run
+        self.context.running.add(self.key)
         now = self.now()
         world = await self.world(spec)
         # A policy that does not validate is missing from world.guards: while there is one the run
@@ -483,6 +553,8 @@ class ExperimentDriver:
             await self.end_run(Phase.ABORTED, stop.reason, str(stop))
             return 0.0
         await self.resolve_interrupted_round(run)
+        if self.awaits_fresh_verdict(run):
+            return ACTIVE_POLL_SECONDS / 10
         if run.next_round_at is not None and now >= run.next_round_at and now < run.deadline:
             if spec.action.is_network_fault:
                 await self.inject_round(spec, world, run, now)
@@ -497,6 +569,55 @@ class ExperimentDriver:
             return await self.finish_if_recovered(spec, run, now)
         upcoming = [run.deadline, *([run.next_round_at] if run.next_round_at else [])]
         return max(0.05, min(ACTIVE_POLL_SECONDS, *((t - now).total_seconds() for t in upcoming)))
+
+    def awaits_fresh_verdict(self, run: RunStatus) -> bool:
+        """A run this replica took over (it started before this replica led) is guarded by a verdict
+        judged since then before anything more is killed or injected for it: a breach that came while
+        leadership changed hands aborts it first."""
+        since = self.context.leadership.since
+        if self.guarded is None or since is None or run.started_at is None or run.started_at >= since:
+            return False
+        return self.last_verdict_at is None or self.last_verdict_at < since
+
+    async def run_ended_elsewhere(self) -> bool:
+        """Whether another replica ended this replica's current run (a standby's abort): then its
+        record is taken up as it stands, and nothing more is done for the run."""
+        run = self.status.current_run
+        if run is None:
+            return False
+        raw = self.body.get("status") or {}
+        current = (raw.get("currentRun") or {}).get("id")
+        last = (raw.get("lastRun") or {}).get("id")
+        if current == run.id or last != run.id:
+            return False
+        await self.clear_left_behind(run, self.take_up_remote_end(run, raw))
+        return True
+
+    async def clear_left_behind(self, run: RunStatus, left: list[FaultRecord]) -> None:
+        """Faults this replica placed after another replica's abort read the run (an injector added
+        while it was ending the run) go too."""
+        if not left:
+            return
+        with lanes.urgent():
+            for fault in left:
+                await clear_fault(self.context.api, fault, run.id, self.key, "abort", self.now, faults.injector_image())
+                self.logger.warning("cleared %s in %s/%s after the run ended", fault.kind, fault.namespace, fault.name)
+
+    def take_up_remote_end(self, run: RunStatus, raw: Mapping[str, Any]) -> list[FaultRecord]:
+        """The run ended elsewhere: stop guarding and acting for it and adopt that record. Returns the
+        faults this replica placed that the record does not show as taken out (the caller clears them)."""
+        self.abort_requested.set()
+        self.stop_guard()
+        self.context.running.discard(self.key)
+        placed = [f for f in run.faults if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
+        self.adopt_status(raw)
+        ended = self.status.last_run
+        removed = {(f.uid, f.container) for f in (ended.faults if ended else []) if f.state is FaultState.REMOVED}
+        self.emit_gauges_cleared()
+        return [f for f in placed if (f.uid, f.container) not in removed]
+
+    def emit_gauges_cleared(self) -> None:
+        publish_fault_gauges(self.key, None)
 
     def stop_reason(self, world: World, now: datetime) -> Refusal | None:
         if world.effective.suspended_by:
@@ -619,12 +740,19 @@ class ExperimentDriver:
             self.append_kill(run, record)
             await self.save()
             settings = spec.pod_kill_settings
-            result, method, message = await self.context.api.call(
-                Cluster.kill,
-                victim,
-                grace_period_seconds=settings.grace_period_seconds,
-                use_eviction=settings.respect_disruption_budgets,
-            )
+            try:
+                async with self.context.leadership.acting():
+                    result, method, message = await self.context.api.call(
+                        Cluster.kill,
+                        victim,
+                        grace_period_seconds=settings.grace_period_seconds,
+                        use_eviction=settings.respect_disruption_budgets,
+                    )
+            except NotLeading:
+                record.result, record.method = KillResult.GONE, "interrupted"
+                record.message = "this replica stopped leading before the kill; it was not done"
+                await self.save()
+                return
             record.result, record.method, record.message = result, method, message
             if result is KillResult.KILLED:
                 run.kills_total += 1
@@ -914,12 +1042,13 @@ class ExperimentDriver:
         self.guarded_by = guards
         if probe is None:
             return
+        run_id = run.id
         self.guarded = GuardedRun(
             key=self.key,
             probe=probe,
             interval=interval,
-            state=lambda: GuardState.from_wire(run.sli_state),
-            on_verdict=lambda verdict: self.on_guard_verdict(run, verdict),
+            state=lambda: GuardState.from_wire(self.guard_state_of(run_id)),
+            on_verdict=lambda verdict: self.on_guard_verdict(run_id, verdict),
         )
         self.context.guard.add(self.guarded)
 
@@ -928,17 +1057,28 @@ class ExperimentDriver:
         if guarded is not None:
             self.context.guard.remove(self.key, guarded)
 
-    async def on_guard_verdict(self, run: RunStatus, verdict: Verdict) -> None:
-        """One tick's verdict for `run`: a breach aborts at once; samples reach status in batches."""
-        if self.status.current_run is not run or run.deadline is None or verdict.at >= run.deadline:
+    def guard_state_of(self, run_id: str) -> dict[str, Any]:
+        run = self.status.current_run
+        return run.sli_state if run is not None and run.id == run_id else {}
+
+    async def on_guard_verdict(self, run_id: str, verdict: Verdict) -> None:
+        """One tick's verdict for the run `run_id`: a breach aborts at once (in any replica, leading or
+        not); the leader's samples reach status in batches."""
+        run = self.status.current_run
+        if run is None or run.id != run_id or run.deadline is None or verdict.at >= run.deadline:
             return  # the run ended meanwhile, or its after-check is the one that counts now
         run.sli_state = verdict.state.to_wire()
+        self.last_verdict_at = verdict.at
         self.record_samples(run, verdict)
         if verdict.abort:
             with lanes.urgent():
-                await self.abort_for(verdict)
+                try:
+                    await self.abort_for(verdict)
+                except RunEndedElsewhere as ended:
+                    self.logger.info("%s", ended)
             return
-        self.write_samples_soon(run)
+        if self.context.leadership.leading:
+            self.write_samples_soon(run)
 
     def write_samples_soon(self, run: RunStatus) -> None:
         """Sends the run's SLI samples in the background, at most every SAMPLE_BATCH_SECONDS and one
@@ -990,6 +1130,8 @@ class ExperimentDriver:
         started = asyncio.get_running_loop().time()
         self.abort_requested.set()
         self.stop_guard()
+        if not self.context.leadership.leading and not await self.take_up_latest_run(verdict):
+            return
         await self.roll_back_faults(f"SLI guard: {verdict.reason}")
         run = self.status.current_run
         breach = verdict.breach
@@ -1024,6 +1166,19 @@ class ExperimentDriver:
         reason = GUARD_REASONS[guard.kind] if guard is not None and breach is not None else verdict.reason
         await self.end_run(Phase.ABORTED, reason, message)
         metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
+
+    async def take_up_latest_run(self, verdict: Verdict) -> bool:
+        """A standby's abort starts from the run as the API holds it now (the faults the leader placed
+        a moment ago included), keeping the verdict's guard state. False when that run is over already
+        (another replica ended it) or its record is not to be trusted: nothing more to do here."""
+        run = self.status.current_run
+        fresh = await self.context.api.call(Cluster.experiment, self.namespace, self.name)
+        raw = dict((fresh or {}).get("status") or {})
+        self.adopt_status(raw)
+        self.adopted_version = str(((fresh or {}).get("metadata") or {}).get("resourceVersion") or "")
+        latest = self.status.current_run
+        same_run = run is not None and latest is not None and latest.id == run.id
+        return same_run and latest is not None and self.run_record_problem(latest) is None
 
     async def roll_back_faults(self, why: str = "abort") -> None:
         """Takes out every fault still in. One past its deadline counts as removed by the injector's own
@@ -1169,9 +1324,14 @@ class ExperimentDriver:
             run.faults.append(record)
             await self.save()  # recorded before the call: a restart must know to clear it
             try:
-                await self.context.api.call(
-                    Cluster.add_ephemeral_container, victim.namespace, victim.name, victim.uid, container
-                )
+                async with self.context.leadership.acting():
+                    await self.context.api.call(
+                        Cluster.add_ephemeral_container, victim.namespace, victim.name, victim.uid, container
+                    )
+            except NotLeading:
+                record.state, record.message = FaultState.FAILED, "not injected: this replica stopped leading"
+                await self.save()
+                return
             except ApiException as error:
                 record.state = FaultState.FAILED
                 record.message = f"the API refused the injector ({error.status}): {api_message(error)}"
@@ -1229,10 +1389,67 @@ class ExperimentDriver:
             self.unsaved = False
             if not patch:
                 return
-            await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)
+            run_id = (self.written.get("currentRun") or {}).get("id")
+            if run_id:
+                wire = await self.write_guarded(str(run_id), wire)
+            else:
+                await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)
             self.written = wire
             self.last_write = asyncio.get_running_loop().time()
             metrics.STATUS_WRITES.labels("change").inc()
+
+    async def write_guarded(self, run_id: str, wire: dict[str, Any]) -> dict[str, Any]:
+        """Writes a change to a run's status only while that run is still the current one in the API (a
+        JSON patch whose first operation tests its id): once another replica has ended the run, nothing
+        here can bring it back, record a kill for it, or write a second end. Raises RunEndedElsewhere
+        then, after taking up that replica's record and clearing any fault placed after it read the run."""
+        for attempt in (1, 2):
+            operations = [
+                {"op": "test", "path": "/status/currentRun/id", "value": run_id},
+                *json_patch_operations(self.written, wire, "/status"),
+            ]
+            try:
+                await self.context.api.call(Cluster.patch_experiment_status_ops, self.namespace, self.name, operations)
+                return wire
+            except ApiException as error:
+                if error.status != 422:
+                    raise
+            fresh = await self.context.api.call(Cluster.experiment, self.namespace, self.name)
+            raw = dict((fresh or {}).get("status") or {})
+            if (raw.get("currentRun") or {}).get("id") != run_id:
+                run = self.status.current_run or self.status.last_run
+                if run is not None and run.id == run_id:
+                    await self.clear_left_behind(run, self.take_up_remote_end(run, raw))
+                raise RunEndedElsewhere(f"run {run_id} was ended by another replica; its record stands")
+            # Still current: what we last wrote was not what the API holds, because another replica wrote
+            # (a standby ending the run while the leader recorded one more kill or fault). Again, from
+            # what the API holds, with that progress kept in this replica's record.
+            self.written = copy.deepcopy(raw)
+            if not self.context.leadership.leading:
+                await self.keep_leader_progress(run_id, raw)
+                wire = self.status.model_dump(by_alias=True, mode="json")
+            if attempt == 2:
+                raise RuntimeError(f"the status of run {run_id} could not be written: the API kept refusing the patch")
+        return wire
+
+    async def keep_leader_progress(self, run_id: str, raw: Mapping[str, Any]) -> None:
+        """A standby ending run `run_id` keeps the kills and faults the leader recorded after the standby
+        read the run, and clears those faults too."""
+        ending = next((r for r in (self.status.current_run, self.status.last_run) if r and r.id == run_id), None)
+        if ending is None or not raw.get("currentRun"):
+            return
+        latest = RunStatus.model_validate(raw["currentRun"])
+        known = {(f.uid, f.container) for f in ending.faults}
+        added = [f for f in latest.faults if (f.uid, f.container) not in known]
+        if added:
+            await self.clear_left_behind(
+                ending, [f for f in added if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
+            )
+        ending.faults.extend(added)
+        ending.kills = latest.kills
+        for past in self.status.history:
+            if past.id == run_id:
+                past.faults, past.kills = list(ending.faults), ending.kills[-20:]
 
     def emit(self, kind: str, reason: str, message: str) -> None:
         self.context.emit(self.body, kind, reason, message)

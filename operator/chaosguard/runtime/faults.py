@@ -180,8 +180,18 @@ async def _add_cleaner(api: ApiLanes, fault: FaultRecord, run_id: str, experimen
     uid, existing = await api.call(Cluster.ephemeral_containers, fault.namespace, fault.name)
     if uid != fault.uid:
         return None
-    attempt = 1 + sum(1 for c in existing if str(c.get("name", "")).startswith(container_name(run_id, "clear")))
-    cleaner = clear_container(run_id, experiment, attempt, image)
+    names = [str(c.get("name", "")) for c in existing]
+    cleaners = [n for n in names if n.startswith(container_name(run_id, "clear"))]
+    if fault.container in names:
+        # A clean-up added after the injector already takes this fault out (another replica aborting the
+        # same run, or an earlier clean-up): one is enough, since an ephemeral container never restarts.
+        after = names[names.index(fault.container) + 1 :]
+        done = [n for n in after if n in cleaners]
+        if done:
+            return done[0]
+    # Two replicas that get here at once add the same container (same name and contents): the API
+    # merges the second into the first, so the pod gets one.
+    cleaner = clear_container(run_id, experiment, 1 + len(cleaners), image)
     await api.call(Cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
     return str(cleaner["name"])
 

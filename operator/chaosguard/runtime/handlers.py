@@ -4,6 +4,7 @@ finalizer's rollback on deletion. Everything that decides anything lives in the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -17,9 +18,10 @@ from chaosguard.clients.prometheus import QueryBatcher
 from chaosguard.runtime import faults, lanes, security
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.context import OperatorContext
-from chaosguard.runtime.engine import ExperimentDriver
+from chaosguard.runtime.engine import ExperimentDriver, RunEndedElsewhere
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes
+from chaosguard.runtime.leadership import Leadership
 
 _EVENT_MESSAGE_LIMIT = 1000
 CACHE_SYNC_TIMEOUT = 120.0
@@ -52,6 +54,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         batcher=batcher,
         guard=GuardScheduler(batcher, clock.now),
         operator_namespace=os.environ.get("CHAOSGUARD_NAMESPACE") or None,
+        leadership=memo.get("leadership") or Leadership.sole(clock.now()),
     )
     # No experiment is driven before the caches hold the whole cluster: an empty policy cache would
     # read as "nothing restricts chaos". (kopf starts the daemons only after the start-up handlers.)
@@ -83,11 +86,14 @@ async def drive_experiment(
 async def roll_back_on_delete(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     # kopf has stopped the driver daemon, so no further fault starts; faults still in go now.
     # (A pod-kill leaves nothing to undo: the workload's controller replaces what was killed.)
+    # Every replica runs this (a standby too, so a deletion while no replica leads still rolls back);
+    # clean-up containers are added once per fault however many replicas get here.
     driver = ExperimentDriver(memo.context, body, logger)
-    with lanes.urgent():
+    with lanes.urgent(), contextlib.suppress(RunEndedElsewhere):
         await driver.roll_back_faults("deletion")
-    phase = (body.get("status") or {}).get("phase")
-    post_event(body, "Normal", "Deleted", f"experiment deleted while {phase or 'new'}; its faults are rolled back")
+    if memo.context.leadership.leading:
+        phase = (body.get("status") or {}).get("phase")
+        post_event(body, "Normal", "Deleted", f"experiment deleted while {phase or 'new'}; its faults are rolled back")
 
 
 @kopf.on.cleanup()

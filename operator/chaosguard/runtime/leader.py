@@ -1,7 +1,9 @@
-"""Leader election on a coordination.k8s.io/v1 Lease, so that two replicas never both drive experiments.
+"""Leader election on a coordination.k8s.io/v1 Lease, so that one replica at a time starts runs, kills
+and injects.
 
-`chaosguard run --leader-elect` stands by until it holds the Lease `chaosguard-leader` in the
-operator's namespace, then starts kopf, and renews the Lease while kopf runs:
+Every replica of `chaosguard run --leader-elect` runs kopf from the start (the admission webhooks, the
+watches, and a driver per experiment that guards running runs and aborts them on a breach); the Lease
+`chaosguard-leader` in the operator's namespace only decides which replica *leads* (`Leadership`):
 
 - A standby takes the Lease when its holder has not renewed it for `leaseDurationSeconds`, counted
   on the standby's own monotonic clock from when it *saw* the last change (as client-go does), so
@@ -12,11 +14,9 @@ operator's namespace, then starts kopf, and renews the Lease while kopf runs:
   when it has not renewed within `renew_deadline` (shorter than the lease duration), or finds
   another holder, it exits at once with EXIT_LOST_LEASE, without a graceful stop, so that it never
   acts on a lease another replica may already hold. Kubernetes restarts it, as a standby.
-- On SIGTERM the leader stops kopf (daemons are cancelled within their cancellation_timeout, see
-  handlers.py), then releases the Lease (empty holderIdentity), so the standby takes over at once
-  rather than after a lease duration. A latency fault still running is not taken out by the
-  stopping leader: its injector removes it at the run's deadline on its own (the dead man's switch),
-  and the next leader resumes the run from the experiment's status or rolls it back.
+- On SIGTERM the leader stops leading at once, lets a kill or injection call in flight return, and
+  releases the Lease (empty holderIdentity), so a standby, which already guards every run, takes
+  over at once rather than after a lease duration.
 
 kubernetes-client 37 ships `kubernetes.leaderelection` with a LeaseLock, but its loop is
 synchronous and thread-based, works on the global default client, and never releases the lease;
@@ -34,15 +34,20 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+
+from chaosguard.runtime.leadership import Leadership
 
 logger = logging.getLogger("chaosguard.leader")
 
 LEASE_NAME = "chaosguard-leader"
 EXIT_LOST_LEASE = 3  # the exit status of a leader that could not renew its lease
+# How long a stepping-down leader waits for its last kill or injection call to return before it
+# releases the Lease (kopf's daemons get the same backoff to record what they did).
+STEP_DOWN_GRACE = 5.0
 
 
 def default_identity() -> str:
@@ -384,41 +389,43 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-async def run_elected(
+async def campaign(
     elector: LeaderElector,
-    run_operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    leadership: Leadership,
     stopping: asyncio.Event,
-    on_leading: Callable[[], Awaitable[None]] | None = None,
     exit_now: Callable[[int], NoReturn] = _exit_now,
-) -> int:
-    """Stands by, leads (runs `run_operator(stop_flag)` while renewing), and steps down; the exit status.
+    step_down_grace: float = STEP_DOWN_GRACE,
+) -> None:
+    """Stands by, leads while it holds the Lease, and steps down when `stopping` is set.
 
-    `stopping` is set on SIGTERM/SIGINT before kopf runs (kopf handles them itself once it does); it
-    is also kopf's stop flag. Losing the lease ends the process at once through `exit_now`.
+    kopf runs beside this from the start, in every replica: it serves the webhooks and guards every
+    running run whether this replica leads or not; `leadership` tells its drivers whether they may
+    also start runs, kill and inject. On `stopping` (SIGTERM) the leader stops leading at once, lets
+    an action already in flight (an eviction call) return and record itself, then releases the Lease
+    so that a standby, which already guards every run, takes over at once. Losing the lease ends the
+    process at once through `exit_now` (it comes back as a standby).
     """
     if not await elector.acquire(stopping):
         logger.info("stopped while standing by")
-        return 0
-    if on_leading is not None:
-        await on_leading()
-    # Created before kopf starts, so that kopf counts it as not its own and leaves it alone on exit.
+        return
+    leadership.gain(elector.wall())
     holder: asyncio.Task[NoReturn] = asyncio.create_task(elector.hold(), name="leader lease renewal")
-    operator: asyncio.Task[None] = asyncio.create_task(run_operator(stopping), name="chaosguard operator")
-    await asyncio.wait({holder, operator}, return_when=asyncio.FIRST_COMPLETED)
+    waiter = asyncio.create_task(stopping.wait(), name="leader stop signal")
+    await asyncio.wait({holder, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if holder.done() and not holder.cancelled() and isinstance(holder.exception(), LeaseLost):
+        leadership.lose()
         logger.critical(
             "lost the leader lease (%s): exiting at once, so as never to act on a lease another replica may "
-            "hold; running faults end at their deadlines or are rolled back by the next leader",
+            "hold; the other replicas guard every running run meanwhile, and running faults end at their "
+            "deadlines or are rolled back by the next leader",
             holder.exception(),
         )
         exit_now(EXIT_LOST_LEASE)
-    # kopf has stopped (a signal, or it failed): only now step down, so the next leader never
-    # overlaps with this one's daemons.
+    leadership.lose()  # no kill or injection starts from here on
+    if not await leadership.quiesce(step_down_grace):
+        logger.warning("an action was still in flight %g s after the stop signal; releasing the lease", step_down_grace)
     holder.cancel()
+    waiter.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await holder
     await elector.release()
-    if operator.done() and not operator.cancelled() and operator.exception() is not None:
-        logger.error("the operator failed: %r", operator.exception())
-        return 1
-    return 0

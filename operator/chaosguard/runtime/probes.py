@@ -1,12 +1,10 @@
 """The kubelet's probes, served by `chaosguard run` next to kopf.
 
 - readiness (`--readiness http://0.0.0.0:8081/readyz`), for the whole life of the process: 200 once
-  the operator can do its job: without leader election, once kopf has started; with it, while the
-  API server answers the election (the leader and a healthy standby alike, so that a rolling update
-  proceeds: a new pod is ready as a standby, and takes over when the old leader steps down).
-- liveness (`--liveness`) is kopf's own endpoint while kopf runs. A standby runs no kopf, so it
-  answers the same URL itself while it stands by (200 while its election loop goes round), and
-  closes it just before kopf starts and binds it.
+  the operator can do its job: once kopf has started (the webhooks are served and running runs are
+  guarded), and with leader election, while the API server answers the election (the leader and a
+  healthy standby alike, so that a rolling update proceeds: a new pod is ready as a standby).
+- liveness (`--liveness`) is kopf's own endpoint: kopf runs in every replica, standbys included.
 """
 
 from __future__ import annotations
@@ -63,28 +61,15 @@ class _Site:
 
 
 class Probes:
-    """Readiness for the process's lifetime; liveness only until kopf takes its URL over."""
+    """Readiness, for the process's lifetime (liveness is kopf's own endpoint)."""
 
-    def __init__(
-        self,
-        readiness: Endpoint | None,
-        standby_liveness: Endpoint | None,
-        ready: Callable[[], dict[str, object]],
-        alive: Callable[[], dict[str, object]],
-    ) -> None:
+    def __init__(self, readiness: Endpoint | None, ready: Callable[[], dict[str, object]]) -> None:
         self.readiness = _Site(readiness, ready) if readiness else None
-        self.liveness = _Site(standby_liveness, alive) if standby_liveness else None
 
     async def start(self) -> None:
-        for site in (self.readiness, self.liveness):
-            if site is not None:
-                await site.start()
-
-    async def hand_liveness_to_kopf(self) -> None:
-        if self.liveness is not None:
-            await self.liveness.stop()
+        if self.readiness is not None:
+            await self.readiness.start()
 
     async def stop(self) -> None:
-        for site in (self.liveness, self.readiness):
-            if site is not None:
-                await site.stop()
+        if self.readiness is not None:
+            await self.readiness.stop()

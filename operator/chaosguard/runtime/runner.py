@@ -1,25 +1,30 @@
 """`chaosguard run` in production: log format, probes, and (with --leader-elect) leader election.
 
-Without --leader-elect the process runs kopf at once, as it always did (local runs and tests). With
-it, the process stands by until it holds the Lease (chaosguard.runtime.leader), serving readiness and a
-stand-in liveness endpoint meanwhile, and runs kopf only while it leads. SIGTERM stops kopf
-gracefully (daemons are cancelled; see handlers.drive_experiment's cancellation_timeout) and then
-releases the Lease, so the standby takes over at once. Latency faults still in place at that moment
-are left to their injector's own deadline (the dead man's switch) and to the next leader, which
-resumes or rolls back the run from the experiment's status.
+kopf runs at once in every replica: its watches, the admission webhooks and one driver per experiment,
+which guards running runs and aborts them on a breach. Without --leader-elect the process also leads
+(admits, starts runs, kills, injects) from the start. With it, it leads only while it holds the Lease
+(chaosguard.runtime.leader); meanwhile it is a standby that serves the webhooks and guards every run, so
+a leader's death leaves no run unwatched and the cluster never without admission. SIGTERM makes the
+leader stop leading, let a call in flight return, and release the Lease (a standby leads at once), while
+kopf stops gracefully (daemons are cancelled; see handlers.drive_experiment's cancellation_timeout).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
-from chaosguard.runtime import leader, logs, metrics
+from chaosguard.runtime import leader, logs
+from chaosguard.runtime.leadership import Leadership
 from chaosguard.runtime.probes import Endpoint, Probes, parse_endpoint
+
+logger = logging.getLogger("chaosguard.runner")
 
 EXIT_BAD_OPTIONS = 2
 
@@ -28,15 +33,16 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--readiness",
         default=None,
-        help="serve readiness here, e.g. http://0.0.0.0:8081/readyz (ready: kopf started; with --leader-elect: "
-        "the leader and a healthy standby alike)",
+        help="serve readiness here, e.g. http://0.0.0.0:8081/readyz (ready: kopf started, so the webhooks are "
+        "served and running runs guarded; with --leader-elect also: the API server answers the election)",
     )
     run.add_argument("--log-format", choices=logs.FORMATS, default="text", help="text (default) or json lines")
     election = run.add_argument_group("leader election (for more than one replica)")
     election.add_argument(
         "--leader-elect",
         action="store_true",
-        help=f"run kopf only while holding the Lease {leader.LEASE_NAME}; stand by otherwise",
+        help=f"lead (start runs, kill, inject) only while holding the Lease {leader.LEASE_NAME}; every replica "
+        "serves the webhooks and guards running runs",
     )
     election.add_argument(
         "--leader-election-namespace",
@@ -77,7 +83,7 @@ def serve(args: argparse.Namespace, memo: Any) -> int:
     """Runs the operator until it is stopped; the process's exit status."""
     logs.configure(args.log_format, args.verbose)
     try:
-        readiness, liveness = _endpoints(args)
+        readiness, _liveness = _endpoints(args)  # liveness is kopf's own endpoint; checked here for the port
     except ValueError as error:
         print(f"ERROR {error}", file=sys.stderr)
         return EXIT_BAD_OPTIONS
@@ -89,20 +95,10 @@ def serve(args: argparse.Namespace, memo: Any) -> int:
         for problem in problems:
             print(f"ERROR {problem}", file=sys.stderr)
         return EXIT_BAD_OPTIONS
-    return asyncio.run(_elected(args, memo, config, readiness, liveness))
+    return asyncio.run(_elected(args, memo, config, readiness))
 
 
 async def _kopf(args: argparse.Namespace, memo: Any, stop_flag: asyncio.Event | None, ready: asyncio.Event) -> None:
-    metrics.LEADING.set(1)  # kopf runs only in the leader (or the only replica): this process drives experiments
-    try:
-        await _kopf_until_stopped(args, memo, stop_flag, ready)
-    finally:
-        metrics.LEADING.set(0)
-
-
-async def _kopf_until_stopped(
-    args: argparse.Namespace, memo: Any, stop_flag: asyncio.Event | None, ready: asyncio.Event
-) -> None:
     import kopf
 
     operator = asyncio.create_task(
@@ -131,8 +127,9 @@ async def _kopf_until_stopped(
 
 
 async def _standalone(args: argparse.Namespace, memo: Any, readiness: Endpoint | None) -> int:
+    memo.leadership = Leadership.sole(datetime.now(UTC))
     started = asyncio.Event()
-    probes = Probes(readiness, None, ready=lambda: {"ok": started.is_set()}, alive=dict)
+    probes = Probes(readiness, lambda: {"ok": started.is_set()})
     await probes.start()
     try:
         await _kopf(args, memo, None, started)
@@ -146,7 +143,6 @@ async def _elected(
     memo: Any,
     config: leader.ElectionConfig,
     readiness: Endpoint | None,
-    liveness: Endpoint | None,
 ) -> int:
     from kubernetes import client
 
@@ -155,28 +151,30 @@ async def _elected(
     load_config(args.kubeconfig)
     lock = leader.LeaseLock(client.CoordinationV1Api(), config.namespace, config.name, config.renew_deadline / 2)
     elector = leader.LeaderElector(lock, config)
+    leadership = memo.leadership = Leadership()
     started = asyncio.Event()
 
-    def report(ok: bool) -> dict[str, object]:
-        return {"ok": ok, "leader": elector.leading, "holder": elector.holder, "identity": config.identity}
+    def report() -> dict[str, object]:
+        ok = started.is_set() and elector.healthy()
+        return {"ok": ok, "leader": leadership.leading, "holder": elector.holder, "identity": config.identity}
 
-    probes = Probes(
-        readiness,
-        liveness,  # kopf's own once it runs; answered here while standing by
-        ready=lambda: report(elector.healthy()),
-        alive=lambda: report(elector.alive()),
-    )
+    probes = Probes(readiness, report)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):  # kopf installs its own once it runs
+    for signum in (signal.SIGTERM, signal.SIGINT):  # until kopf has started (then kopf's handlers set it)
         loop.add_signal_handler(signum, stopping.set)
     await probes.start()
+    operator = asyncio.create_task(_kopf(args, memo, stopping, started), name="chaosguard operator")
+    election = asyncio.create_task(leader.campaign(elector, leadership, stopping), name="leader election")
     try:
-        return await leader.run_elected(
-            elector,
-            lambda stop_flag: _kopf(args, memo, stop_flag, started),
-            stopping,
-            on_leading=probes.hand_liveness_to_kopf,
-        )
+        await asyncio.wait({operator, election}, return_when=asyncio.FIRST_COMPLETED)
+        if operator.done():
+            stopping.set()  # kopf ended on its own (it failed): step down too
+        await election
+        await asyncio.wait({operator})
     finally:
         await probes.stop()
+    if not operator.cancelled() and operator.exception() is not None:
+        logger.error("the operator failed: %r", operator.exception())
+        return 1
+    return 0

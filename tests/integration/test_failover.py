@@ -1,0 +1,193 @@
+"""Every replica guards every running run: the operator's own failure never leaves a fault unwatched.
+
+Two `chaosguard run --leader-elect` processes on the local control plane with a real Prometheus. The
+Lease here lasts 30 s, far longer than any abort may take, so "the run was aborted while the Lease
+still named the dead leader" shows that the standby aborted it on its own guard, without waiting to
+take over. The session's operator is stopped for these tests and started again afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import (
+    OperatorProcess,
+    _free_port,
+    apply_yaml,
+    create_policy,
+    events_for,
+    scoped_policy,
+    status_of,
+    wait_for_phase,
+)
+from localcluster.prometheus import MetricsTarget, PrometheusServer, prometheus_available
+from localcluster.wait import wait_for
+from tests.integration.conftest import create_namespace
+from tests.integration.test_leader_election import Replica, both_ready, lease_spec, wait_for_holder
+from tests.integration.test_operator_latency import ephemeral
+from tests.integration.test_operator_slo import guarded, healthy, prometheus, target  # noqa: F401 (fixtures)
+
+pytestmark = [
+    pytest.mark.controlplane,
+    pytest.mark.prometheus,
+    pytest.mark.skipif(not prometheus_available(), reason="Debian's prometheus is not installed (make system-deps)"),
+]
+
+LEASE_DURATION, RENEW_DEADLINE, RENEW_PERIOD, RETRY_PERIOD = 30, 20, 2, 1
+
+
+@pytest.fixture
+def failover_namespace(k8s: client.ApiClient) -> Iterator[str]:
+    name = create_namespace(k8s, "chaosguard-failover")
+    yield name
+    client.CoreV1Api(k8s).delete_namespace(name)
+
+
+@pytest.fixture
+def long_lease_replicas(
+    chaos_operator: OperatorProcess, chaosguard_crds: ControlPlane, failover_namespace: str, tmp_path: Path
+) -> Iterator[Callable[[str], Replica]]:
+    chaos_operator.stop()
+    started: list[Replica] = []
+
+    def start(identity: str) -> Replica:
+        port = _free_port()
+        args = [
+            "--leader-elect",
+            f"--leader-election-lease-duration={LEASE_DURATION}",
+            f"--leader-election-renew-deadline={RENEW_DEADLINE}",
+            f"--leader-election-renew-period={RENEW_PERIOD}",
+            f"--leader-election-retry-period={RETRY_PERIOD}",
+            "--log-format=json",
+            f"--leader-election-identity={identity}",
+            f"--readiness=http://127.0.0.1:{port}/readyz",
+        ]
+        env = {"CHAOSGUARD_NAMESPACE": failover_namespace}
+        process = OperatorProcess(chaosguard_crds.kubeconfig, tmp_path / f"{identity}.log", env, args=args)
+        replica = Replica(identity, process, port)
+        started.append(replica)
+        process.start()
+        return replica
+
+    yield start
+    for replica in started:
+        replica.process.stop()
+    chaos_operator.start()
+
+
+def two_replicas(k8s: client.ApiClient, start: Callable[[str], Replica], namespace: str) -> tuple[Replica, Replica]:
+    a, b = start("replica-a"), start("replica-b")
+    holder = wait_for_holder(k8s, namespace, {a.identity, b.identity}, timeout=60)
+    leader, standby = (a, b) if holder == a.identity else (b, a)
+    wait_for(lambda: both_ready(leader, standby), timeout=60, what="the leader and the standby to be ready")
+    return leader, standby
+
+
+def killed_since(status: dict[str, Any], moment: datetime) -> list[dict[str, Any]]:
+    run = status.get("lastRun") or {}
+    return [
+        kill
+        for kill in run.get("kills", [])
+        if kill["result"] == "Killed" and datetime.fromisoformat(kill["at"]) >= moment
+    ]
+
+
+def test_the_standby_aborts_a_breaching_run_when_the_leader_dies_at_the_breach(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    long_lease_replicas: Callable[[str], Replica],
+    failover_namespace: str,
+    healthy: str,  # noqa: F811
+    target: MetricsTarget,  # noqa: F811
+    prometheus: PrometheusServer,  # noqa: F811
+    isolated_policies: list[str],
+) -> None:
+    shop = healthy
+    create_policy(k8s, f"cap-{shop}", scoped_policy(shop, maxPercentage=40))
+    isolated_policies.append(f"cap-{shop}")
+    leader, standby = two_replicas(k8s, long_lease_replicas, failover_namespace)
+
+    apply_yaml(control_plane, guarded("failover", shop, prometheus, duration="2m", interval="2s"), shop)
+    wait_for(
+        lambda: int((status_of(k8s, shop, "failover").get("currentRun") or {}).get("killsTotal", 0)) >= 1,
+        timeout=60,
+        what="a first kill",
+    )
+    # The node under the leader dies as the SLI breaches: no graceful stop, no Lease release.
+    breached_at = datetime.now(UTC)
+    leader.process.kill()
+    target.set_error_ratio(0.5, app=shop)
+
+    status = wait_for_phase(k8s, shop, "failover", "Aborted", timeout=LEASE_DURATION / 2)
+    # The Lease still names the dead leader: the standby did not wait for it to expire.
+    assert lease_spec(k8s, failover_namespace)["holder"] == leader.identity
+    run = status["lastRun"]
+    assert run["reason"] == "SLIBreached" and run["abort"]["condition"] == "error-ratio", run
+    assert not killed_since(status, breached_at), run["kills"]
+    aborts = [r for r in standby.log_records() if r.get("run") == run["id"] and r["message"].startswith("SLIBreached")]
+    assert aborts, standby.process.log_tail()
+    reasons = [event.reason for event in events_for(k8s, shop, "failover")]
+    assert reasons.count("SLIBreached") == 1, reasons
+
+    # The standby takes over later, and the aborted run stays aborted: nothing more is killed.
+    wait_for_holder(k8s, failover_namespace, {standby.identity}, timeout=LEASE_DURATION + 15)
+    time_of_takeover = datetime.now(UTC)
+    wait_for(lambda: standby.readiness()[1].get("leader") is True, timeout=15, what="the new leader to say so")
+    later = status_of(k8s, shop, "failover")
+    assert later["phase"] == "Aborted" and later["lastRun"]["id"] == run["id"], later
+    assert not killed_since(later, time_of_takeover)
+
+
+def test_two_replicas_aborting_one_run_leave_one_record_and_one_clean_up_per_fault(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    long_lease_replicas: Callable[[str], Replica],
+    failover_namespace: str,
+    healthy: str,  # noqa: F811
+    target: MetricsTarget,  # noqa: F811
+    prometheus: PrometheusServer,  # noqa: F811
+) -> None:
+    shop = healthy
+    leader, standby = two_replicas(k8s, long_lease_replicas, failover_namespace)
+    manifest = (
+        "apiVersion: chaosguard.dev/v1alpha1\nkind: ChaosExperiment\nmetadata: {name: both-abort}\n"
+        "spec:\n  action: latency\n  latency: {delay: 150ms}\n"
+        "  target: {selector: {matchLabels: {app: checkout}}, mode: fixed, value: 2}\n  duration: 2m\n"
+        "  steadyState:\n"
+        f"    prometheus: {{url: {prometheus.url}, timeout: 500ms}}\n"
+        "    interval: 1s\n"
+        "    conditions:\n"
+        "      - name: error-ratio\n"
+        f'        query: demo_error_ratio{{app="{shop}"}}\n'
+        '        operator: "<"\n'
+        "        threshold: 0.05\n"
+    )
+    apply_yaml(control_plane, manifest, shop)
+
+    def active() -> list[dict[str, Any]]:
+        run = status_of(k8s, shop, "both-abort").get("currentRun") or {}
+        return [fault for fault in run.get("faults", []) if fault["state"] == "Active"]
+
+    faults = wait_for(lambda: len(found := active()) == 2 and found, timeout=60, what="two active latency faults")
+    # Both replicas are alive and guard the run at the same 1 s interval: both see the breach.
+    target.set_error_ratio(0.5, app=shop)
+    status = wait_for_phase(k8s, shop, "both-abort", "Aborted", timeout=30)
+    run = status["lastRun"]
+    assert [entry["id"] for entry in status["history"]] == [run["id"]]
+    assert [f["state"] for f in run["faults"]] == ["Removed", "Removed"], run["faults"]
+    reasons = [event.reason for event in events_for(k8s, shop, "both-abort")]
+    assert reasons.count("SLIBreached") == 1, reasons
+    by_pod = ephemeral(k8s, shop)
+    for fault in faults:
+        cleaners = [c["name"] for c in by_pod[fault["uid"]] if c["name"].startswith("chaosguard-clear")]
+        assert len(cleaners) == 1, by_pod[fault["uid"]]
+    for replica in (leader, standby):
+        errors = [r for r in replica.log_records() if r.get("levelname") == "ERROR" or "Traceback" in r["message"]]
+        assert not errors, errors
