@@ -143,7 +143,7 @@ def ensure_tls(directory: Path, names: Sequence[str]) -> TlsFiles:
     return write_tls(directory, generate_tls(names))
 
 
-def _uncovered_names(cert_pem: bytes, names: Sequence[str]) -> list[str]:
+def uncovered_names(cert_pem: bytes, names: Sequence[str]) -> list[str]:
     from cryptography import x509
 
     cert = x509.load_pem_x509_certificate(cert_pem)
@@ -167,7 +167,7 @@ def tls_from_secret(cluster: Cluster, namespace: str, secret: str, names: Sequen
             if found is not None and all(found[0].get(key) for key in (CERT_KEY, PRIVATE_KEY, CA_KEY)):
                 data = found[0]
                 material = TlsMaterial(data[CERT_KEY], data[PRIVATE_KEY], data[CA_KEY])
-                if missing := _uncovered_names(material.cert, names):
+                if missing := uncovered_names(material.cert, names):
                     raise WebhookTlsError(
                         f"the serving certificate in {where} is not valid for {', '.join(missing)} (the webhook "
                         "Service's names): empty the Secret (kubectl patch secret ... --type=json -p "
