@@ -7,7 +7,7 @@ import datetime
 
 from cryptography import x509
 
-from chaosguard.admission.webhook_tls import SELF_MADE_VALIDITY_DAYS, uncovered_names, generate_tls
+from chaosguard.admission.webhook_tls import SELF_MADE_VALIDITY_DAYS, generate_tls, uncovered_names
 
 SERVICE_NAMES = ["chaosguard-webhook.chaosguard-system.svc", "chaosguard-webhook.chaosguard-system.svc.cluster.local"]
 
