@@ -327,6 +327,8 @@ def test_the_shipped_webhooks_are_what_kopf_serves(builds: dict[str, list[dict[s
     )
     assert port["targetPort"] == "webhook"
     assert args[args.index("--webhook-tls-secret") + 1] == WEBHOOK_TLS
+    # Behind the Service only once the webhook server listens (readiness waits for the startup probe).
+    assert container["startupProbe"]["tcpSocket"] == {"port": "webhook"}
     assert service["spec"]["selector"].items() <= container_labels(objects).items()
 
     at = {"namespace": OPERATOR_NAMESPACE, "name": "chaosguard-webhook", "port": port["port"]}

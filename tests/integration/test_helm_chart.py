@@ -308,6 +308,9 @@ def test_the_webhook_gets_a_service_and_a_certificate_for_its_name(
     mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
     assert mount["mountPath"] == flag(args, "--webhook-tls-dir")
     assert "--webhook-tls-secret" not in args  # helm makes the certificate and fills in the caBundle
+    # Behind the Service only once the webhook server listens (readiness waits for the startup probe).
+    assert container["startupProbe"]["tcpSocket"] == {"port": "webhook"}
+    assert "startupProbe" not in container_of(rendered["webhooks-off"])
     volumes = one(objects, "Deployment", "chaosguard")["spec"]["template"]["spec"]["volumes"]
     secret_name = next(v for v in volumes if v["name"] == "webhook-tls")["secret"]["secretName"]
     # helm's genCA/genSignedCert: a serving certificate for the Service's name, signed by ca.crt.

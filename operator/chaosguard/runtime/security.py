@@ -187,7 +187,7 @@ async def prepare(settings: Any, memo: Any) -> None:
         if changed:
             logger.info("set the caBundle of %s (%s)", WEBHOOK_CONFIGURATION, ", ".join(changed))
     server_class = kopf.WebhookServer if webhook.service is None else service_webhook_server(webhook.service)
-    settings.admission.server = _marking_when_listening(server_class)(
+    settings.admission.server = server_class(
         addr=webhook.listen_address,
         port=webhook.port,
         host=webhook.host,
@@ -198,31 +198,6 @@ async def prepare(settings: Any, memo: Any) -> None:
     # Deliberately no `settings.admission.managed`: see the module's docstring.
     context.webhooks = True
     logger.info("admission webhooks on https://%s:%d (%s)", webhook.host, webhook.port, WEBHOOK_CONFIGURATION)
-
-
-class _WebhookServerState:
-    listening = False
-
-
-_WEBHOOK_SERVER = _WebhookServerState()
-
-
-def webhooks_listening() -> bool:
-    """Whether this process's webhook server accepts connections: with --webhook-port, a replica is ready
-    for the webhook Service only then (the API server would otherwise get refused connections, and with
-    failurePolicy Fail refuse the user's request)."""
-    return _WEBHOOK_SERVER.listening
-
-
-def _marking_when_listening(server_class: Any) -> Any:
-    class MarkingWebhookServer(server_class):  # type: ignore[misc]
-        async def __call__(self, fn: Any) -> Any:
-            # kopf yields its client config once the TLS site has started, i.e. once it listens.
-            async for config in super().__call__(fn):
-                _WEBHOOK_SERVER.listening = True
-                yield config
-
-    return MarkingWebhookServer
 
 
 def service_webhook_server(service: ServiceRef) -> Any:
