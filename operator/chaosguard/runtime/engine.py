@@ -89,6 +89,7 @@ from chaosguard.decisions.slo import (
     append_capped,
     format_labels,
     format_value,
+    merge_samples,
 )
 from chaosguard.runtime import faults, gates, lanes, metrics
 from chaosguard.runtime.context import OperatorContext, World
@@ -266,7 +267,10 @@ class ExperimentDriver:
         self.written = copy.deepcopy(dict(raw))
         run = self.status.current_run
         if previous is not None and run is not None and previous.id == run.id:
-            run.sli_state, run.sli_samples = previous.sli_state, previous.sli_samples
+            # This replica's own guard state is the newest; its samples and the other replica's make one
+            # series, so a hand-over leaves no hole in the run's SLI record.
+            run.sli_state = previous.sli_state
+            run.sli_samples = merge_samples(previous.sli_samples, run.sli_samples, MAX_SLI_POINTS)
 
     def run_record_problem(self, run: RunStatus) -> str | None:
         """Why this run's record is not to be acted on, or None (see decisions.run_record)."""
@@ -1056,6 +1060,8 @@ class ExperimentDriver:
         guarded, self.guarded = self.guarded, None
         if guarded is not None:
             self.context.guard.remove(self.key, guarded)
+            with contextlib.suppress(KeyError):
+                metrics.GUARD_LAST_VERDICT.remove(self.key)
 
     def guard_state_of(self, run_id: str) -> dict[str, Any]:
         run = self.status.current_run
@@ -1069,6 +1075,7 @@ class ExperimentDriver:
             return  # the run ended meanwhile, or its after-check is the one that counts now
         run.sli_state = verdict.state.to_wire()
         self.last_verdict_at = verdict.at
+        metrics.GUARD_LAST_VERDICT.labels(self.key).set(verdict.at.timestamp())
         self.record_samples(run, verdict)
         if verdict.abort:
             with lanes.urgent():
