@@ -23,6 +23,7 @@ from chaosguard.decisions.policy import (
     target_namespaces,
     time_refusal,
 )
+from chaosguard.decisions.prometheus_access import endpoint_refusals
 
 
 class UnreadableInput(Exception):
@@ -61,8 +62,9 @@ def split_documents(documents: Sequence[Document]) -> tuple[list[Document], list
     return experiments, policies
 
 
-def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refusal]:
-    """Every offline rule for one experiment document."""
+def judge(doc: Document, policies: list[ChaosPolicy], at: datetime, prometheus_url: str | None = None) -> list[Refusal]:
+    """Every offline rule for one experiment document; `prometheus_url` is the operator's configured
+    Prometheus (the only one a bearer token may go to when no policy lists allowedPrometheusURLs)."""
     try:
         experiment = ChaosExperiment.model_validate(doc.body)
     except ValidationError as error:
@@ -72,6 +74,7 @@ def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refu
     chosen = applicable_policies(policies, [*target_namespaces(spec, namespace), namespace], None)
     effective = combine(chosen)
     refusals = static_refusals(spec, namespace, effective, None)
+    refusals += endpoint_refusals(spec, effective, prometheus_url)
     if spec.schedule is None:
         refusal = time_refusal(effective, at)
         if refusal is not None:
