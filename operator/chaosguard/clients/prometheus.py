@@ -211,10 +211,10 @@ def _describe(error: BaseException) -> str:
     server_said = _server_fault(cause)
     if server_said is not None:
         return server_said
-    text = str(cause)
     # urllib3 wraps the useful part: "...: Failed to establish a new connection: [Errno 111] ..."
-    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
-    return _truncate(match.group(1) if match else (text or type(cause).__name__))
+    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(cause))
+    # Otherwise only the error's kind: its text may quote what the server sent.
+    return _truncate(match.group(1)) if match else type(cause).__name__
 
 
 def _server_fault(cause: BaseException) -> str | None:
@@ -222,7 +222,13 @@ def _server_fault(cause: BaseException) -> str | None:
     texts quote what the server sent (a status line, a banner), which must not reach status."""
     if isinstance(cause, http.client.RemoteDisconnected | aiohttp.ServerDisconnectedError):
         return "the server closed the connection without an answer"
-    if isinstance(cause, http.client.HTTPException | aiohttp.ClientResponseError | urllib3.exceptions.ProtocolError):
+    if isinstance(
+        cause,
+        http.client.HTTPException
+        | aiohttp.ClientResponseError
+        | aiohttp.http_exceptions.HttpProcessingError
+        | urllib3.exceptions.ProtocolError,
+    ):
         return "the answer was not valid HTTP"
     if isinstance(cause, aiohttp.ClientPayloadError):
         return "the answer's body was cut short or malformed"
@@ -237,6 +243,23 @@ def http_status_text(status: int) -> str:
         return f"HTTP {status}"
 
 
+# Prometheus's errorType values (web/api/v1): a word from this list is all of an error body that is
+# shown, so that a bad query still says "bad_data" while nothing the server wrote is passed on.
+_ERROR_TYPES = frozenset(
+    {"bad_data", "execution", "timeout", "canceled", "internal", "unavailable", "not_found", "not_acceptable"}
+)
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def _error_type(body: bytes) -> str | None:
+    try:
+        payload = json.loads(body[:_ERROR_BODY_LIMIT])
+    except ValueError:
+        return None
+    kind = payload.get("errorType") if isinstance(payload, dict) else None
+    return kind if isinstance(kind, str) and kind in _ERROR_TYPES else None
+
+
 def _status_hint(status: int) -> str:
     if 300 <= status < 400:
         return "; redirects are not followed: set the url to the address Prometheus answers at itself"
@@ -247,18 +270,20 @@ def _status_hint(status: int) -> str:
     return ""
 
 
-def _status_error(status: int, url: str) -> QueryUnavailable:
+def _status_error(status: int, url: str, body: bytes = b"") -> QueryUnavailable:
+    kind = _error_type(body)
+    said = f", errorType {kind}" if kind else ""
     return QueryUnavailable(
         UnavailableKind.HTTP_ERROR,
-        f"{url} answered {http_status_text(status)} (its body is not shown){_status_hint(status)}",
+        f"{url} answered {http_status_text(status)}{said} (its body is not shown){_status_hint(status)}",
     )
 
 
-def _http_error(error: PrometheusApiClientException, url: str) -> QueryUnavailable:
+def _http_error(error: PrometheusApiClientException, url: str, response: requests.Response | None) -> QueryUnavailable:
     match = re.match(r"HTTP Status Code (\d+) ", str(error))
     if not match:
         return QueryUnavailable(UnavailableKind.HTTP_ERROR, f"{url} answered with an error (its body is not shown)")
-    return _status_error(int(match.group(1)), url)
+    return _status_error(int(match.group(1)), url, response.content if response is not None else b"")
 
 
 def _parse_value(raw: Any) -> float:
@@ -318,6 +343,14 @@ def query(request: QueryRequest) -> QueryOutcome:
     url = endpoint.url
     timeout = endpoint.timeout
     session = _NoRedirectSession()
+    last_response: requests.Response | None = None
+
+    def keep(response: requests.Response, *args: object, **kwargs: object) -> None:
+        nonlocal last_response
+        last_response = response
+
+    # The library only puts the body in its exception's text; the hook keeps the response itself.
+    session.hooks["response"].append(keep)
     try:
         if endpoint.ca:
             session.verify = _ca_path(endpoint.ca)
@@ -336,7 +369,7 @@ def query(request: QueryRequest) -> QueryOutcome:
     except requests.exceptions.Timeout:
         return _timeout(url, timeout)
     except PrometheusApiClientException as error:
-        return _http_error(error, url)
+        return _http_error(error, url, last_response)
     except requests.exceptions.ConnectionError as error:
         if isinstance(_root_cause(error), TimeoutError | urllib3.exceptions.TimeoutError):
             return _timeout(url, timeout)
@@ -402,7 +435,7 @@ async def _query_with(session: aiohttp.ClientSession, request: QueryRequest) -> 
             allow_redirects=False,
         ) as response:
             if response.status != 200:
-                return _status_error(response.status, url)
+                return _status_error(response.status, url, await response.content.read(_ERROR_BODY_LIMIT))
             body = await response.text(errors="replace")
     except (TimeoutError, aiohttp.ServerTimeoutError):
         return _timeout(url, timeout)
