@@ -329,7 +329,8 @@ class RecordingServer:
     """Records requests; forwards them to `upstream`, or answers `response`; after `delay` seconds.
 
     With `trickle`, the body is sent one byte every `trickle` seconds (a server that is alive but
-    never finishes). `headers` are added to every answer (e.g. a Location, for a redirect). Waits are on an Event, so `stop()` releases handlers still holding an answer.
+    never finishes). `headers` are added to every answer (e.g. a Location, for a redirect).
+    Waits are on an Event, so `stop()` releases handlers still holding an answer.
     """
 
     def __init__(
