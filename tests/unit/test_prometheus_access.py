@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from chaosguard.api.models import ChaosPolicySpec
+from chaosguard.cli.main import main
 from chaosguard.decisions.policy import combine
 from chaosguard.decisions.prometheus_access import (
     endpoint_refusals,
@@ -20,6 +23,7 @@ from .helpers import experiment_spec, policy
 
 TOKEN = {"name": "prometheus-token", "key": "token"}
 OPERATOR_URL = "http://prometheus.monitoring:9090"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def guarded(url: str, *, token: bool = False, condition_url: str | None = None, **endpoint: Any) -> Any:
@@ -154,3 +158,30 @@ def test_a_policy_refuses_a_prefix_that_cannot_be_matched_safely(prefix: str) ->
     with pytest.raises(ValidationError) as error:
         ChaosPolicySpec.model_validate({"allowedPrometheusURLs": [prefix]})
     assert "allowedPrometheusURLs" in str(error.value)
+
+
+def test_validate_judges_urls_as_the_operator_does(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    experiment = tmp_path / "experiment.yaml"
+    body = {
+        "apiVersion": "chaosguard.dev/v1alpha1",
+        "kind": "ChaosExperiment",
+        "metadata": {"name": "guarded", "namespace": "shop"},
+        "spec": {
+            **experiment_spec().to_wire(),
+            "steadyState": guarded(OPERATOR_URL, token=True).steady_state.to_wire(),
+        },
+    }
+    experiment.write_text(yaml.safe_dump(body))
+    assert main(["validate", "-f", str(experiment), "--prometheus-url", OPERATOR_URL]) == 0
+    code = main(["validate", "-f", str(experiment), "--prometheus-url", "http://prometheus.other:9090"])
+    out = capsys.readouterr().out
+    assert code == 1 and "REFUSED prometheus-credentials-url: spec.steadyState.prometheus.bearerTokenSecret" in out
+    # The example policy lists the operator's Prometheus, so it allows this URL whatever --prometheus-url says.
+    policy_file = str(EXAMPLES / "policy-prometheus-urls.yaml")
+    assert main(["validate", "-f", str(experiment), "--policy", policy_file, "--prometheus-url", ""]) == 0
+    body["spec"]["steadyState"]["prometheus"]["url"] = "http://collector.example:9090"
+    experiment.write_text(yaml.safe_dump(body))
+    assert main(["validate", "-f", str(experiment), "--policy", policy_file]) == 1
+    out = capsys.readouterr().out
+    assert "REFUSED prometheus-url: spec.steadyState.prometheus.url http://collector.example:9090 is not among" in out
+    assert "ChaosPolicy/prometheus-endpoints allows (http://prometheus.monitoring:9090, " in out
