@@ -106,7 +106,7 @@ def command_validate(args: argparse.Namespace) -> int:
     for doc in experiments:
         name = f"{(doc.body.get('metadata') or {}).get('namespace', 'default')}/"
         name += str((doc.body.get("metadata") or {}).get("name", "?"))
-        refusals = judge(doc, policies, at, args.prometheus_url or None)
+        refusals = judge(doc, policies, at, args.prometheus_url or None, judge_endpoints=True)
         if refusals:
             refused = True
             print(f"{doc.source} {name}: refused")
