@@ -226,6 +226,15 @@ def command_run(args: argparse.Namespace) -> int:
     return runner.serve(args, kopf.Memo(security=options))
 
 
+def add_operator_prometheus_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prometheus-url",
+        default=os.environ.get(PROMETHEUS_URL_ENV, ""),
+        help="the operator's --prometheus-url, to judge bearerTokenSecret as the operator will "
+        f"(default: ${PROMETHEUS_URL_ENV})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaosguard", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,12 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--policy", action="append", help="ChaosPolicy YAML file or directory")
     validate.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
-    validate.add_argument(
-        "--prometheus-url",
-        default=os.environ.get(PROMETHEUS_URL_ENV, ""),
-        help="the operator's --prometheus-url, to judge bearerTokenSecret as the operator will "
-        f"(default: ${PROMETHEUS_URL_ENV})",
-    )
+    add_operator_prometheus_url(validate)
     validate.set_defaults(handler=command_validate)
 
     plan = sub.add_parser("plan", help="show which pods an experiment would hit right now")
@@ -276,12 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--kubeconfig")
     plan.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
     plan.add_argument("--seed", default="plan", help="seed for the example choice")
-    plan.add_argument(
-        "--prometheus-url",
-        default=os.environ.get(PROMETHEUS_URL_ENV, ""),
-        help="the operator's --prometheus-url, to judge bearerTokenSecret as the operator will "
-        f"(default: ${PROMETHEUS_URL_ENV})",
-    )
+    add_operator_prometheus_url(plan)
     plan.add_argument(
         "--operator-namespace",
         default="chaosguard-system",
