@@ -185,3 +185,10 @@ def test_validate_judges_urls_as_the_operator_does(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "REFUSED prometheus-url: spec.steadyState.prometheus.url http://collector.example:9090 is not among" in out
     assert "ChaosPolicy/prometheus-endpoints allows (http://prometheus.monitoring:9090, " in out
+
+
+def test_a_host_header_cannot_steer_the_query_elsewhere() -> None:
+    effective = combine([policy(allowedPrometheusURLs=[OPERATOR_URL])])
+    [refusal] = endpoint_refusals(guarded(OPERATOR_URL, headers={"HOST": "vault.internal"}), effective, None)
+    assert refusal.rule == "prometheus-host-header" and refusal.field == "spec.steadyState.prometheus.headers"
+    assert endpoint_refusals(guarded(OPERATOR_URL, headers={"X-Scope-OrgID": "shop"}), effective, None) == []

@@ -31,6 +31,7 @@ URL_RULE = "prometheus-url"
 CREDENTIALS_URL_RULE = "prometheus-credentials-url"
 SECRET_PERMISSION_RULE = "secret-permission"
 SECRET_AUTHOR_UNKNOWN_RULE = "secret-author-unknown"
+HOST_HEADER_RULE = "prometheus-host-header"
 
 
 def url_within(url: str, prefix: str) -> bool:
@@ -85,6 +86,14 @@ def _endpoint_refusal(
     operator_url: str | None,
 ) -> Refusal | None:
     url = endpoint.url
+    if any(name.strip().lower() == "host" for name in endpoint.headers):
+        # A Host header would steer a shared proxy behind an allowed URL to another of its sites.
+        return Refusal(
+            HOST_HEADER_RULE,
+            f"{field}.headers sets Host, which would send the query to another site than {url} names; "
+            f"remove it and put that host in {field}.url",
+            f"{field}.headers",
+        )
     unsafe = url_parts(url)
     why = f" ({unsafe})" if isinstance(unsafe, str) else ""
     for source, prefixes in lists:
