@@ -4,6 +4,8 @@
   only with a valid author stamp (signed by this operator, for this object and this exact spec).
   With a valid stamp, the author must still hold the fault's permission in every target namespace
   when a run starts (a SubjectAccessReview), so a revoked RoleBinding stops the next game day.
+  Likewise `get` on every Secret its steadyState names; with no author known, no Secret is read.
+  Every Prometheus URL must be one the cluster's owners allow (`decisions.prometheus_access`).
 - Approvals: after admission, an experiment that a policy requires approval for waits in
   AwaitingApproval until `approvals.count_valid` is satisfied, re-checked on every poll; and again
   right before every run starts (an approval may have expired meanwhile). The judgement of every
@@ -12,12 +14,18 @@
 
 from __future__ import annotations
 
-from chaosguard.admission.judge import author_unknown, permission_refusals
+from chaosguard.admission.judge import (
+    author_unknown,
+    operator_prometheus_url,
+    permission_refusals,
+    secret_refusals,
+)
 from chaosguard.api.models import ApprovalRecord, ChaosExperimentSpec, Phase
 from chaosguard.clients import informers
 from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.approvals import ApprovalCount, ApprovalView, ExperimentView, count_valid
 from chaosguard.decisions.policy import Refusal, static_refusals, target_namespaces
+from chaosguard.decisions.prometheus_access import endpoint_refusals, secrets_without_author
 from chaosguard.decisions.stamps import read_experiment_stamp, spec_hash
 from chaosguard.runtime.context import Driver, World
 
@@ -30,11 +38,16 @@ def author_required(driver: Driver, world: World) -> bool:
 
 async def identity_refusal(driver: Driver, spec: ChaosExperimentSpec, world: World) -> Refusal | None:
     check = read_experiment_stamp(driver.context.signing_key, driver.body)
+    urls = endpoint_refusals(spec, world.effective, operator_prometheus_url())
     if check.stamp is None:
-        return author_unknown(check.problem) if author_required(driver, world) else None
+        if author_required(driver, world):
+            return author_unknown(check.problem)
+        return urls[0] if urls else secrets_without_author(spec, check.problem)
     refusals = await permission_refusals(
         driver.context.cluster, [check.stamp.identity], target_namespaces(spec, driver.namespace), spec.action
     )
+    refusals += urls
+    refusals += await secret_refusals(driver.context.cluster, [check.stamp.identity], driver.namespace, spec)
     return refusals[0] if refusals else None
 
 
