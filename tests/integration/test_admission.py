@@ -78,7 +78,11 @@ class Operators:
         self.starts += 1
         log = self.workdir / f"operator-{self.starts}.log"
         operator = OperatorProcess(
-            self.control_plane.kubeconfig, log, {"CHAOSGUARD_NAMESPACE": self.namespace}, args=args
+            self.control_plane.kubeconfig,
+            log,
+            {"CHAOSGUARD_NAMESPACE": self.namespace},
+            args=args,
+            allow_unverified_authors=False,  # the secure default, with or without the webhooks
         )
         self.current = operator.start()
         return operator

@@ -6,6 +6,7 @@ never imports `engine`."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,13 @@ from chaosguard.decisions.policy import EffectivePolicy, Refusal
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes
+
+ALLOW_UNVERIFIED_AUTHORS_ENV = "CHAOSGUARD_ALLOW_UNVERIFIED_AUTHORS"
+
+
+def unverified_authors_allowed(environ: Mapping[str, str]) -> bool:
+    return environ.get(ALLOW_UNVERIFIED_AUTHORS_ENV, "").strip().lower() in ("1", "true", "yes")
+
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]  # (object body, type, reason, message)
 
@@ -38,6 +46,9 @@ class OperatorContext:
     operator_namespace: str | None = None
     signing_key: bytes | None = None  # for author and approver stamps (security.prepare loads it)
     webhooks: bool = False  # started with the admission webhooks: every experiment needs an author stamp
+    # The owners' explicit opt-out (--allow-unverified-authors): an experiment without a valid author
+    # stamp may run where no policy requires approval, with the operator's rights, not its author's.
+    allow_unverified_authors: bool = field(default_factory=lambda: unverified_authors_allowed(os.environ))
     workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)  # this process's runs, including starts in progress
     start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held only to count and take a slot
