@@ -13,12 +13,14 @@ module and started again at its end. Users are the control plane's static-token 
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -549,3 +551,87 @@ def test_without_the_webhook_the_operator_still_refuses(
         describe=lambda: str(status_of(k8s, team, "stamped")),
     )
     assert "the spec or the stamp was changed without the admission webhook" in status["message"]
+
+
+# --------------------------------------------------------------------------- issue 19/20: no deputy, no race
+
+
+def pod_uids(k8s: client.ApiClient, namespace: str) -> set[str]:
+    pods = client.CoreV1Api(k8s).list_namespaced_pod(namespace, label_selector="app=checkout").items
+    return {pod.metadata.uid for pod in pods if pod.metadata.deletion_timestamp is None}
+
+
+def test_without_the_webhook_a_user_who_may_not_delete_pods_cannot_have_the_operator_kill_one(
+    operators: Operators, control_plane: ControlPlane, k8s: client.ApiClient, team: str
+) -> None:
+    """The confused deputy of issue 19: by default, an operator that cannot know who wrote an
+    experiment does nothing for it, and says how to fix that (turn the webhooks on)."""
+    operators.plain()
+    grant(k8s, team, "bob", rule(EXPERIMENTS, EDIT))  # experiments, but no pods: bob may not delete one
+    assert (
+        control_plane.kubectl("auth", "can-i", "delete", "pods", "-n", team, user="bob", check=False).stdout.strip()
+        == "no"
+    )
+    assert (
+        control_plane.kubectl(
+            "auth", "can-i", "create", "pods/eviction", "-n", team, user="bob", check=False
+        ).stdout.strip()
+        == "no"
+    )
+    before = pod_uids(k8s, team)
+
+    assert kubectl_apply(control_plane, experiment_yaml("deputy", team, mode="all"), "bob").returncode == 0
+    status = wait_for_phase(k8s, team, "deputy", "Rejected")
+    assert "REFUSED author-unknown: the author is unknown: the admission webhook must be running" in status["message"]
+    assert "turn the webhooks on (Helm: webhook.enabled=true" in status["message"]
+    event = wait_for_event(k8s, team, "deputy", "AuthorUnknown")
+    assert "turn the webhooks on" in event.message
+    assert status["runsTotal"] == 0 and status.get("lastRun") is None
+    assert pod_uids(k8s, team) == before
+
+
+def test_an_approval_stamped_before_its_experiment_existed_never_counts(
+    operators: Operators, control_plane: ControlPlane, k8s: client.ApiClient, team: str, policy: Any
+) -> None:
+    """The approval race of issue 20: an approval is refused for an experiment that does not exist;
+    and one stamped anyway while it did not (bound to no UID, as the old webhook signed them) does not
+    count for the experiment created under that name afterwards, even for the very same spec."""
+    from chaosguard.decisions.stamps import ApprovalStamp, approval_annotations, spec_hash
+
+    operators.webhooks()
+    policy(approval=APPROVAL)
+    text = experiment_yaml("raced", team)
+    approval: dict[str, Any] = {
+        "apiVersion": "chaosguard.dev/v1alpha1",
+        "kind": "ChaosApproval",
+        "metadata": {"name": "raced-bob", "namespace": team},
+        "spec": {"experiment": "raced", "specHash": spec_hash(yaml.safe_load(text)["spec"])},
+    }
+    refused = control_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(approval), user="bob", check=False)
+    assert refused.returncode != 0
+    assert f"there is no ChaosExperiment 'raced' in namespace '{team}' to approve" in refused.stderr
+    assert "create the experiment first" in refused.stderr
+
+    # What the webhook signed when the experiment appeared between its stamp and its check: the
+    # operator's own signature over bob's approval of the name, bound to no UID.
+    secret = client.CoreV1Api(k8s).read_namespaced_secret("chaosguard-signing-key", operators.namespace)
+    key = base64.b64decode(secret.data["hmac-key"])
+    stamp = ApprovalStamp("bob", ("sre-leads",), datetime.now(UTC), "")
+    approval["metadata"]["annotations"] = approval_annotations(key, team, approval["spec"], stamp)
+    operators.plain()  # no webhook to re-stamp it: it is stored as signed
+    control_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(approval))
+
+    operators.webhooks()
+    assert kubectl_apply(control_plane, text, "alice").returncode == 0
+    assert spec_hash(experiment(k8s, team, "raced")["spec"]) == approval["spec"]["specHash"]
+    record = wait_for(
+        lambda: approval_records(k8s, team, "raced").get("bob"),
+        timeout=30,
+        what="the operator to judge the approval bound to no experiment",
+        describe=lambda: str(status_of(k8s, team, "raced")),
+    )
+    assert record["counted"] is False
+    assert record["reason"].startswith("it is bound to no experiment (stamped while no ChaosExperiment 'raced'")
+    status = status_of(k8s, team, "raced")
+    assert status["phase"] == "AwaitingApproval" and status["runsTotal"] == 0
+    assert wait_for_event(k8s, team, "raced", "ApprovalRejected")

@@ -32,8 +32,8 @@ from chaosguard.decisions.policy import (
     target_namespaces,
     time_refusal,
 )
+from chaosguard.decisions.stamps import ALLOW_UNVERIFIED_AUTHORS_ENV, unverified_authors_allowed
 from chaosguard.runtime import runner, security
-from chaosguard.runtime.context import ALLOW_UNVERIFIED_AUTHORS_ENV, unverified_authors_allowed
 
 EXIT_ADMITTED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
 

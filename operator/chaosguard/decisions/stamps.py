@@ -55,6 +55,13 @@ CREATE_SKEW = timedelta(seconds=120)
 #: author refreshes them by updating the experiment (any update the author makes re-stamps them).
 GROUPS_TRUSTED_FOR = timedelta(hours=24)
 _VERSION = "v1"
+#: The cluster owners' opt-out from requiring a verified author (`chaosguard run --allow-unverified-authors`).
+ALLOW_UNVERIFIED_AUTHORS_ENV = "CHAOSGUARD_ALLOW_UNVERIFIED_AUTHORS"
+
+
+def unverified_authors_allowed(environ: Mapping[str, str]) -> bool:
+    """Whether the owners gave away the author check, in this process's environment (no I/O: it is passed)."""
+    return environ.get(ALLOW_UNVERIFIED_AUTHORS_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def canonical_json(value: Any) -> bytes:

@@ -18,16 +18,10 @@ from chaosguard.clients.kube import Cluster
 from chaosguard.clients.prometheus import QueryBatcher
 from chaosguard.decisions.platform_guards import PlatformGuards
 from chaosguard.decisions.policy import EffectivePolicy, Refusal
+from chaosguard.decisions.stamps import unverified_authors_allowed
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes
-
-ALLOW_UNVERIFIED_AUTHORS_ENV = "CHAOSGUARD_ALLOW_UNVERIFIED_AUTHORS"
-
-
-def unverified_authors_allowed(environ: Mapping[str, str]) -> bool:
-    return environ.get(ALLOW_UNVERIFIED_AUTHORS_ENV, "").strip().lower() in ("1", "true", "yes")
-
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]  # (object body, type, reason, message)
 
