@@ -574,7 +574,7 @@ def test_without_the_webhook_a_user_who_may_not_delete_pods_cannot_have_the_oper
     )
     assert (
         control_plane.kubectl(
-            "auth", "can-i", "create", "pods/eviction", "-n", team, user="bob", check=False
+            "auth", "can-i", "create", "pods", "--subresource=eviction", "-n", team, user="bob", check=False
         ).stdout.strip()
         == "no"
     )
@@ -635,3 +635,32 @@ def test_an_approval_stamped_before_its_experiment_existed_never_counts(
     status = status_of(k8s, team, "raced")
     assert status["phase"] == "AwaitingApproval" and status["runsTotal"] == 0
     assert wait_for_event(k8s, team, "raced", "ApprovalRejected")
+
+
+def test_an_editor_who_lost_the_right_stops_the_experiment_as_the_author_would(
+    webhooks: OperatorProcess, control_plane: ControlPlane, k8s: client.ApiClient, team: str, policy: Any
+) -> None:
+    """Editors are re-checked before a run, like the author: mallory's edit was admitted while she
+    could delete pods in shop; once that is revoked, the experiment she co-wrote no longer runs."""
+    policy(approval=APPROVAL)
+    assert kubectl_apply(control_plane, experiment_yaml("co-written", team), "alice").returncode == 0
+    wait_for_phase(k8s, team, "co-written", "AwaitingApproval")
+    assert kubectl_apply(control_plane, experiment_yaml("co-written", team, duration="4s"), "mallory").returncode == 0
+    wait_for(
+        lambda: (
+            (s := status_of(k8s, team, "co-written")).get("observedGeneration") == 2
+            and s["phase"] == "AwaitingApproval"
+        ),
+        timeout=30,
+        what="mallory's edit to be admitted and await approval",
+    )
+    assert json.loads(annotations_of(k8s, team, "co-written")["chaosguard.dev/editors"]) == ["mallory"]
+
+    rbac = client.RbacAuthorizationV1Api(k8s)
+    for binding in rbac.list_namespaced_role_binding(team).items:
+        if any(subject.name == "mallory" for subject in binding.subjects or []):
+            rbac.delete_namespaced_role_binding(binding.metadata.name, team)
+    status = wait_for_phase(k8s, team, "co-written", "Rejected")
+    assert f"mallory may not delete pods in namespace '{team}'" in status["message"]
+    assert "editors are checked by user name alone" in status["message"]
+    assert status["runsTotal"] == 0

@@ -1084,7 +1084,8 @@ class ExperimentDriver:
         mine = [(run, f) for run, f in active if self.vouches_for(run) and f.namespace in run.target_namespaces]
         for run, fault in active:
             if not any(fault is own for _, own in mine):
-                why = self.seal_problem(run) or f"{fault.namespace!r} is not one of the run's target namespaces"
+                outside = f"{fault.namespace!r} is not one of the run's target namespaces"
+                why = outside if self.vouches_for(run) else self.seal_problem(run) or outside
                 self.logger.warning(
                     "not touching the fault recorded in pod %s/%s: %s", fault.namespace, fault.name, why
                 )
