@@ -209,3 +209,72 @@ def test_a_forged_fault_entry_sends_nothing_into_another_namespaces_pod(
     assert containers() == []
     kubectl("delete", "chaosexperiment", "game-day", "-n", namespace, "--timeout=120s")  # its roll-back ran
     assert containers() == []
+
+
+def test_an_approval_made_before_its_experiment_is_refused_and_never_counts_for_it(
+    e2e_cluster: E2ECluster,
+    kubectl: Kubectl,
+    e2e_namespace: str,
+    webhooks_enabled: None,  # noqa: F811
+) -> None:
+    """The approval race: bob approves a name before its experiment exists; the webhook refuses it (it
+    would be bound to no experiment), so the experiment created afterwards still awaits approval."""
+    if not e2e_cluster.real_node:
+        pytest.skip("bob is a static-token user of the real node's control plane")
+    assert e2e_cluster.plane is not None
+    kubectl("create", "namespace", e2e_namespace)
+    kubectl("label", "namespace", e2e_namespace, "chaosguard.dev/chaos=allowed", f"chaosguard.dev/e2e={e2e_namespace}")
+    policy = {
+        "apiVersion": "chaosguard.dev/v1alpha1",
+        "kind": "ChaosPolicy",
+        "metadata": {"name": e2e_namespace},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"chaosguard.dev/e2e": e2e_namespace}},
+            "approval": {"required": True, "approvers": {"groups": ["sre-leads"]}, "minApprovals": 1},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(policy))
+    try:
+        kubectl(
+            "create",
+            "role",
+            "bob-approvals",
+            "-n",
+            e2e_namespace,
+            "--verb=get,list,create",
+            "--resource=chaosapprovals.chaosguard.dev,chaosexperiments.chaosguard.dev",
+        )
+        kubectl("create", "rolebinding", "bob-approvals", "-n", e2e_namespace, "--role=bob-approvals", "--user=bob")
+        approval = {
+            "apiVersion": "chaosguard.dev/v1alpha1",
+            "kind": "ChaosApproval",
+            "metadata": {"name": "early", "namespace": e2e_namespace},
+            "spec": {"experiment": "game-day", "specHash": "sha256:" + "0" * 64},
+        }
+        early = e2e_cluster.plane.kubectl(
+            "create", "-f", "-", input=json.dumps(approval), user="bob", check=False, timeout=120
+        )
+        assert early.returncode != 0
+        assert (
+            "there is no ChaosExperiment 'game-day'" in early.stderr and "create the experiment first" in early.stderr
+        )
+
+        kubectl(
+            "apply",
+            "-n",
+            e2e_namespace,
+            "-f",
+            "-",
+            input=EXPERIMENT.replace("duration: 5s", "duration: 5s\n  dryRun: true"),
+        )
+        awaiting = wait_for(
+            lambda: status(kubectl, e2e_namespace).get("phase") == "AwaitingApproval",
+            timeout=120,
+            what="the experiment to await approval",
+            describe=lambda: str(status(kubectl, e2e_namespace)),
+        )
+        assert awaiting
+        listed = json.loads(kubectl("get", "chaosapprovals", "-n", e2e_namespace, "-o", "json"))["items"]
+        assert listed == [] and status(kubectl, e2e_namespace)["runsTotal"] == 0
+    finally:
+        kubectl("delete", "chaospolicy", e2e_namespace, "--ignore-not-found")
