@@ -75,14 +75,14 @@ class Operators:
         self.with_webhooks = False
         self.starts = 0
 
-    def _start(self, args: list[str]) -> OperatorProcess:
+    def _start(self, args: list[str], env: dict[str, str] | None = None) -> OperatorProcess:
         self.stop()
         self.starts += 1
         log = self.workdir / f"operator-{self.starts}.log"
         operator = OperatorProcess(
             self.control_plane.kubeconfig,
             log,
-            {"CHAOSGUARD_NAMESPACE": self.namespace},
+            {"CHAOSGUARD_NAMESPACE": self.namespace, **(env or {})},
             args=args,
             allow_unverified_authors=False,  # the secure default, with or without the webhooks
         )
@@ -99,11 +99,13 @@ class Operators:
         wait_for(self._webhooks_answer, timeout=60, what="the admission webhooks to answer", describe=operator.log_tail)
         return operator
 
-    def plain(self) -> OperatorProcess:
-        """The operator without webhooks, and no webhook configuration left behind."""
+    def plain(self, clock_offset_seconds: float | None = None) -> OperatorProcess:
+        """The operator without webhooks, and no webhook configuration left behind (its clock moved
+        by `clock_offset_seconds`, if given)."""
         self.stop()
         self.with_webhooks = False
-        return self._start([])
+        env = {"CHAOSGUARD_CLOCK_OFFSET_SECONDS": f"{clock_offset_seconds:.3f}"} if clock_offset_seconds else None
+        return self._start([], env)
 
     def stop(self) -> None:
         if self.current is not None:
@@ -664,3 +666,40 @@ def test_an_editor_who_lost_the_right_stops_the_experiment_as_the_author_would(
     assert f"mallory may not delete pods in namespace '{team}'" in status["message"]
     assert "editors are checked by user name alone" in status["message"]
     assert status["runsTotal"] == 0
+
+
+def test_a_days_old_stamp_counts_the_authors_own_rights_not_the_groups_it_froze(
+    operators: Operators, control_plane: ControlPlane, k8s: client.ApiClient, team: str
+) -> None:
+    """Fresh identities: bob may delete pods in shop only as a member of sre-leads. His scheduled game
+    day, stamped with that group, is admitted; a day later the group no longer counts from the stamp
+    (an identity provider may have removed him since), so the run is skipped, saying how to refresh."""
+    from datetime import timedelta
+
+    rbac = client.RbacAuthorizationV1Api(k8s)
+    rbac.create_namespaced_role(
+        team, {"metadata": {"name": "leads"}, "rules": [rule(EXPERIMENTS, EDIT), rule(PODS, ["get", "list", "delete"])]}
+    )
+    rbac.create_namespaced_role_binding(
+        team,
+        {
+            "metadata": {"name": "leads"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leads"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "sre-leads"}],
+        },
+    )
+    now = datetime.now(UTC)
+    fire = (now + timedelta(hours=25)).replace(second=0, microsecond=0) + timedelta(minutes=2)
+    body = yaml.safe_load(experiment_yaml("weekly", team, dry_run=True))
+    body["spec"]["schedule"] = {"cron": f"{fire.minute} {fire.hour} * * *"}
+    operators.webhooks()
+    assert kubectl_apply(control_plane, yaml.safe_dump(body), "bob").returncode == 0
+    assert "sre-leads" in json.loads(annotations_of(k8s, team, "weekly")["chaosguard.dev/author-groups"])
+    wait_for_phase(k8s, team, "weekly", "Scheduled")
+
+    operators.plain(clock_offset_seconds=(fire - timedelta(seconds=20) - datetime.now(UTC)).total_seconds())
+    skipped = wait_for_event(k8s, team, "weekly", "RunSkipped", timeout=90)
+    assert f"REFUSED target-permission: bob may not delete pods in namespace '{team}'" in skipped.message
+    assert "bob's groups were last confirmed at" in skipped.message and "more than 24h ago" in skipped.message
+    assert "refreshes them by updating the experiment" in status_of(k8s, team, "weekly")["message"]
+    assert status_of(k8s, team, "weekly")["runsTotal"] == 0
