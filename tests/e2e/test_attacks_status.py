@@ -81,6 +81,25 @@ def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     return dict(body.get("status") or {})
 
 
+def wait_for_webhooks(kubectl: Kubectl) -> None:
+    """kopf registers the webhooks a moment after the operator starts: nothing is admitted unchecked before."""
+
+    def registered() -> bool:
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            items = json.loads(kubectl("get", kind, "-o", "json"))["items"]
+            hooks = [
+                hook
+                for item in items
+                if item["metadata"]["name"] == "chaosguard.dev"
+                for hook in item["webhooks"] or []
+            ]
+            if not any("chaosapprovals" in str(hook.get("rules")) for hook in hooks):
+                return False
+        return True
+
+    wait_for(registered, timeout=120, what="the operator to register its webhooks")
+
+
 def restart_operator(kubectl: Kubectl) -> None:
     kubectl("rollout", "restart", "-n", OPERATOR_NAMESPACE, f"deployment/{OPERATOR_DEPLOYMENT}")
     kubectl("rollout", "status", "-n", OPERATOR_NAMESPACE, f"deployment/{OPERATOR_DEPLOYMENT}", "--timeout=300s")
@@ -96,6 +115,7 @@ def completed(
     """The shop (5 checkout pods) with a pod-kill experiment that ran once and Completed."""
     if not e2e_cluster.real_node:
         pytest.skip("mallory is a static-token user of the real node's control plane")
+    wait_for_webhooks(kubectl)
     kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
     kubectl("create", "namespace", e2e_namespace)
     kubectl("label", "namespace", e2e_namespace, "chaosguard.dev/chaos=allowed")
@@ -222,6 +242,7 @@ def test_an_approval_made_before_its_experiment_is_refused_and_never_counts_for_
     if not e2e_cluster.real_node:
         pytest.skip("bob is a static-token user of the real node's control plane")
     assert e2e_cluster.plane is not None
+    wait_for_webhooks(kubectl)
     kubectl("create", "namespace", e2e_namespace)
     kubectl("label", "namespace", e2e_namespace, "chaosguard.dev/chaos=allowed", f"chaosguard.dev/e2e={e2e_namespace}")
     policy = {
