@@ -55,8 +55,9 @@ def needed_permission(action: Action) -> tuple[str, str, str]:
 def author_unknown(problem: str) -> Refusal:
     return Refusal(
         AUTHOR_UNKNOWN,
-        f"the author is unknown: the admission webhook must be running ({problem}); start the operator with "
-        "`chaosguard run --webhook-port ...`, then delete the experiment and create it again",
+        f"the author is unknown: the admission webhook must be running ({problem}), and the operator does "
+        "nothing for an author it cannot know; turn the webhooks on (Helm: webhook.enabled=true; or "
+        "`chaosguard run --webhook-port ...`), then delete the experiment and create it again",
         "metadata.annotations",
     )
 

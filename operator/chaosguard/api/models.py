@@ -806,6 +806,15 @@ class RunStatus(StatusModel):
     sli_samples: dict[str, list[dict[str, str]]] = Field(default_factory=dict)
     abort: SliAbort | None = None
     faults: list[FaultRecord] = Field(default_factory=list)
+    spec_hash: str = Field(default="", description="sha256 of the spec the run started with.")
+    target_namespaces: list[str] = Field(
+        default_factory=list, description="The namespaces the run may act in: its faults are cleaned up only there."
+    )
+    seal: str = Field(
+        default="",
+        description="The operator's signature over this record (id, times, spec hash, namespaces, targets, faults, "
+        "kills): a record that does not verify is never acted on.",
+    )
 
 
 class ApprovalRecord(StatusModel):

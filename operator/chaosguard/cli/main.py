@@ -36,6 +36,7 @@ from chaosguard.decisions.policy import (
     time_refusal,
 )
 from chaosguard.decisions.prometheus_access import endpoint_refusals
+from chaosguard.decisions.stamps import ALLOW_UNVERIFIED_AUTHORS_ENV, unverified_authors_allowed
 from chaosguard.runtime import runner, security
 
 EXIT_ADMITTED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
@@ -211,6 +212,16 @@ def command_run(args: argparse.Namespace) -> int:
             return EXIT_UNREADABLE
         # The webhook and the engine read it there, in this process.
         os.environ[PROMETHEUS_URL_ENV] = args.prometheus_url
+    if args.allow_unverified_authors:
+        # Read by the OperatorContext; the environment variable alone does the same (for manifests).
+        os.environ[ALLOW_UNVERIFIED_AUTHORS_ENV] = "true"
+    if unverified_authors_allowed(os.environ):
+        print(
+            "WARNING --allow-unverified-authors: experiments without a verified author stamp run with the "
+            "operator's rights, so anyone who may create a ChaosExperiment may kill or impair pods they could "
+            "not touch themselves (except where a ChaosPolicy requires approval)",
+            file=sys.stderr,
+        )
     options = security.options_from_args(args)
     problem = security.missing_key_source(options, os.environ.get("CHAOSGUARD_NAMESPACE") or None)
     if problem:
@@ -252,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"experiment's bearerTokenSecret is sent to (default: ${PROMETHEUS_URL_ENV})",
     )
     security.add_run_arguments(run)
+    run.add_argument(
+        "--allow-unverified-authors",
+        action="store_true",
+        help="give away safety promise 5: run experiments whose author the operator cannot verify (no admission "
+        f"webhook stamp) with the operator's own rights; also ${ALLOW_UNVERIFIED_AUTHORS_ENV}=true. Default: "
+        "refused, saying to turn the webhooks on",
+    )
     runner.add_run_arguments(run)
     run.set_defaults(handler=command_run)
 
