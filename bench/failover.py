@@ -50,11 +50,13 @@ def holder(api: client.ApiClient) -> str:
     return str((lease.spec.holder_identity if lease.spec else "") or "")
 
 
-def start_replica(plane: ControlPlane, workdir: Path, identity: str, generation: int) -> OperatorProcess:
+def start_replica(plane: ControlPlane, workdir: Path, name: str, generation: int) -> OperatorProcess:
+    # A restarted container is a new candidate (a new identity), as in a Deployment.
+    identity = f"{name}-{generation}"
     port = _free_port()
     args = [*ELECTION, f"--leader-election-identity={identity}", f"--readiness=http://127.0.0.1:{port}/readyz"]
     env = {"CHAOSGUARD_NAMESPACE": "chaosguard-system"}
-    return OperatorProcess(plane.kubeconfig, workdir / f"{identity}-{generation}.log", env, args=args).start()
+    return OperatorProcess(plane.kubeconfig, workdir / f"{identity}.log", env, args=args).start()
 
 
 def kills_after(status: dict[str, Any], moment: datetime) -> int:
@@ -79,7 +81,7 @@ def run() -> dict[str, tuple[float, str]]:
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
         label_namespace(api, NAMESPACE, {"chaosguard.dev/chaos": "allowed"})
         create_deployment(api, NAMESPACE, "checkout", 5)
-        replicas = {identity: start_replica(plane, workdir, identity, 0) for identity in ("replica-a", "replica-b")}
+        replicas = {f"{name}-0": start_replica(plane, workdir, name, 0) for name in ("replica-a", "replica-b")}
         try:
             for index in range(RUNS):
                 leader = wait_for(lambda: holder(api) in replicas and holder(api), timeout=60, what="a leader")
@@ -100,7 +102,9 @@ def run() -> dict[str, tuple[float, str]]:
                 latencies.append(aborted - queryable)
                 before_takeover += holder(api) == leader
                 killed_after_breach += kills_after(status_of(api, NAMESPACE, name), breached_at)
-                replicas[leader] = start_replica(plane, workdir, leader, index + 1)
+                del replicas[leader]
+                name = leader.rsplit("-", 1)[0]
+                replicas[f"{name}-{index + 1}"] = start_replica(plane, workdir, name, index + 1)
                 plane.kubectl("delete", "chaosexperiment", name, "-n", NAMESPACE)
         finally:
             for replica in replicas.values():

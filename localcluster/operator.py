@@ -35,16 +35,41 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def signing_key_file(kubeconfig: Path) -> Path:
+    """The harness's signing key for operators of the control plane whose admin kubeconfig this is."""
+    return kubeconfig.parent / "chaosguard-signing.key"
+
+
 class OperatorProcess:
-    """`chaosguard run` in its own process group, logging to a file, ready once /healthz answers."""
+    """`chaosguard run` in its own process group, logging to a file, ready once /healthz answers.
+
+    The test harness's defaults, unlike a real install's:
+    - `allow_unverified_authors` (default True): most tests create experiments as admin through the API
+      with no admission webhook (starting one per test, and keeping it registered across the restarts
+      many tests make, would cost each of them a TLS setup and a window where every create fails), so
+      the harness opts out of the author check with CHAOSGUARD_ALLOW_UNVERIFIED_AUTHORS=true. Tests of
+      the secure default (test_admission, test_run_record) pass False; so does every test with webhooks.
+    - a signing key: the one in CHAOSGUARD_NAMESPACE's Secret when the test sets that, else a key file
+      beside the control plane's kubeconfig, the same for every operator of the session, so a run one
+      operator sealed verifies for the next one (as the Secret does for replicas of a real install).
+    """
 
     def __init__(
-        self, kubeconfig: Path, log_path: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        allow_unverified_authors: bool = True,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.env = dict(env or {})
         self.args = list(args)  # extra `chaosguard run` options, e.g. --webhook-port
+        if allow_unverified_authors:
+            self.env.setdefault("CHAOSGUARD_ALLOW_UNVERIFIED_AUTHORS", "true")
+        if "CHAOSGUARD_NAMESPACE" not in self.env and "--signing-key-file" not in self.args:
+            self.args += ["--signing-key-file", str(signing_key_file(kubeconfig))]
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.metrics_port = 0

@@ -329,7 +329,8 @@ class RecordingServer:
     """Records requests; forwards them to `upstream`, or answers `response`; after `delay` seconds.
 
     With `trickle`, the body is sent one byte every `trickle` seconds (a server that is alive but
-    never finishes). Waits are on an Event, so `stop()` releases handlers still holding an answer.
+    never finishes). `headers` are added to every answer (e.g. a Location, for a redirect).
+    Waits are on an Event, so `stop()` releases handlers still holding an answer.
     """
 
     def __init__(
@@ -340,6 +341,7 @@ class RecordingServer:
         delay: float = 0.0,
         trickle: float = 0.0,
         tls: tuple[Path, Path] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         if (upstream is None) == (response is None):
             raise ValueError("give exactly one of upstream or response")
@@ -347,6 +349,7 @@ class RecordingServer:
         self.response = response
         self.delay = delay
         self.trickle = trickle
+        self.headers = dict(headers or {})
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -398,6 +401,8 @@ class RecordingServer:
                     self.send_response(status)
                     self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(payload)))
+                    for name, value in owner.headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     if not owner.trickle:
                         self.wfile.write(payload)

@@ -198,3 +198,79 @@ def ready(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
         if not pod["metadata"].get("deletionTimestamp")
         and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
     ]
+
+
+DRY_RUN = """
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {{name: {name}}}
+spec:
+  action: pod-kill
+  target: {{selector: {{matchLabels: {{app: nothing}}}}, mode: one}}
+  duration: 10s
+  dryRun: true
+"""
+
+
+def test_applying_experiments_while_a_replica_dies_never_admits_one_without_its_stamp(
+    kubectl: Kubectl, e2e_cluster: E2ECluster, installed_operator: str, e2e_namespace: str
+) -> None:
+    """`kubectl apply` of one experiment after another while a replica's process is killed: the API
+    server keeps calling the webhooks (failurePolicy Fail) through their Service; an apply that reached
+    the dead replica is refused and says so, and every experiment admitted carries its signed stamp."""
+    if not e2e_cluster.real_node:
+        pytest.skip("kills a container's processes on this machine: only on the real node here")
+    kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
+    kubectl("create", "namespace", e2e_namespace)
+    kubectl("label", "namespace", e2e_namespace, "chaosguard.dev/chaos=allowed")
+    wait_for(lambda: len(operator_pods(kubectl)) == 2, timeout=120, what="2 replicas")
+    victim = operator_pods(kubectl)[0]
+    container_id = victim["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+
+    results: list[tuple[float, str, str | None]] = []  # (monotonic time, name, refusal or None)
+    killed_at: float | None = None
+    started = time.monotonic()
+    index = 0
+    while time.monotonic() - started < 40:
+        if killed_at is None and time.monotonic() - started > 5:
+            assert kill_container_processes(container_id) >= 1
+            killed_at = time.monotonic()
+        name = f"apply-{index}"
+        index += 1
+        try:
+            kubectl("apply", "-n", e2e_namespace, "-f", "-", input=DRY_RUN.format(name=name))
+            refusal = None
+        except AssertionError as error:
+            refusal = str(error)
+        results.append((time.monotonic(), name, refusal))
+
+    assert killed_at is not None
+    admitted = [name for _, name, refusal in results if refusal is None]
+    refused = [(at - killed_at, refusal) for at, _, refusal in results if refusal is not None]
+    listed = json.loads(kubectl("get", "chaosexperiments", "-n", e2e_namespace, "-o", "json"))["items"]
+    assert sorted(item["metadata"]["name"] for item in listed) == sorted(admitted)
+    for item in listed:
+        annotations = item["metadata"].get("annotations") or {}
+        assert annotations.get("chaosguard.dev/author") and annotations.get("chaosguard.dev/signature"), item
+    window = (max(at for at, _ in refused) - min(at for at, _ in refused)) if refused else 0.0
+    seen = sorted({line for _, refusal in refused for line in refusal.splitlines() if "webhook" in line})[:3]
+    print(
+        f"\n# applies while a replica died: {len(results)} in 40 s, {len(admitted)} admitted (all stamped), "
+        f"{len(refused)} refused over {window:.1f} s after the kill; users saw: {seen}"
+    )
+    # Every refusal came with the replica's death: none before the kill, none long after it.
+    assert all(0.0 <= at <= 30.0 for at, _ in refused), refused
+    # The admitted ones are judged by the operator as stamped (a dry run ends Completed, not Rejected).
+    wait_for(
+        lambda: all(
+            (item.get("status") or {}).get("phase") not in (None, "Pending")
+            for item in json.loads(kubectl("get", "chaosexperiments", "-n", e2e_namespace, "-o", "json"))["items"]
+        ),
+        timeout=120,
+        what="the operator to judge every admitted experiment",
+    )
+    phases = {
+        item["metadata"]["name"]: item["status"]["phase"]
+        for item in json.loads(kubectl("get", "chaosexperiments", "-n", e2e_namespace, "-o", "json"))["items"]
+    }
+    assert "Rejected" not in phases.values(), phases

@@ -37,6 +37,11 @@ spec:
 """
 
 
+@pytest.fixture
+def webhooks_enabled(installed_operator: str) -> None:
+    """Both installs serve the webhooks by default: nothing to switch on (for the tests that ask for them)."""
+
+
 def configurations(kubectl: Kubectl) -> dict[str, dict[str, Any]]:
     return {
         kind: json.loads(kubectl("get", kind, WEBHOOK_CONFIGURATION, "-o", "json"))

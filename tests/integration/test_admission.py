@@ -13,12 +13,14 @@ module and started again at its end. Users are the control plane's static-token 
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +77,19 @@ class Operators:
         self.with_webhooks = False
         self.starts = 0
 
-    def _start(self, args: list[str]) -> OperatorProcess:
+    def _start(self, args: list[str], env: dict[str, str] | None = None) -> OperatorProcess:
+        # Not self.stop(): that removes the webhook configurations, which webhooks() installs first.
         if self.current is not None:
             self.current.stop()
             self.current = None
         self.starts += 1
         log = self.workdir / f"operator-{self.starts}.log"
         operator = OperatorProcess(
-            self.control_plane.kubeconfig, log, {"CHAOSGUARD_NAMESPACE": self.namespace}, args=args
+            self.control_plane.kubeconfig,
+            log,
+            {"CHAOSGUARD_NAMESPACE": self.namespace, **(env or {})},
+            args=args,
+            allow_unverified_authors=False,  # the secure default, with or without the webhooks
         )
         self.current = operator.start()
         return operator
@@ -99,11 +106,13 @@ class Operators:
         wait_for(self._webhooks_answer, timeout=60, what="the admission webhooks to answer", describe=operator.log_tail)
         return operator
 
-    def plain(self) -> OperatorProcess:
-        """The operator without webhooks, and no webhook configuration left behind."""
+    def plain(self, clock_offset_seconds: float | None = None) -> OperatorProcess:
+        """The operator without webhooks, and no webhook configuration left behind (its clock moved
+        by `clock_offset_seconds`, if given)."""
         self.stop()
         self.with_webhooks = False
-        return self._start([])
+        env = {"CHAOSGUARD_CLOCK_OFFSET_SECONDS": f"{clock_offset_seconds:.3f}"} if clock_offset_seconds else None
+        return self._start([], env)
 
     def stop(self) -> None:
         if self.current is not None:
@@ -551,3 +560,153 @@ def test_without_the_webhook_the_operator_still_refuses(
         describe=lambda: str(status_of(k8s, team, "stamped")),
     )
     assert "the spec or the stamp was changed without the admission webhook" in status["message"]
+
+
+# --------------------------------------------------------------------------- issue 19/20: no deputy, no race
+
+
+def pod_uids(k8s: client.ApiClient, namespace: str) -> set[str]:
+    pods = client.CoreV1Api(k8s).list_namespaced_pod(namespace, label_selector="app=checkout").items
+    return {pod.metadata.uid for pod in pods if pod.metadata.deletion_timestamp is None}
+
+
+def test_without_the_webhook_a_user_who_may_not_delete_pods_cannot_have_the_operator_kill_one(
+    operators: Operators, control_plane: ControlPlane, k8s: client.ApiClient, team: str
+) -> None:
+    """The confused deputy of issue 19: by default, an operator that cannot know who wrote an
+    experiment does nothing for it, and says how to fix that (turn the webhooks on)."""
+    operators.plain()
+    grant(k8s, team, "bob", rule(EXPERIMENTS, EDIT))  # experiments, but no pods: bob may not delete one
+    assert (
+        control_plane.kubectl("auth", "can-i", "delete", "pods", "-n", team, user="bob", check=False).stdout.strip()
+        == "no"
+    )
+    assert (
+        control_plane.kubectl(
+            "auth", "can-i", "create", "pods", "--subresource=eviction", "-n", team, user="bob", check=False
+        ).stdout.strip()
+        == "no"
+    )
+    before = pod_uids(k8s, team)
+
+    assert kubectl_apply(control_plane, experiment_yaml("deputy", team, mode="all"), "bob").returncode == 0
+    status = wait_for_phase(k8s, team, "deputy", "Rejected")
+    assert "REFUSED author-unknown: the author is unknown: the admission webhook must be running" in status["message"]
+    assert "turn the webhooks on (Helm: webhook.enabled=true" in status["message"]
+    event = wait_for_event(k8s, team, "deputy", "AuthorUnknown")
+    assert "turn the webhooks on" in event.message
+    assert status["runsTotal"] == 0 and status.get("lastRun") is None
+    assert pod_uids(k8s, team) == before
+
+
+def test_an_approval_stamped_before_its_experiment_existed_never_counts(
+    operators: Operators, control_plane: ControlPlane, k8s: client.ApiClient, team: str, policy: Any
+) -> None:
+    """The approval race of issue 20: an approval is refused for an experiment that does not exist;
+    and one stamped anyway while it did not (bound to no UID, as the old webhook signed them) does not
+    count for the experiment created under that name afterwards, even for the very same spec."""
+    from chaosguard.decisions.stamps import ApprovalStamp, approval_annotations, spec_hash
+
+    operators.webhooks()
+    policy(approval=APPROVAL)
+    text = experiment_yaml("raced", team)
+    approval: dict[str, Any] = {
+        "apiVersion": "chaosguard.dev/v1alpha1",
+        "kind": "ChaosApproval",
+        "metadata": {"name": "raced-bob", "namespace": team},
+        "spec": {"experiment": "raced", "specHash": spec_hash(yaml.safe_load(text)["spec"])},
+    }
+    refused = control_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(approval), user="bob", check=False)
+    assert refused.returncode != 0
+    assert f"there is no ChaosExperiment 'raced' in namespace '{team}' to approve" in refused.stderr
+    assert "create the experiment first" in refused.stderr
+
+    # What the webhook signed when the experiment appeared between its stamp and its check: the
+    # operator's own signature over bob's approval of the name, bound to no UID.
+    secret = client.CoreV1Api(k8s).read_namespaced_secret("chaosguard-signing-key", operators.namespace)
+    key = base64.b64decode(secret.data["hmac-key"])
+    stamp = ApprovalStamp("bob", ("sre-leads",), datetime.now(UTC), "")
+    approval["metadata"]["annotations"] = approval_annotations(key, team, approval["spec"], stamp)
+    operators.plain()  # no webhook to re-stamp it: it is stored as signed
+    control_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(approval))
+
+    operators.webhooks()
+    assert kubectl_apply(control_plane, text, "alice").returncode == 0
+    assert spec_hash(experiment(k8s, team, "raced")["spec"]) == approval["spec"]["specHash"]
+    record = wait_for(
+        lambda: approval_records(k8s, team, "raced").get("bob"),
+        timeout=30,
+        what="the operator to judge the approval bound to no experiment",
+        describe=lambda: str(status_of(k8s, team, "raced")),
+    )
+    assert record["counted"] is False
+    assert record["reason"].startswith("it is bound to no experiment (stamped while no ChaosExperiment 'raced'")
+    status = status_of(k8s, team, "raced")
+    assert status["phase"] == "AwaitingApproval" and status["runsTotal"] == 0
+    assert wait_for_event(k8s, team, "raced", "ApprovalRejected")
+
+
+def test_an_editor_who_lost_the_right_stops_the_experiment_as_the_author_would(
+    webhooks: OperatorProcess, control_plane: ControlPlane, k8s: client.ApiClient, team: str, policy: Any
+) -> None:
+    """Editors are re-checked before a run, like the author: mallory's edit was admitted while she
+    could delete pods in shop; once that is revoked, the experiment she co-wrote no longer runs."""
+    policy(approval=APPROVAL)
+    assert kubectl_apply(control_plane, experiment_yaml("co-written", team), "alice").returncode == 0
+    wait_for_phase(k8s, team, "co-written", "AwaitingApproval")
+    assert kubectl_apply(control_plane, experiment_yaml("co-written", team, duration="4s"), "mallory").returncode == 0
+    wait_for(
+        lambda: (
+            (s := status_of(k8s, team, "co-written")).get("observedGeneration") == 2
+            and s["phase"] == "AwaitingApproval"
+        ),
+        timeout=30,
+        what="mallory's edit to be admitted and await approval",
+    )
+    assert json.loads(annotations_of(k8s, team, "co-written")["chaosguard.dev/editors"]) == ["mallory"]
+
+    rbac = client.RbacAuthorizationV1Api(k8s)
+    for binding in rbac.list_namespaced_role_binding(team).items:
+        if any(subject.name == "mallory" for subject in binding.subjects or []):
+            rbac.delete_namespaced_role_binding(binding.metadata.name, team)
+    status = wait_for_phase(k8s, team, "co-written", "Rejected")
+    assert f"mallory may not delete pods in namespace '{team}'" in status["message"]
+    assert "editors are checked by user name alone" in status["message"]
+    assert status["runsTotal"] == 0
+
+
+def test_a_days_old_stamp_counts_the_authors_own_rights_not_the_groups_it_froze(
+    operators: Operators, control_plane: ControlPlane, k8s: client.ApiClient, team: str
+) -> None:
+    """Fresh identities: bob may delete pods in shop only as a member of sre-leads. His scheduled game
+    day, stamped with that group, is admitted; a day later the group no longer counts from the stamp
+    (an identity provider may have removed him since), so the run is skipped, saying how to refresh."""
+    from datetime import timedelta
+
+    rbac = client.RbacAuthorizationV1Api(k8s)
+    rbac.create_namespaced_role(
+        team, {"metadata": {"name": "leads"}, "rules": [rule(EXPERIMENTS, EDIT), rule(PODS, ["get", "list", "delete"])]}
+    )
+    rbac.create_namespaced_role_binding(
+        team,
+        {
+            "metadata": {"name": "leads"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leads"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "sre-leads"}],
+        },
+    )
+    now = datetime.now(UTC)
+    fire = (now + timedelta(hours=25)).replace(second=0, microsecond=0) + timedelta(minutes=2)
+    body = yaml.safe_load(experiment_yaml("weekly", team, dry_run=True))
+    body["spec"]["schedule"] = {"cron": f"{fire.minute} {fire.hour} * * *"}
+    operators.webhooks()
+    assert kubectl_apply(control_plane, yaml.safe_dump(body), "bob").returncode == 0
+    assert "sre-leads" in json.loads(annotations_of(k8s, team, "weekly")["chaosguard.dev/author-groups"])
+    wait_for_phase(k8s, team, "weekly", "Scheduled")
+
+    operators.plain(clock_offset_seconds=(fire - timedelta(seconds=20) - datetime.now(UTC)).total_seconds())
+    skipped = wait_for_event(k8s, team, "weekly", "RunSkipped", timeout=90)
+    assert f"REFUSED target-permission: bob may not delete pods in namespace '{team}'" in skipped.message
+    assert "bob's groups were last confirmed at" in skipped.message and "more than 24h ago" in skipped.message
+    assert "refreshes them by updating the experiment" in status_of(k8s, team, "weekly")["message"]
+    assert status_of(k8s, team, "weekly")["runsTotal"] == 0

@@ -8,8 +8,9 @@ take over. The session's operator is stopped for these tests and started again a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,81 @@ def test_two_replicas_aborting_one_run_leave_one_record_and_one_clean_up_per_fau
     for replica in (leader, standby):
         errors = [r for r in replica.log_records() if r.get("levelname") == "ERROR" or "Traceback" in r["message"]]
         assert not errors, errors
+
+
+def last_verdicts(replica: Replica, key: str) -> float | None:
+    """The replica's chaosguard_guard_last_verdict_timestamp_seconds for one run (None: not guarding it,
+    or the replica is gone)."""
+    try:
+        text = replica.process.metrics()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("chaosguard_guard_last_verdict_timestamp_seconds{") and f'experiment="{key}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_a_rolling_update_never_leaves_a_guarded_run_without_a_tick_for_longer_than_its_interval(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    long_lease_replicas: Callable[[str], Replica],
+    failover_namespace: str,
+    healthy: str,  # noqa: F811
+    prometheus: PrometheusServer,  # noqa: F811
+) -> None:
+    """A rolling update of two replicas, as the Deployment does it (maxUnavailable 0, maxSurge 1): a new
+    replica starts and guards before an old one gets SIGTERM, the leader first. The run's SLI samples, one
+    per guard tick of whichever replica judged it (each new leader merges its own into the record), show
+    no pause longer than the guard interval + 1 s."""
+    shop, key = healthy, f"{healthy}/rolling"
+    old_leader, old_standby = two_replicas(k8s, long_lease_replicas, failover_namespace)
+    apply_yaml(control_plane, guarded("rolling", shop, prometheus, duration="90s", interval="30s"), shop)
+    wait_for_phase(k8s, shop, "rolling", "Running", timeout=60)
+    wait_for(lambda: len(sample_times(k8s, shop)) >= 3, timeout=30, what="the first samples")
+    update_began = datetime.now(UTC)
+    for old, name in ((old_leader, "replica-c"), (old_standby, "replica-d")):
+        new = long_lease_replicas(name)
+        wait_for(
+            lambda new=new: new.readiness()[0] == 200 and last_verdict(new, key) is not None,
+            timeout=60,
+            what=f"{name} to be ready and guarding the run",
+        )
+        old.process.stop()  # SIGTERM, as the kubelet sends it once the new pod is Ready
+    update_ended = datetime.now(UTC)
+    wait_for(
+        lambda: lease_spec(k8s, failover_namespace)["holder"] in {"replica-c", "replica-d"},
+        timeout=30,
+        what="a new replica to lead",
+    )
+    wait_for(
+        lambda: (times := sample_times(k8s, shop)) and times[-1] > update_ended + timedelta(seconds=3),
+        timeout=30,
+        what="the new leader to record samples from after the update",
+    )
+    times = sample_times(k8s, shop)
+    window = [t for t in times if update_began - timedelta(seconds=3) <= t <= update_ended + timedelta(seconds=3)]
+    assert window and window[0] <= update_began and window[-1] >= update_ended, (update_began, update_ended, times)
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(window)]
+    took = (update_ended - update_began).total_seconds()
+    print(f"\n# rolling update ({took:.1f} s): {len(window)} guard ticks, longest gap {max(gaps):.2f} s")
+    assert max(gaps) <= 1.0 + 1.0, [t.isoformat() for t in window]  # the run's guard interval (1 s) + 1 s
+    assert status_of(k8s, shop, "rolling")["phase"] == "Running"
+
+
+def sample_times(k8s: client.ApiClient, shop: str) -> list[datetime]:
+    run = status_of(k8s, shop, "rolling").get("currentRun") or {}
+    points = (run.get("sliSamples") or {}).get("error-ratio", [])
+    return [datetime.fromisoformat(point["at"].replace("Z", "+00:00")) for point in points]
+
+
+def last_verdict(replica: Replica, key: str) -> float | None:
+    """The replica's chaosguard_guard_last_verdict_timestamp_seconds for one run (None: not guarding it)."""
+    try:
+        text = replica.process.metrics()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("chaosguard_guard_last_verdict_timestamp_seconds{") and f'experiment="{key}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None

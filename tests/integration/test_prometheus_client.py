@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -139,10 +141,15 @@ def test_empty_result_is_unavailable(prometheus: PrometheusServer) -> None:
     assert "returned no series" in outcome.detail and "no-such-app" in outcome.detail
 
 
-def test_promql_error_is_unavailable_with_prometheus_message(prometheus: PrometheusServer) -> None:
-    outcome = query(QueryRequest(Endpoint.of(prometheus.url), "sum(demo_error_ratio"))
+def test_promql_error_is_unavailable_with_prometheus_error_type_only(prometheus: PrometheusServer) -> None:
+    request = QueryRequest(Endpoint.of(prometheus.url), "sum(demo_error_ratio")
+    outcome = query(request)
     assert isinstance(outcome, QueryUnavailable) and outcome.kind is UnavailableKind.HTTP_ERROR
-    assert outcome.detail.startswith(f"HTTP 400 from {prometheus.url}: bad_data: ")
+    assert outcome.detail == (
+        f"{prometheus.url} answered HTTP 400 Bad Request, errorType bad_data (its body is not shown); "
+        "Prometheus refuses a query it cannot parse or evaluate: try the query in its UI"
+    )
+    assert asyncio.run(query_async(request)) == outcome
 
 
 def test_a_range_vector_is_refused_with_a_hint(prometheus: PrometheusServer) -> None:
@@ -240,7 +247,7 @@ def test_http_errors_are_not_retried() -> None:
         outcome = query(QueryRequest(Endpoint.of(failing.url), "up"))
         assert time.monotonic() - began < 1.0
         assert isinstance(outcome, QueryUnavailable) and outcome.kind is UnavailableKind.HTTP_ERROR
-        assert outcome.detail == f"HTTP 503 from {failing.url}: overloaded, try later"
+        assert outcome.detail == f"{failing.url} answered HTTP 503 Service Unavailable (its body is not shown)"
         assert len(failing.queries()) == 1
 
 
@@ -343,3 +350,65 @@ def test_tls_with_a_ca_bundle_given_as_text_or_path(prometheus: PrometheusServer
         missing = query(QueryRequest(Endpoint.of(https.url, ca=str(Path(tls.ca_path).with_name("nope.pem"))), "up"))
         assert isinstance(missing, QueryUnavailable) and missing.kind is UnavailableKind.INVALID_REQUEST
         assert len(https.queries()) == 2
+
+
+# --------------------------------------------------------------------------- what an endpoint may learn, and say
+
+SECRET_BODY = b'{"errorType": "internal-secret", "error": "db password hunter2-internal-only"}'
+
+
+@pytest.mark.parametrize("status", [500, 404, 200])
+def test_an_answer_body_never_reaches_the_outcome(status: int) -> None:
+    """The operator asks from inside the cluster: an internal service's answer is not the author's to read."""
+    with RecordingServer(response=(status, "application/json", SECRET_BODY), headers={"X-Leak": "hunter2"}) as inner:
+        request = QueryRequest(Endpoint.of(inner.url), "up")
+        for outcome in (query(request), asyncio.run(query_async(request))):
+            assert isinstance(outcome, QueryUnavailable), outcome
+            assert "hunter2" not in outcome.detail and "internal-secret" not in outcome.detail, outcome.detail
+            if status != 200:
+                assert outcome.detail.startswith(f"{inner.url} answered HTTP {status} "), outcome.detail
+
+
+def test_a_server_that_does_not_speak_http_is_not_quoted() -> None:
+    """A banner (an SSH or Redis port) would otherwise come back in the exception's text."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                with connection:
+                    connection.recv(4096)
+                    connection.sendall(b"SSH-2.0-hunter2-banner\r\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            request = QueryRequest(Endpoint.of(url), "up")
+            for outcome in (query(request), asyncio.run(query_async(request))):
+                assert isinstance(outcome, QueryUnavailable), outcome
+                assert "hunter2" not in outcome.detail, outcome.detail
+                assert "not valid HTTP" in outcome.detail or "closed the connection" in outcome.detail, outcome.detail
+        finally:
+            stop.set()
+            listener.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_with_the_token(code: int) -> None:
+    with RecordingServer(response=(200, "application/json", b"{}")) as foreign:
+        location = f"{foreign.url}/api/v1/query?query=up"
+        with RecordingServer(response=(code, "text/plain", b""), headers={"Location": location}) as allowed:
+            request = QueryRequest(Endpoint.of(allowed.url, bearer_token="t0ken-for-allowed"), "up")
+            for outcome in (query(request), asyncio.run(query_async(request))):
+                assert isinstance(outcome, QueryUnavailable) and outcome.kind is UnavailableKind.HTTP_ERROR
+                assert outcome.detail.startswith(f"{allowed.url} answered HTTP {code} "), outcome.detail
+                assert "redirects are not followed" in outcome.detail
+            assert [r.headers.get("authorization") for r in allowed.queries()] == ["Bearer t0ken-for-allowed"] * 2
+        assert foreign.requests == []

@@ -173,3 +173,13 @@ def test_unchecked_signatures_count_only_in_a_preview() -> None:
     unchecked = approval(signature=SignatureState.UNCHECKED)
     assert not count_valid([unchecked], EXPERIMENT, POLICIES, NOW).satisfied
     assert count_valid([unchecked], EXPERIMENT, POLICIES, NOW, preview=True).satisfied
+
+
+def test_an_approval_bound_to_no_experiment_never_counts() -> None:
+    """The approval race: stamped while no experiment of that name existed (UID ""), it must not count
+    for the experiment created under that name later, even with the same spec."""
+    (reason,) = reasons(approval(experiment_uid=""))
+    assert reason.startswith("it is bound to no experiment (stamped while no ChaosExperiment 'kill' existed)")
+    nameless = ExperimentView(name="kill", uid="", spec_hash=HASH, writers=frozenset({"alice"}))
+    assert not count_valid([approval(experiment_uid="")], nameless, POLICIES, NOW).satisfied
+    assert not count_valid([approval()], nameless, POLICIES, NOW).satisfied

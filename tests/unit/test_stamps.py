@@ -163,3 +163,27 @@ def test_spec_hash_ignores_defaults_filled_in_but_not_what_the_experiment_does()
     assert stamps.spec_hash(spec) == stamps.spec_hash(defaulted)
     assert stamps.spec_hash(spec) != stamps.spec_hash({**spec, "dryRun": True})
     assert stamps.spec_hash(spec) != stamps.spec_hash({**spec, "duration": "6m"})
+
+
+def test_an_update_by_the_author_refreshes_her_groups_and_the_stamps_time() -> None:
+    old = persisted(stamped(created(), stamps.stamp_for_create(ALICE, NOW)))
+    check = stamps.read_experiment_stamp(KEY, old)
+    later = NOW + timedelta(days=3)
+    moved = Identity("alice", ("platform",))
+    refreshed = stamps.stamp_for_update(check, moved, SPEC, SPEC, later)
+    assert refreshed is not None
+    assert (refreshed.author, refreshed.groups, refreshed.stamped_at) == ("alice", ("platform",), later)
+    bob = Identity("bob", ("sre-leads",))
+    assert stamps.stamp_for_update(check, bob, SPEC, SPEC, later) == check.stamp  # only the author refreshes
+
+
+def test_a_stamps_groups_count_for_a_day_then_only_the_user_name_does() -> None:
+    stamp = stamps.AuthorStamp("alice", ("dev",), ("bob",), NOW)
+    fresh = stamps.recheck(stamp, NOW + stamps.GROUPS_TRUSTED_FOR)
+    assert fresh.identities == (Identity("alice", ("dev",)), Identity("bob"))
+    assert "editors are checked by user name alone" in fresh.caveat and "groups were last confirmed" not in fresh.caveat
+    stale = stamps.recheck(stamp, NOW + stamps.GROUPS_TRUSTED_FOR + timedelta(seconds=1))
+    assert stale.identities == (Identity("alice"), Identity("bob"))
+    assert "alice's groups were last confirmed at" in stale.caveat and "more than 24h ago" in stale.caveat
+    alone = stamps.recheck(stamps.AuthorStamp("alice", (), (), NOW), NOW + timedelta(days=30))
+    assert alone.identities == (Identity("alice"),) and alone.caveat == ""

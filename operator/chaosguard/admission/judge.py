@@ -4,12 +4,15 @@ permission checks, shared by the webhook (at `kubectl apply` time) and the engin
 Nobody can make the operator do what they could not do themselves: every target namespace of an
 experiment is checked with a SubjectAccessReview for its author (and, on an edit of the spec, for
 the user making it): pod-kill needs `delete pods` there, the network faults (latency, network, partition)
-`patch pods/ephemeralcontainers`.
+`patch pods/ephemeralcontainers`. Every Secret its steadyState names needs `get` on that Secret (the
+operator reads it and sends it to Prometheus), and every Prometheus URL must be one the cluster's
+owners allow (`decisions.prometheus_access`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -28,10 +31,18 @@ from chaosguard.decisions.policy import (
     static_refusals,
     target_namespaces,
 )
+from chaosguard.decisions.prometheus_access import endpoint_refusals, named_secrets, secret_refusal
 from chaosguard.decisions.stamps import Identity, StampCheck, read_experiment_stamp, spec_hash
 
 AUTHOR_UNKNOWN = "author-unknown"
 TARGET_PERMISSION = "target-permission"
+PROMETHEUS_URL_ENV = "CHAOSGUARD_PROMETHEUS_URL"  # `chaosguard run --prometheus-url` sets it
+
+
+def operator_prometheus_url() -> str | None:
+    """The Prometheus the operator was configured with: the one URL a bearer token may go to when no
+    ChaosPolicy lists allowedPrometheusURLs."""
+    return os.environ.get(PROMETHEUS_URL_ENV, "").strip() or None
 
 
 def needed_permission(action: Action) -> tuple[str, str, str]:
@@ -44,8 +55,9 @@ def needed_permission(action: Action) -> tuple[str, str, str]:
 def author_unknown(problem: str) -> Refusal:
     return Refusal(
         AUTHOR_UNKNOWN,
-        f"the author is unknown: the admission webhook must be running ({problem}); start the operator with "
-        "`chaosguard run --webhook-port ...`, then delete the experiment and create it again",
+        f"the author is unknown: the admission webhook must be running ({problem}), and the operator does "
+        "nothing for an author it cannot know; turn the webhooks on (Helm: webhook.enabled=true; or "
+        "`chaosguard run --webhook-port ...`), then delete the experiment and create it again",
         "metadata.annotations",
     )
 
@@ -88,6 +100,34 @@ async def permission_refusals(
     return refusals
 
 
+async def secret_refusals(
+    cluster: Cluster, identities: Sequence[Identity], namespace: str, spec: ChaosExperimentSpec
+) -> list[Refusal]:
+    """A refusal for every (user, Secret named by the experiment) the user may not `get` themselves."""
+    checks = [(identity, field, ref.name) for identity in identities for field, ref in named_secrets(spec)]
+    answers = await asyncio.gather(
+        *(
+            asyncio.to_thread(
+                cluster.may,
+                identity.username,
+                identity.groups,
+                namespace,
+                "get",
+                "secrets",
+                uid=identity.uid,
+                extra=identity.extra,
+                name=secret,
+            )
+            for identity, _field, secret in checks
+        )
+    )
+    return [
+        secret_refusal(identity.username, namespace, field, secret)
+        for (identity, field, secret), (allowed, _reason) in zip(checks, answers, strict=True)
+        if not allowed
+    ]
+
+
 async def effective_policy(
     cluster: Cluster, spec: ChaosExperimentSpec, namespace: str, operator_namespace: str | None
 ) -> tuple[EffectivePolicy, dict[str, dict[str, str]]]:
@@ -128,6 +168,8 @@ async def judge_experiment(
     elif check.stamp.author != requester.username:
         identities.insert(0, check.stamp.identity)  # an edit: the author and the editor both need the rights
     refusals.extend(await permission_refusals(cluster, identities, target_namespaces(spec, namespace), spec.action))
+    refusals.extend(endpoint_refusals(spec, effective, operator_prometheus_url()))
+    refusals.extend(await secret_refusals(cluster, identities, namespace, spec))
     return refusals
 
 

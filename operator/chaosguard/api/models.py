@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 
 from chaosguard.api.durations import DURATION_PATTERN, to_seconds
+from chaosguard.api.urls import url_parts
 
 GROUP = "chaosguard.dev"
 VERSION = "v1alpha1"
@@ -805,6 +806,15 @@ class RunStatus(StatusModel):
     sli_samples: dict[str, list[dict[str, str]]] = Field(default_factory=dict)
     abort: SliAbort | None = None
     faults: list[FaultRecord] = Field(default_factory=list)
+    spec_hash: str = Field(default="", description="sha256 of the spec the run started with.")
+    target_namespaces: list[str] = Field(
+        default_factory=list, description="The namespaces the run may act in: its faults are cleaned up only there."
+    )
+    seal: str = Field(
+        default="",
+        description="The operator's signature over this record (id, times, spec hash, namespaces, targets, faults, "
+        "kills): a record that does not verify is never acted on.",
+    )
 
 
 class ApprovalRecord(StatusModel):
@@ -1075,6 +1085,11 @@ class PolicySteadyState(ApiModel):
         return self
 
 
+# scheme://host[:port][/path]: no user info, query or fragment (the model's check also refuses dot segments).
+PROMETHEUS_PREFIX_PATTERN = r"^https?://[^\s/?#@\\]+(/[^\s?#\\]*)?$"
+PrometheusPrefix = Annotated[str, Field(pattern=PROMETHEUS_PREFIX_PATTERN, max_length=2048)]
+
+
 class ChaosPolicySpec(ApiModel):
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Namespaces this policy applies to (by their labels). Absent: all."
@@ -1128,6 +1143,29 @@ class ChaosPolicySpec(ApiModel):
         default=None,
         description="Platform guards held over every covered experiment: SLO conditions, error budgets, quiet alerts.",
     )
+    allowed_prometheus_urls: list[PrometheusPrefix] | None = Field(
+        default=None,
+        alias="allowedPrometheusURLs",
+        max_length=50,
+        description="Prometheus URLs (or URL prefixes) that covered experiments' steadyState may query. Scheme, "
+        "host and port must equal a prefix's, and the path must be the prefix's path or below it "
+        "(http://prometheus.monitoring:9090/team-a allows .../team-a and .../team-a/x, not .../team-ab). Set: "
+        "every covered experiment's URLs, with or without a bearerTokenSecret, must be allowed by every policy "
+        "that sets it ([] allows none). Absent everywhere: any URL without credentials, and a bearerTokenSecret "
+        "only to the operator's own Prometheus (chaosguard run --prometheus-url).",
+    )
+
+    @field_validator("allowed_prometheus_urls")
+    @classmethod
+    def _prefixes_are_safe(cls, prefixes: list[str] | None) -> list[str] | None:
+        for index, prefix in enumerate(prefixes or []):
+            problem = url_parts(prefix)
+            if isinstance(problem, str):
+                raise ValueError(
+                    f"allowedPrometheusURLs[{index}] {prefix!r} cannot be matched safely: {problem}; "
+                    "write scheme://host[:port][/path], e.g. http://prometheus.monitoring:9090"
+                )
+        return prefixes
 
 
 class ChaosPolicyStatus(StatusModel):

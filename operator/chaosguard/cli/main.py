@@ -8,6 +8,7 @@ Exit codes: 0 admitted, 1 refused, 2 unreadable input.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -16,9 +17,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from chaosguard.admission.judge import PROMETHEUS_URL_ENV
 from chaosguard.api import crdgen
 from chaosguard.api.errors import describe_validation_error
 from chaosguard.api.models import ChaosExperiment, ChaosPolicy
+from chaosguard.api.urls import url_parts
 from chaosguard.cli import apply as cli_apply
 from chaosguard.cli import approvals as cli_approvals
 from chaosguard.cli import ops as cli_ops
@@ -32,6 +35,8 @@ from chaosguard.decisions.policy import (
     target_namespaces,
     time_refusal,
 )
+from chaosguard.decisions.prometheus_access import endpoint_refusals
+from chaosguard.decisions.stamps import ALLOW_UNVERIFIED_AUTHORS_ENV, unverified_authors_allowed
 from chaosguard.runtime import runner, security
 
 EXIT_ADMITTED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
@@ -102,7 +107,7 @@ def command_validate(args: argparse.Namespace) -> int:
     for doc in experiments:
         name = f"{(doc.body.get('metadata') or {}).get('namespace', 'default')}/"
         name += str((doc.body.get("metadata") or {}).get("name", "?"))
-        refusals = judge(doc, policies, at)
+        refusals = judge(doc, policies, at, args.prometheus_url or None, judge_endpoints=True)
         if refusals:
             refused = True
             print(f"{doc.source} {name}: refused")
@@ -146,6 +151,7 @@ def command_plan(args: argparse.Namespace) -> int:
         print(f"{namespace}/{experiment.metadata.name} ({spec.action.value}, mode {spec.target.mode.value}):")
         print_platform_guards(chosen, namespaces)
         refusals = static_refusals(spec, namespace, effective, labels)
+        refusals += endpoint_refusals(spec, effective, args.prometheus_url or None)
         if spec.network is not None or spec.partition is not None:
             guarded = cluster.guarded_addresses(args.operator_namespace or None)
             refusals += destination_refusals(spec, guarded, effective)
@@ -191,8 +197,6 @@ def command_crds(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    import os
-
     if args.kubeconfig:
         # Before kopf and the kubernetes client are imported: they read KUBECONFIG at import time.
         os.environ["KUBECONFIG"] = args.kubeconfig
@@ -201,6 +205,23 @@ def command_run(args: argparse.Namespace) -> int:
 
     from chaosguard.runtime import handlers  # noqa: F401  (registers the handlers)
 
+    if args.prometheus_url:
+        parts = url_parts(args.prometheus_url)
+        if isinstance(parts, str):
+            print(f"ERROR --prometheus-url {args.prometheus_url!r} cannot be used: {parts}", file=sys.stderr)
+            return EXIT_UNREADABLE
+        # The webhook and the engine read it there, in this process.
+        os.environ[PROMETHEUS_URL_ENV] = args.prometheus_url
+    if args.allow_unverified_authors:
+        # Read by the OperatorContext; the environment variable alone does the same (for manifests).
+        os.environ[ALLOW_UNVERIFIED_AUTHORS_ENV] = "true"
+    if unverified_authors_allowed(os.environ):
+        print(
+            "WARNING --allow-unverified-authors: experiments without a verified author stamp run with the "
+            "operator's rights, so anyone who may create a ChaosExperiment may kill or impair pods they could "
+            "not touch themselves (except where a ChaosPolicy requires approval)",
+            file=sys.stderr,
+        )
     options = security.options_from_args(args)
     problem = security.missing_key_source(options, os.environ.get("CHAOSGUARD_NAMESPACE") or None)
     if problem:
@@ -216,6 +237,15 @@ def command_run(args: argparse.Namespace) -> int:
     return runner.serve(args, kopf.Memo(security=options))
 
 
+def add_operator_prometheus_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prometheus-url",
+        default=os.environ.get(PROMETHEUS_URL_ENV, ""),
+        help="the operator's --prometheus-url, to judge bearerTokenSecret as the operator will "
+        f"(default: ${PROMETHEUS_URL_ENV})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaosguard", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,7 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=None, help="serve the operator's metrics on this port")
     run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port")
     run.add_argument("--verbose", action="store_true")
+    run.add_argument(
+        "--prometheus-url",
+        default=os.environ.get(PROMETHEUS_URL_ENV, ""),
+        help="the cluster's Prometheus: with no ChaosPolicy listing allowedPrometheusURLs, the only URL an "
+        f"experiment's bearerTokenSecret is sent to (default: ${PROMETHEUS_URL_ENV})",
+    )
     security.add_run_arguments(run)
+    run.add_argument(
+        "--allow-unverified-authors",
+        action="store_true",
+        help="give away safety promise 5: run experiments whose author the operator cannot verify (no admission "
+        f"webhook stamp) with the operator's own rights; also ${ALLOW_UNVERIFIED_AUTHORS_ENV}=true. Default: "
+        "refused, saying to turn the webhooks on",
+    )
     runner.add_run_arguments(run)
     run.set_defaults(handler=command_run)
 
@@ -247,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--policy", action="append", help="ChaosPolicy YAML file or directory")
     validate.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
+    add_operator_prometheus_url(validate)
     validate.set_defaults(handler=command_validate)
 
     plan = sub.add_parser("plan", help="show which pods an experiment would hit right now")
@@ -254,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--kubeconfig")
     plan.add_argument("--at", help="judge time windows at this RFC 3339 time (default: now)")
     plan.add_argument("--seed", default="plan", help="seed for the example choice")
+    add_operator_prometheus_url(plan)
     plan.add_argument(
         "--operator-namespace",
         default="chaosguard-system",

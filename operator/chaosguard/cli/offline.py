@@ -23,6 +23,7 @@ from chaosguard.decisions.policy import (
     target_namespaces,
     time_refusal,
 )
+from chaosguard.decisions.prometheus_access import endpoint_refusals
 
 
 class UnreadableInput(Exception):
@@ -61,8 +62,18 @@ def split_documents(documents: Sequence[Document]) -> tuple[list[Document], list
     return experiments, policies
 
 
-def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refusal]:
-    """Every offline rule for one experiment document."""
+def judge(
+    doc: Document,
+    policies: list[ChaosPolicy],
+    at: datetime,
+    prometheus_url: str | None = None,
+    *,
+    judge_endpoints: bool = False,
+) -> list[Refusal]:
+    """Every offline rule for one experiment document. With `judge_endpoints`, also where its Prometheus
+    queries and credentials may go, `prometheus_url` being the operator's configured Prometheus (the
+    only one a bearer token may go to when no policy lists allowedPrometheusURLs); without, that is
+    left to the operator (a caller that does not know its configuration must not guess)."""
     try:
         experiment = ChaosExperiment.model_validate(doc.body)
     except ValidationError as error:
@@ -72,6 +83,8 @@ def judge(doc: Document, policies: list[ChaosPolicy], at: datetime) -> list[Refu
     chosen = applicable_policies(policies, [*target_namespaces(spec, namespace), namespace], None)
     effective = combine(chosen)
     refusals = static_refusals(spec, namespace, effective, None)
+    if judge_endpoints:
+        refusals += endpoint_refusals(spec, effective, prometheus_url)
     if spec.schedule is None:
         refusal = time_refusal(effective, at)
         if refusal is not None:

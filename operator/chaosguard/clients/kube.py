@@ -333,8 +333,10 @@ class Cluster:
         *,
         uid: str = "",
         extra: Mapping[str, Sequence[str]] | None = None,
+        name: str = "",
     ) -> tuple[bool, str]:
-        """A SubjectAccessReview: may this user (with these groups) do this? Returns (allowed, the API's reason)."""
+        """A SubjectAccessReview: may this user (with these groups) do this (to the object `name`, if
+        given)? Returns (allowed, the API's reason)."""
         review = client.V1SubjectAccessReview(
             spec=client.V1SubjectAccessReviewSpec(
                 user=user,
@@ -342,7 +344,12 @@ class Cluster:
                 uid=uid or None,
                 extra={key: list(values) for key, values in (extra or {}).items()} or None,
                 resource_attributes=client.V1ResourceAttributes(
-                    namespace=namespace, verb=verb, group="", resource=resource, subresource=subresource or None
+                    namespace=namespace,
+                    verb=verb,
+                    group="",
+                    resource=resource,
+                    subresource=subresource or None,
+                    name=name or None,
                 ),
             )
         )

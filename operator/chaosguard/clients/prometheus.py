@@ -18,14 +18,22 @@ once and the answer is shared; distinct pairs run concurrently over aiohttp on t
 (the blocking `query` stays for the CLI, one query at a time).
 
 Credentials are values: reading the bearer token or CA bundle from a Secret is the caller's job.
+
+What an endpoint says reaches the caller (and from there status and Events, which the experiment's
+author reads) only as a status code with its standard reason phrase, or a fixed description of what
+went wrong: never the body, the server's own reason phrase or a line it sent. The operator queries
+from inside the cluster, so the URL may be an internal service whose answers are not the author's
+to read. Redirects are never followed: a token sent to an allowed URL must not travel on to the
+address its answer names (and a Prometheus API does not redirect its queries).
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import atexit
 import hashlib
+import http
+import http.client
 import json
 import math
 import os
@@ -160,7 +168,14 @@ def _ca_path(ca: str) -> str:
 
 # read=False (not 0) re-raises the original error, so a read timeout stays a requests ReadTimeout;
 # connect=0 fails at once and requests maps it to ConnectionError/ConnectTimeout.
-_NO_RETRY = Retry(total=None, connect=0, read=False, status=0, other=0, redirect=3, raise_on_status=False)
+_NO_RETRY = Retry(total=None, connect=0, read=False, status=0, other=0, redirect=0, raise_on_status=False)
+
+
+class _NoRedirectSession(requests.Session):
+    """A session that hands back a redirect as the answer instead of following it."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
 
 
 def _truncate(text: str) -> str:
@@ -193,41 +208,91 @@ def _describe(error: BaseException) -> str:
         return f"TLS error: {cause.reason or cause}"
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror
-    text = str(cause)
+    server_said = _server_fault(cause)
+    if server_said is not None:
+        return server_said
     # urllib3 wraps the useful part: "...: Failed to establish a new connection: [Errno 111] ..."
-    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
-    return _truncate(match.group(1) if match else (text or type(cause).__name__))
+    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(cause))
+    # Otherwise only the error's kind: its text may quote what the server sent.
+    return _truncate(match.group(1)) if match else type(cause).__name__
 
 
-def _error_text(body: str) -> str:
-    """Prometheus's own words from an error body (`errorType: error`), else the body as it is."""
+def _server_fault(cause: BaseException) -> str | None:
+    """A fixed description of an answer that was not HTTP, or was cut short: the exceptions' own
+    texts quote what the server sent (a status line, a banner), which must not reach status."""
+    if isinstance(cause, http.client.RemoteDisconnected | aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without an answer"
+    if isinstance(
+        cause,
+        http.client.HTTPException
+        | aiohttp.ClientResponseError
+        | aiohttp.http_exceptions.HttpProcessingError
+        | urllib3.exceptions.ProtocolError,
+    ):
+        return "the answer was not valid HTTP"
+    if isinstance(cause, aiohttp.ClientPayloadError):
+        return "the answer's body was cut short or malformed"
+    return None
+
+
+def http_status_text(status: int) -> str:
+    """`HTTP 503 Service Unavailable`: the standard phrase, never the one the server sent."""
     try:
-        payload = json.loads(body)
+        return f"HTTP {status} {http.HTTPStatus(status).phrase}"
     except ValueError:
-        return body
-    if isinstance(payload, dict) and "error" in payload:
-        return f"{payload.get('errorType', 'error')}: {payload['error']}"
-    return body
+        return f"HTTP {status}"
 
 
-def _http_error(error: PrometheusApiClientException, url: str) -> QueryUnavailable:
-    text = str(error)
-    match = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.DOTALL)
-    if not match:
-        return QueryUnavailable(UnavailableKind.HTTP_ERROR, f"{url}: {_truncate(text)}")
-    status, body_repr = match.groups()
+# Prometheus's errorType values (web/api/v1): a word from this list is all of an error body that is
+# shown, so that a bad query still says "bad_data" while nothing the server wrote is passed on.
+_ERROR_TYPES = frozenset(
+    {"bad_data", "execution", "timeout", "canceled", "internal", "unavailable", "not_found", "not_acceptable"}
+)
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def _error_type(body: bytes) -> str | None:
     try:
-        raw = ast.literal_eval(body_repr)  # the library shows the body as a bytes literal
-    except (ValueError, SyntaxError):
-        raw = body_repr
-    body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return QueryUnavailable(UnavailableKind.HTTP_ERROR, f"HTTP {status} from {url}: {_truncate(_error_text(body))}")
+        payload = json.loads(body[:_ERROR_BODY_LIMIT])
+    except ValueError:
+        return None
+    kind = payload.get("errorType") if isinstance(payload, dict) else None
+    return kind if isinstance(kind, str) and kind in _ERROR_TYPES else None
+
+
+def _status_hint(status: int) -> str:
+    if 300 <= status < 400:
+        return "; redirects are not followed: set the url to the address Prometheus answers at itself"
+    if status in (401, 403):
+        return "; check the endpoint's bearerTokenSecret"
+    if status in (400, 422):
+        return "; Prometheus refuses a query it cannot parse or evaluate: try the query in its UI"
+    return ""
+
+
+def _status_error(status: int, url: str, body: bytes = b"") -> QueryUnavailable:
+    kind = _error_type(body)
+    said = f", errorType {kind}" if kind else ""
+    return QueryUnavailable(
+        UnavailableKind.HTTP_ERROR,
+        f"{url} answered {http_status_text(status)}{said} (its body is not shown){_status_hint(status)}",
+    )
+
+
+def _http_error(error: PrometheusApiClientException, url: str, response: requests.Response | None) -> QueryUnavailable:
+    match = re.match(r"HTTP Status Code (\d+) ", str(error))
+    if not match:
+        return QueryUnavailable(UnavailableKind.HTTP_ERROR, f"{url} answered with an error (its body is not shown)")
+    return _status_error(int(match.group(1)), url, response.content if response is not None else b"")
 
 
 def _parse_value(raw: Any) -> float:
     if not isinstance(raw, (list, tuple)) or len(raw) != 2:
-        raise ValueError(f"expected [timestamp, value], got {raw!r}")
-    return float(raw[1])
+        raise ValueError("a sample is not [timestamp, value]")
+    try:
+        return float(raw[1])
+    except (TypeError, ValueError):
+        raise ValueError("a sample's value is not a number") from None
 
 
 def parse_result(data: Any, query: str) -> QueryOutcome:
@@ -244,7 +309,7 @@ def parse_result(data: Any, query: str) -> QueryOutcome:
         samples: list[Sample] = []
         for item in data:
             if not isinstance(item, dict):
-                raise ValueError(f"unexpected series {item!r}")
+                raise ValueError("a series is not an object")
             if "values" in item and "value" not in item:
                 return QueryUnavailable(
                     UnavailableKind.BAD_RESPONSE,
@@ -253,7 +318,7 @@ def parse_result(data: Any, query: str) -> QueryOutcome:
                 )
             labels = item.get("metric", {})
             if not isinstance(labels, dict):
-                raise ValueError(f"unexpected labels {labels!r}")
+                raise ValueError("a series' labels are not an object")
             samples.append(Sample({str(k): str(v) for k, v in labels.items()}, _parse_value(item.get("value"))))
         return QueryOk(tuple(samples))
     except (ValueError, TypeError) as error:
@@ -277,7 +342,15 @@ def query(request: QueryRequest) -> QueryOutcome:
     endpoint = request.endpoint
     url = endpoint.url
     timeout = endpoint.timeout
-    session = requests.Session()
+    session = _NoRedirectSession()
+    last_response: requests.Response | None = None
+
+    def keep(response: requests.Response, *args: object, **kwargs: object) -> None:
+        nonlocal last_response
+        last_response = response
+
+    # The library only puts the body in its exception's text; the hook keeps the response itself.
+    session.hooks["response"].append(keep)
     try:
         if endpoint.ca:
             session.verify = _ca_path(endpoint.ca)
@@ -296,7 +369,7 @@ def query(request: QueryRequest) -> QueryOutcome:
     except requests.exceptions.Timeout:
         return _timeout(url, timeout)
     except PrometheusApiClientException as error:
-        return _http_error(error, url)
+        return _http_error(error, url, last_response)
     except requests.exceptions.ConnectionError as error:
         if isinstance(_root_cause(error), TimeoutError | urllib3.exceptions.TimeoutError):
             return _timeout(url, timeout)
@@ -319,7 +392,7 @@ def query(request: QueryRequest) -> QueryOutcome:
     except (KeyError, TypeError, ValueError) as error:  # 200 but not {"data": {"result": ...}}
         return QueryUnavailable(
             UnavailableKind.BAD_RESPONSE,
-            f"{url} did not answer like the Prometheus API: {type(error).__name__} {_truncate(str(error))}",
+            f"{url} did not answer like the Prometheus API ({type(error).__name__})",
         )
     except Exception as error:  # the guard must get an outcome, whatever went wrong
         return QueryUnavailable(
@@ -359,14 +432,11 @@ async def _query_with(session: aiohttp.ClientSession, request: QueryRequest) -> 
             headers=endpoint.request_headers(),
             ssl=ssl_option,
             timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=True,
+            allow_redirects=False,
         ) as response:
-            body = await response.text(errors="replace")
             if response.status != 200:
-                return QueryUnavailable(
-                    UnavailableKind.HTTP_ERROR,
-                    f"HTTP {response.status} from {url}: {_truncate(_error_text(body))}",
-                )
+                return _status_error(response.status, url, await response.content.read(_ERROR_BODY_LIMIT))
+            body = await response.text(errors="replace")
     except (TimeoutError, aiohttp.ServerTimeoutError):
         return _timeout(url, timeout)
     except aiohttp.ClientConnectorCertificateError as error:
@@ -385,16 +455,13 @@ async def _query_with(session: aiohttp.ClientSession, request: QueryRequest) -> 
         return QueryUnavailable(UnavailableKind.INVALID_REQUEST, f"cannot query {url}: {_describe(error)}")
     try:
         payload = json.loads(body)
-    except ValueError as error:
-        return QueryUnavailable(
-            UnavailableKind.BAD_RESPONSE, f"{url} did not answer with Prometheus API JSON: {_truncate(str(error))}"
-        )
+    except ValueError:
+        return QueryUnavailable(UnavailableKind.BAD_RESPONSE, f"{url} did not answer with Prometheus API JSON")
     try:
         data = payload["data"]["result"]
     except (KeyError, TypeError) as error:
         return QueryUnavailable(
-            UnavailableKind.BAD_RESPONSE,
-            f"{url} did not answer like the Prometheus API: {type(error).__name__} {_truncate(str(error))}",
+            UnavailableKind.BAD_RESPONSE, f"{url} did not answer like the Prometheus API ({type(error).__name__})"
         )
     return parse_result(data, request.query)
 

@@ -2,10 +2,10 @@
 
 An approval counts toward a policy's `approval` requirement only if it is signed by the operator
 (the approver was stamped by the admission webhook), it approves this very experiment (name and
-UID) and the exact spec it has now (specHash), its approver did not write that spec (the author or
-an editor), the approver is one of the policy's approvers (by user name or group), and it is
-younger than the policy's expiresAfter. Every policy that requires approval must be satisfied on
-its own, by at least minApprovals distinct approvers.
+UID; an approval bound to no UID never counts) and the exact spec it has now (specHash), its
+approver did not write that spec (the author or an editor), the approver is one of the policy's
+approvers (by user name or group), and it is younger than the policy's expiresAfter. Every policy
+that requires approval must be satisfied on its own, by at least minApprovals distinct approvers.
 """
 
 from __future__ import annotations
@@ -121,7 +121,13 @@ def _common_refusal(approval: ApprovalView, experiment: ExperimentView, preview:
         )
     if approval.signature is SignatureState.INVALID:
         return "its approver stamp does not verify (altered, or signed with another key); delete it and approve again"
-    if experiment.uid and approval.experiment_uid and approval.experiment_uid != experiment.uid:
+    if not approval.experiment_uid:
+        # Stamped while no experiment of that name existed: it must not count for one created later.
+        return (
+            f"it is bound to no experiment (stamped while no ChaosExperiment {experiment.name!r} existed); "
+            "delete it and approve again"
+        )
+    if approval.experiment_uid != experiment.uid:
         return f"it approves an earlier experiment named {experiment.name!r} (uid {approval.experiment_uid})"
     if approval.approver in experiment.writers:
         return f"{approval.approver} wrote this experiment's spec and may not approve it; ask another approver"

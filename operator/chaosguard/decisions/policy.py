@@ -74,6 +74,8 @@ class EffectivePolicy:
     # Limits of the network faults.
     max_loss: tuple[float, str] | None = None
     operator_destinations_allowed: bool = False
+    # (ChaosPolicy/name, its allowedPrometheusURLs) of each policy that sets them: every one must allow a URL.
+    allowed_prometheus_urls: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def protection_of(self, labels: Mapping[str, str]) -> str | None:
         """The policy that protects a pod with these labels, if any."""
@@ -135,6 +137,7 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
     suspended: list[str] = []
     max_loss: tuple[float, str] | None = None
     operator_destinations = True
+    prometheus_urls: list[tuple[str, tuple[str, ...]]] = []
     any_policy = False
 
     for policy in policies:
@@ -169,6 +172,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
             suspended.append(source)
         max_loss = _tightest(max_loss, spec.max_loss, source)
         operator_destinations = operator_destinations and spec.allow_operator_namespace_destinations
+        if spec.allowed_prometheus_urls is not None:
+            prometheus_urls.append((source, tuple(spec.allowed_prometheus_urls)))
 
     return EffectivePolicy(
         sources=tuple(sources),
@@ -189,6 +194,7 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         suspended_by=tuple(suspended),
         max_loss=max_loss,
         operator_destinations_allowed=operator_destinations and any_policy,
+        allowed_prometheus_urls=tuple(prometheus_urls),
     )
 
 

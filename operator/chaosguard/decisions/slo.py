@@ -469,6 +469,29 @@ def append_capped(points: Sequence[T], point: T, cap: int = DEFAULT_EVIDENCE_POI
     return [*points[-(cap - 1) :], point] if cap > 1 else [point]
 
 
+def merge_samples(
+    ours: Mapping[str, Sequence[Mapping[str, str]]],
+    theirs: Mapping[str, Sequence[Mapping[str, str]]],
+    cap: int = DEFAULT_EVIDENCE_POINTS,
+    same_tick_seconds: float = 0.5,
+) -> dict[str, list[dict[str, str]]]:
+    """Two replicas' samples of one run (wire points, per condition) as one series each, when one replica
+    takes the run over from another: ordered by time, a point less than `same_tick_seconds` after the one
+    kept before it is the same tick judged by the other replica and is left out; the newest `cap` stay."""
+    merged: dict[str, list[dict[str, str]]] = {}
+    for condition in {*ours, *theirs}:
+        points = sorted(
+            [*ours.get(condition, ()), *theirs.get(condition, ())], key=lambda point: _parse_iso(point["at"])
+        )
+        kept: list[dict[str, str]] = []
+        for point in points:
+            if kept and (_parse_iso(point["at"]) - _parse_iso(kept[-1]["at"])).total_seconds() < same_tick_seconds:
+                continue
+            kept.append(dict(point))
+        merged[condition] = kept[-cap:]
+    return merged
+
+
 def record_evidence(
     evidence: Mapping[str, Sequence[EvidencePoint]],
     verdict: Verdict,

@@ -48,7 +48,20 @@ APPROVAL_STAMP = (APPROVER, APPROVER_GROUPS, APPROVED_AT, EXPERIMENT_UID, SIGNAT
 #: How far a UID-less (creation) stamp may be from the object's creationTimestamp: the webhook's
 #: 30 s timeout plus clock skew between the operator and the API server.
 CREATE_SKEW = timedelta(seconds=120)
+#: How long the groups in an author stamp are believed. Groups come from the authenticator (an OIDC
+#: token, a client certificate) at the moment of the request, and no API can ask for them later: a
+#: SubjectAccessReview judges exactly the groups it is given. So a stamp's groups are true when it is
+#: made and go stale; after this age the author's rights are re-checked by user name alone, and the
+#: author refreshes them by updating the experiment (any update the author makes re-stamps them).
+GROUPS_TRUSTED_FOR = timedelta(hours=24)
 _VERSION = "v1"
+#: The cluster owners' opt-out from requiring a verified author (`chaosguard run --allow-unverified-authors`).
+ALLOW_UNVERIFIED_AUTHORS_ENV = "CHAOSGUARD_ALLOW_UNVERIFIED_AUTHORS"
+
+
+def unverified_authors_allowed(environ: Mapping[str, str]) -> bool:
+    """Whether the owners gave away the author check, in this process's environment (no I/O: it is passed)."""
+    return environ.get(ALLOW_UNVERIFIED_AUTHORS_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -231,16 +244,54 @@ def stamp_for_create(identity: Identity, now: datetime) -> AuthorStamp:
 
 
 def stamp_for_update(
-    old: StampCheck, requester: Identity, old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]
+    old: StampCheck,
+    requester: Identity,
+    old_spec: Mapping[str, Any],
+    new_spec: Mapping[str, Any],
+    now: datetime | None = None,
 ) -> AuthorStamp | None:
-    """The author stays; whoever changes the spec (other than the author) joins the editors. None: the
-    old object had no valid stamp, and an update cannot create one (delete and create it again)."""
+    """The author stays; whoever changes the spec (other than the author) joins the editors; any update
+    the author makes (at `now`) refreshes the author's groups and the stamp's time. None: the old object
+    had no valid stamp, and an update cannot create one (delete and create it again)."""
     if old.stamp is None:
         return None
     stamp = old.stamp
+    if requester.username == stamp.author and now is not None:
+        return AuthorStamp(stamp.author, requester.groups, stamp.editors, now)
     if spec_hash(old_spec) != spec_hash(new_spec) and requester.username not in stamp.writers:
         return AuthorStamp(stamp.author, stamp.groups, (*stamp.editors, requester.username), stamp.stamped_at)
     return stamp
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Who must still hold the fault's permission when a run starts, as far as the operator can know it now."""
+
+    identities: tuple[Identity, ...]
+    caveat: str = ""  # for a refusal: whose groups were left out of the check, and how to bring them back
+
+
+def recheck(stamp: AuthorStamp, now: datetime) -> Recheck:
+    """The author with the groups the API server saw while the stamp is younger than GROUPS_TRUSTED_FOR,
+    else by user name alone; every editor by user name alone (an edit's groups are not kept)."""
+    fresh = now - stamp.stamped_at <= GROUPS_TRUSTED_FOR
+    author = stamp.identity if fresh else Identity(stamp.author)
+    editors = tuple(Identity(editor) for editor in stamp.editors if editor != stamp.author)
+    caveats = []
+    if not fresh and stamp.groups:
+        hours = int(GROUPS_TRUSTED_FOR.total_seconds() // 3600)
+        caveats.append(
+            f"{stamp.author}'s groups were last confirmed at {format_time(stamp.stamped_at)}, more than {hours}h "
+            f"ago, so only rights granted to the user {stamp.author} count; {stamp.author} refreshes them by "
+            "updating the experiment (e.g. `kubectl annotate chaosexperiment NAME chaosguard.dev/refresh=<now> "
+            "--overwrite`) while the admission webhook runs"
+        )
+    if editors:
+        caveats.append(
+            "editors are checked by user name alone (the groups of an edit are not kept): grant them the "
+            "permission by name, or delete the experiment and create it again"
+        )
+    return Recheck((author, *editors), "; ".join(caveats))
 
 
 def annotation_changes(current: Mapping[str, str], wanted: Mapping[str, str | None]) -> dict[str, str | None]:

@@ -6,6 +6,7 @@ never imports `engine`."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from chaosguard.clients.kube import Cluster
 from chaosguard.clients.prometheus import QueryBatcher
 from chaosguard.decisions.platform_guards import PlatformGuards
 from chaosguard.decisions.policy import EffectivePolicy, Refusal
+from chaosguard.decisions.stamps import unverified_authors_allowed
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes
@@ -39,6 +41,9 @@ class OperatorContext:
     operator_namespace: str | None = None
     signing_key: bytes | None = None  # for author and approver stamps (security.prepare loads it)
     webhooks: bool = False  # started with the admission webhooks: every experiment needs an author stamp
+    # The owners' explicit opt-out (--allow-unverified-authors): an experiment without a valid author
+    # stamp may run where no policy requires approval, with the operator's rights, not its author's.
+    allow_unverified_authors: bool = field(default_factory=lambda: unverified_authors_allowed(os.environ))
     workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)  # this process's runs, including starts in progress
     # Whether this replica leads (starts runs, kills, injects); every replica guards and may abort.

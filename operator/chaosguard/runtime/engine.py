@@ -68,6 +68,7 @@ from chaosguard.decisions.policy import (
     target_namespaces,
     time_refusal,
 )
+from chaosguard.decisions.run_record import run_seal_problem, seal_run
 from chaosguard.decisions.selection import (
     PodView,
     WorkloadState,
@@ -89,7 +90,9 @@ from chaosguard.decisions.slo import (
     append_capped,
     format_labels,
     format_value,
+    merge_samples,
 )
+from chaosguard.decisions.stamps import spec_hash
 from chaosguard.runtime import faults, gates, lanes, metrics
 from chaosguard.runtime.context import OperatorContext, World
 from chaosguard.runtime.faults import clear_fault
@@ -137,6 +140,7 @@ class ExperimentDriver:
         self.context = context
         self.body = body  # kopf keeps this view live: spec and metadata follow the API
         self.status = ChaosExperimentStatus.model_validate(dict(body.get("status") or {}))
+        self._vouched: list[RunStatus] | None = None  # see `vouched`
         # Every line carries the experiment and the run (fields of their own with --log-format json).
         self.logger = ExperimentLogger(logger, self.key, self.log_run_id)
         self.save_lock = asyncio.Lock()
@@ -189,11 +193,27 @@ class ExperimentDriver:
         """No fault may start: the run is being aborted, or the operator/daemon is stopping."""
         return self.abort_requested.is_set() or bool(self.stopped)
 
+    def seal_problem(self, run: RunStatus) -> str | None:
+        return run_seal_problem(self.context.signing_key, str(self.body["metadata"].get("uid") or ""), run)
+
+    @property
+    def vouched(self) -> list[RunStatus]:
+        """The runs this driver may act on: the ones it starts, and those it loaded from status whose seal
+        verifies. Status is a record, never an authority: whoever may write it must not hand the operator a run."""
+        if self._vouched is None:
+            loaded = (self.status.current_run, self.status.last_run)
+            self._vouched = [run for run in loaded if run is not None and self.seal_problem(run) is None]
+        return self._vouched
+
+    def vouches_for(self, run: RunStatus) -> bool:
+        return any(run is own for own in self.vouched)
+
     async def run(self, stopped: Any) -> None:
         self.stopped = stopped
-        if self.status.phase is Phase.RUNNING:
-            self.context.running.add(self.key)
-            self.resume_guard(None)
+        if not self.context.leadership.leading:
+            pass  # a standby acts on nothing before its first step; `stand_by` guards what verifies
+        elif self.status.phase is Phase.RUNNING:
+            await self.resume()
         else:
             # A fault of a run that is over (the operator died before taking it out) goes now.
             await self.roll_back_faults("operator restart")
@@ -210,6 +230,34 @@ class ExperimentDriver:
         finally:
             self.context.running.discard(self.key)
             self.stop_guard()
+
+    async def resume(self) -> None:
+        """Takes up a run found Running in status (a restart, a hand-over): only one whose sealed record
+        verifies, and whose spec is the one it started with, is resumed."""
+        resumed = self.status.current_run
+        if resumed is not None and not self.vouches_for(resumed):
+            await self.end_unverified_run(resumed)
+        elif resumed is not None and resumed.spec_hash != spec_hash(self.body["spec"]):
+            await self.restart_for_new_spec()  # edited while no operator was watching
+        else:
+            self.context.running.add(self.key)
+            self.resume_guard(None)
+
+    async def end_unverified_run(self, run: RunStatus) -> None:
+        """A run in status that the operator cannot prove it wrote is ended, never acted on: nothing is
+        killed or injected for it, and the faults it lists are left alone (they are no evidence of what the
+        operator placed; a fault it did place ends at its injector's own deadline)."""
+        self.abort_requested.set()
+        problem = self.seal_problem(run) or "its record is not the operator's"
+        message = (
+            f"run {run.id} was not resumed: {problem}. Nothing was killed or injected for it, and the faults "
+            "its record lists were not touched; apply the experiment again to run it"
+        )
+        try:
+            await self.end_run(Phase.ABORTED, "RunRecordUnverified", message)
+        except ValidationError:  # an invalid spec: the next step rejects it; the run must not be resumed meanwhile
+            self.emit("Warning", "RunRecordUnverified", message)
+            self.status.current_run = None
 
     def parsed_spec(self) -> ChaosExperimentSpec:
         """The spec as a model, validated once per generation (a running experiment steps every
@@ -264,13 +312,19 @@ class ExperimentDriver:
         previous = self.status.current_run
         self.status = ChaosExperimentStatus.model_validate(dict(raw))
         self.written = copy.deepcopy(dict(raw))
+        self._vouched = None  # what this replica may act on is judged anew, by the seals
         run = self.status.current_run
         if previous is not None and run is not None and previous.id == run.id:
-            run.sli_state, run.sli_samples = previous.sli_state, previous.sli_samples
+            # This replica's own guard state is the newest; its samples and the other replica's make one
+            # series, so a hand-over leaves no hole in the run's SLI record.
+            run.sli_state = previous.sli_state
+            run.sli_samples = merge_samples(previous.sli_samples, run.sli_samples, MAX_SLI_POINTS)
 
     def run_record_problem(self, run: RunStatus) -> str | None:
         """Why this run's record is not to be acted on, or None (see decisions.run_record)."""
-        return None
+        if self.vouches_for(run):
+            return None
+        return self.seal_problem(run) or "the record is not one this replica took up"
 
     async def lead(self) -> float:
         if self.adopted_version is not None:
@@ -280,6 +334,10 @@ class ExperimentDriver:
             if fresh is not None:
                 self.adopt_status(dict(fresh.get("status") or {}))
             self.adopted_version = None
+            if self.status.phase is Phase.RUNNING:
+                await self.resume()
+            else:
+                await self.roll_back_faults("hand-over")  # a fault of a run that is over goes now
         if await self.run_ended_elsewhere():
             return 0.0
         try:
@@ -516,7 +574,10 @@ class ExperimentDriver:
             started_at=now,
             deadline=deadline,
             next_round_at=now,
+            spec_hash=spec_hash(self.body["spec"]),
+            target_namespaces=target_namespaces(spec, self.namespace),
         )
+        self._vouched = [run for run in self.vouched if run is self.status.last_run] + [self.status.current_run]
         self.status.phase = Phase.RUNNING
         self.status.message = f"run {run_id} until {deadline.isoformat()}"
         self.set_condition("Started", "True", "RunStarted", self.status.message)
@@ -1056,6 +1117,8 @@ class ExperimentDriver:
         guarded, self.guarded = self.guarded, None
         if guarded is not None:
             self.context.guard.remove(self.key, guarded)
+            with contextlib.suppress(KeyError):
+                metrics.GUARD_LAST_VERDICT.remove(self.key)
 
     def guard_state_of(self, run_id: str) -> dict[str, Any]:
         run = self.status.current_run
@@ -1069,6 +1132,7 @@ class ExperimentDriver:
             return  # the run ended meanwhile, or its after-check is the one that counts now
         run.sli_state = verdict.state.to_wire()
         self.last_verdict_at = verdict.at
+        metrics.GUARD_LAST_VERDICT.labels(self.key).set(verdict.at.timestamp())
         self.record_samples(run, verdict)
         if verdict.abort:
             with lanes.urgent():
@@ -1188,6 +1252,17 @@ class ExperimentDriver:
         controllers.)"""
         runs = [run for run in (self.status.current_run, self.status.last_run) if run is not None]
         active = [(run, f) for run in runs for f in run.faults if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
+        # Only faults of a record the operator sealed, and only in that run's own target namespaces: an
+        # entry someone else wrote into status must never send a clean-up container into their pod.
+        mine = [(run, f) for run, f in active if self.vouches_for(run) and f.namespace in run.target_namespaces]
+        for run, fault in active:
+            if not any(fault is own for _, own in mine):
+                outside = f"{fault.namespace!r} is not one of the run's target namespaces"
+                why = outside if self.vouches_for(run) else self.seal_problem(run) or outside
+                self.logger.warning(
+                    "not touching the fault recorded in pod %s/%s: %s", fault.namespace, fault.name, why
+                )
+        active = mine
         if not active:
             return
         now = self.now()
@@ -1383,6 +1458,10 @@ class ExperimentDriver:
                 self.status.observed_generation = self.generation
             latest = self.status.current_run or self.status.last_run
             self.status.hits = latest.kills_total if latest is not None else 0
+            key, uid = self.context.signing_key, str(self.body["metadata"].get("uid") or "")
+            for own in (self.status.current_run, self.status.last_run):
+                if own is not None and key is not None and self.vouches_for(own):
+                    own.seal = seal_run(key, uid, own)  # every write of a run is sealed anew
             publish_fault_gauges(self.key, self.status.current_run)
             wire = self.status.model_dump(by_alias=True, mode="json")
             patch = merge_patch(self.written, wire)
@@ -1439,6 +1518,8 @@ class ExperimentDriver:
         if ending is None or not raw.get("currentRun"):
             return
         latest = RunStatus.model_validate(raw["currentRun"])
+        if self.seal_problem(latest) is not None:
+            return  # not the leader's record: nothing in it is acted on
         known = {(f.uid, f.container) for f in ending.faults}
         added = [f for f in latest.faults if (f.uid, f.container) not in known]
         if added:

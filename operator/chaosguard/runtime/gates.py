@@ -1,9 +1,14 @@
 """The engine's own identity and approval gates: defence in depth behind the admission webhook.
 
-- Author: when a policy requires approvals, or the operator runs its webhooks, an experiment runs
-  only with a valid author stamp (signed by this operator, for this object and this exact spec).
-  With a valid stamp, the author must still hold the fault's permission in every target namespace
-  when a run starts (a SubjectAccessReview), so a revoked RoleBinding stops the next game day.
+- Author: an experiment runs only with a valid author stamp (signed by this operator, for this object
+  and this exact spec): an operator that cannot know who wrote an experiment must not act for an
+  unknown author. Only the cluster's owners can waive that, with `--allow-unverified-authors` (then
+  anyone who may create a ChaosExperiment acts with the operator's rights), and never where a policy
+  requires approvals. With a valid stamp, the author and every editor must still hold the fault's
+  permission in every target namespace when a run starts (a SubjectAccessReview; see
+  `stamps.recheck` for whose groups count), so a revoked RoleBinding stops the next game day.
+  Likewise `get` on every Secret its steadyState names; with no author known, no Secret is read.
+  Every Prometheus URL must be one the cluster's owners allow (`decisions.prometheus_access`).
 - Approvals: after admission, an experiment that a policy requires approval for waits in
   AwaitingApproval until `approvals.count_valid` is satisfied, re-checked on every poll; and again
   right before every run starts (an approval may have expired meanwhile). The judgement of every
@@ -12,30 +17,46 @@
 
 from __future__ import annotations
 
-from chaosguard.admission.judge import author_unknown, permission_refusals
+from chaosguard.admission.judge import (
+    author_unknown,
+    operator_prometheus_url,
+    permission_refusals,
+    secret_refusals,
+)
 from chaosguard.api.models import ApprovalRecord, ChaosExperimentSpec, Phase
 from chaosguard.clients import informers
 from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.approvals import ApprovalCount, ApprovalView, ExperimentView, count_valid
 from chaosguard.decisions.policy import Refusal, static_refusals, target_namespaces
-from chaosguard.decisions.stamps import read_experiment_stamp, spec_hash
+from chaosguard.decisions.prometheus_access import endpoint_refusals, secrets_without_author
+from chaosguard.decisions.stamps import read_experiment_stamp, recheck, spec_hash
 from chaosguard.runtime.context import Driver, World
 
 POLL_SECONDS = 2.0  # how often an experiment awaiting approval looks for new ones
 
 
 def author_required(driver: Driver, world: World) -> bool:
-    return bool(world.effective.approvals) or driver.context.webhooks
+    context = driver.context
+    return bool(world.effective.approvals) or context.webhooks or not context.allow_unverified_authors
 
 
 async def identity_refusal(driver: Driver, spec: ChaosExperimentSpec, world: World) -> Refusal | None:
     check = read_experiment_stamp(driver.context.signing_key, driver.body)
+    urls = endpoint_refusals(spec, world.effective, operator_prometheus_url())
     if check.stamp is None:
-        return author_unknown(check.problem) if author_required(driver, world) else None
+        if author_required(driver, world):
+            return author_unknown(check.problem)
+        return urls[0] if urls else secrets_without_author(spec, check.problem)
+    who = recheck(check.stamp, driver.now())
     refusals = await permission_refusals(
-        driver.context.cluster, [check.stamp.identity], target_namespaces(spec, driver.namespace), spec.action
+        driver.context.cluster, list(who.identities), target_namespaces(spec, driver.namespace), spec.action
     )
-    return refusals[0] if refusals else None
+    refusals += urls
+    refusals += await secret_refusals(driver.context.cluster, list(who.identities), driver.namespace, spec)
+    if not refusals:
+        return None
+    first = refusals[0]
+    return Refusal(first.rule, f"{first.message} ({who.caveat})" if who.caveat else first.message, first.field)
 
 
 async def enter_awaiting(driver: Driver, spec: ChaosExperimentSpec) -> float:

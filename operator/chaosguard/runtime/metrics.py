@@ -61,7 +61,13 @@ FAULT_DEADLINE = Gauge(
     ["experiment"],
 )
 LEADING = Gauge(
-    "chaosguard_leading", "1 while this process drives experiments (the leader, or the only replica), else 0."
+    "chaosguard_leading",
+    "1 while this replica leads (starts runs, kills, injects: the Lease holder, or the only replica), else 0.",
+)
+GUARD_LAST_VERDICT = Gauge(
+    "chaosguard_guard_last_verdict_timestamp_seconds",
+    "When this replica's guard last judged each running run (Unix time); every replica guards every run.",
+    ["experiment"],
 )
 
 # Series that exist from the start at 0, so that increase() and rate() see a run's or an abort's first

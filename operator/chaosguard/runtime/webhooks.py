@@ -9,7 +9,8 @@ Importing this module registers the handlers, which kopf refuses to run without 
   a user writes are overwritten, on CREATE and UPDATE alike.
 - validating, ChaosExperiment CREATE/UPDATE of the spec: the policy rules (as `chaosguard
   validate`, with live namespace labels) and a SubjectAccessReview per target namespace.
-- mutating, ChaosApproval CREATE: stamps the approver, the time and the experiment's UID, signed.
+- mutating, ChaosApproval CREATE: stamps the approver, the time and the experiment's UID, signed;
+  refuses an approval of an experiment that does not exist (it would be bound to no UID).
 - validating, ChaosApproval CREATE: refuses an approval that would not count, saying why.
 """
 
@@ -76,7 +77,8 @@ def stamp_experiment(
         stamp = stamp_for_create(requester, datetime.now(UTC))
     else:
         previous = read_experiment_stamp(context.signing_key, _raw(old) or {})
-        updated = stamp_for_update(previous, requester, old.get("spec") or {}, raw.get("spec") or {})
+        spec_before, spec_now = old.get("spec") or {}, raw.get("spec") or {}
+        updated = stamp_for_update(previous, requester, spec_before, spec_now, datetime.now(UTC))
         if updated is None:  # never stamped by us: nobody can stamp it now, and nobody can forge one
             _apply(patch, restore(current, _annotations(old), EXPERIMENT_STAMP))
             return
@@ -116,9 +118,18 @@ async def stamp_approval(
     raw = _raw(body) or {}
     namespace = str((raw.get("metadata") or {}).get("namespace") or "")
     spec = raw.get("spec") or {}
-    experiment = await asyncio.to_thread(context.cluster.experiment, namespace, str(spec.get("experiment") or ""))
-    requester = Identity.from_userinfo(userinfo)
+    name = str(spec.get("experiment") or "")
+    experiment = await asyncio.to_thread(context.cluster.experiment, namespace, name)
     uid = str((experiment or {}).get("metadata", {}).get("uid") or "")
+    if not uid:
+        # An approval is always bound to an existing experiment's UID: one stamped for a name alone
+        # could count for whatever experiment is created under that name later.
+        raise kopf.AdmissionError(
+            f"there is no ChaosExperiment {name!r} in namespace {namespace!r} to approve; an approval is bound "
+            "to an existing experiment, so create the experiment first, then approve it",
+            code=403,
+        )
+    requester = Identity.from_userinfo(userinfo)
     stamp = ApprovalStamp(requester.username, requester.groups, context.clock.now(), uid)
     wanted: dict[str, str | None] = dict(approval_annotations(context.signing_key, namespace, spec, stamp))
     _apply(patch, annotation_changes(current, wanted))
