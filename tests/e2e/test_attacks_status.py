@@ -2,7 +2,9 @@
 installed from its image by Helm (webhooks on).
 
 mallory may get and patch `chaosexperiments/status` in the shop's namespace (what `chaosexperiments/*`
-in a namespace-admin role grants) and nothing on pods. She forges a Completed experiment's status,
+in a namespace-admin role grants) and nothing on pods. The installs' ValidatingAdmissionPolicy refuses
+her status write and says why; with that policy lifted (a cluster older than 1.30, or the policy
+deleted) she forges a Completed experiment's status,
 and the operator restarts (`kubectl rollout restart`, as every rollout or hand-over does). The run
 record is not the operator's, so nothing is killed, no clean-up container goes into a pod the
 record names, the run is ended, and the Event says why.
@@ -10,6 +12,7 @@ record names, the run is ended, and the Event says why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -137,19 +140,42 @@ def completed(
     yield e2e_namespace
 
 
-def forge(e2e_cluster: E2ECluster, namespace: str, forged: dict[str, Any]) -> None:
-    as_mallory(
-        e2e_cluster,
-        "patch",
-        "chaosexperiment",
-        "game-day",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": forged}),
-    )
+STATUS_POLICY = "chaosguard-status-writers"  # deploy/base/status-policy.yaml, the chart's copy
+
+
+@contextlib.contextmanager
+def status_policy_lifted(kubectl: Kubectl) -> Iterator[None]:
+    """A cluster without the installs' ValidatingAdmissionPolicy (older than 1.30, or the policy deleted):
+    its binding goes for the duration, and comes back as it was."""
+    saved = json.loads(kubectl("get", "validatingadmissionpolicybinding", STATUS_POLICY, "-o", "json"))
+    kubectl("delete", "validatingadmissionpolicybinding", STATUS_POLICY)
+    try:
+        yield
+    finally:
+        for field in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
+            saved["metadata"].pop(field, None)
+        saved.pop("status", None)
+        kubectl("create", "-f", "-", input=json.dumps(saved))
+
+
+def forge(e2e_cluster: E2ECluster, kubectl: Kubectl, namespace: str, forged: dict[str, Any]) -> None:
+    assert e2e_cluster.plane is not None
+    plane = e2e_cluster.plane
+    patch = ["patch", "chaosexperiment", "game-day", "-n", namespace, "--subresource=status", "--type=merge"]
+    patch += ["-p", json.dumps({"status": forged})]
+    # The first defence: the installs' ValidatingAdmissionPolicy refuses mallory's write, saying why.
+    refused = plane.kubectl(*patch, user="mallory", check=False, timeout=120)
+    assert refused.returncode != 0, f"mallory wrote the status: {refused.stdout}"
+    assert f"ValidatingAdmissionPolicy '{STATUS_POLICY}'" in refused.stderr, refused.stderr
+    assert "only the chaosguard operator" in refused.stderr and "not mallory" in refused.stderr, refused.stderr
+    # The second: without the policy the write lands, and the operator must not act on it (the tests below).
+    with status_policy_lifted(kubectl):
+        # The API server drops the policy once its informer sees the binding gone (within a second or so).
+        wait_for(
+            lambda: plane.kubectl(*patch, user="mallory", check=False, timeout=120).returncode == 0,
+            timeout=60,
+            what="mallory's status write to land once the status policy is lifted",
+        )
 
 
 def test_a_forged_running_status_followed_by_a_restart_kills_nothing(
@@ -165,7 +191,7 @@ def test_a_forged_running_status_followed_by_a_restart_kills_nothing(
         "deadline": stamp(now + timedelta(minutes=5)),
         "nextRoundAt": stamp(now),
     }
-    forge(e2e_cluster, namespace, {"phase": "Running", "currentRun": run})
+    forge(e2e_cluster, kubectl, namespace, {"phase": "Running", "currentRun": run})
     restart_operator(kubectl)
 
     def aborted() -> dict[str, Any]:
@@ -211,7 +237,7 @@ def test_a_forged_fault_entry_sends_nothing_into_another_namespaces_pod(
             "deadline": stamp(datetime.now(UTC) + timedelta(minutes=10)),
         }
     ]
-    forge(e2e_cluster, namespace, {"lastRun": last_run})
+    forge(e2e_cluster, kubectl, namespace, {"lastRun": last_run})
     restart_operator(kubectl)
 
     # The restarted operator's clean-up pass has run once the experiment's daemon is up: it says so.
