@@ -102,10 +102,10 @@ def run() -> dict[str, tuple[float, str]]:
                 latencies.append(aborted - queryable)
                 before_takeover += holder(api) == leader
                 killed_after_breach += kills_after(status_of(api, NAMESPACE, name), breached_at)
-                del replicas[leader]
-                name = leader.rsplit("-", 1)[0]
-                replicas[f"{name}-{index + 1}"] = start_replica(plane, workdir, name, index + 1)
                 plane.kubectl("delete", "chaosexperiment", name, "-n", NAMESPACE)
+                del replicas[leader]
+                base = leader.rsplit("-", 1)[0]
+                replicas[f"{base}-{index + 1}"] = start_replica(plane, workdir, base, index + 1)
         finally:
             for replica in replicas.values():
                 replica.stop()
