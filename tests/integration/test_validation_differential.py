@@ -81,7 +81,7 @@ def agree(python: Verdict, server: Verdict) -> bool:
 @pytest.fixture(scope="module")
 def verdicts(chaosguard_crds: ControlPlane) -> dict[str, tuple[Verdict, Verdict]]:
     with chaosguard_crds.api_client() as api, ThreadPoolExecutor(max_workers=4) as pool:
-        served = dict(zip([c.id for c in TABLE], pool.map(lambda case: server_verdict(api, case), TABLE)))
+        served = dict(zip([c.id for c in TABLE], pool.map(lambda case: server_verdict(api, case), TABLE), strict=True))
     return {case.id: (python_verdict(case), served[case.id]) for case in TABLE}
 
 

@@ -121,6 +121,9 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("min-available-101%", experiment(podKill={"minAvailable": "101%"})),
     ("min-available-word", experiment(podKill={"minAvailable": "half"})),
     ("min-available-bare-string", experiment(podKill={"minAvailable": "2"})),
+    ("min-available-050%", experiment(podKill={"minAvailable": "050%"})),
+    ("min-available-negative-percent", experiment(podKill={"minAvailable": "-5%"})),
+    ("min-available-fraction-percent", experiment(podKill={"minAvailable": "5.5%"})),
     ("pdb-off", experiment(podKill={"respectDisruptionBudgets": False})),
     # ---- target
     ("mode-all", target(mode="all")),
@@ -165,6 +168,16 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("latency-cidr-ipv6", latency(destinationCIDRs=["fd00::/64"])),
     ("latency-cidr-ipv6-/129", latency(destinationCIDRs=["fd00::/129"])),
     ("latency-cidr-/0", latency(destinationCIDRs=["0.0.0.0/0"])),
+    ("latency-cidr-prefix-leading-zero", latency(destinationCIDRs=["10.0.0.0/016"])),
+    ("latency-cidr-address-leading-zero", latency(destinationCIDRs=["010.0.0.0/8"])),
+    ("latency-cidr-ipv4-mapped", latency(destinationCIDRs=["::ffff:10.0.0.0/104"])),
+    ("latency-cidr-ipv4-embedded", latency(destinationCIDRs=["64:ff9b::10.0.0.0/96"])),
+    ("latency-cidr-zone", latency(destinationCIDRs=["fe80::1%eth0/64"])),
+    ("latency-cidr-space", latency(destinationCIDRs=[" 10.0.0.0/8"])),
+    ("latency-cidr-negative", latency(destinationCIDRs=["10.0.0.0/-1"])),
+    ("latency-cidr-plus", latency(destinationCIDRs=["10.0.0.0/+8"])),
+    ("latency-cidr-ipv6-upper", latency(destinationCIDRs=["FD00::/8"])),
+    ("latency-cidr-65", latency(destinationCIDRs=[f"10.0.{n}.0/24" for n in range(65)])),
     ("latency-port-1", latency(ports=[1])),
     ("latency-port-65535", latency(ports=[65535])),
     ("latency-port-0", latency(ports=[0])),
@@ -187,6 +200,15 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("network-rate-0.0kbit", network(rate="0.0kbit")),
     ("network-rate-0.5kbit", network(rate="0.5kbit")),
     ("network-rate-mb", network(rate="1mb")),
+    ("network-loss-just-below-tc", network(loss=0.00000099)),
+    ("network-reorder-below-tc", network(delay="10ms", reorder=0.0000005)),
+    ("network-reorder-0-delay-0ms", network(reorder=0, delay="0ms", loss=1)),
+    ("network-rate-0.001gbit", network(rate="0.001gbit")),
+    ("network-delay-0.0ms-jitter", network(delay="0.0ms", jitter="5ms")),
+    ("network-jitter-only", network(jitter="5ms")),
+    ("network-correlation-101", network(delay="10ms", jitter="5ms", correlation=101)),
+    ("network-duplicate-100", network(duplicate=100)),
+    ("network-corrupt-100.5", network(corrupt=100.5)),
     ("network-duplicate", network(duplicate=1)),
     ("network-corrupt", network(corrupt=1)),
     ("network-reorder-with-delay", network(reorder=25, delay="10ms")),
@@ -221,6 +243,8 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("partition-port-0", partition(ports=[0])),
     ("partition-cidr-too-long", partition(destinationCIDRs=["1" * 50])),
     # ---- schedule and steady state
+    ("latency-duration-long", latency() | {"spec": latency()["spec"] | {"duration": "1" * 40 + "s"}}),
+    ("pod-kill-interval-0.001s", experiment(interval="0.001s")),
     ("schedule", experiment(schedule={"cron": "0 14 * * TUE"})),
     ("schedule-history-0", experiment(schedule={"cron": "0 14 * * TUE", "historyLimit": 0})),
     ("schedule-history-51", experiment(schedule={"cron": "0 14 * * TUE", "historyLimit": 51})),
@@ -256,6 +280,30 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
             }
         ),
     ),
+    (
+        "steady-state-duplicate-names",
+        experiment(
+            steadyState={
+                "prometheus": {"url": "http://prometheus:9090"},
+                "conditions": [
+                    {"name": "e", "query": "up", "operator": "<", "threshold": 1},
+                    {"name": "e", "query": "up", "operator": ">", "threshold": 0},
+                ],
+            }
+        ),
+    ),
+    (
+        "steady-state-own-endpoints",
+        experiment(
+            steadyState={
+                "conditions": [
+                    {"name": "e", "query": "up", "operator": "<", "threshold": 1, "prometheus": {"url": "http://p"}},
+                    {"name": "f", "query": "up", "operator": "<", "threshold": 1, "prometheus": {"url": "http://q"}},
+                ],
+            }
+        ),
+    ),
+    ("steady-state-name-long", guarded(name="a" * 64)),
     # ---- policies
     ("policy-empty", policy()),
     ("policy-max-percentage-0", policy(maxPercentage=0)),
@@ -296,11 +344,35 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("policy-budget-window-0d", budget(window="0d")),
     ("policy-budget-window-4w", budget(window="4w")),
     ("policy-budget-window-month", budget(window="1mo")),
+    ("policy-budget-burn-window-0m", budget(burnRateWindow="0m")),
+    ("policy-budget-ratio-and-error", budget(ratioQuery="x[{{.window}}]")),
+    (
+        "policy-budget-pyrra",
+        budget(errorQuery=None, totalQuery=None, objective=None, pyrra={"slo": "a", "metric": "m"}),
+    ),
+    ("policy-budget-name-long", budget(name="a" * 64)),
+    ("policy-budget-query-long", budget(ratioQuery="x[{{.window}}]" + " " * 5000, errorQuery=None, totalQuery=None)),
     ("policy-budget-name-upper", budget(name="Checkout")),
     ("policy-quiet-alerts", policy(steadyState={"prometheus": {"url": "http://p:9090"}, "quietAlerts": {}})),
     (
         "policy-quiet-alerts-bad-matcher",
-        policy(steadyState={"prometheus": {"url": "http://p:9090"}, "quietAlerts": {"matchers": ["severity=critical"]}}),
+        policy(
+            steadyState={"prometheus": {"url": "http://p:9090"}, "quietAlerts": {"matchers": ["severity=critical"]}}
+        ),
+    ),
+    (
+        "policy-steady-state-conditions-no-endpoint",
+        policy(steadyState={"conditions": [{"name": "e", "query": "up", "operator": "<", "threshold": 1}]}),
+    ),
+    (
+        "policy-steady-state-condition-own-endpoint",
+        policy(
+            steadyState={
+                "conditions": [
+                    {"name": "e", "query": "up", "operator": "<", "threshold": 1, "prometheus": {"url": "http://p"}}
+                ]
+            }
+        ),
     ),
     ("policy-steady-state-empty", policy(steadyState={"prometheus": {"url": "http://p:9090"}})),
     ("policy-quiet-alerts-no-endpoint", policy(steadyState={"quietAlerts": {}})),
