@@ -304,6 +304,18 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
         ),
     ),
     ("steady-state-name-long", guarded(name="a" * 64)),
+    # ---- types as YAML writes them
+    ("type-loss-string", network(loss="30")),
+    ("type-correlation-string", latency(jitter="5ms", correlation="5")),
+    ("type-port-string", latency(ports=["80"])),
+    ("type-dry-run-string", experiment(dryRun="true")),
+    ("type-dry-run-number", experiment(dryRun=1)),
+    ("type-value-fraction", target(mode="fixed", value=2.5)),
+    ("type-grace-bool", experiment(podKill={"gracePeriodSeconds": True})),
+    ("type-loss-bool", network(loss=True)),
+    ("type-threshold-string", guarded(threshold="0.5")),
+    ("type-delay-number", latency(delay=200)),
+    ("type-namespaces-string", target(namespaces="shop")),
     # ---- policies
     ("policy-empty", policy()),
     ("policy-max-percentage-0", policy(maxPercentage=0)),

@@ -54,13 +54,20 @@ def _rules_into_schema(schema: dict[str, Any], model: type[Any]) -> None:
 
 
 class ApiModel(BaseModel):
-    """Base for spec models: camelCase on the wire, unknown fields refused, not silently dropped.
+    """Base for spec models: camelCase on the wire, unknown fields refused, not silently dropped, and
+    JSON types as the API server checks them.
 
     `validation_rules` (api/rules.py) are the model's cross-field rules: the CRD carries them as CEL
     and this base class checks them in Python, with the same messages."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", json_schema_extra=_rules_into_schema
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra=_rules_into_schema,
+        # The API server takes no "30" for a number nor 1 for true; neither does `validate`. Enum and time
+        # fields opt out with `strict=False` (LAX), as strict pydantic wants enum instances, not YAML text.
+        strict=True,
     )
     validation_rules: ClassVar[tuple[rules.Rule, ...]] = ()
 
@@ -96,7 +103,7 @@ class SelectorOperator(StrEnum):
 
 class LabelSelectorRequirement(ApiModel):
     key: str = Field(min_length=1, description="The label key the requirement applies to.")
-    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    operator: SelectorOperator = Field(strict=False, description="In, NotIn, Exists or DoesNotExist.")
     values: list[str] = Field(
         default_factory=list,
         description="Values for In and NotIn (must be non-empty); empty for Exists and DoesNotExist.",
@@ -297,6 +304,7 @@ class PartitionSpec(ApiModel):
     )
     direction: PartitionDirection = Field(
         default=PartitionDirection.BOTH,
+        strict=False,
         description="both (default); egress: only packets to the destinations; ingress: only packets from them.",
     )
 
@@ -314,7 +322,7 @@ class TargetSpec(ApiModel):
     selector: LabelSelector = Field(
         default_factory=LabelSelector, description="Which pods to target (a metav1 LabelSelector)."
     )
-    mode: TargetMode = Field(default=TargetMode.ONE, description="one | fixed | fixed-percent | all.")
+    mode: TargetMode = Field(default=TargetMode.ONE, strict=False, description="one | fixed | fixed-percent | all.")
     value: int | None = Field(
         default=None, ge=1, description="Pod count for fixed; percentage (1-100) for fixed-percent."
     )
@@ -393,7 +401,7 @@ class SteadyStateCondition(ApiModel):
         min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name."
     )
     query: str = Field(min_length=1, description="A PromQL instant query.")
-    operator: ComparisonOperator = Field(description="Healthy while `value <operator> threshold` holds.")
+    operator: ComparisonOperator = Field(strict=False, description="Healthy while `value <operator> threshold` holds.")
     threshold: float = Field(description="The value compared against.")
     for_: str = Field(
         default="0",
@@ -430,6 +438,7 @@ class SteadyStateSpec(ApiModel):
     conditions: list[SteadyStateCondition] = Field(min_length=1, max_length=20, description="All must hold.")
     on_unavailable: OnUnavailable = Field(
         default=OnUnavailable.ABORT,
+        strict=False,
         description="Prometheus unreachable, erroring, empty or NaN: abort (default, fail-safe) or continue.",
     )
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, description="The after-run check.")
@@ -440,7 +449,7 @@ class SteadyStateSpec(ApiModel):
 class ChaosExperimentSpec(ApiModel):
     validation_rules = rules.EXPERIMENT
 
-    action: Action = Field(description="The fault: pod-kill, latency, network or partition.")
+    action: Action = Field(strict=False, description="The fault: pod-kill, latency, network or partition.")
     pod_kill: PodKillSpec | None = Field(default=None, description="Settings for action pod-kill.")
     latency: LatencySpec | None = Field(default=None, description="Settings for action latency.")
     network: NetworkSpec | None = Field(
@@ -659,8 +668,8 @@ class Blackout(ApiModel):
         )
     )
 
-    start: datetime = Field(description="RFC 3339 start, e.g. 2026-12-20T00:00:00Z.")
-    end: datetime = Field(description="RFC 3339 end, after start.")
+    start: datetime = Field(strict=False, description="RFC 3339 start, e.g. 2026-12-20T00:00:00Z.")
+    end: datetime = Field(strict=False, description="RFC 3339 end, after start.")
     reason: str = Field(default="", description="Shown in every refusal, e.g. 'holiday freeze'.")
 
     @model_validator(mode="after")
@@ -853,7 +862,7 @@ class ChaosPolicySpec(ApiModel):
     max_duration: Duration | None = Field(default=None, description="Longest allowed spec.duration.")
     max_latency: Duration | None = Field(default=None, description="Largest allowed latency delay.")
     max_guard_interval: Duration | None = Field(default=None, description="Largest allowed steadyState.interval.")
-    allowed_actions: list[Action] | None = Field(
+    allowed_actions: list[Annotated[Action, Field(strict=False)]] | None = Field(
         default=None,
         description="Actions allowed (pod-kill, latency, network, partition). Absent: all actions. "
         "Leave out partition to forbid partitions.",
