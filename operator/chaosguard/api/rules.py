@@ -1,13 +1,14 @@
 """Cross-field validation rules written once: each renders the CEL the API server runs and the Python
 check `chaosguard validate` and the operator run, with one message.
 
-Why small rule objects and not the CRD's CEL evaluated in Python (cel-python): our rules need
-Kubernetes' own CEL extensions (`isCIDR`, and the regex `matches` of RE2), which a generic CEL
-library lacks, so half the rules would need a Python twin anyway, the very duplication this removes.
-A new dependency that interprets CEL would also become part of admission's trust path. The rules
-here are built from a dozen nodes (has, comparisons, regex, each item, a CIDR check) whose two
-renderings sit side by side in one class, small enough to read against each other; the
-differential test (tests/integration/test_validation_differential.py) holds them to the real API
+Why small rule objects and not the CRD's CEL evaluated in Python: the CEL libraries on PyPI
+(cel-python 0.5, maintained; Google's young cel-expr-python) implement standard CEL, not the
+Kubernetes library our rules need (`isCIDR` for destination CIDRs; `cidr()`, `quantity()` and the
+rest alike), so each such function would need a hand-written Python twin, the very duplication this
+removes, and a CEL interpreter would join the admission path as a new dependency. Here a rule is
+built from a dozen small nodes (has, comparisons, regex, every item, a CIDR check) whose CEL and
+Python renderings sit side by side in one class, short enough to read against each other; the
+differential test (tests/integration/test_validation_differential.py) holds both to the real API
 server.
 
 The Python side sees an object as the API server's CEL does: the fields the author wrote plus the
