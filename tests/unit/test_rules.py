@@ -43,7 +43,7 @@ def test_every_models_rules_reach_the_crd_as_cel(model: type[ApiModel]) -> None:
 
 
 def test_the_python_check_uses_the_rules_message() -> None:
-    with pytest.raises(ValueError, match="spec.network.reorder needs spec.network.delay"):
+    with pytest.raises(ValueError, match=r"spec\.network\.reorder needs spec\.network\.delay"):
         NetworkSpec.model_validate({"reorder": 5, "delay": "0ms"})
     NetworkSpec.model_validate({"reorder": 5, "delay": "1ms"})
 
