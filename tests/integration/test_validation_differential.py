@@ -24,7 +24,7 @@ from chaosguard.api.models import GROUP, VERSION, ChaosPolicy
 from chaosguard.cli.offline import Document, judge
 from localcluster.controlplane import ControlPlane
 
-from .validation_table import Case, cases
+from .validation_table import Case, cases, python_only_cases
 
 pytestmark = pytest.mark.controlplane
 
@@ -101,3 +101,21 @@ def test_validate_and_the_api_server_agree(case: Case, verdicts: dict[str, tuple
         f"validate: {'refused ' + ', '.join(sorted(python)) if python else 'accepted'}; "
         f"API server: {'refused ' + ', '.join(sorted(server)) if server else 'accepted'}"
     )
+
+
+def _python_refusals(case: Case) -> str:
+    if case.kind == "ChaosPolicy":
+        try:
+            ChaosPolicy.model_validate(case.body)
+        except ValidationError as error:
+            return "; ".join(describe_validation_error(error))
+        return ""
+    refusals = judge(Document("table", case.body), [], datetime(2026, 11, 24, 14, tzinfo=UTC))
+    return "; ".join(refusal.message for refusal in refusals)
+
+
+@pytest.mark.parametrize(("case", "says"), python_only_cases(), ids=[case.id for case, _ in python_only_cases()])
+def test_what_cel_cannot_say_is_refused_by_validate_alone(case: Case, says: str, chaosguard_crds: ControlPlane) -> None:
+    with chaosguard_crds.api_client() as api:
+        assert server_verdict(api, case) == frozenset()
+    assert says in _python_refusals(case)

@@ -403,3 +403,40 @@ def cases() -> list[Case]:
         table.append(Case(name, body))
     assert len({case.id for case in table}) == len(table), "case ids must be unique"
     return table
+
+
+# What CEL cannot say (api/rules.py lists it): the API server accepts these, `validate` and the operator
+# refuse them. Kept apart, so that a rule that moves into CEL moves its case into the table above.
+_PYTHON_ONLY: list[tuple[str, dict[str, Any], str]] = [
+    ("cron-syntax", experiment(schedule={"cron": "every tuesday"}), "5-field cron"),
+    ("time-zone", experiment(schedule={"cron": "0 14 * * TUE", "timeZone": "Mars/Olympus"}), "IANA time zone"),
+    (
+        "url-prefix-dot-segment",
+        policy(allowedPrometheusURLs=["http://prometheus:9090/a/../b"]),
+        "cannot be matched safely",
+    ),
+    (
+        "sloth-window-not-recorded",
+        budget(errorQuery=None, totalQuery=None, objective=None, sloth=SLOTH, burnRateWindow="7m"),
+        "Sloth records no",
+    ),
+    (
+        "names-across-conditions-and-budgets",
+        policy(
+            steadyState={
+                "prometheus": {"url": "http://p:9090"},
+                "conditions": [{"name": "checkout", "query": "up", "operator": "<", "threshold": 1}],
+                "errorBudgets": [budget()["spec"]["steadyState"]["errorBudgets"][0]],
+            }
+        ),
+        "names must be unique",
+    ),
+]
+
+
+def python_only_cases() -> list[tuple[Case, str]]:
+    """(case, what validate's refusal says)."""
+    return [
+        (Case(name, body | {"metadata": {"name": f"only-{number:03d}"}}), says)
+        for number, (name, body, says) in enumerate(_PYTHON_ONLY)
+    ]
