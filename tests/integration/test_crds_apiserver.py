@@ -63,7 +63,7 @@ def test_every_example_is_accepted_by_the_api_server(chaosguard_crds: ControlPla
     ("change", "expected"),
     [
         (("mode: fixed-percent, value: 25", "mode: fixed"), "target.value is required for mode fixed"),
-        (("mode: fixed-percent, value: 25", "mode: one, value: 2"), "must be omitted for one and all"),
+        (("mode: fixed-percent, value: 25", "mode: one, value: 2"), "must be omitted for mode one and all"),
         (("value: 25", "value: 150"), "use 1 to 100"),
         (("action: pod-kill", "action: explode"), 'spec.action: Unsupported value: "explode"'),
         (("duration: 5m", "duration: 5 minutes"), "spec.duration: Invalid value"),

@@ -4,24 +4,25 @@ These models are the single source of truth: the CRDs in crds/ are generated fro
 (`chaosguard crds`), the operator validates every object with them, and `chaosguard validate`
 uses them offline. Field names and shapes follow DESIGN.md and are a public contract. Every
 field carries a description because it becomes `kubectl explain` text. Rules that span several
-fields live twice on purpose: as a pydantic validator (readable errors offline and in the
-operator) and as a CEL rule in the CRD (so the API server refuses it even with the operator down).
+fields are written once, as `validation_rules` (api/rules.py): each renders the CEL rule in the CRD
+(so the API server refuses it even with the operator down) and the Python check here, with one
+message. Pydantic validators remain only for what CEL cannot say (cron, time zones, URL prefixes).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from chaosguard.api import rules
 from chaosguard.api.durations import DURATION_PATTERN, to_seconds
 from chaosguard.api.urls import url_parts
 
@@ -36,7 +37,8 @@ ABORT_ANNOTATION = f"{GROUP}/abort"  # set by `chaosguard abort`: its value is t
 
 Duration = Annotated[
     str,
-    Field(pattern=DURATION_PATTERN, json_schema_extra={"x-chaosguard-duration": True}),
+    # maxLength bounds the cost the API server estimates for the CEL rules that read durations
+    Field(pattern=DURATION_PATTERN, max_length=32, json_schema_extra={"x-chaosguard-duration": True}),
 ]
 
 
@@ -44,10 +46,37 @@ def _check_cel(rules: list[dict[str, str]]) -> dict[str, Any]:
     return {"x-kubernetes-validations": rules}
 
 
-class ApiModel(BaseModel):
-    """Base for spec models: camelCase on the wire, unknown fields refused, not silently dropped."""
+def _rules_into_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    """Puts a model's `validation_rules` into its JSON Schema as CEL, for the CRD."""
+    model_rules: tuple[rules.Rule, ...] = getattr(model, "validation_rules", ())
+    if model_rules:
+        schema["x-kubernetes-validations"] = rules.rendered(model_rules)
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+class ApiModel(BaseModel):
+    """Base for spec models: camelCase on the wire, unknown fields refused, not silently dropped, and
+    JSON types as the API server checks them.
+
+    `validation_rules` (api/rules.py) are the model's cross-field rules: the CRD carries them as CEL
+    and this base class checks them in Python, with the same messages."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra=_rules_into_schema,
+        # The API server takes no "30" for a number nor 1 for true; neither does `validate`. Enum and time
+        # fields opt out with `strict=False` (LAX), as strict pydantic wants enum instances, not YAML text.
+        strict=True,
+    )
+    validation_rules: ClassVar[tuple[rules.Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _rules_hold(self) -> ApiModel:
+        problems = rules.broken(type(self).validation_rules, rules.served_view(self))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -74,20 +103,13 @@ class SelectorOperator(StrEnum):
 
 class LabelSelectorRequirement(ApiModel):
     key: str = Field(min_length=1, description="The label key the requirement applies to.")
-    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    operator: SelectorOperator = Field(strict=False, description="In, NotIn, Exists or DoesNotExist.")
     values: list[str] = Field(
         default_factory=list,
         description="Values for In and NotIn (must be non-empty); empty for Exists and DoesNotExist.",
     )
 
-    @model_validator(mode="after")
-    def _values_match_operator(self) -> LabelSelectorRequirement:
-        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
-        if needs_values and not self.values:
-            raise ValueError(f"operator {self.operator.value} needs at least one entry in values")
-        if not needs_values and self.values:
-            raise ValueError(f"operator {self.operator.value} takes no values; remove values")
-        return self
+    validation_rules = rules.SELECTOR_REQUIREMENT
 
 
 class LabelSelector(ApiModel):
@@ -183,23 +205,15 @@ class PodKillSpec(ApiModel):
         ),
     )
 
-    @field_validator("min_available")
-    @classmethod
-    def _min_available_form(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, str):
-            number = value.removesuffix("%")
-            if not value.endswith("%") or not number.isdigit() or not 0 <= int(number) <= 100:
-                raise ValueError("write a count such as 2 or a percentage from 0% to 100% such as '50%'")
-        elif isinstance(value, int) and value < 0:
-            raise ValueError("must be 0 or more")
-        return value
+    validation_rules = rules.POD_KILL
 
 
 class NarrowedEgress(ApiModel):
     """Egress faults narrowed to destinations: latency and network."""
 
-    destination_cidrs: list[str] = Field(
+    destination_cidrs: list[Annotated[str, Field(max_length=49)]] = Field(
         default_factory=list,
+        max_length=64,  # bounds the CEL rules' cost
         alias="destinationCIDRs",
         description="Affect only traffic to these CIDRs. Empty: all destinations.",
     )
@@ -207,10 +221,7 @@ class NarrowedEgress(ApiModel):
         default_factory=list, description="Affect only traffic to these destination ports. Empty: all ports."
     )
 
-    @field_validator("destination_cidrs")
-    @classmethod
-    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
-        return _parse_cidrs(cidrs)
+    validation_rules: ClassVar[tuple[rules.Rule, ...]] = (rules.CIDRS_PARSE,)
 
 
 class LatencySpec(NarrowedEgress):
@@ -218,71 +229,19 @@ class LatencySpec(NarrowedEgress):
     jitter: Duration = Field(default="0ms", description="Random variation around delay, e.g. 20ms.")
     correlation: int = Field(default=0, ge=0, le=100, description="Jitter correlation in percent (0-100).")
 
-    @model_validator(mode="after")
-    def _delay_is_real(self) -> LatencySpec:
-        if to_seconds(self.delay) <= 0:
-            raise ValueError("latency.delay adds no delay: give a delay above 0, e.g. 200ms")
-        if self.correlation and to_seconds(self.jitter) <= 0:
-            raise ValueError("latency.correlation only correlates jitter: set latency.jitter, or drop correlation")
-        return self
-
-
-def _parse_cidrs(cidrs: list[str]) -> list[str]:
-    for cidr in cidrs:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError as error:
-            raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8: {error}") from None
-    return cidrs
+    validation_rules = rules.LATENCY
 
 
 # A bandwidth for tc: a number and a bit unit; netem.py and the injector script (is_rate) read this form.
 RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
 Percentage = Annotated[float, Field(ge=0, le=100)]
-SMALLEST_TC_PERCENT = 0.000001  # tc reads percentages to six decimals (netem.tc_percent)
-_IMPAIRMENTS = ("delay", "loss", "corrupt", "duplicate", "reorder", "rate")
+SMALLEST_TC_PERCENT = rules.SMALLEST_TC_PERCENT
 
 
 class NetworkSpec(NarrowedEgress):
     """Network impairments on the target pods' egress, by tc netem (any combination)."""
 
-    model_config = ConfigDict(
-        json_schema_extra=_check_cel(
-            [
-                {
-                    "rule": " || ".join(f"has(self.{name})" for name in _IMPAIRMENTS),
-                    "message": "spec.network impairs nothing: set at least one of delay, loss, corrupt, duplicate, "
-                    "reorder or rate",
-                },
-                {
-                    "rule": " && ".join(
-                        f"(!has(self.{name}) || self.{name} == 0.0 || self.{name} >= 0.000001)"
-                        for name in ("loss", "corrupt", "duplicate", "reorder")
-                    ),
-                    "message": "spec.network: loss, corrupt, duplicate and reorder are 0 or at least 0.000001, "
-                    "the smallest percentage tc takes",
-                },
-                {
-                    "rule": "!has(self.reorder) || has(self.delay)",
-                    "message": "spec.network.reorder needs spec.network.delay: netem reorders by sending some "
-                    "packets without the delay; set a delay such as 10ms",
-                },
-                {
-                    "rule": "!has(self.lossCorrelation) || has(self.loss)",
-                    "message": "spec.network.lossCorrelation needs spec.network.loss",
-                },
-                {
-                    "rule": "!has(self.reorderCorrelation) || has(self.reorder)",
-                    "message": "spec.network.reorderCorrelation needs spec.network.reorder",
-                },
-                {
-                    "rule": "!has(self.correlation) || has(self.jitter)",
-                    "message": "spec.network.correlation only correlates jitter: set spec.network.jitter, "
-                    "or drop correlation",
-                },
-            ]
-        )
-    )
+    validation_rules = rules.NETWORK
 
     delay: Duration | None = Field(default=None, description="Added one-way delay on egress, e.g. 200ms.")
     jitter: Duration | None = Field(default=None, description="Random variation around delay, e.g. 20ms.")
@@ -308,39 +267,6 @@ class NetworkSpec(NarrowedEgress):
         description="Bandwidth cap on egress: a number and a unit bit, kbit, mbit or gbit, e.g. 1mbit.",
     )
 
-    @model_validator(mode="after")
-    def _impairs_something(self) -> NetworkSpec:
-        delay = to_seconds(self.delay) if self.delay is not None else 0.0
-        if not (delay > 0 or self.loss or self.corrupt or self.duplicate or self.reorder or self.rate):
-            raise ValueError(
-                "spec.network impairs nothing: set at least one of delay (above 0), loss, corrupt, duplicate, "
-                "reorder or rate (above 0)"
-            )
-        if self.reorder and delay <= 0:
-            raise ValueError(
-                "spec.network.reorder needs spec.network.delay: netem reorders by sending some packets without "
-                "the delay; set a delay such as 10ms"
-            )
-        if self.correlation and (self.jitter is None or to_seconds(self.jitter) <= 0):
-            raise ValueError("spec.network.correlation only correlates jitter: set spec.network.jitter, or drop it")
-        if self.loss_correlation is not None and self.loss is None:
-            raise ValueError("spec.network.lossCorrelation needs spec.network.loss")
-        if self.reorder_correlation is not None and self.reorder is None:
-            raise ValueError("spec.network.reorderCorrelation needs spec.network.reorder")
-        for name in ("loss", "corrupt", "duplicate", "reorder"):
-            value = getattr(self, name)
-            if value is not None and 0 < value < SMALLEST_TC_PERCENT:
-                # tc takes six decimals: netem.tc_percent would render this 0 and inject nothing
-                raise ValueError(
-                    f"spec.network.{name} {value:g} is below the smallest percentage tc takes, "
-                    f"{SMALLEST_TC_PERCENT:f}; give {SMALLEST_TC_PERCENT:f} or more, or leave {name} out"
-                )
-        if self.rate is not None and float(self.rate.removesuffix("bit").rstrip("kmg")) <= 0:
-            raise ValueError(
-                f"spec.network.rate {self.rate!r} caps the bandwidth at 0: give a rate above 0, e.g. 1mbit"
-            )
-        return self
-
     def summary(self) -> str:
         """The impairment in a few words, for status, Events and the report: 'loss 30%, rate 1mbit'."""
         parts = []
@@ -365,17 +291,7 @@ class PartitionDirection(StrEnum):
 class PartitionSpec(ApiModel):
     """Drops all traffic between the target pods and the destinations (tc filters with a drop action)."""
 
-    model_config = ConfigDict(
-        json_schema_extra=_check_cel(
-            [
-                {
-                    "rule": "self.destinationCIDRs.all(c, !c.matches('/0+$'))",
-                    "message": "spec.partition.destinationCIDRs: a /0 CIDR covers every address, the node's and the "
-                    "API server's too; name the addresses to cut off, e.g. 10.1.0.0/16",
-                },
-            ]
-        )
-    )
+    validation_rules = rules.PARTITION
 
     destination_cidrs: list[Annotated[str, Field(max_length=49)]] = Field(
         min_length=1,
@@ -388,19 +304,9 @@ class PartitionSpec(ApiModel):
     )
     direction: PartitionDirection = Field(
         default=PartitionDirection.BOTH,
+        strict=False,
         description="both (default); egress: only packets to the destinations; ingress: only packets from them.",
     )
-
-    @field_validator("destination_cidrs")
-    @classmethod
-    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
-        for cidr in _parse_cidrs(cidrs):
-            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
-                raise ValueError(
-                    f"{cidr!r} covers every address, the node's and the API server's too; "
-                    "name the addresses to cut off, e.g. 10.1.0.0/16"
-                )
-        return cidrs
 
     def summary(self) -> str:
         ports = f" ports {', '.join(map(str, self.ports))}" if self.ports else ""
@@ -408,21 +314,7 @@ class PartitionSpec(ApiModel):
 
 
 class TargetSpec(ApiModel):
-    model_config = ConfigDict(
-        json_schema_extra=_check_cel(
-            [
-                {
-                    "rule": "(self.mode == 'one' || self.mode == 'all') ? !has(self.value) : has(self.value)",
-                    "message": "target.value is required for mode fixed and fixed-percent, "
-                    "and must be omitted for one and all",
-                },
-                {
-                    "rule": "self.mode != 'fixed-percent' || self.value <= 100",
-                    "message": "target.value is a percentage for fixed-percent: use 1 to 100",
-                },
-            ]
-        )
-    )
+    validation_rules = rules.TARGET
 
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to target. Default: the experiment's own namespace."
@@ -430,20 +322,10 @@ class TargetSpec(ApiModel):
     selector: LabelSelector = Field(
         default_factory=LabelSelector, description="Which pods to target (a metav1 LabelSelector)."
     )
-    mode: TargetMode = Field(default=TargetMode.ONE, description="one | fixed | fixed-percent | all.")
+    mode: TargetMode = Field(default=TargetMode.ONE, strict=False, description="one | fixed | fixed-percent | all.")
     value: int | None = Field(
         default=None, ge=1, description="Pod count for fixed; percentage (1-100) for fixed-percent."
     )
-
-    @model_validator(mode="after")
-    def _value_matches_mode(self) -> TargetSpec:
-        if self.mode in (TargetMode.ONE, TargetMode.ALL) and self.value is not None:
-            raise ValueError(f"target.value must be omitted for mode {self.mode.value}")
-        if self.mode in (TargetMode.FIXED, TargetMode.FIXED_PERCENT) and self.value is None:
-            raise ValueError(f"target.value is required for mode {self.mode.value}")
-        if self.mode is TargetMode.FIXED_PERCENT and self.value is not None and self.value > 100:
-            raise ValueError("target.value is a percentage for fixed-percent: use 1 to 100")
-        return self
 
 
 def _validate_time_zone(name: str) -> str:
@@ -515,9 +397,11 @@ class PrometheusEndpoint(ApiModel):
 
 
 class SteadyStateCondition(ApiModel):
-    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name.")
+    name: str = Field(
+        min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name."
+    )
     query: str = Field(min_length=1, description="A PromQL instant query.")
-    operator: ComparisonOperator = Field(description="Healthy while `value <operator> threshold` holds.")
+    operator: ComparisonOperator = Field(strict=False, description="Healthy while `value <operator> threshold` holds.")
     threshold: float = Field(description="The value compared against.")
     for_: str = Field(
         default="0",
@@ -548,84 +432,24 @@ class RecoverySpec(ApiModel):
     )
 
 
-def _conditions_problem(
-    conditions: list[SteadyStateCondition], default: PrometheusEndpoint | None, more_names: list[str]
-) -> str | None:
-    """What is wrong with a steadyState's conditions: one without any endpoint, or a repeated name."""
-    for condition in conditions:
-        if condition.prometheus is None and default is None:
-            return (
-                f"condition {condition.name!r} has no Prometheus: set steadyState.prometheus.url "
-                "or the condition's own prometheus.url"
-            )
-    names = [condition.name for condition in conditions] + more_names
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        return f"names must be unique within steadyState; repeated: {', '.join(duplicates)}"
-    return None
-
-
 class SteadyStateSpec(ApiModel):
     prometheus: PrometheusEndpoint | None = Field(default=None, description="Default Prometheus endpoint.")
     interval: Duration = Field(default="5s", description="How often every condition is checked.")
     conditions: list[SteadyStateCondition] = Field(min_length=1, max_length=20, description="All must hold.")
     on_unavailable: OnUnavailable = Field(
         default=OnUnavailable.ABORT,
+        strict=False,
         description="Prometheus unreachable, erroring, empty or NaN: abort (default, fail-safe) or continue.",
     )
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, description="The after-run check.")
 
-    @model_validator(mode="after")
-    def _every_condition_has_endpoint(self) -> SteadyStateSpec:
-        if to_seconds(self.interval) <= 0:
-            raise ValueError("steadyState.interval must be longer than 0 (the guard asks once per interval), e.g. 5s")
-        problem = _conditions_problem(self.conditions, self.prometheus, [])
-        if problem:
-            raise ValueError(problem)
-        return self
+    validation_rules = rules.STEADY_STATE
 
 
 class ChaosExperimentSpec(ApiModel):
-    model_config = ConfigDict(
-        json_schema_extra=_check_cel(
-            [
-                {
-                    "rule": "self.action != 'latency' || has(self.latency)",
-                    "message": "spec.latency is required when action is latency",
-                },
-                {
-                    "rule": "self.action == 'latency' || !has(self.latency)",
-                    "message": "spec.latency is only allowed when action is latency",
-                },
-                {
-                    "rule": "self.action != 'network' || has(self.network)",
-                    "message": "spec.network is required when action is network",
-                },
-                {
-                    "rule": "self.action == 'network' || !has(self.network)",
-                    "message": "spec.network is only allowed when action is network",
-                },
-                {
-                    "rule": "self.action != 'partition' || has(self.partition)",
-                    "message": "spec.partition is required when action is partition",
-                },
-                {
-                    "rule": "self.action == 'partition' || !has(self.partition)",
-                    "message": "spec.partition is only allowed when action is partition",
-                },
-                {
-                    "rule": "self.action == 'pod-kill' || !has(self.podKill)",
-                    "message": "spec.podKill is only allowed when action is pod-kill",
-                },
-                {
-                    "rule": "!has(self.interval) || self.action == 'pod-kill'",
-                    "message": "spec.interval repeats kills and is only allowed when action is pod-kill",
-                },
-            ]
-        )
-    )
+    validation_rules = rules.EXPERIMENT
 
-    action: Action = Field(description="The fault: pod-kill, latency, network or partition.")
+    action: Action = Field(strict=False, description="The fault: pod-kill, latency, network or partition.")
     pod_kill: PodKillSpec | None = Field(default=None, description="Settings for action pod-kill.")
     latency: LatencySpec | None = Field(default=None, description="Settings for action latency.")
     network: NetworkSpec | None = Field(
@@ -646,27 +470,6 @@ class ChaosExperimentSpec(ApiModel):
     dry_run: bool = Field(
         default=False, description="Run every check and record which pods would be hit, touching nothing."
     )
-
-    @model_validator(mode="after")
-    def _action_blocks(self) -> ChaosExperimentSpec:
-        if self.action is Action.LATENCY and self.latency is None:
-            raise ValueError("spec.latency is required when action is latency")
-        if self.action is not Action.LATENCY and self.latency is not None:
-            raise ValueError("spec.latency is only allowed when action is latency")
-        for action, block in ((Action.NETWORK, self.network), (Action.PARTITION, self.partition)):
-            if self.action is action and block is None:
-                raise ValueError(f"spec.{action.value} is required when action is {action.value}")
-            if self.action is not action and block is not None:
-                raise ValueError(f"spec.{action.value} is only allowed when action is {action.value}")
-        if self.action is not Action.POD_KILL and self.pod_kill is not None:
-            raise ValueError("spec.podKill is only allowed when action is pod-kill")
-        if self.interval is not None and self.action is not Action.POD_KILL:
-            raise ValueError("spec.interval repeats kills and is only allowed when action is pod-kill")
-        if to_seconds(self.duration) <= 0:
-            raise ValueError("spec.duration must be longer than 0, e.g. 5m")
-        if self.interval is not None and to_seconds(self.interval) <= 0:
-            raise ValueError("spec.interval must be longer than 0, e.g. 1m")
-        return self
 
     @property
     def pod_kill_settings(self) -> PodKillSpec:
@@ -865,8 +668,8 @@ class Blackout(ApiModel):
         )
     )
 
-    start: datetime = Field(description="RFC 3339 start, e.g. 2026-12-20T00:00:00Z.")
-    end: datetime = Field(description="RFC 3339 end, after start.")
+    start: datetime = Field(strict=False, description="RFC 3339 start, e.g. 2026-12-20T00:00:00Z.")
+    end: datetime = Field(strict=False, description="RFC 3339 end, after start.")
     reason: str = Field(default="", description="Shown in every refusal, e.g. 'holiday freeze'.")
 
     @model_validator(mode="after")
@@ -894,14 +697,14 @@ class ApprovalPolicy(ApiModel):
 
 # A Prometheus label matcher as in PromQL and Alertmanager: name, one of = != =~ !~, a quoted value.
 LABEL_MATCHER_PATTERN = r'^[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"([^"\\]|\\.)*"$'
-WINDOW_PLACEHOLDER = "{{.window}}"  # Sloth's placeholder in SLI event queries, so they can be pasted as they are
+WINDOW_PLACEHOLDER = rules.WINDOW_PLACEHOLDER
 # SLO windows are counted in days and weeks (30d, 4w), as Prometheus, Sloth and Pyrra write them.
 SLO_WINDOW_PATTERN = r"^([0-9]+(w|d|h|m|s))+$"
 _SLO_WINDOW_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 # The windows Sloth records slo:sli_error:ratio_rate<window> for: its multiwindow multi-burn-rate
 # alert windows (page 5m/1h and 30m/6h, ticket 2h/1d and 6h/3d) and the SLO period.
 SLOTH_SLI_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-SloWindow = Annotated[str, Field(pattern=SLO_WINDOW_PATTERN)]
+SloWindow = Annotated[str, Field(pattern=SLO_WINDOW_PATTERN, max_length=32)]
 
 
 def slo_window_seconds(text: str) -> int:
@@ -926,49 +729,32 @@ class PyrraSlo(ApiModel):
     )
 
 
+MAX_QUERY_LENGTH = 4096  # bounds the cost the API server estimates for the CEL rules that read queries
+
+
 class ErrorBudgetGate(ApiModel):
     """An SLO in SRE terms, and the two gates on it: budget left before a run, burn rate during one."""
 
-    # The model's simplest cross-field checks, mirrored for the API server, so that `kubectl apply`
-    # refuses them at once instead of the operator refusing every run while the policy is invalid.
-    model_config = ConfigDict(
-        json_schema_extra=_check_cel(
-            [
-                {
-                    "rule": "[has(self.errorQuery) || has(self.totalQuery), has(self.ratioQuery), has(self.sloth), "
-                    "has(self.pyrra)].filter(given, given).size() == 1",
-                    "message": "errorBudgets: give exactly one SLI source (errorQuery with totalQuery, ratioQuery, "
-                    "sloth or pyrra)",
-                },
-                {
-                    "rule": "has(self.errorQuery) == has(self.totalQuery)",
-                    "message": "errorBudgets: errorQuery and totalQuery go together; give both, or use ratioQuery",
-                },
-                {
-                    "rule": "has(self.objective) == !(has(self.sloth) || has(self.pyrra))",
-                    "message": "errorBudgets: objective is required with queries (e.g. objective: 99.9) and "
-                    "refused with sloth or pyrra, which record their own",
-                },
-                {
-                    "rule": "has(self.minBudgetRemaining) || has(self.maxBurnRate)",
-                    "message": "errorBudgets: set minBudgetRemaining, maxBurnRate or both; a gate with neither "
-                    "checks nothing",
-                },
-            ]
-        )
-    )
+    validation_rules = rules.ERROR_BUDGET
 
-    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name.")
+    name: str = Field(
+        min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A DNS-label name."
+    )
     error_query: str | None = Field(
         default=None,
+        max_length=MAX_QUERY_LENGTH,
         description="PromQL for the rate of bad events over {{.window}}, e.g. "
         'sum(rate(http_requests_total{code=~"5.."}[{{.window}}])) (Sloth\'s error_query as it is).',
     )
     total_query: str | None = Field(
-        default=None, description="PromQL for the rate of all events over {{.window}}, with errorQuery."
+        default=None,
+        max_length=MAX_QUERY_LENGTH,
+        description="PromQL for the rate of all events over {{.window}}, with errorQuery.",
     )
     ratio_query: str | None = Field(
-        default=None, description="Instead of errorQuery and totalQuery: PromQL for the error ratio over {{.window}}."
+        default=None,
+        max_length=MAX_QUERY_LENGTH,
+        description="Instead of errorQuery and totalQuery: PromQL for the error ratio over {{.window}}.",
     )
     sloth: SlothSlo | None = Field(default=None, description="Use the recording rules Sloth generated for this SLO.")
     pyrra: PyrraSlo | None = Field(default=None, description="Use the recording rules Pyrra generated for this SLO.")
@@ -993,42 +779,9 @@ class ErrorBudgetGate(ApiModel):
     burn_rate_window: SloWindow = Field(default="5m", description="The short window the burn rate is measured over.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> ErrorBudgetGate:
+    def _sloth_records_the_window(self) -> ErrorBudgetGate:
+        """What CEL cannot say: which windows Sloth records (the rules above have held)."""
         where = f"errorBudgets[{self.name}]"
-        sources = [
-            name
-            for name, given in (
-                ("errorQuery/totalQuery", self.error_query is not None or self.total_query is not None),
-                ("ratioQuery", self.ratio_query is not None),
-                ("sloth", self.sloth is not None),
-                ("pyrra", self.pyrra is not None),
-            )
-            if given
-        ]
-        if len(sources) != 1:
-            raise ValueError(
-                f"{where}: give exactly one SLI source (errorQuery with totalQuery, ratioQuery, sloth or pyrra); "
-                f"got {', '.join(sources) or 'none'}"
-            )
-        if (self.error_query is None) != (self.total_query is None):
-            raise ValueError(f"{where}: errorQuery and totalQuery go together; give both, or use ratioQuery")
-        for query in (self.error_query, self.total_query, self.ratio_query):
-            if query is not None and WINDOW_PLACEHOLDER not in query:
-                raise ValueError(
-                    f"{where}: a query must contain {WINDOW_PLACEHOLDER} where its range goes, "
-                    f"e.g. rate(x[{WINDOW_PLACEHOLDER}]), so chaosguard can ask it over the SLO window and the "
-                    "burn-rate window"
-                )
-        if self.sloth is None and self.pyrra is None and self.objective is None:
-            raise ValueError(f"{where}: objective is required with queries, e.g. objective: 99.9")
-        if (self.sloth is not None or self.pyrra is not None) and self.objective is not None:
-            raise ValueError(f"{where}: Sloth and Pyrra record their own objective and window; remove objective")
-        if self.min_budget_remaining is None and self.max_burn_rate is None:
-            raise ValueError(
-                f"{where}: set minBudgetRemaining, maxBurnRate or both; a gate with neither checks nothing"
-            )
-        if slo_window_seconds(self.window) <= 0 or slo_window_seconds(self.burn_rate_window) <= 0:
-            raise ValueError(f"{where}: window and burnRateWindow must be longer than 0, e.g. 30d and 5m")
         if self.sloth is not None:
             recorded = {slo_window_seconds(w) for w in (*SLOTH_SLI_WINDOWS, self.window)}
             if slo_window_seconds(self.burn_rate_window) not in recorded:
@@ -1071,17 +824,15 @@ class PolicySteadyState(ApiModel):
         default=None, description="No chaos while a matching alert fires: refuse to start, abort a running run."
     )
 
+    validation_rules = rules.POLICY_STEADY_STATE
+
     @model_validator(mode="after")
-    def _guards_have_endpoints(self) -> PolicySteadyState:
-        if to_seconds(self.interval) <= 0:
-            raise ValueError("steadyState.interval must be longer than 0, e.g. 5s")
-        if not (self.conditions or self.error_budgets or self.quiet_alerts):
-            raise ValueError("steadyState needs conditions, errorBudgets or quietAlerts")
-        if self.prometheus is None and (self.error_budgets or self.quiet_alerts):
-            raise ValueError("errorBudgets and quietAlerts are asked of steadyState.prometheus: set its url")
-        problem = _conditions_problem(self.conditions, self.prometheus, [g.name for g in self.error_budgets])
-        if problem:
-            raise ValueError(problem)
+    def _names_are_unique(self) -> PolicySteadyState:
+        """What CEL cannot say cheaply: one name space over conditions and error budgets together."""
+        names = [condition.name for condition in self.conditions] + [gate.name for gate in self.error_budgets]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"names must be unique within steadyState; repeated: {', '.join(duplicates)}")
         return self
 
 
@@ -1111,7 +862,7 @@ class ChaosPolicySpec(ApiModel):
     max_duration: Duration | None = Field(default=None, description="Longest allowed spec.duration.")
     max_latency: Duration | None = Field(default=None, description="Largest allowed latency delay.")
     max_guard_interval: Duration | None = Field(default=None, description="Largest allowed steadyState.interval.")
-    allowed_actions: list[Action] | None = Field(
+    allowed_actions: list[Annotated[Action, Field(strict=False)]] | None = Field(
         default=None,
         description="Actions allowed (pod-kill, latency, network, partition). Absent: all actions. "
         "Leave out partition to forbid partitions.",
