@@ -255,15 +255,18 @@ def test_clear_removes_a_partition_left_by_a_killed_injector(warm: Topology, sta
 def test_every_fault_is_gone_after_its_deadline_with_nothing_else_running(
     warm: Topology, start_injector: StartInjector, fault: dict[str, Any] | str
 ) -> None:
-    # The fault was in place until its deadline: the kernel let the injector delete its own qdiscs
-    # then ("removed:" follows only a successful `tc qdisc del ... handle`). A read of the qdisc from
-    # here, after "holding:", races the 2 s deadline on a busy machine and can find it already gone.
+    # The fault was in place until its deadline: the injector's exit is seen no earlier than the
+    # deadline, and the kernel let it delete its own qdiscs then ("removed:" follows only a
+    # successful `tc qdisc del ... handle`). A read of the qdisc from here, after "holding:", races
+    # the 2 s deadline on a busy machine and can find it already gone.
+    earliest_deadline = at(2)
     if fault == "partition":
         injector = partition(start_injector, warm, [f"{FAR_V4}/32"], [], deadline=2)
     else:
         assert isinstance(fault, dict)
         injector = impair(start_injector, warm, deadline=2, **fault)
     assert injector.wait_exit(30) == 0, injector.output()
+    assert time.time() >= earliest_deadline, f"removed before the deadline:\n{injector.output()}"
     assert f"removed: qdisc {ROOT_HANDLE} from {TARGET_DEVICE} (reason: deadline)" in injector.output()
     if fault == "partition":
         assert f"removed: qdisc {INGRESS_HANDLE} (ingress" in injector.output(), injector.output()
