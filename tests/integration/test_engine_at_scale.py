@@ -1,11 +1,17 @@
 """The engine's scale machinery against the real API server: the urgent lane, and the fresh reads
-that guard a kill when the watch caches are behind."""
+that guard a kill when the watch caches are behind.
+
+These tests drive an ExperimentDriver of their own on ChaosExperiments they create. The session's
+operator would drive the same objects (admit and start them, kill or inject, write their status),
+so the world would move under the test: it is stopped while this module runs, and started again
+after it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -24,6 +30,7 @@ from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import (
+    OperatorProcess,
     apply_yaml,
     create_policy,
     experiment,
@@ -47,6 +54,15 @@ spec:
   target: {selector: {matchLabels: {app: checkout}}, mode: one}
   duration: 10m
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_operator(chaos_operator: OperatorProcess) -> Iterator[None]:
+    """Nothing but the test drives its experiments: a live operator picked the test's own pod-kill
+    up and replaced the victim before the test's kill, which then read "REFUSED gone"."""
+    chaos_operator.stop()
+    yield
+    chaos_operator.start()
 
 
 def _block(cluster: Cluster, gate: threading.Event) -> None:
