@@ -46,6 +46,8 @@ class OperatorContext:
     allow_unverified_authors: bool = field(default_factory=lambda: unverified_authors_allowed(os.environ))
     workload_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)  # this process's runs, including starts in progress
+    # Set by every change of an experiment (handlers.wake_standby), so a standby's driver wakes at once.
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     # Whether this replica leads (starts runs, kills, injects); every replica guards and may abort.
     leadership: Leadership = field(default_factory=lambda: Leadership.sole(datetime.now(UTC)))
     start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held only to count and take a slot

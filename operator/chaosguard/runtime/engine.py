@@ -158,6 +158,7 @@ class ExperimentDriver:
         self.stopped: Any = False  # kopf's stop flag once `run` starts: the object is being deleted, or we exit
         # A standby follows the leader's writes: the resourceVersion whose status it last took up.
         self.adopted_version: str | None = None
+        self.following = False  # stood by since it last led: leading starts from a fresh read
         self.last_verdict_at: datetime | None = None  # when this replica's guard last judged the run
 
     # ------------------------------------------------------------------ identity
@@ -226,10 +227,25 @@ class ExperimentDriver:
                 except Exception as error:  # a failing API call must not kill the guard loop
                     self.logger.exception("step failed; retrying: %s", error)
                     delay = ACTIVE_POLL_SECONDS * 5
-                await stopped.wait(delay)
+                if self.context.leadership.leading:
+                    await stopped.wait(delay)
+                else:
+                    await self.doze(stopped, delay)
         finally:
             self.context.running.discard(self.key)
+            self.context.wakeups.pop(self.key, None)
             self.stop_guard()
+
+    async def doze(self, stopped: Any, delay: float) -> None:
+        """A standby's wait: until `delay` passes, the daemon stops, or the object changes (the leader
+        started or ended a run), whichever comes first, so that it guards a run from its first tick."""
+        wake = self.context.wakeups.setdefault(self.key, asyncio.Event())
+        if not wake.is_set():
+            waits = {asyncio.ensure_future(stopped.wait(delay)), asyncio.ensure_future(wake.wait())}
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in pending:
+                waiting.cancel()
+        wake.clear()
 
     async def resume(self) -> None:
         """Takes up a run found Running in status (a restart, a hand-over): only one whose sealed record
@@ -279,8 +295,15 @@ class ExperimentDriver:
 
     async def stand_by(self) -> float:
         """A replica that does not lead only guards: it follows the run the leader records and aborts
-        it on a breach (an abort only takes faults out); it never admits, starts, kills or injects."""
-        self.adopt_status_from_body()
+        it on a breach (an abort only takes faults out); it never admits, starts, kills or injects.
+        It wakes on every change of the object (`doze`), and parses the status only when the run in it
+        changes: an abort reads the run fresh from the API anyway."""
+        self.following = True
+        raw = self.body.get("status") or {}
+        run_id = (raw.get("currentRun") or {}).get("id")
+        known = self.status.current_run
+        if raw.get("phase") != self.status.phase or run_id != (known.id if known is not None else None):
+            self.adopt_status_from_body()
         run = self.status.current_run
         try:
             spec = self.parsed_spec()
@@ -327,13 +350,13 @@ class ExperimentDriver:
         return self.seal_problem(run) or "the record is not one this replica took up"
 
     async def lead(self) -> float:
-        if self.adopted_version is not None:
+        if self.following:
             # Leading from now on: take up the status as it is (a standby's view may lag behind the
             # leader that was), then write it as this replica's own.
             fresh = await self.context.api.call(Cluster.experiment, self.namespace, self.name)
             if fresh is not None:
                 self.adopt_status(dict(fresh.get("status") or {}))
-            self.adopted_version = None
+            self.adopted_version, self.following = None, False
             if self.status.phase is Phase.RUNNING:
                 await self.resume()
             else:

@@ -82,6 +82,16 @@ async def drive_experiment(
     await ExperimentDriver(memo.context, body, logger).run(stopped)
 
 
+@kopf.on.event(GROUP, VERSION, "chaosexperiments")
+def wake_standby(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # A standby's driver sleeps between looks; a run the leader starts must be guarded here from its
+    # first tick, not from the standby's next look.
+    context = getattr(memo, "context", None)
+    metadata = body.get("metadata") or {}
+    if context is not None and (wake := context.wakeups.get(f"{metadata.get('namespace')}/{metadata.get('name')}")):
+        wake.set()
+
+
 @kopf.on.delete(GROUP, VERSION, "chaosexperiments")
 async def roll_back_on_delete(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     # kopf has stopped the driver daemon, so no further fault starts; faults still in go now.
