@@ -22,6 +22,8 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from chaosguard.api.actions import ACTIONS
+from chaosguard.api.actions import Action as Action  # re-exported: the model's field type, and the public API
 from chaosguard.api.durations import DURATION_PATTERN, to_seconds
 from chaosguard.api.urls import url_parts
 
@@ -137,18 +139,6 @@ class LabelSelector(ApiModel):
 
 
 # --------------------------------------------------------------------------- experiment spec
-
-
-class Action(StrEnum):
-    POD_KILL = "pod-kill"
-    LATENCY = "latency"
-    NETWORK = "network"
-    PARTITION = "partition"
-
-    @property
-    def is_network_fault(self) -> bool:
-        """Carried by the network injector (an ephemeral container with NET_ADMIN in the pod)."""
-        return self is not Action.POD_KILL
 
 
 class TargetMode(StrEnum):
@@ -779,11 +769,12 @@ class FaultRecord(StatusModel):
 
     @property
     def kind(self) -> str:
-        """Latency, Network or Partition, from the injector's name (chaosguard-<action>-<run>)."""
-        for action in (Action.NETWORK, Action.PARTITION):
-            if self.container.startswith(f"chaosguard-{action.value}-"):
-                return action.value.capitalize()
-        return "Latency"  # also records written before the other network faults existed
+        """The record kind of its action in the table of actions ("Latency", "Partition", ...), read from
+        the carrier's name (chaosguard-<action>-<run>); "Fault" for a name no row claims, never a guess."""
+        for action, facts in ACTIONS.items():
+            if self.container.startswith(f"chaosguard-{action}-"):
+                return facts.record_kind
+        return "Fault"
 
 
 class RunStatus(StatusModel):
@@ -797,7 +788,8 @@ class RunStatus(StatusModel):
     next_round_at: datetime | None = None
     targets: list[TargetRecord] = Field(default_factory=list)
     kills: list[KillRecord] = Field(default_factory=list)
-    kills_total: int = 0
+    kills_total: int = Field(default=0, description="Pods this run killed (pod-kill only).")
+    injections_total: int = Field(default=0, description="Faults this run put into pods (the injected kinds).")
     reason: str = ""
     message: str = ""
     steady_state_before: str = ""
