@@ -34,7 +34,7 @@ from chaosguard.decisions.slo import (
     ok,
     unavailable,
 )
-from chaosguard.runtime.engine import verdict_condition
+from chaosguard.decisions.runs import verdict_condition
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PROM = {"url": "http://prometheus.monitoring:9090"}

@@ -830,7 +830,7 @@ class ChaosExperimentStatus(StatusModel):
     history: list[RunStatus] = Field(default_factory=list)
     next_run_at: datetime | None = None
     runs_total: int = 0
-    hits: int = Field(default=0, description="Pods killed or faulted by the current run, else by the last one.")
+    hits: int = Field(default=0, description="Pods killed plus faults injected by the current run, else the last one.")
     approvals: list[ApprovalRecord] = Field(
         default_factory=list, description="The approvals of the current spec, as the operator last judged them."
     )
