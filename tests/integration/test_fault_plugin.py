@@ -181,6 +181,7 @@ def test_a_kind_registered_in_a_test_runs_through_the_whole_loop_and_its_abort(
     chaosguard_crds: ControlPlane, k8s: client.ApiClient, shop: str, annotate_kind: Annotate, dry_run: bool
 ) -> None:
     apply_yaml(chaosguard_crds, EXPERIMENT, shop)
+    load_config(str(chaosguard_crds.kubeconfig))
     cache = ClusterCache()
     cache.start()
     events: list[tuple[str, str, str]] = []

@@ -128,9 +128,7 @@ class DriverBase:
         return self._parsed[1]
 
     def emit(self, kind: str, reason: str, message: str) -> None:
-        self.context.emit(self.body, kind, reason, message)
-        log = self.logger.warning if kind == "Warning" else self.logger.info
-        log("%s: %s", reason, message)
+        raise NotImplementedError
 
     def adopt_status(self, raw: Mapping[str, Any]) -> None:
         raise NotImplementedError

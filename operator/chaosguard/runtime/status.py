@@ -237,6 +237,12 @@ class StatusWriter(DriverBase):
     def emit_gauges_cleared(self) -> None:
         publish_fault_gauges(self.key, None)
 
+    def emit(self, kind: str, reason: str, message: str) -> None:
+        """An Event on the experiment, and the same line in the log."""
+        self.context.emit(self.body, kind, reason, message)
+        log = self.logger.warning if kind == "Warning" else self.logger.info
+        log("%s: %s", reason, message)
+
 
 def publish_fault_gauges(key: str, run: RunStatus | None) -> None:
     """The faults in place and their latest deadline, for dashboards and the FaultPastDeadline alert."""
