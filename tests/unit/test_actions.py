@@ -68,3 +68,11 @@ def test_a_registered_row_is_found_and_a_shipped_row_cannot_be_removed() -> None
         actions.unregister("test-only")
     with pytest.raises(ValueError):
         actions.unregister(Action.LATENCY.value)
+
+
+def test_the_cli_counts_injections_apart_from_kills() -> None:
+    from chaosguard.cli.ops import hits_text
+
+    assert hits_text({"killsTotal": 2}) == "2 killed"
+    assert hits_text({"killsTotal": 0, "injectionsTotal": 3}) == "3 injected"
+    assert hits_text({"injectionsTotal": 3}, long=True) == "3 fault(s) were injected"
