@@ -12,32 +12,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from chaosguard.api.models import (
-    ChaosExperimentSpec,
-    ChaosExperimentStatus,
-    ConditionStatus,
-    Phase,
-    RunStatus,
-)
-from chaosguard.decisions.platform_guards import (
-    PlatformGuards,
-)
-from chaosguard.decisions.policy import (
-    Refusal,
-)
+from chaosguard.api.models import ChaosExperimentSpec, ChaosExperimentStatus, ConditionStatus, Phase, RunStatus
+from chaosguard.decisions.platform_guards import PlatformGuards
+from chaosguard.decisions.policy import Refusal
 from chaosguard.decisions.run_record import run_seal_problem
-from chaosguard.decisions.selection import (
-    PodView,
-    WorkloadState,
-)
-from chaosguard.decisions.slo import (
-    Verdict,
-)
+from chaosguard.decisions.selection import PodView, WorkloadState
+from chaosguard.decisions.slo import Verdict
 from chaosguard.runtime.context import OperatorContext, World
 from chaosguard.runtime.guard import GuardedRun
 from chaosguard.runtime.logs import ExperimentLogger
 
-MAX_KILL_RECORDS = 100
 MAX_SLI_POINTS = 60
 DEFAULT_RECOVERY_TIMEOUT = 300.0
 IDLE_POLL_SECONDS = 5.0

@@ -19,25 +19,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from chaosguard.api.errors import describe_validation_error
-from chaosguard.api.models import (
-    ABORT_ANNOTATION,
-    ChaosExperimentStatus,
-    Phase,
-    RunStatus,
-)
+from chaosguard.api.models import ABORT_ANNOTATION, ChaosExperimentStatus, Phase, RunStatus
 from chaosguard.clients.kube import Cluster
-from chaosguard.decisions.slo import (
-    merge_samples,
-)
+from chaosguard.decisions.slo import merge_samples
 from chaosguard.decisions.stamps import spec_hash
 from chaosguard.runtime import gates
 from chaosguard.runtime.context import OperatorContext
-from chaosguard.runtime.driverbase import (
-    ACTIVE_POLL_SECONDS,
-    IDLE_POLL_SECONDS,
-    MAX_SLI_POINTS,
-    RunEndedElsewhere,
-)
+from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, MAX_SLI_POINTS, RunEndedElsewhere
 from chaosguard.runtime.phases import PhaseMachine
 from chaosguard.runtime.recovery import RecoveryTracking
 from chaosguard.runtime.rounds import RoundLoop

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from chaosguard.api.models import (
-    ABORT_ANNOTATION,
-    ChaosExperimentSpec,
-    Phase,
-    RunStatus,
-)
+from chaosguard.api.models import ABORT_ANNOTATION, ChaosExperimentSpec, Phase, RunStatus
 from chaosguard.clients import informers
 from chaosguard.clients.kube import Cluster
 from chaosguard.decisions import windows
@@ -29,11 +24,7 @@ from chaosguard.decisions.runs import invalid_policy_refusal, removal_cause
 from chaosguard.decisions.stamps import spec_hash
 from chaosguard.runtime import gates, lanes, metrics
 from chaosguard.runtime.context import World
-from chaosguard.runtime.driverbase import (
-    ACTIVE_POLL_SECONDS,
-    IDLE_POLL_SECONDS,
-    DriverBase,
-)
+from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, DriverBase
 
 # Refusals a one-shot experiment waits out (re-checked every poll) instead of being rejected, with
 # the reason of its Started condition: too many running, or a policy guard that may pass.

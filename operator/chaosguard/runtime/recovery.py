@@ -7,22 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from chaosguard.api.durations import format_seconds, to_seconds
-from chaosguard.api.models import (
-    ChaosExperimentSpec,
-    KillResult,
-    Phase,
-    RunStatus,
-)
-from chaosguard.decisions.selection import (
-    recovered_at,
-    workload_states,
-)
+from chaosguard.api.models import ChaosExperimentSpec, KillResult, Phase, RunStatus
+from chaosguard.decisions.selection import recovered_at, workload_states
 from chaosguard.runtime import metrics
-from chaosguard.runtime.driverbase import (
-    ACTIVE_POLL_SECONDS,
-    DEFAULT_RECOVERY_TIMEOUT,
-    DriverBase,
-)
+from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, DEFAULT_RECOVERY_TIMEOUT, DriverBase
 
 
 class RecoveryTracking(DriverBase):

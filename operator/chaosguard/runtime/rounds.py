@@ -16,13 +16,7 @@ import asyncio
 import random
 from datetime import datetime
 
-from chaosguard.api.models import (
-    ChaosExperimentSpec,
-    FaultState,
-    Phase,
-    RunStatus,
-    TargetRecord,
-)
+from chaosguard.api.models import ChaosExperimentSpec, FaultState, Phase, RunStatus, TargetRecord
 from chaosguard.decisions.policy import Refusal, target_namespaces
 from chaosguard.decisions.runs import invalid_policy_refusal, next_round_time
 from chaosguard.decisions.selection import (

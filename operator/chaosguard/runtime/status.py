@@ -16,28 +16,13 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from chaosguard.api.models import (
-    Condition,
-    ConditionStatus,
-    FaultRecord,
-    FaultState,
-    RunStatus,
-)
+from chaosguard.api.models import Condition, ConditionStatus, FaultRecord, FaultState, RunStatus
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions.mergepatch import json_patch_operations, merge_patch
 from chaosguard.decisions.run_record import seal_run
-from chaosguard.decisions.slo import (
-    EvidencePoint,
-    Verdict,
-    append_capped,
-)
+from chaosguard.decisions.slo import EvidencePoint, Verdict, append_capped
 from chaosguard.runtime import faults, lanes, metrics
-from chaosguard.runtime.driverbase import (
-    MAX_SLI_POINTS,
-    SAMPLE_BATCH_SECONDS,
-    DriverBase,
-    RunEndedElsewhere,
-)
+from chaosguard.runtime.driverbase import MAX_SLI_POINTS, SAMPLE_BATCH_SECONDS, DriverBase, RunEndedElsewhere
 from chaosguard.runtime.faults.injector import clear_fault
 
 

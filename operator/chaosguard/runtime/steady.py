@@ -14,12 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chaosguard.api.durations import to_seconds
-from chaosguard.api.models import (
-    ChaosExperimentSpec,
-    Phase,
-    RunStatus,
-    SliAbort,
-)
+from chaosguard.api.models import ChaosExperimentSpec, Phase, RunStatus, SliAbort
 from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.platform_guards import (
     GuardKind,
@@ -31,25 +26,13 @@ from chaosguard.decisions.platform_guards import (
     unmeasured_text,
 )
 from chaosguard.decisions.platform_guards import Phase as GuardPhase
-from chaosguard.decisions.policy import (
-    Refusal,
-)
+from chaosguard.decisions.policy import Refusal
 from chaosguard.decisions.runs import verdict_condition
 from chaosguard.decisions.slo import ConditionStatus as SliStatus
-from chaosguard.decisions.slo import (
-    GuardState,
-    Verdict,
-    VerdictKind,
-    format_labels,
-    format_value,
-)
+from chaosguard.decisions.slo import GuardState, Verdict, VerdictKind, format_labels, format_value
 from chaosguard.runtime import lanes, metrics
 from chaosguard.runtime.context import World
-from chaosguard.runtime.driverbase import (
-    DEFAULT_GUARD_INTERVAL,
-    DriverBase,
-    RunEndedElsewhere,
-)
+from chaosguard.runtime.driverbase import DEFAULT_GUARD_INTERVAL, DriverBase, RunEndedElsewhere
 from chaosguard.runtime.guard import GuardedRun, SteadyStateProbe
 
 GUARD_RULES = {

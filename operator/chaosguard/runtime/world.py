@@ -7,30 +7,15 @@ from __future__ import annotations
 
 import asyncio
 
-from chaosguard.api.models import (
-    ChaosExperimentSpec,
-    ChaosPolicy,
-)
+from chaosguard.api.models import ChaosExperimentSpec, ChaosPolicy
 from chaosguard.clients import informers
 from chaosguard.clients.informers import CacheNotReady
 from chaosguard.clients.kube import Cluster
-from chaosguard.decisions.platform_guards import (
-    platform_guards,
-)
-from chaosguard.decisions.policy import (
-    applicable_policies,
-    combine,
-    target_namespaces,
-)
-from chaosguard.decisions.selection import (
-    PodView,
-    WorkloadState,
-    workload_states,
-)
+from chaosguard.decisions.platform_guards import platform_guards
+from chaosguard.decisions.policy import applicable_policies, combine, target_namespaces
+from chaosguard.decisions.selection import PodView, WorkloadState, workload_states
 from chaosguard.runtime.context import World
-from chaosguard.runtime.driverbase import (
-    DriverBase,
-)
+from chaosguard.runtime.driverbase import DriverBase
 
 
 class WorldReads(DriverBase):

@@ -16,13 +16,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from chaosguard.api.actions import Action, ActionFacts, facts_of
-from chaosguard.api.models import (
-    ChaosExperimentSpec,
-    FaultRecord,
-    FaultState,
-    Phase,
-    RunStatus,
-)
+from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, Phase, RunStatus
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions.netem import NetemArgumentError
 from chaosguard.decisions.policy import Refusal, destination_refusals
