@@ -24,6 +24,7 @@ from chaosguard.decisions.platform_guards import (
     promql_duration,
     unmeasured_text,
 )
+from chaosguard.decisions.runs import verdict_condition
 from chaosguard.decisions.slo import (
     ConditionResult,
     ConditionStatus,
@@ -34,7 +35,6 @@ from chaosguard.decisions.slo import (
     ok,
     unavailable,
 )
-from chaosguard.runtime.engine import verdict_condition
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PROM = {"url": "http://prometheus.monitoring:9090"}

@@ -289,7 +289,7 @@ def latency_spec_and_run() -> tuple[dict[str, Any], dict[str, Any]]:
             "name": "checkout-a",
             "uid": "uid-a",
             "workload": "Deployment/checkout",
-            "container": "chaosguard-netem-r1",
+            "container": "chaosguard-latency-r1",
             "state": "Removed",
             "injectedAt": "2026-11-22T00:48:20.5Z",
             "deadline": "2026-11-22T00:48:23.0Z",
@@ -302,7 +302,7 @@ def latency_spec_and_run() -> tuple[dict[str, Any], dict[str, Any]]:
             "name": "checkout-b",
             "uid": "uid-b",
             "workload": "Deployment/checkout",
-            "container": "chaosguard-netem-r1",
+            "container": "chaosguard-latency-r1",
             "state": "Active",
             "injectedAt": "2026-11-22T00:48:20.6Z",
             "deadline": "2026-11-22T00:48:23.0Z",
@@ -314,7 +314,9 @@ def latency_spec_and_run() -> tuple[dict[str, Any], dict[str, Any]]:
         "duration": "3s",
         "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
     }
-    run = completed_run(kills=[], killsTotal=0, faults=faults, phase="Aborted", reason="AbortRequested")
+    run = completed_run(
+        kills=[], killsTotal=0, injectionsTotal=2, faults=faults, phase="Aborted", reason="AbortRequested"
+    )
     return spec, run
 
 
@@ -349,7 +351,7 @@ def partition_spec_and_run() -> tuple[dict[str, Any], dict[str, Any]]:
         "duration": "3s",
         "target": {"mode": "all", "selector": {"matchLabels": {"app": "checkout"}}},
     }
-    run = completed_run(kills=[], killsTotal=0, faults=faults)
+    run = completed_run(kills=[], killsTotal=0, injectionsTotal=1, faults=faults)
     return spec, run
 
 
@@ -564,7 +566,7 @@ def test_latency_faults_appear_in_timeline_and_table_and_a_leftover_is_flagged()
     spec, run = latency_spec_and_run()
     text = report.render_markdown(experiment(spec, run))
     timeline = section(text, "Timeline")
-    assert "latency injected into pod checkout-a (container chaosguard-netem-r1)" in timeline
+    assert "latency injected into pod checkout-a (container chaosguard-latency-r1)" in timeline
     assert "latency removed from pod checkout-a by abort (exec clear)" in timeline
     assert "section Faults" in timeline
     assert "| shop/checkout-b | Deployment/checkout | Active | 00:48:20.600 |" in section(text, "Faults")
@@ -663,3 +665,10 @@ def test_a_partition_shows_its_impairment_and_kind_in_the_timeline_and_findings(
     assert "partition removed from pod checkout-a by deadline (the injector's own timer)" in timeline
     assert "Partition in pod shop/checkout-b failed" in section(text, "What to look at next")
     well_formed(report.render_html(experiment(spec, run)))
+
+
+def test_a_latency_run_counts_its_injections_and_kills_no_pod() -> None:
+    spec, run = latency_spec_and_run()
+    text = report.markdown(report.build(experiment(spec, run)))
+    assert "| Faults injected | 2 |" in text
+    assert "Pods killed" not in text

@@ -46,10 +46,9 @@ def operator_prometheus_url() -> str | None:
 
 
 def needed_permission(action: Action) -> tuple[str, str, str]:
-    """(verb, resource, subresource) the author must hold in every target namespace."""
-    if action.is_network_fault:
-        return "patch", "pods", "ephemeralcontainers"
-    return "delete", "pods", ""
+    """(verb, resource, subresource) the author must hold in every target namespace (the table of actions)."""
+    permission = action.facts.permission
+    return permission.verb, permission.resource, permission.subresource
 
 
 def author_unknown(problem: str) -> Refusal:

@@ -23,6 +23,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 
 from chaosguard.api import rules
+from chaosguard.api.actions import ACTIONS
+from chaosguard.api.actions import Action as Action  # re-exported: the model's field type, and the public API
 from chaosguard.api.durations import DURATION_PATTERN, to_seconds
 from chaosguard.api.urls import url_parts
 
@@ -159,18 +161,6 @@ class LabelSelector(ApiModel):
 
 
 # --------------------------------------------------------------------------- experiment spec
-
-
-class Action(StrEnum):
-    POD_KILL = "pod-kill"
-    LATENCY = "latency"
-    NETWORK = "network"
-    PARTITION = "partition"
-
-    @property
-    def is_network_fault(self) -> bool:
-        """Carried by the network injector (an ephemeral container with NET_ADMIN in the pod)."""
-        return self is not Action.POD_KILL
 
 
 class TargetMode(StrEnum):
@@ -582,11 +572,12 @@ class FaultRecord(StatusModel):
 
     @property
     def kind(self) -> str:
-        """Latency, Network or Partition, from the injector's name (chaosguard-<action>-<run>)."""
-        for action in (Action.NETWORK, Action.PARTITION):
-            if self.container.startswith(f"chaosguard-{action.value}-"):
-                return action.value.capitalize()
-        return "Latency"  # also records written before the other network faults existed
+        """The record kind of its action in the table of actions ("Latency", "Partition", ...), read from
+        the carrier's name (chaosguard-<action>-<run>); "Fault" for a name no row claims, never a guess."""
+        for action, facts in ACTIONS.items():
+            if self.container.startswith(f"chaosguard-{action}-"):
+                return facts.record_kind
+        return "Fault"
 
 
 class RunStatus(StatusModel):
@@ -600,7 +591,8 @@ class RunStatus(StatusModel):
     next_round_at: datetime | None = None
     targets: list[TargetRecord] = Field(default_factory=list)
     kills: list[KillRecord] = Field(default_factory=list)
-    kills_total: int = 0
+    kills_total: int = Field(default=0, description="Pods this run killed (pod-kill only).")
+    injections_total: int = Field(default=0, description="Faults this run put into pods (the injected kinds).")
     reason: str = ""
     message: str = ""
     steady_state_before: str = ""
@@ -641,7 +633,7 @@ class ChaosExperimentStatus(StatusModel):
     history: list[RunStatus] = Field(default_factory=list)
     next_run_at: datetime | None = None
     runs_total: int = 0
-    hits: int = Field(default=0, description="Pods killed or faulted by the current run, else by the last one.")
+    hits: int = Field(default=0, description="Pods killed plus faults injected by the current run, else the last one.")
     approvals: list[ApprovalRecord] = Field(
         default_factory=list, description="The approvals of the current spec, as the operator last judged them."
     )

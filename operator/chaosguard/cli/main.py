@@ -152,7 +152,7 @@ def command_plan(args: argparse.Namespace) -> int:
         print_platform_guards(chosen, namespaces)
         refusals = static_refusals(spec, namespace, effective, labels)
         refusals += endpoint_refusals(spec, effective, args.prometheus_url or None)
-        if spec.network is not None or spec.partition is not None:
+        if spec.action.facts.destination_checks:
             guarded = cluster.guarded_addresses(args.operator_namespace or None)
             refusals += destination_refusals(spec, guarded, effective)
         time_problem = time_refusal(effective, at)

@@ -18,7 +18,7 @@ import argparse
 import functools
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -233,6 +233,18 @@ def command_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- status
 
 
+def hits_text(run: Mapping[str, Any], long: bool = False) -> str:
+    """What a run did, in its own count: kills, injections, or both when it did both (an old record)."""
+    killed, injected = int(run.get("killsTotal") or 0), int(run.get("injectionsTotal") or 0)
+    kills = f"{killed} pod(s) were killed" if long else f"{killed} killed"
+    injections = f"{injected} fault(s) were injected" if long else f"{injected} injected"
+    if injected and not killed:
+        return injections
+    if injected:
+        return f"{kills}, {injections}"
+    return kills
+
+
 def status_rows(items: Sequence[dict[str, Any]], now: datetime, wide: bool = False) -> list[list[str]]:
     """One row per experiment: namespace, name, action, phase, last run, next run, message."""
     rows = []
@@ -240,12 +252,10 @@ def status_rows(items: Sequence[dict[str, Any]], now: datetime, wide: bool = Fal
         meta, spec, status = item.get("metadata") or {}, item.get("spec") or {}, item.get("status") or {}
         current, last = status.get("currentRun"), status.get("lastRun")
         if current:
-            killed = int(current.get("killsTotal") or 0)
-            last_run = f"running {current.get('id', '?')} ({killed} killed)"
+            last_run = f"running {current.get('id', '?')} ({hits_text(current)})"
         elif last:
-            killed = int(last.get("killsTotal") or 0)
             finished = _ago(_parse_time(last.get("finishedAt")), now)
-            last_run = f"{last.get('phase', '?')}/{last.get('reason') or '-'} {finished}, {killed} killed".strip()
+            last_run = f"{last.get('phase', '?')}/{last.get('reason') or '-'} {finished}, {hits_text(last)}".strip()
         else:
             last_run = "-"
         if current:
@@ -380,7 +390,7 @@ def abort_one(cluster: Cluster, namespace: str, name: str, reason: str, wait: fl
     last = (done.get("status") or {}).get("lastRun") or {}
     print(
         f"run {last.get('id')} {last.get('phase')} ({last.get('reason')}): {last.get('message')}; "
-        f"{int(last.get('killsTotal') or 0)} pod(s) were killed"
+        f"{hits_text(last, long=True)}"
     )
     return EXIT_OK
 

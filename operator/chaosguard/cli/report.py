@@ -31,6 +31,7 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup
 from pydantic import ValidationError
 
+from chaosguard.api.actions import ACTIONS
 from chaosguard.api.durations import format_seconds
 from chaosguard.api.models import (
     ChaosExperimentSpec,
@@ -929,7 +930,7 @@ class ReportView:
     other_runs: str
     started: str
     finished: str
-    pods_killed: str
+    counts: tuple[tuple[str, str], ...]  # ("Pods killed", "2") or ("Faults injected", "3"), by the table of actions
     recovery: str  # over every workload, "" when nothing recovered
     findings: tuple[Finding, ...]
     gantt: str  # mermaid source, "" without a start time
@@ -986,7 +987,7 @@ def view(day: GameDay, generated_at: datetime | None = None, charts: bool = Fals
         other_runs=_other_runs(day),
         started=_iso(run.started_at),
         finished=_iso(run.finished_at) + (f" (after {_duration_of(run)})" if run.finished_at else ""),
-        pods_killed=str(run.kills_total),
+        counts=run_counts(day.action, run),
         recovery=f"p50 {_secs(statistics.median(times))}, max {_secs(max(times))}" if times else "",
         findings=day.findings,
         gantt=mermaid_gantt(day),
@@ -1025,6 +1026,21 @@ def view(day: GameDay, generated_at: datetime | None = None, charts: bool = Fals
         slis=tuple(_sli_view(sli, run, charts) for sli in day.slis),
         generated_at=_iso(generated_at) if generated_at else "",
     )
+
+
+KILLS_LABEL = "Pods killed"
+INJECTIONS_LABEL = "Faults injected"
+
+
+def run_counts(action: str, run: RunStatus) -> tuple[tuple[str, str], ...]:
+    """What the run did, counted as its action counts (kills or injections: the table of actions); an
+    action the table does not know shows both counts rather than guessing which one applies."""
+    facts = ACTIONS.get(action)
+    kills = (KILLS_LABEL, str(run.kills_total))
+    injections = (INJECTIONS_LABEL, str(run.injections_total))
+    if facts is None:
+        return (kills, injections)
+    return (kills,) if facts.counts == "kills" else (injections,)
 
 
 def _sli_view(sli: SliSeries, run: RunStatus, chart: bool) -> SliView:

@@ -31,7 +31,6 @@ from chaosguard.decisions.windows import WindowGroup, active_blackout, allowed_u
 
 BUILTIN_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 PSA_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
-NET_ADMIN_FORBIDDING_LEVELS = ("baseline", "restricted")  # Pod Security levels that refuse NET_ADMIN
 
 
 @dataclass(frozen=True)
@@ -331,16 +330,18 @@ def static_refusals(
                 "spec.steadyState.interval",
             )
         )
-    if spec.action.is_network_fault and namespace_labels is not None:
+    facts = spec.action.facts
+    if facts.forbidden_by_pod_security and namespace_labels is not None:
+        capabilities = " and ".join(facts.capabilities) or "privileges"
         for namespace in namespaces:
             level = namespace_labels.get(namespace, {}).get(PSA_ENFORCE_LABEL, "privileged")
-            if level in NET_ADMIN_FORBIDDING_LEVELS:
+            if level in facts.forbidden_by_pod_security:
                 refusals.append(
                     Refusal(
                         "pod-security",
                         f"namespace {namespace!r} enforces Pod Security level {level!r}, which forbids the "
-                        f"NET_ADMIN capability the {spec.action.value} injector needs; target a namespace at level "
-                        "privileged, or use pod-kill",
+                        f"{capabilities} capability the {spec.action.value} injector needs; target a namespace at "
+                        "level privileged, or use pod-kill",
                         "spec.target.namespaces",
                     )
                 )

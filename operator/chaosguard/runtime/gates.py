@@ -17,12 +17,7 @@
 
 from __future__ import annotations
 
-from chaosguard.admission.judge import (
-    author_unknown,
-    operator_prometheus_url,
-    permission_refusals,
-    secret_refusals,
-)
+from chaosguard.admission.judge import author_unknown, operator_prometheus_url, permission_refusals, secret_refusals
 from chaosguard.api.models import ApprovalRecord, ChaosExperimentSpec, Phase
 from chaosguard.clients import informers
 from chaosguard.clients.kube import Cluster

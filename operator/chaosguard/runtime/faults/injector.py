@@ -30,6 +30,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from chaosguard.api.actions import by_record_kind
 from chaosguard.api.durations import to_seconds
 from chaosguard.api.models import Action, ChaosExperimentSpec, FaultRecord, FaultState
 from chaosguard.clients.kube import Cluster
@@ -234,20 +235,16 @@ def container_state(pod: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {}
 
 
-def describe_injector_exit(terminated: Mapping[str, Any], kind: str = "Latency") -> str:
+def describe_injector_exit(terminated: Mapping[str, Any], kind: str) -> str:
     """Why an injector stopped before its deadline, in words, with the script's own last line.
-    `kind` is the fault's (FaultRecord.kind): a partition needs other tc modules than netem."""
+    `kind` is the fault's (FaultRecord.kind): the table of actions says which kernel modules its kind
+    needs; a kind that names none (a clean-up, an unknown record) is explained by the exit code alone."""
     code = int(terminated.get("exitCode", -1))
     text = str(terminated.get("message") or "").strip()
     last = text.splitlines()[-1][:300] if text else str(terminated.get("reason") or "no message")
-    if code == 4 and NO_NETEM.search(text) and kind == "Partition":
-        return (
-            "the node's kernel lacks a tc module a partition needs (sch_prio, sch_ingress, cls_u32, act_gact), "
-            f"so nothing can be dropped there (injector exit 4: {last})"
-        )
-    if code == 4 and NO_NETEM.search(text):
-        what = f"the node's kernel has no sch_netem, so no {kind.lower()} fault can be added there"
-        return f"{what} (injector exit 4: {last})"
+    facts = by_record_kind(kind)
+    if code == 4 and NO_NETEM.search(text) and facts is not None and facts.missing_kernel_module:
+        return f"{facts.missing_kernel_module} (injector exit 4: {last})"
     what = INJECTOR_EXITS.get(code, f"the injector stopped with exit code {code}")
     return f"{what} (injector exit {code}: {last})"
 
