@@ -47,6 +47,7 @@ spec:
 """
 
 SECRET = "s3cr3t-in-the-body-7f1c"
+ANSWER = "HTTP/1.1 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n\\r\\n"
 # An internal endpoint that answers every request 500, with a secret in the body.
 LEAKY = f"""
 apiVersion: v1
@@ -61,8 +62,7 @@ spec:
         - sh
         - -c
         - >-
-          while true; do printf 'HTTP/1.1 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n\\r\\n{SECRET}\\n'
-          | nc -l -p 8080 >/dev/null; done
+          while true; do printf '{ANSWER}{SECRET}\\n' | nc -l -p 8080 >/dev/null; done
       readinessProbe:
         tcpSocket: {{port: 8080}}
         periodSeconds: 1
