@@ -1,8 +1,9 @@
 """netem.sh on this machine, in a throw-away network namespace, under dash and busybox sh.
 
-These are the script's behaviours that need no netem in the kernel: refusing bad arguments
-(before touching tc), clearing when there is nothing to clear, and leaving a foreign root qdisc
-alone. Everything that needs netem is in tests/netns (run in a guest by test_netem_in_guest.py).
+These are the script's behaviours that need no netem in the kernel: refusing bad arguments and
+any tc line outside the contract's shapes (before touching tc), accepting every batch the operator
+renders, clearing when there is nothing to clear, and leaving a foreign root qdisc alone.
+Everything that needs netem is in tests/netns (run in a guest by test_netem_in_guest.py).
 Each command runs in `unshare --net`, a namespace of its own with only `lo`, gone when it exits.
 """
 
@@ -15,7 +16,14 @@ import time
 
 import pytest
 
-from chaosguard.decisions.netem import clear_command, injector_command, script_path
+from chaosguard.decisions.netem import (
+    Impairment,
+    clear_command,
+    injector_command,
+    network_command,
+    partition_command,
+    script_path,
+)
 
 SCRIPT = str(script_path())
 SHELLS = {"dash": ["dash"], "busybox": ["busybox", "sh"]}
@@ -65,45 +73,45 @@ def inject(**overrides: object) -> list[str]:
     return injector_command(**settings, now=time.time(), script=SCRIPT)  # type: ignore[arg-type]
 
 
-OK = ["inject", "--delay", "5ms", "--deadline-seconds", "5"]  # valid: each case adds one bad flag
+IN_A_MINUTE = str(int(time.time()) + 60)
+NETEM = "qdisc add root handle ca05: netem delay 5ms"
+# A valid inject: each case below changes one thing.
+OK = ["inject", "--deadline-at", IN_A_MINUTE, "--fault", "a delay", "--effect", "delaying", "--tc", NETEM]
 
 BAD_ARGUMENTS = [
     pytest.param([], "missing command", id="no-command"),
     pytest.param(["explode"], "unknown command explode", id="unknown-command"),
-    pytest.param(["inject", "--deadline-seconds", "5"], "--delay is required", id="no-delay"),
-    pytest.param(["inject", "--delay", "200ms"], "--deadline-at (or --deadline-seconds) is required", id="no-deadline"),
-    pytest.param([*OK, "--deadline-at", "1"], "give --deadline-at or --deadline-seconds, not both", id="two-deadlines"),
-    pytest.param(["inject", "--delay", "5ms", "--deadline-at", "12x"], "--deadline-at 12x:", id="deadline-at-text"),
-    pytest.param(["inject", "--delay", "5ms", "--deadline-at", "-3"], "--deadline-at -3:", id="deadline-at-negative"),
-    pytest.param(["inject", "--delay", "5ms", "--deadline-at", "0999"], "--deadline-at 0999:", id="deadline-at-octal"),
+    pytest.param(OK[:-2], "at least one --tc is required", id="no-batch"),
+    pytest.param(["inject", *OK[3:]], "--deadline-at is required", id="no-deadline"),
+    pytest.param([*OK[:5], *OK[7:]], "--effect is required", id="no-effect"),
+    pytest.param(["inject", *OK[1:3], *OK[5:]], "--fault is required", id="no-fault"),
+    pytest.param([*OK, "--deadline-at", "12x"], "--deadline-at 12x:", id="deadline-at-text"),
+    pytest.param([*OK, "--deadline-at", "-3"], "--deadline-at -3:", id="deadline-at-negative"),
+    pytest.param([*OK, "--deadline-at", "0999"], "--deadline-at 0999:", id="deadline-at-octal"),
+    pytest.param([*OK, "--deadline-at"], "--deadline-at needs a value", id="deadline-at-missing"),
     pytest.param(
-        ["inject", "--delay", "5ms", "--deadline-at"], "--deadline-at needs a value", id="deadline-at-missing"
+        [*OK, "--deadline-at", str(int(time.time()) + 86400 + 3600)], "more than 86400", id="deadline-at-beyond-24h"
     ),
+    pytest.param([*OK, "--deadline-seconds", "5"], "unknown argument --deadline-seconds", id="relative-deadline"),
+    # Only additions under chaosguard's handles: never a delete, a replace or someone else's handle.
+    pytest.param([*OK, "--tc", "qdisc add root handle 1: htb"], "not a line chaosguard adds", id="foreign-handle"),
+    pytest.param([*OK, "--tc", "qdisc del root handle ca05:"], "not a line chaosguard adds", id="delete"),
+    pytest.param([*OK, "--tc", "qdisc replace root handle ca05: netem"], "not a line chaosguard adds", id="replace"),
+    pytest.param([*OK, "--tc", "qdisc add root handle ca05: "], "not a line chaosguard adds", id="shape-only"),
     pytest.param(
-        ["inject", "--delay", "5ms", "--deadline-at", str(int(time.time()) + 86400 + 3600)],
-        "more than 86400",
-        id="deadline-at-beyond-24h",
+        [*OK, "--tc", "filter add parent ffff: protocol ip pref 7 u32 match ip src 10.0.0.0/8 action drop"],
+        "not a line chaosguard adds",
+        id="ingress-filter-without-our-preference",
     ),
-    pytest.param([*OK, "--delay", "200"], "--delay 200:", id="delay-no-unit"),
-    pytest.param([*OK, "--delay", "1m"], "--delay 1m:", id="delay-minutes"),
-    pytest.param([*OK, "--delay", "0ms"], "--delay 0ms:", id="delay-zero"),
-    pytest.param([*OK, "--delay", "1..5ms"], "--delay 1..5ms:", id="delay-dots"),
-    pytest.param([*OK, "--jitter", "x"], "--jitter x:", id="jitter"),
-    pytest.param([*OK, "--correlation", "25"], "--correlation needs a non-zero --jitter", id="correlation-alone"),
-    pytest.param([*OK, "--jitter", "1ms", "--correlation", "101"], "--correlation 101:", id="correlation-range"),
-    pytest.param([*OK, "--deadline-seconds", "0"], "--deadline-seconds 0:", id="deadline-zero"),
-    pytest.param([*OK, "--deadline-seconds", "86401"], "--deadline-seconds 86401:", id="deadline-max"),
-    pytest.param([*OK, "--deadline-seconds", "-3"], "--deadline-seconds -3:", id="deadline-negative"),
-    pytest.param([*OK, "--deadline-seconds"], "--deadline-seconds needs a value", id="deadline-missing"),
-    pytest.param([*OK, "--device", "--port", "80"], "--device needs a value, got the flag --port", id="flag-as-value"),
-    pytest.param([*OK, "--cidr", "10.0.0.256/8"], "--cidr 10.0.0.256/8:", id="cidr-octet"),
-    pytest.param([*OK, "--cidr", "10.0.0.0/33"], "--cidr 10.0.0.0/33:", id="cidr-prefix"),
-    pytest.param([*OK, "--cidr", "fd00::/129"], "--cidr fd00::/129:", id="cidr6-prefix"),
-    pytest.param([*OK, "--cidr", "example.com"], "--cidr example.com:", id="cidr-name"),
-    pytest.param([*OK, "--port", "65536"], "--port 65536:", id="port"),
+    pytest.param([*OK, "--tc", f"{NETEM} dev eth1"], "names a device", id="device-in-line"),
+    pytest.param([*OK, "--tc", f"{NETEM}\nqdisc del root"], "one tc command per --tc", id="two-lines"),
+    pytest.param([*OK, "--tc", f"{NETEM} # x"], "one tc command per --tc", id="comment"),
+    pytest.param([*OK, "--tc", f'{NETEM} "x"'], "one tc command per --tc", id="quote"),
+    pytest.param([*OK, "--fault", "a\nremoved: qdisc"], "--fault a", id="fault-two-lines"),
+    pytest.param([*OK, "--device", "--tc", NETEM], "--device needs a value, got the flag --tc", id="flag-as-value"),
     pytest.param([*OK, "--device", "a b"], "--device a b:", id="device"),
     pytest.param([*OK, "--frobnicate"], "unknown argument --frobnicate", id="unknown-flag"),
-    pytest.param(["clear", "--delay", "5ms"], "clear: unknown argument --delay", id="clear-unknown-flag"),
+    pytest.param(["clear", "--tc", NETEM], "clear: unknown argument --tc", id="clear-unknown-flag"),
 ]
 
 
@@ -182,3 +190,44 @@ def test_an_injector_started_after_its_deadline_injects_nothing_and_says_so(shel
     assert "nothing added" in result.stdout
     assert result.stderr.strip().startswith("not injected: the deadline"), result.stderr
     assert root_line(result).startswith("ROOT qdisc htb 7: root"), result.stdout
+
+
+OPERATOR_BATCHES = {
+    "latency": lambda at: injector_command("5ms", "1ms", 10, at, [], [], "lo", now=time.time(), script=SCRIPT),
+    "latency-narrowed": lambda at: injector_command(
+        "5ms", "0ms", 0, at, ["10.1.0.0/16", "fd00::/64"], [80, 443], "lo", now=time.time(), script=SCRIPT
+    ),
+    "network": lambda at: network_command(
+        Impairment(delay="5ms", loss=1, corrupt=1, duplicate=1, reorder=1, rate="1gbit"),
+        at,
+        ["10.1.0.0/16"],
+        [],
+        "lo",
+        now=time.time(),
+        script=SCRIPT,
+    ),
+    "partition": lambda at: partition_command(
+        ["10.1.0.0/16"], [5432], "both", at, "lo", now=time.time(), script=SCRIPT
+    ),
+    "partition-ingress": lambda at: partition_command(
+        ["fd00::/64"], [], "ingress", at, "lo", now=time.time(), script=SCRIPT
+    ),
+}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("kind", OPERATOR_BATCHES)
+def test_every_batch_the_operator_renders_gets_past_the_scripts_checks_to_tc(shell: str, kind: str) -> None:
+    # The operator's checker and the script's read the same contract: a rendered batch is never refused
+    # as arguments (exit 2). This kernel may lack the tc modules (exit 4, the batch taken out again);
+    # one that has them holds the fault until the deadline, 2 s away, and removes it.
+    argv = OPERATOR_BATCHES[kind](int(time.time()) + 2)
+    fault = argv[argv.index("--fault") + 1]
+    result = in_fresh_netns(shell, argv)
+    if result.returncode == 4:
+        assert f"adding {fault} on lo failed:" in result.stderr, result
+    else:
+        assert result.returncode == 0, result
+        assert f"added: {fault} on lo (device from --device)" in result.stdout, result
+        assert "(reason: deadline)" in result.stdout, result
+    assert root_line(result).startswith("ROOT qdisc noqueue 0: root"), result.stdout

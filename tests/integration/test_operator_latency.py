@@ -84,11 +84,18 @@ def test_the_example_injects_exactly_the_intended_container_into_exactly_the_cho
         assert container["name"] == f"chaosguard-latency-{run_id.lower()}"
         assert command[:2] == [SCRIPT, "inject"]
         args = dict(zip(command[2::2], command[3::2], strict=False))
-        assert args["--delay"] == "200ms" and args["--jitter"] == "20ms" and args["--correlation"] == "25"
+        assert args["--fault"] == "root qdisc ca05: prio with netem delay 200ms 20ms 25% on band ca05:4"
+        assert [command[i + 1] for i, word in enumerate(command) if word == "--tc"][:2] == [
+            "qdisc add root handle ca05: prio bands 4 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
+            "qdisc add parent ca05:4 handle ca06: netem delay 200ms 20ms 25%",
+        ]
         # An absolute deadline (the run's end, unix seconds): an injector started late holds only until then.
         deadline = status_of(k8s, shop, "checkout-db-latency")["currentRun"]["deadline"]
         assert "--deadline-seconds" not in args
-        assert args["--port"] == "5432" and 0 <= int(args["--deadline-at"]) - _unix(deadline) < 1
+        assert (
+            args["--effect"] == "delaying only egress to any destination, TCP/UDP ports 5432; other traffic unaffected"
+        )
+        assert 0 <= int(args["--deadline-at"]) - _unix(deadline) < 1
         assert 110 <= int(args["--deadline-at"]) - time.time() <= 121
         assert container["securityContext"]["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
         assert container["securityContext"]["privileged"] is False

@@ -78,7 +78,12 @@ def test_the_network_example_injects_exactly_the_impairment_into_the_chosen_pods
     for container in the_injectors(k8s, shop, faults):
         assert container["name"] == f"chaosguard-network-{run_id.lower()}"
         assert flags(container["command"]) == [
-            SCRIPT, "inject", "--loss", "30", "--loss-correlation", "25", "--rate", "1mbit", "--cidr", "10.1.0.0/16",
+            SCRIPT, "inject",
+            "--fault", "root qdisc ca05: prio with netem loss random 30% 25% rate 1mbit on band ca05:4",
+            "--effect", "impairing only egress to destinations 10.1.0.0/16; other traffic unaffected",
+            "--tc", "qdisc add root handle ca05: prio bands 4 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
+            "--tc", "qdisc add parent ca05:4 handle ca06: netem loss random 30% 25% rate 1mbit",
+            "--tc", "filter add parent ca05: protocol ip pref 1 u32 match ip dst 10.1.0.0/16 flowid ca05:4",
         ]  # fmt: skip
         deadline_at = int(container["command"][container["command"].index("--deadline-at") + 1])
         assert 110 <= deadline_at - time.time() <= 121  # absolute: the run's end in unix seconds
@@ -101,8 +106,19 @@ def test_the_partition_example_injects_drop_filters_and_an_abort_takes_them_out(
     (fault,) = active_faults(k8s, shop, "checkout-db-partition", 1)
     (container,) = the_injectors(k8s, shop, [fault])
     assert container["name"].startswith("chaosguard-partition-")
+    dst = "filter add parent ca05: protocol ip pref 1 u32 match ip dst 10.1.0.0/16"
+    src = "filter add parent ffff: protocol ip pref 51717 u32 match ip src 10.1.0.0/16"
+    ports = "match u8 0x05 0x0f at 0 match u16 0 0x1fff at 6 match ip protocol {} 0xff match ip {} 5432 0xffff"
     assert flags(container["command"]) == [
-        SCRIPT, "inject", "--drop", "--direction", "both", "--cidr", "10.1.0.0/16", "--port", "5432",
+        SCRIPT, "inject", "--fault", "partition",
+        "--effect", "dropping egress and ingress traffic of destinations 10.1.0.0/16, TCP/UDP ports 5432; "
+        "other traffic unaffected",
+        "--tc", "qdisc add root handle ca05: prio bands 4 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
+        "--tc", f"{dst} {ports.format(6, 'dport')} action drop",
+        "--tc", f"{dst} {ports.format(17, 'dport')} action drop",
+        "--tc", "qdisc add handle ffff: ingress",
+        "--tc", f"{src} {ports.format(6, 'sport')} action drop",
+        "--tc", f"{src} {ports.format(17, 'sport')} action drop",
     ]  # fmt: skip
     assert fault["impairment"] == "partition (both) from 10.1.0.0/16 ports 5432"
     client.CustomObjectsApi(k8s).patch_namespaced_custom_object(

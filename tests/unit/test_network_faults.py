@@ -102,7 +102,8 @@ def test_max_loss_caps_corrupt_too() -> None:
 def test_the_smallest_percentage_tc_takes_is_admitted_and_rendered() -> None:
     network = spec(action="network", network={"loss": 0.000001}).network
     assert network is not None
-    assert network_command(Impairment(loss=network.loss), 1_800_000_060, [], [], now=NOW)[2:4] == ["--loss", "0.000001"]
+    argv = network_command(Impairment(loss=network.loss), 1_800_000_060, [], [], now=NOW)
+    assert argv[-1] == "qdisc add root handle ca05: netem loss random 0.000001%"
 
 
 @pytest.mark.parametrize("field", ["loss", "corrupt"])
@@ -227,20 +228,23 @@ def test_network_command_carries_every_impairment_in_the_scripts_form() -> None:
         delay="50ms", jitter="5ms", correlation=10, loss=30, loss_correlation=25, corrupt=1.5,
         duplicate=0.25, reorder=25, reorder_correlation=50, rate="1mbit",
     )  # fmt: skip
+    netem = "netem delay 50ms 5ms 10% reorder 25% 50% loss random 30% 25% corrupt 1.5% duplicate 0.25% rate 1mbit"
+    v4 = "filter add parent ca05: protocol ip pref 1 u32 match ip dst 10.1.0.0/16"
+    ports = "match u8 0x05 0x0f at 0 match u16 0 0x1fff at 6 match ip protocol {} 0xff match ip dport 443 0xffff"
     assert network_command(impairment, 1_800_000_060, ["10.1.0.0/16"], [443], "eth0", now=NOW) == [
-        INJECTOR_SCRIPT, "inject", "--delay", "50ms", "--jitter", "5ms", "--correlation", "10",
-        "--loss", "30", "--loss-correlation", "25", "--corrupt", "1.5", "--duplicate", "0.25",
-        "--reorder", "25", "--reorder-correlation", "50", "--rate", "1mbit", "--deadline-at", "1800000060",
-        "--device", "eth0", "--cidr", "10.1.0.0/16", "--port", "443",
+        INJECTOR_SCRIPT, "inject", "--deadline-at", "1800000060", "--device", "eth0",
+        "--fault", f"root qdisc ca05: prio with {netem} on band ca05:4",
+        "--effect", "impairing only egress to destinations 10.1.0.0/16, TCP/UDP ports 443; other traffic unaffected",
+        "--tc", "qdisc add root handle ca05: prio bands 4 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
+        "--tc", f"qdisc add parent ca05:4 handle ca06: {netem}",
+        "--tc", f"{v4} {ports.format(6)} flowid ca05:4",
+        "--tc", f"{v4} {ports.format(17)} flowid ca05:4",
     ]  # fmt: skip
     assert network_command(Impairment(loss=30), 1_800_000_005, [], [], now=NOW) == [
-        INJECTOR_SCRIPT,
-        "inject",
-        "--loss",
-        "30",
-        "--deadline-at",
-        "1800000005",
-    ]
+        INJECTOR_SCRIPT, "inject", "--deadline-at", "1800000005",
+        "--fault", "root qdisc ca05: netem loss random 30%", "--effect", "impairing all egress traffic",
+        "--tc", "qdisc add root handle ca05: netem loss random 30%",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -260,9 +264,18 @@ def test_network_command_refuses_what_the_script_would_refuse(impairment: Impair
 
 
 def test_partition_command_always_names_cidrs_and_a_direction() -> None:
+    v4 = "filter add parent ffff: protocol ip pref 51717 u32 match ip src 10.1.2.3/32"
+    v4_ports = "match u8 0x05 0x0f at 0 match u16 0 0x1fff at 6 match ip protocol {} 0xff match ip sport 5432 0xffff"
+    v6 = "filter add parent ffff: protocol ipv6 pref 51718 u32 match ip6 src fd00::/64"
     assert partition_command(["10.1.2.3", "fd00::/64"], [5432], "ingress", 1_800_000_030, now=NOW) == [
-        INJECTOR_SCRIPT, "inject", "--drop", "--direction", "ingress", "--deadline-at", "1800000030",
-        "--cidr", "10.1.2.3/32", "--cidr", "fd00::/64", "--port", "5432",
+        INJECTOR_SCRIPT, "inject", "--deadline-at", "1800000030", "--fault", "partition",
+        "--effect",
+        "dropping ingress traffic of destinations 10.1.2.3/32, fd00::/64, TCP/UDP ports 5432; other traffic unaffected",
+        "--tc", "qdisc add handle ffff: ingress",
+        "--tc", f"{v4} {v4_ports.format(6)} action drop",
+        "--tc", f"{v4} {v4_ports.format(17)} action drop",
+        "--tc", f"{v6} match ip6 protocol 6 0xff match ip6 sport 5432 0xffff action drop",
+        "--tc", f"{v6} match ip6 protocol 17 0xff match ip6 sport 5432 0xffff action drop",
     ]  # fmt: skip
     with pytest.raises(NetemArgumentError, match=r"partition\.destinationCIDRs is empty"):
         partition_command([], [], "both", 1_800_000_030, now=NOW)
@@ -279,26 +292,35 @@ def test_rates_are_decimal_bits_per_second() -> None:
 
 
 @pytest.mark.parametrize(
-    ("action", "block", "name", "args"),
+    ("action", "block", "name", "batch"),
     [
-        ("network", {"loss": 30, "rate": "1mbit"}, "chaosguard-network-run-1", ["--loss", "30", "--rate", "1mbit"]),
+        (
+            "network",
+            {"loss": 30, "rate": "1mbit"},
+            "chaosguard-network-run-1",
+            ["qdisc add root handle ca05: netem loss random 30% rate 1mbit"],
+        ),
         (
             "partition",
             {"destinationCIDRs": ["10.1.0.0/16"], "direction": "egress"},
             "chaosguard-partition-run-1",
-            ["--drop", "--direction", "egress"],
+            [
+                "qdisc add root handle ca05: prio bands 4 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
+                "filter add parent ca05: protocol ip pref 1 u32 match ip dst 10.1.0.0/16 action drop",
+            ],
         ),
     ],
 )
 def test_the_injector_container_carries_the_fault_and_nothing_more(
-    action: str, block: dict[str, Any], name: str, args: list[str]
+    action: str, block: dict[str, Any], name: str, batch: list[str]
 ) -> None:
     container = injector_container(
         spec(action=action, **{action: block}), "run-1", "shop/x", 1_800_000_120, "img:1", now=NOW
     )
     assert container["name"] == name and container["image"] == "img:1"
     assert container["command"][:2] == [INJECTOR_SCRIPT, "inject"]
-    assert container["command"][2 : 2 + len(args)] == args
+    command = container["command"]
+    assert [command[i + 1] for i, word in enumerate(command) if word == "--tc"] == batch
     assert container["command"][container["command"].index("--deadline-at") + 1] == "1800000120"
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
     kind = FaultRecord(namespace="shop", name="p", uid="u", container=name).kind

@@ -35,29 +35,18 @@ from chaosguard.api.durations import to_seconds
 from chaosguard.api.models import Action, ChaosExperimentSpec, FaultRecord, FaultState
 from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.netem import Impairment, clear_command, injector_command, network_command, partition_command
+from chaosguard.decisions.netem_contract import CLEARED, INJECTOR_ENDED, INJECTOR_EXITS
 from chaosguard.runtime.lanes import ApiLanes
 
 INJECTOR_IMAGE_VARIABLE = "CHAOSGUARD_INJECTOR_IMAGE"
 TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_INJECTOR_IMAGE = "chaosguard:dev"
-# What injector/netem.sh says when `clear` left no chaosguard qdisc behind.
-CLEARED = re.compile(r"(removed: qdisc|nothing to clear|nothing to remove)")
-# What injector/netem.sh says last when an inject ended on its own with nothing of chaosguard's left:
-# it removed its qdisc, found none to remove, or started after its deadline and added nothing.
-INJECTOR_ENDED = re.compile(r"^(removed: qdisc|nothing to remove|not injected: the deadline)")
 # How long a clean-up container that follows a failed injector may take to report (real node: ~1 s).
 CLEANUP_REPORT_SECONDS = 30.0
 # An injector seen running this long added its qdisc (it exits within milliseconds when tc refuses).
 CONFIRM_RUNNING_SECONDS = 3.0
 # No report on the injector this long after it was added: none will come (a simulated node), stop asking.
 NO_REPORT_SECONDS = 60.0
-# Exit codes of injector/netem.sh, as a person would want them explained.
-INJECTOR_EXITS = {
-    2: "the injector refused its arguments or found no such network device",
-    3: "the pod's interface already has a root (or ingress) qdisc that is not chaosguard's, so it was left alone",
-    4: "tc could not add the fault",
-    5: "tc could not remove the fault again",
-}
 NO_NETEM = re.compile(r"qdisc kind is unknown|unknown qdisc|sch_netem", re.IGNORECASE)
 # The purpose part of an injector container's name, per action (see container_name).
 INJECTOR_PURPOSES = tuple(action.value for action in Action if action.is_network_fault)
