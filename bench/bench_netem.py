@@ -46,7 +46,7 @@ SINK_PORT = 7100
 
 EXPLANATION = """\
 How these were measured ({where}):
-- netem_apply: wall time from starting `ip netns exec <ns> dash netem.sh inject --delay 10ms ...`
+- netem_apply: wall time from starting `ip netns exec <ns> dash netem.sh inject ... --tc "qdisc add root handle ca05: netem delay 10ms"`
   until it prints its `holding:` line, which it does right after `tc` added the qdisc; median of
   {reps} runs in a fresh pair of namespaces (each run checked: the root qdisc is chaosguard's).
   This is what the operator waits for: process start, the script's checks, one `tc show`, one
@@ -63,7 +63,7 @@ How these were measured ({where}):
   `rate 1mbit`; payload bytes counted by the receiver over the last {rate_window:.0f} s (after slow
   start), as bits/s, minus 1 mbit/s, in % of it. TCP/IP/Ethernet headers are about 4 % of a full
   frame, so about -4 % is the injector doing exactly what it was told. Goodput {goodput:.3f} mbit/s.
-- partition_apply: as netem_apply, for `inject --drop --direction both` with one CIDR and one port
+- partition_apply: as netem_apply, for a both-ways partition of one CIDR and one port
   (egress prio + filters, ingress qdisc + filters, in one `tc -batch`); each run checked: 0 of 10
   probes to the cut CIDR/port answered.
 Under TCG emulation every process start costs tens to hundreds of ms, so apply/remove here are an

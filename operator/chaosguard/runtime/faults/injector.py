@@ -35,7 +35,7 @@ from chaosguard.api.durations import to_seconds
 from chaosguard.api.models import Action, ChaosExperimentSpec, FaultRecord, FaultState
 from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.netem import Impairment, clear_command, injector_command, network_command, partition_command
-from chaosguard.decisions.netem_contract import CLEARED, INJECTOR_ENDED, INJECTOR_EXITS
+from chaosguard.decisions.netem_contract import CLEARED, INJECTOR_ENDED, INJECTOR_EXITS, InjectorExit
 from chaosguard.runtime.lanes import ApiLanes
 
 INJECTOR_IMAGE_VARIABLE = "CHAOSGUARD_INJECTOR_IMAGE"
@@ -232,8 +232,8 @@ def describe_injector_exit(terminated: Mapping[str, Any], kind: str) -> str:
     text = str(terminated.get("message") or "").strip()
     last = text.splitlines()[-1][:300] if text else str(terminated.get("reason") or "no message")
     facts = by_record_kind(kind)
-    if code == 4 and NO_NETEM.search(text) and facts is not None and facts.missing_kernel_module:
-        return f"{facts.missing_kernel_module} (injector exit 4: {last})"
+    if code == InjectorExit.APPLY and NO_NETEM.search(text) and facts is not None and facts.missing_kernel_module:
+        return f"{facts.missing_kernel_module} (injector exit {code}: {last})"
     what = INJECTOR_EXITS.get(code, f"the injector stopped with exit code {code}")
     return f"{what} (injector exit {code}: {last})"
 
