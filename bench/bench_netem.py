@@ -46,7 +46,7 @@ SINK_PORT = 7100
 
 EXPLANATION = """\
 How these were measured ({where}):
-- netem_apply: wall time from starting `ip netns exec <ns> dash netem.sh inject ... --tc "qdisc add root handle ca05: netem delay 10ms"`
+- netem_apply: wall time from starting `ip netns exec <ns> dash netem.sh inject ... --tc "qdisc add ..."`
   until it prints its `holding:` line, which it does right after `tc` added the qdisc; median of
   {reps} runs in a fresh pair of namespaces (each run checked: the root qdisc is chaosguard's).
   This is what the operator waits for: process start, the script's checks, one `tc show`, one
