@@ -20,7 +20,6 @@ from kubernetes import client
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import (
     OperatorProcess,
-    _free_port,
     apply_yaml,
     create_policy,
     events_for,
@@ -31,7 +30,14 @@ from localcluster.operator import (
 from localcluster.prometheus import MetricsTarget, PrometheusServer, prometheus_available
 from localcluster.wait import wait_for
 from tests.integration.conftest import create_namespace
-from tests.integration.test_leader_election import Replica, both_ready, lease_spec, wait_for_holder
+from tests.integration.test_leader_election import (
+    Replica,
+    both_ready,
+    election,
+    lease_spec,
+    replica_starter,
+    wait_for_holder,
+)
 from tests.integration.test_operator_latency import ephemeral
 from tests.integration.test_operator_slo import guarded, healthy, prometheus, target  # noqa: F401 (fixtures)
 
@@ -55,32 +61,9 @@ def failover_namespace(k8s: client.ApiClient) -> Iterator[str]:
 def long_lease_replicas(
     chaos_operator: OperatorProcess, chaosguard_crds: ControlPlane, failover_namespace: str, tmp_path: Path
 ) -> Iterator[Callable[[str], Replica]]:
-    chaos_operator.stop()
-    started: list[Replica] = []
-
-    def start(identity: str) -> Replica:
-        port = _free_port()
-        args = [
-            "--leader-elect",
-            f"--leader-election-lease-duration={LEASE_DURATION}",
-            f"--leader-election-renew-deadline={RENEW_DEADLINE}",
-            f"--leader-election-renew-period={RENEW_PERIOD}",
-            f"--leader-election-retry-period={RETRY_PERIOD}",
-            "--log-format=json",
-            f"--leader-election-identity={identity}",
-            f"--readiness=http://127.0.0.1:{port}/readyz",
-        ]
-        env = {"CHAOSGUARD_NAMESPACE": failover_namespace}
-        process = OperatorProcess(chaosguard_crds.kubeconfig, tmp_path / f"{identity}.log", env, args=args)
-        replica = Replica(identity, process, port)
-        started.append(replica)
-        process.start()
-        return replica
-
-    yield start
-    for replica in started:
-        replica.process.stop()
-    chaos_operator.start()
+    timings = election(LEASE_DURATION, RENEW_DEADLINE, RENEW_PERIOD, RETRY_PERIOD)
+    with replica_starter(chaos_operator, chaosguard_crds, failover_namespace, tmp_path, timings) as start:
+        yield start
 
 
 def two_replicas(k8s: client.ApiClient, start: Callable[[str], Replica], namespace: str) -> tuple[Replica, Replica]:

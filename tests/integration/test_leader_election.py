@@ -9,6 +9,7 @@ the replicas under test drive experiments, and started again afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -40,14 +41,20 @@ pytestmark = pytest.mark.controlplane
 
 LEASE = "chaosguard-leader"
 LEASE_DURATION, RENEW_DEADLINE, RENEW_PERIOD, RETRY_PERIOD = 6, 4, 2, 1
-ELECTION = [
-    "--leader-elect",
-    f"--leader-election-lease-duration={LEASE_DURATION}",
-    f"--leader-election-renew-deadline={RENEW_DEADLINE}",
-    f"--leader-election-renew-period={RENEW_PERIOD}",
-    f"--leader-election-retry-period={RETRY_PERIOD}",
-    "--log-format=json",
-]
+
+
+def election(lease_duration: int, renew_deadline: int, renew_period: int, retry_period: int) -> list[str]:
+    return [
+        "--leader-elect",
+        f"--leader-election-lease-duration={lease_duration}",
+        f"--leader-election-renew-deadline={renew_deadline}",
+        f"--leader-election-renew-period={renew_period}",
+        f"--leader-election-retry-period={retry_period}",
+        "--log-format=json",
+    ]
+
+
+ELECTION = election(LEASE_DURATION, RENEW_DEADLINE, RENEW_PERIOD, RETRY_PERIOD)
 
 
 @dataclass
@@ -85,28 +92,39 @@ def lease_namespace(k8s: client.ApiClient) -> Iterator[str]:
     client.CoreV1Api(k8s).delete_namespace(name)
 
 
-@pytest.fixture
-def replicas(
-    chaos_operator: OperatorProcess, chaosguard_crds: ControlPlane, lease_namespace: str, tmp_path: Path
+@contextlib.contextmanager
+def replica_starter(
+    chaos_operator: OperatorProcess, crds: ControlPlane, namespace: str, logs: Path, election: list[str]
 ) -> Iterator[Callable[[str], Replica]]:
-    """Starts `chaosguard run --leader-elect` replicas with the Lease in `lease_namespace`."""
+    """Starts `chaosguard run --leader-elect` replicas with the Lease in `namespace`; the session's operator
+    is stopped meanwhile, so that only the replicas under test drive experiments."""
     chaos_operator.stop()
     started: list[Replica] = []
 
     def start(identity: str) -> Replica:
         port = _free_port()
-        args = [*ELECTION, f"--leader-election-identity={identity}", f"--readiness=http://127.0.0.1:{port}/readyz"]
-        env = {"CHAOSGUARD_NAMESPACE": lease_namespace}
-        process = OperatorProcess(chaosguard_crds.kubeconfig, tmp_path / f"{identity}.log", env, args=args)
+        args = [*election, f"--leader-election-identity={identity}", f"--readiness=http://127.0.0.1:{port}/readyz"]
+        env = {"CHAOSGUARD_NAMESPACE": namespace}
+        process = OperatorProcess(crds.kubeconfig, logs / f"{identity}.log", env, args=args)
         replica = Replica(identity, process, port)
         started.append(replica)
         process.start()
         return replica
 
-    yield start
-    for replica in started:
-        replica.process.stop()
-    chaos_operator.start()
+    try:
+        yield start
+    finally:
+        for replica in started:
+            replica.process.stop()
+        chaos_operator.start()
+
+
+@pytest.fixture
+def replicas(
+    chaos_operator: OperatorProcess, chaosguard_crds: ControlPlane, lease_namespace: str, tmp_path: Path
+) -> Iterator[Callable[[str], Replica]]:
+    with replica_starter(chaos_operator, chaosguard_crds, lease_namespace, tmp_path, ELECTION) as start:
+        yield start
 
 
 def lease_spec(k8s: client.ApiClient, namespace: str) -> dict[str, Any]:

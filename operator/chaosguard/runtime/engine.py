@@ -40,11 +40,10 @@ __all__ = ["ExperimentDriver", "OperatorContext", "RunEndedElsewhere"]
 class ExperimentDriver(PhaseMachine, RoundLoop, SteadyState, RecoveryTracking, StatusWriter, WorldReads):
     async def run(self, stopped: Any) -> None:
         self.stopped = stopped
-        if not self.context.leadership.leading:
-            pass  # a standby acts on nothing before its first step; `stand_by` guards what verifies
-        elif self.status.phase is Phase.RUNNING:
+        # A standby acts on nothing before its first step (`stand_by` guards what verifies); the leader:
+        if self.context.leadership.leading and self.status.phase is Phase.RUNNING:
             await self.resume()
-        else:
+        elif self.context.leadership.leading:
             # A fault of a run that is over (the operator died before taking it out) goes now.
             await self.roll_back_faults("operator restart")
         try:

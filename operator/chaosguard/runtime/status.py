@@ -104,7 +104,7 @@ class StatusWriter(DriverBase):
             if (raw.get("currentRun") or {}).get("id") != run_id:
                 run = self.status.current_run or self.status.last_run
                 if run is not None and run.id == run_id:
-                    await self.clear_left_behind(run, self.take_up_remote_end(run, raw))
+                    await self.take_up_remote_end(run, raw)
                 raise RunEndedElsewhere(f"run {run_id} was ended by another replica; its record stands")
             # Still current: what we last wrote was not what the API holds, because another replica wrote
             # (a standby ending the run while the leader recorded one more kill or fault). Again, from
@@ -193,7 +193,7 @@ class StatusWriter(DriverBase):
         last = (raw.get("lastRun") or {}).get("id")
         if current == run.id or last != run.id:
             return False
-        await self.clear_left_behind(run, self.take_up_remote_end(run, raw))
+        await self.take_up_remote_end(run, raw)
         return True
 
     async def clear_left_behind(self, run: RunStatus, left: list[FaultRecord]) -> None:
@@ -206,9 +206,9 @@ class StatusWriter(DriverBase):
                 await clear_fault(self.context.api, fault, run.id, self.key, "abort", self.now, faults.injector_image())
                 self.logger.warning("cleared %s in %s/%s after the run ended", fault.kind, fault.namespace, fault.name)
 
-    def take_up_remote_end(self, run: RunStatus, raw: Mapping[str, Any]) -> list[FaultRecord]:
-        """The run ended elsewhere: stop guarding and acting for it and adopt that record. Returns the
-        faults this replica placed that the record does not show as taken out (the caller clears them)."""
+    async def take_up_remote_end(self, run: RunStatus, raw: Mapping[str, Any]) -> None:
+        """The run ended elsewhere: stop guarding and acting for it, adopt that record, and clear the
+        faults this replica placed that the record does not show as taken out."""
         self.abort_requested.set()
         self.stop_guard()
         self.context.running.discard(self.key)
@@ -216,11 +216,8 @@ class StatusWriter(DriverBase):
         self.adopt_status(raw)
         ended = self.status.last_run
         removed = {(f.uid, f.container) for f in (ended.faults if ended else []) if f.state is FaultState.REMOVED}
-        self.emit_gauges_cleared()
-        return [f for f in placed if (f.uid, f.container) not in removed]
-
-    def emit_gauges_cleared(self) -> None:
         publish_fault_gauges(self.key, None)
+        await self.clear_left_behind(run, [f for f in placed if (f.uid, f.container) not in removed])
 
     def emit(self, kind: str, reason: str, message: str) -> None:
         """An Event on the experiment, and the same line in the log."""
