@@ -102,6 +102,10 @@ class PhaseMachine(DriverBase):
         trigger = self.status.next_run_at
         if trigger is not None and now < trigger:
             return min(IDLE_POLL_SECONDS, (trigger - now).total_seconds())
+        if spec.paused and spec.schedule is not None:
+            return await self.skip_paused_slot(spec, now)
+        if spec.paused:
+            return IDLE_POLL_SECONDS  # a one-shot starts once resumed
         world = await self.world(spec)
         refusal = self.start_refusal(spec, world, now)
         if refusal is None:
@@ -229,6 +233,11 @@ class PhaseMachine(DriverBase):
         if stop is not None:
             await self.end_run(Phase.ABORTED, stop.reason, str(stop))
             return 0.0
+        held = await self.hold_for_pause(spec, world, run)
+        if held is not None:
+            if await self.track_recovery(run):
+                await self.save()
+            return held
         await self.resolve_interrupted_round(run)
         if self.awaits_fresh_verdict(run):
             return ACTIVE_POLL_SECONDS / 10
