@@ -107,7 +107,7 @@ def test_pause_from_the_cli_stops_the_kills_keeps_the_deadline_and_resume_contin
     assert status["observedGeneration"] == 3, "pause and resume are generations of their own, not edits"
 
 
-def test_pausing_a_latency_run_by_kubectl_apply_takes_its_faults_out_and_resume_puts_them_back(
+def test_pausing_a_latency_run_takes_its_faults_out_in_time_and_resume_by_kubectl_apply_puts_them_back(
     k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
 ) -> None:
     text = latency_yaml("slow-db", duration="90s")
@@ -122,8 +122,12 @@ def test_pausing_a_latency_run_by_kubectl_apply_takes_its_faults_out_and_resume_
     assert injected
     deadline = run_of(status_of(k8s, shop, "slow-db"))["deadline"]
 
+    # The pause is timed from the API call (kubectl's own start-up is not the operator's latency); the
+    # resume below goes through `kubectl apply` of the YAML.
     started = time.monotonic()
-    apply_yaml(control_plane, text + "  paused: true\n", shop)
+    client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", shop, "chaosexperiments", "slow-db", {"spec": {"paused": True}}
+    )
     removed = wait_for(
         lambda: (
             (faults := run_of(status_of(k8s, shop, "slow-db"))["faults"])
@@ -140,7 +144,7 @@ def test_pausing_a_latency_run_by_kubectl_apply_takes_its_faults_out_and_resume_
     assert all(f["removedBy"].startswith("pause (clear container") for f in removed), removed
     for fault in removed:
         names = [c["name"] for c in ephemeral(k8s, shop)[fault["uid"]]]
-        assert names[0] == fault["container"] and names[1].startswith("chaosguard-clear"), names
+        assert fault["container"] in names and any(n.startswith("chaosguard-clear") for n in names), names
 
     apply_yaml(control_plane, text + "  paused: false\n", shop)
     again = wait_for(
@@ -170,7 +174,7 @@ def test_a_run_paused_past_its_deadline_ends_at_its_deadline(
     assert timedelta(0) <= moment(run["finishedAt"]) - moment(run["deadline"]) < timedelta(seconds=3), run
     [pause] = run["pauses"]
     assert all(moment(k["at"]) <= moment(pause["pausedAt"]) for k in run["kills"])
-    assert "deadline passed while paused" in pause["message"]
+    assert pause.get("resumedAt") is None and "the run ended while paused (RunCompleted)" in pause["message"]
 
 
 def test_a_paused_game_day_skips_its_slot_and_records_the_skip_in_history(

@@ -175,3 +175,20 @@ def test_the_report_shows_each_pause_and_leaves_skipped_slots_out_of_the_runs() 
     skipped = pause.skipped_slot(NOW, "bob", NOW + timedelta(days=1))
     status = ChaosExperimentStatus(history=[skipped], last_run=paused)
     assert [r.id for r in runs_of(status)] == ["r1"]
+
+
+def test_status_marks_a_paused_experiment_in_its_phase() -> None:
+    from chaosguard.cli.ops import status_rows
+
+    [row] = status_rows([experiment({"phase": "Running", "currentRun": {"id": "r1"}})], NOW)
+    assert row[3] == "Running (paused)"
+    [row] = status_rows([experiment({"phase": "Running", "currentRun": {"id": "r1"}}, False)], NOW)
+    assert row[3] == "Running"
+
+
+def test_a_run_that_ends_while_paused_says_so_and_its_pause_stays_open() -> None:
+    held = run(pauses=[PauseRecord(paused_at=NOW, message="paused by bob")])
+    pause.ended_while_paused(held, "RunCompleted")
+    assert held.pauses[0].resumed_at is None
+    assert held.pauses[0].message == "paused by bob; the run ended while paused (RunCompleted)"
+    pause.ended_while_paused(run(), "RunCompleted")  # never paused: nothing to say

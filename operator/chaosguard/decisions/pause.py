@@ -141,3 +141,11 @@ def pause_stamp(
     if paused(new) != paused(old):
         return requester
     return old_annotations.get(PAUSED_BY)
+
+
+def ended_while_paused(run: RunStatus, reason: str) -> None:
+    """A run that ends while paused (its deadline, an abort) says so in its open pause, which stays open:
+    it was never resumed."""
+    record = open_pause(run)
+    if record is not None:
+        record.message = f"{record.message}; the run ended while paused ({reason})"

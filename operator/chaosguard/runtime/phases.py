@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from chaosguard.api.models import ABORT_ANNOTATION, ChaosExperimentSpec, Phase, RunStatus
 from chaosguard.clients import informers
 from chaosguard.clients.kube import Cluster
-from chaosguard.decisions import windows
+from chaosguard.decisions import pause, windows
 from chaosguard.decisions.policy import (
     Refusal,
     concurrency_refusal,
@@ -291,6 +291,7 @@ class PhaseMachine(DriverBase):
             run.reason = reason
             run.message = message
             run.next_round_at = None
+            pause.ended_while_paused(run, reason)
             previous = self.status.last_run
             for index, past in enumerate(self.status.history):
                 if previous is not None and past.id == previous.id:  # it leaves lastRun: history keeps it whole
