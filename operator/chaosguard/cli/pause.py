@@ -51,6 +51,8 @@ def pause_outcome(experiment: Mapping[str, Any], paused: bool) -> str | None:
         return str(status["message"])
     if condition.get("status") == "True":
         return None
+    if not run:  # no run to resume (a schedule, a finished one), or the resume was refused: the status says
+        return str(status.get("message") or condition.get("message") or "resumed")
     return str(condition.get("message") or status.get("message") or "resumed")
 
 

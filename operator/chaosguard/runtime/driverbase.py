@@ -164,7 +164,7 @@ class DriverBase:
     def note_pause(self, spec: ChaosExperimentSpec) -> None:
         raise NotImplementedError
 
-    async def hold_for_pause(self, spec: ChaosExperimentSpec, world: World, run: RunStatus) -> float | None:
+    async def hold_for_pause(self, spec: ChaosExperimentSpec, run: RunStatus) -> float | None:
         raise NotImplementedError
 
     async def skip_paused_slot(self, spec: ChaosExperimentSpec, now: datetime) -> float:

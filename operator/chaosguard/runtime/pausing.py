@@ -18,7 +18,6 @@ from chaosguard.decisions import pause, windows
 from chaosguard.decisions.policy import Refusal
 from chaosguard.decisions.runs import invalid_policy_refusal
 from chaosguard.runtime import gates, lanes
-from chaosguard.runtime.context import World
 from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, DriverBase
 from chaosguard.runtime.faults import fault_for, fault_for_record
 
@@ -51,7 +50,7 @@ class Pausing(DriverBase):
             self.save_before_waiting()
             self.emit("Normal", "Resumed", message)
 
-    async def hold_for_pause(self, spec: ChaosExperimentSpec, world: World, run: RunStatus) -> float | None:
+    async def hold_for_pause(self, spec: ChaosExperimentSpec, run: RunStatus) -> float | None:
         """A running run's pause: how long to wait while it holds no round, or None to go on with the
         step (not paused, just resumed, or paused past its deadline: the run then ends as it would have)."""
         assert run.deadline is not None
@@ -70,15 +69,15 @@ class Pausing(DriverBase):
             # Anything still in (a fault a standby or a failed clean-up left in place) goes too.
             await self.roll_back_faults(pause.PAUSE_CAUSE)
         elif step is pause.PauseStep.RESUME and now < run.deadline:
-            return await self.resume_run(spec, world, run, now)
+            return await self.resume_run(spec, run, now)
         if not spec.paused or now >= run.deadline:
             if step is pause.PauseStep.RESUME:  # resumed past the deadline: nothing to re-check
                 self.close_pause(run, now, "the deadline passed while paused")
             return None
         return max(0.05, min(ACTIVE_POLL_SECONDS, (run.deadline - now).total_seconds()))
 
-    async def resume_run(self, spec: ChaosExperimentSpec, world: World, run: RunStatus, now: datetime) -> float | None:
-        refusal = await self.resume_refusal(spec, world, now)
+    async def resume_run(self, spec: ChaosExperimentSpec, run: RunStatus, now: datetime) -> float | None:
+        refusal = await self.resume_refusal(spec, now)
         if refusal is not None and refusal.rule in RESUME_WAIT_RULES:
             message = f"resume waits, still paused (the deadline counts): {refusal}"
             if self.status.message != message:
@@ -105,7 +104,7 @@ class Pausing(DriverBase):
             if note:
                 record.message = f"{record.message}; {note}"
 
-    async def resume_refusal(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> Refusal | None:
+    async def resume_refusal(self, spec: ChaosExperimentSpec, now: datetime) -> Refusal | None:
         """What a run's start checks, checked again before a resumed run's next fault: the policies as they
         are now (fresh, not cached), the time window, the author's rights and the steady state."""
         world = await self.fresh_world(spec)

@@ -233,7 +233,7 @@ class PhaseMachine(DriverBase):
         if stop is not None:
             await self.end_run(Phase.ABORTED, stop.reason, str(stop))
             return 0.0
-        held = await self.hold_for_pause(spec, world, run)
+        held = await self.hold_for_pause(spec, run)
         if held is not None:
             if await self.track_recovery(run):
                 await self.save()
