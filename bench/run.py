@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
         "failover_breach_to_aborted_p95",
         "failover_pods_killed_after_breach",
     ),
+    "bench.pause_latency": ("pause_to_faults_removed_p50", "pause_to_faults_removed_p95"),
 }
 _SCALE_FIGURES = (
     "apply_to_running_p95",

@@ -153,6 +153,10 @@ async def judge_experiment(
     """Every reason to refuse this CREATE or UPDATE of a ChaosExperiment; metadata-only updates pass."""
     if old is not None and dict(_spec_of(old)) == dict(_spec_of(body)):
         return []
+    if old is not None and spec_hash(_spec_of(old)) == spec_hash(_spec_of(body)):
+        # Only spec.paused changed: whoever may patch the experiment may pause it, in or out of a window;
+        # the operator judges a resume like a run's start before any new fault (decisions.pause).
+        return []
     try:
         spec = ChaosExperimentSpec.model_validate(dict(_spec_of(body)))
     except ValidationError as error:

@@ -460,6 +460,11 @@ class ChaosExperimentSpec(ApiModel):
     dry_run: bool = Field(
         default=False, description="Run every check and record which pods would be hit, touching nothing."
     )
+    paused: bool = Field(
+        default=False,
+        description="Paused: the run's faults are taken out and no round plays until this is false again (the "
+        "run's deadline still counts); a schedule skips its slots meanwhile. `chaosguard pause|resume NAME` sets it.",
+    )
 
     @property
     def pod_kill_settings(self) -> PodKillSpec:
@@ -482,6 +487,7 @@ class Phase(StrEnum):
     ABORTED = "Aborted"
     FAILED = "Failed"
     REJECTED = "Rejected"
+    SKIPPED = "Skipped"  # a scheduled slot that did not run (the schedule was paused): history only
 
     @property
     def is_terminal(self) -> bool:
@@ -580,6 +586,16 @@ class FaultRecord(StatusModel):
         return "Fault"
 
 
+class PauseRecord(StatusModel):
+    """One pause of a run: when and by whom it was paused and resumed (the deadline never moves for it)."""
+
+    paused_at: datetime
+    paused_by: str = ""
+    resumed_at: datetime | None = None
+    resumed_by: str = ""
+    message: str = ""
+
+
 class RunStatus(StatusModel):
     id: str
     trigger: str = "apply"
@@ -609,6 +625,9 @@ class RunStatus(StatusModel):
         default="",
         description="The operator's signature over this record (id, times, spec hash, namespaces, targets, faults, "
         "kills): a record that does not verify is never acted on.",
+    )
+    pauses: list[PauseRecord] = Field(
+        default_factory=list, description="Each pause of the run (spec.paused), the last one open while paused."
     )
 
 

@@ -25,6 +25,7 @@ from chaosguard.api.urls import url_parts
 from chaosguard.cli import apply as cli_apply
 from chaosguard.cli import approvals as cli_approvals
 from chaosguard.cli import ops as cli_ops
+from chaosguard.cli import pause as cli_pause
 from chaosguard.cli.offline import Document, UnreadableInput, judge, read_documents, split_documents
 from chaosguard.decisions import platform_guards, windows
 from chaosguard.decisions.policy import (
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_approvals.register(sub)
     cli_ops.register(sub)
     cli_apply.register(sub)
+    cli_pause.register(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ import random
 from datetime import datetime
 
 from chaosguard.api.models import ChaosExperimentSpec, FaultState, Phase, RunStatus, TargetRecord
+from chaosguard.decisions.pause import counted_records
 from chaosguard.decisions.policy import Refusal, target_namespaces
 from chaosguard.decisions.runs import invalid_policy_refusal, next_round_time
 from chaosguard.decisions.selection import (
@@ -63,7 +64,7 @@ class RoundLoop(DriverBase):
         # (or an operator that dies) leaves it to be taken up again at the next step. A pod is tried
         # at most once per run: its record is written before acting, and the retry skips every
         # recorded pod and never tries more pods than the round chose.
-        records = fault.records(run)
+        records = counted_records(fault.records(run))  # a fault a pause took out is put back on resume
         tried = {record.uid for record in records}
         untried = [victim for victim in chosen if victim.uid not in tried]
         for victim in untried[: max(0, len(chosen) - len(records))]:
