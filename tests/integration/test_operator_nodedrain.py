@@ -1,0 +1,355 @@
+"""node-drain through the path a user takes: `kubectl apply` of examples/node-drain.yaml, a real API
+server, kwok-simulated nodes and pods, and the operator as a process. Everything is checked through the
+API: the node cordoned with chaosguard's mark, the pods evicted (a PodDisruptionBudget holding), the
+guards, the abort, the clean-up and an operator killed mid-drain.
+
+Each test brings its own kwok nodes, tainted so no other test's pods land there: the first one alone at
+first (the workload's pods all go there), then a second one for the evicted pods to move to."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from chaosguard.api.models import ABORT_ANNOTATION
+from chaosguard.decisions.nodes import CORDON_MARK
+from localcluster.controlplane import KWOK_NODE_ANNOTATION, ControlPlane
+from localcluster.operator import (
+    OperatorProcess,
+    apply_yaml,
+    create_policy,
+    delete_policy,
+    events_for,
+    label_namespace,
+    scoped_policy,
+    signing_key_file,
+    status_of,
+    wait_for_event,
+    wait_for_phase,
+)
+from localcluster.wait import wait_for
+
+pytestmark = pytest.mark.controlplane
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLE = (EXAMPLES / "node-drain.yaml").read_text()
+NAME = "checkout-node-drain"
+DRAINABLE = "chaosguard.dev/drainable"
+
+
+def with_duration(text: str, duration: str) -> str:
+    assert "duration: 30s" in text
+    return text.replace("duration: 30s", f"duration: {duration}")
+
+
+class Nodes:
+    """kwok nodes of one test, tainted for it alone."""
+
+    def __init__(self, k8s: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(k8s)
+        self.id = uuid.uuid4().hex[:6]
+        self.names: list[str] = []
+
+    @property
+    def taint(self) -> dict[str, str]:
+        return {"key": "chaosguard.dev/drain-test", "value": self.id, "effect": "NoSchedule"}
+
+    def add(self, suffix: str, labels: dict[str, str] | None = None) -> str:
+        name = f"drain-{self.id}-{suffix}"
+        resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "type": "kwok-drain",
+                    "drain-test": self.id,
+                    "kubernetes.io/hostname": name,
+                    **(labels or {}),
+                },
+            },
+            "spec": {"taints": [self.taint]},
+            "status": {"capacity": resources, "allocatable": resources},
+        }
+        self.core.create_node(body)
+        self.names.append(name)
+        wait_for(lambda: self.ready(name), timeout=60, what=f"kwok to make node {name} Ready")
+        return name
+
+    def node(self, name: str) -> Any:
+        return self.core.read_node(name)
+
+    def ready(self, name: str) -> bool:
+        conditions = self.node(name).status.conditions or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    def cordoned(self, name: str) -> bool:
+        return bool(self.node(name).spec.unschedulable)
+
+    def mark(self, name: str) -> str | None:
+        return (self.node(name).metadata.annotations or {}).get(CORDON_MARK)
+
+    def pods_on(self, name: str, namespace: str) -> list[Any]:
+        pods = self.core.list_namespaced_pod(namespace, field_selector=f"spec.nodeName={name}").items
+        return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
+
+    def delete_all(self) -> None:
+        for name in self.names:
+            try:
+                self.core.delete_node(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+
+@pytest.fixture
+def nodes(k8s: client.ApiClient) -> Iterator[Nodes]:
+    made = Nodes(k8s)
+    yield made
+    made.delete_all()
+
+
+@pytest.fixture
+def drain_operator(
+    chaos_operator: OperatorProcess, chaosguard_crds: ControlPlane, k8s: client.ApiClient, tmp_path: Path
+) -> Iterator[Callable[[], OperatorProcess]]:
+    """Starts the operator knowing its own namespace (node-drain judges where its replicas run, and drains
+    nothing without knowing it), in place of the session's operator, which is back when the test ends."""
+    operator_namespace = f"chaosguard-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(k8s).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=operator_namespace)))
+    started: list[OperatorProcess] = []
+    chaos_operator.stop()
+
+    def start() -> OperatorProcess:
+        operator = OperatorProcess(
+            chaosguard_crds.kubeconfig,
+            tmp_path / f"operator-{len(started)}.log",
+            {"CHAOSGUARD_NAMESPACE": operator_namespace},
+            args=["--signing-key-file", str(signing_key_file(chaosguard_crds.kubeconfig))],
+        )
+        started.append(operator.start())
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+    client.CoreV1Api(k8s).delete_namespace(operator_namespace)
+    chaos_operator.start()
+
+
+def deploy_checkout(k8s: client.ApiClient, namespace: str, nodes: Nodes, replicas: int) -> None:
+    """`replicas` checkout pods, which run only on this test's nodes."""
+    label_namespace(k8s, namespace, {"chaosguard.dev/chaos": "allowed", "chaosguard.dev/test": namespace})
+    body: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "checkout", "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "checkout"}},
+            "template": {
+                "metadata": {"labels": {"app": "checkout"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "nodeSelector": {"drain-test": nodes.id},
+                    "tolerations": [{**nodes.taint, "operator": "Equal"}],
+                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+                },
+            },
+        },
+    }
+    client.AppsV1Api(k8s).create_namespaced_deployment(namespace, body)
+    wait_for(lambda: ready_count(k8s, namespace) == replicas, timeout=90, what=f"{replicas} Ready checkout pods")
+
+
+def ready_count(k8s: client.ApiClient, namespace: str) -> int:
+    pods = client.CoreV1Api(k8s).list_namespaced_pod(namespace, label_selector="app=checkout").items
+    return sum(
+        1
+        for pod in pods
+        if pod.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+    )
+
+
+def budget(k8s: client.ApiClient, namespace: str, **spec: Any) -> None:
+    body = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "checkout"},
+        "spec": {"selector": {"matchLabels": {"app": "checkout"}}, **spec},
+    }
+    client.PolicyV1Api(k8s).create_namespaced_pod_disruption_budget(namespace, body)
+
+    def counted() -> bool:
+        found = client.PolicyV1Api(k8s).read_namespaced_pod_disruption_budget("checkout", namespace)
+        return bool(found.status and found.status.expected_pods)
+
+    wait_for(counted, timeout=30, what="the disruption controller to count the budget's pods")
+
+
+def run_of(status: dict[str, Any]) -> dict[str, Any]:
+    return dict(status.get("currentRun") or status.get("lastRun") or {})
+
+
+def test_drain_cordons_with_a_mark_evicts_within_the_budget_uncordons_and_records_recovery(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    drain_operator: Callable[[], OperatorProcess],
+    namespace: str,
+    nodes: Nodes,
+    isolated_policies: list[str],
+) -> None:
+    drained = nodes.add("a", {DRAINABLE: "true"})
+    deploy_checkout(k8s, namespace, nodes, 4)
+    spare = nodes.add("b")
+    budget(k8s, namespace, maxUnavailable=1)  # evictions one at a time: the rest are refused (429) and retried
+    create_policy(k8s, f"nodes-{namespace}", scoped_policy(namespace, maxPercentage=50))
+    isolated_policies.append(f"nodes-{namespace}")
+    drain_operator()
+
+    apply_yaml(control_plane, with_duration(EXAMPLE, "20s"), namespace)
+    wait_for(lambda: nodes.cordoned(drained), timeout=30, what=f"node {drained} cordoned")
+    assert nodes.mark(drained) == f"{namespace}/{NAME} run {run_of(status_of(k8s, namespace, NAME))['id']}"
+    assert not nodes.cordoned(spare)
+    wait_for(lambda: not nodes.pods_on(drained, namespace), timeout=60, what=f"every checkout pod off {drained}")
+    assert nodes.cordoned(drained)  # cordoned for the run's whole duration
+
+    status = wait_for_phase(k8s, namespace, NAME, "Completed", timeout=90)
+    run = run_of(status)
+    assert [f["name"] for f in run["faults"]] == [drained] and run["faults"][0]["state"] == "Removed", run
+    assert run["faults"][0]["removedBy"] == "deadline"
+    evicted = [k for k in run["kills"] if k["result"] == "Killed"]
+    assert len(evicted) == 4 and {k["node"] for k in evicted} == {drained} and run["killsTotal"] == 4, run
+    assert all(k["method"] == "eviction" and k["recoveredAfterSeconds"] is not None for k in evicted), run
+    assert not nodes.cordoned(drained) and nodes.mark(drained) is None
+    assert len(nodes.pods_on(spare, namespace)) == 4
+    reasons = {event.reason for event in events_for(k8s, namespace, NAME)}
+    assert {"NodeDrained", "DrainRemoved", "WorkloadRecovered"} <= reasons, reasons
+
+
+def test_a_budget_that_allows_nothing_holds_and_an_abort_uncordons(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    drain_operator: Callable[[], OperatorProcess],
+    namespace: str,
+    nodes: Nodes,
+) -> None:
+    drained = nodes.add("a", {DRAINABLE: "true"})
+    deploy_checkout(k8s, namespace, nodes, 2)
+    nodes.add("b")
+    budget(k8s, namespace, minAvailable=2)
+    drain_operator()
+
+    apply_yaml(control_plane, with_duration(EXAMPLE, "5m"), namespace)
+    held = wait_for(
+        lambda: (
+            len(
+                [
+                    k
+                    for k in run_of(status_of(k8s, namespace, NAME)).get("kills", [])
+                    if k["result"] == "SkippedDisruptionBudget"
+                ]
+            )
+            == 2
+        ),
+        timeout=30,
+        what="both evictions refused by the budget",
+    )
+    assert held and nodes.cordoned(drained) and len(nodes.pods_on(drained, namespace)) == 2  # never forced
+
+    client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
+        "chaosguard.dev",
+        "v1alpha1",
+        namespace,
+        "chaosexperiments",
+        NAME,
+        {"metadata": {"annotations": {ABORT_ANNOTATION: "game day over"}}},
+    )
+    status = wait_for_phase(k8s, namespace, NAME, "Aborted", timeout=30)
+    fault = run_of(status)["faults"][0]
+    assert fault["state"] == "Removed" and not nodes.cordoned(drained) and nodes.mark(drained) is None, fault
+    assert len(nodes.pods_on(drained, namespace)) == 2
+
+
+def test_guards_never_drain_a_protected_node_nor_take_over_anothers_cordon(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    drain_operator: Callable[[], OperatorProcess],
+    namespace: str,
+    nodes: Nodes,
+    isolated_policies: list[str],
+) -> None:
+    drained = nodes.add("a", {DRAINABLE: "true", "tier": "payments"})
+    deploy_checkout(k8s, namespace, nodes, 2)
+    drain_operator()
+    create_policy(
+        k8s,
+        f"protect-{namespace}",
+        scoped_policy(namespace, protectedNodeSelector={"matchLabels": {"tier": "payments"}}),
+    )
+    isolated_policies.append(f"protect-{namespace}")
+
+    apply_yaml(control_plane, with_duration(EXAMPLE, "3s"), namespace)
+    event = wait_for_event(k8s, namespace, NAME, "NoTargets")
+    assert (
+        "protected-node" in event.message
+        and f"protectedNodeSelector of ChaosPolicy/protect-{namespace}" in event.message
+    )
+    wait_for_phase(k8s, namespace, NAME, "Completed", timeout=30)
+    assert not nodes.cordoned(drained) and len(nodes.pods_on(drained, namespace)) == 2
+
+    # Someone else's cordon: the node is never chosen, and stays cordoned after the run.
+    delete_policy(k8s, f"protect-{namespace}")
+    nodes.core.patch_node(drained, {"spec": {"unschedulable": True}})
+    client.CustomObjectsApi(k8s).delete_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", namespace, "chaosexperiments", NAME
+    )
+    wait_for(lambda: not _exists(k8s, namespace), timeout=30, what="the first experiment gone")
+    apply_yaml(control_plane, with_duration(EXAMPLE, "3s"), namespace)
+    wait_for_phase(k8s, namespace, NAME, "Completed", timeout=30)
+    messages = [e.message for e in events_for(k8s, namespace, NAME) if e.reason == "NoTargets"]
+    assert any("already-cordoned" in message and "by someone else" in message for message in messages), messages
+    assert nodes.cordoned(drained) and nodes.mark(drained) is None and len(nodes.pods_on(drained, namespace)) == 2
+
+
+def _exists(k8s: client.ApiClient, namespace: str) -> bool:
+    try:
+        client.CustomObjectsApi(k8s).get_namespaced_custom_object(
+            "chaosguard.dev", "v1alpha1", namespace, "chaosexperiments", NAME
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def test_an_operator_killed_mid_drain_uncordons_the_node_after_it_starts_again(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    drain_operator: Callable[[], OperatorProcess],
+    namespace: str,
+    nodes: Nodes,
+) -> None:
+    drained = nodes.add("a", {DRAINABLE: "true"})
+    deploy_checkout(k8s, namespace, nodes, 2)
+    nodes.add("b")
+    operator = drain_operator()
+
+    apply_yaml(control_plane, with_duration(EXAMPLE, "15s"), namespace)
+    wait_for(lambda: nodes.cordoned(drained), timeout=30, what=f"node {drained} cordoned")
+    operator.kill()  # SIGKILL mid-drain: nothing of the operator is left to take the cordon out
+    assert nodes.cordoned(drained) and nodes.mark(drained)
+
+    drain_operator()
+    status = wait_for_phase(k8s, namespace, NAME, "Completed", timeout=90)
+    assert not nodes.cordoned(drained) and nodes.mark(drained) is None, status
+    assert run_of(status)["faults"][0]["state"] == "Removed"
