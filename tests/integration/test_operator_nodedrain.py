@@ -353,3 +353,110 @@ def test_an_operator_killed_mid_drain_uncordons_the_node_after_it_starts_again(
     status = wait_for_phase(k8s, namespace, NAME, "Completed", timeout=90)
     assert not nodes.cordoned(drained) and nodes.mark(drained) is None, status
     assert run_of(status)["faults"][0]["state"] == "Removed"
+
+
+def test_the_author_needs_pod_evictions_in_the_target_namespaces_and_patch_nodes_cluster_wide(
+    k8s: client.ApiClient, namespace: str
+) -> None:
+    """The SubjectAccessReviews admission and every run start make (judge.permission_refusals), asked of
+    the real API server's authorizer for a user who gains the two permissions one by one."""
+    import asyncio
+
+    from chaosguard.admission.judge import permission_refusals
+    from chaosguard.api.models import Action
+    from chaosguard.clients.kube import Cluster
+    from chaosguard.decisions.stamps import Identity
+
+    cluster = Cluster(client.CoreV1Api(k8s), client.AppsV1Api(k8s), client.CustomObjectsApi(k8s))
+    user = f"drainer-{uuid.uuid4().hex[:6]}"
+    rbac = client.RbacAuthorizationV1Api(k8s)
+
+    def refusals() -> list[str]:
+        found = asyncio.run(permission_refusals(cluster, [Identity(user)], [namespace], Action.NODE_DRAIN))
+        return [refusal.message for refusal in found]
+
+    before = refusals()
+    assert len(before) == 2, before
+    assert f"may not create pods/eviction in namespace {namespace!r}" in before[0]
+    assert "may not patch nodes (cluster-wide)" in before[1] and "ClusterRole" in before[1]
+
+    rule = {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]}
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "evict"}, "rules": [rule]})
+    subject = {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
+    binding = {"metadata": {"name": "evict"}, "subjects": [subject]}
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "evict"}
+    rbac.create_namespaced_role_binding(namespace, {**binding, "roleRef": role_ref})
+    wait_for(lambda: len(refusals()) == 1, timeout=10, what="the Role to count")
+    assert "patch nodes" in refusals()[0]
+
+    rbac.create_cluster_role(
+        {"metadata": {"name": user}, "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]}]}
+    )
+    cluster_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user}
+    rbac.create_cluster_role_binding({"metadata": {"name": user}, "subjects": [subject], "roleRef": cluster_ref})
+    try:
+        wait_for(lambda: refusals() == [], timeout=10, what="the ClusterRole to count")
+    finally:
+        rbac.delete_cluster_role_binding(user)
+        rbac.delete_cluster_role(user)
+
+
+def test_plan_shows_which_node_would_be_drained_which_pods_go_and_which_nodes_are_left_out(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaosguard_crds: ControlPlane,
+    namespace: str,
+    nodes: Nodes,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from chaosguard.cli.main import main
+
+    drained = nodes.add("a", {DRAINABLE: "true"})
+    deploy_checkout(k8s, namespace, nodes, 2)
+    control = nodes.add("cp", {DRAINABLE: "true", "node-role.kubernetes.io/control-plane": ""})
+    cordoned = nodes.add("cord", {DRAINABLE: "true"})
+    nodes.core.patch_node(cordoned, {"spec": {"unschedulable": True}})
+    carrier = nodes.add("op", {DRAINABLE: "true"})
+    operator_namespace = f"chaosguard-{nodes.id}"
+    nodes.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=operator_namespace)))
+    replica = {
+        "metadata": {"name": "chaosguard-0", "labels": {"app.kubernetes.io/name": "chaosguard"}},
+        "spec": {
+            "nodeName": carrier,
+            "tolerations": [{**nodes.taint, "operator": "Equal"}],
+            "containers": [{"name": "operator", "image": "registry.k8s.io/pause:3.10"}],
+        },
+    }
+    nodes.core.create_namespaced_pod(operator_namespace, replica)
+    wait_for(
+        lambda: any(
+            c.type == "Ready" and c.status == "True"
+            for c in (nodes.core.read_namespaced_pod("chaosguard-0", operator_namespace).status.conditions or [])
+        ),
+        timeout=30,
+        what="the stand-in operator replica Ready",
+    )
+    experiment = tmp_path / "node-drain.yaml"
+    experiment.write_text(EXAMPLE.replace(f"name: {NAME}", f"name: {NAME}\n  namespace: {namespace}"))
+    try:
+        code = main(
+            [
+                "plan",
+                "-f",
+                str(experiment),
+                "--kubeconfig",
+                str(control_plane.kubeconfig),
+                "--operator-namespace",
+                operator_namespace,
+            ]
+        )
+    finally:
+        nodes.core.delete_namespace(operator_namespace)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "would drain 1 of 1 eligible nodes now" in out and f"    HIT  node {drained}\n" in out, out
+    assert out.count("      EVICT ") == 2 and f"EVICT {namespace}/checkout-" in out, out
+    assert f"LEFT-OUT node {control}: control-plane-node" in out
+    assert f"LEFT-OUT node {cordoned}: already-cordoned" in out
+    assert f"LEFT-OUT node {carrier}: last-operator-replica" in out
