@@ -18,15 +18,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from chaosguard.api.models import ABORT_ANNOTATION
-from chaosguard.decisions.nodes import CORDON_MARK
-from localcluster.controlplane import KWOK_NODE_ANNOTATION, ControlPlane
+from localcluster.controlplane import ControlPlane
+from localcluster.kwoknodes import Nodes, deploy_pinned
 from localcluster.operator import (
     OperatorProcess,
     apply_yaml,
     create_policy,
     delete_policy,
     events_for,
-    label_namespace,
     scoped_policy,
     signing_key_file,
     status_of,
@@ -45,68 +44,6 @@ DRAINABLE = "chaosguard.dev/drainable"
 def with_duration(text: str, duration: str) -> str:
     assert "duration: 30s" in text
     return text.replace("duration: 30s", f"duration: {duration}")
-
-
-class Nodes:
-    """kwok nodes of one test, tainted for it alone."""
-
-    def __init__(self, k8s: client.ApiClient) -> None:
-        self.core = client.CoreV1Api(k8s)
-        self.id = uuid.uuid4().hex[:6]
-        self.names: list[str] = []
-
-    @property
-    def taint(self) -> dict[str, str]:
-        return {"key": "chaosguard.dev/drain-test", "value": self.id, "effect": "NoSchedule"}
-
-    def add(self, suffix: str, labels: dict[str, str] | None = None) -> str:
-        name = f"drain-{self.id}-{suffix}"
-        resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
-        body = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                "labels": {
-                    "type": "kwok-drain",
-                    "drain-test": self.id,
-                    "kubernetes.io/hostname": name,
-                    **(labels or {}),
-                },
-            },
-            "spec": {"taints": [self.taint]},
-            "status": {"capacity": resources, "allocatable": resources},
-        }
-        self.core.create_node(body)
-        self.names.append(name)
-        wait_for(lambda: self.ready(name), timeout=60, what=f"kwok to make node {name} Ready")
-        return name
-
-    def node(self, name: str) -> Any:
-        return self.core.read_node(name)
-
-    def ready(self, name: str) -> bool:
-        conditions = self.node(name).status.conditions or []
-        return any(c.type == "Ready" and c.status == "True" for c in conditions)
-
-    def cordoned(self, name: str) -> bool:
-        return bool(self.node(name).spec.unschedulable)
-
-    def mark(self, name: str) -> str | None:
-        return (self.node(name).metadata.annotations or {}).get(CORDON_MARK)
-
-    def pods_on(self, name: str, namespace: str) -> list[Any]:
-        pods = self.core.list_namespaced_pod(namespace, field_selector=f"spec.nodeName={name}").items
-        return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
-
-    def delete_all(self) -> None:
-        for name in self.names:
-            try:
-                self.core.delete_node(name)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
 
 
 @pytest.fixture
@@ -144,41 +81,6 @@ def drain_operator(
     chaos_operator.start()
 
 
-def deploy_checkout(k8s: client.ApiClient, namespace: str, nodes: Nodes, replicas: int) -> None:
-    """`replicas` checkout pods, which run only on this test's nodes."""
-    label_namespace(k8s, namespace, {"chaosguard.dev/chaos": "allowed", "chaosguard.dev/test": namespace})
-    body: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "checkout", "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "checkout"}},
-            "template": {
-                "metadata": {"labels": {"app": "checkout"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "nodeSelector": {"drain-test": nodes.id},
-                    "tolerations": [{**nodes.taint, "operator": "Equal"}],
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
-                },
-            },
-        },
-    }
-    client.AppsV1Api(k8s).create_namespaced_deployment(namespace, body)
-    wait_for(lambda: ready_count(k8s, namespace) == replicas, timeout=90, what=f"{replicas} Ready checkout pods")
-
-
-def ready_count(k8s: client.ApiClient, namespace: str) -> int:
-    pods = client.CoreV1Api(k8s).list_namespaced_pod(namespace, label_selector="app=checkout").items
-    return sum(
-        1
-        for pod in pods
-        if pod.metadata.deletion_timestamp is None
-        and any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-    )
-
-
 def budget(k8s: client.ApiClient, namespace: str, **spec: Any) -> None:
     body = {
         "apiVersion": "policy/v1",
@@ -208,7 +110,7 @@ def test_drain_cordons_with_a_mark_evicts_within_the_budget_uncordons_and_record
     isolated_policies: list[str],
 ) -> None:
     drained = nodes.add("a", {DRAINABLE: "true"})
-    deploy_checkout(k8s, namespace, nodes, 4)
+    deploy_pinned(k8s, namespace, nodes, 4)
     spare = nodes.add("b")
     budget(k8s, namespace, maxUnavailable=1)  # evictions one at a time: the rest are refused (429) and retried
     create_policy(k8s, f"nodes-{namespace}", scoped_policy(namespace, maxPercentage=50))
@@ -243,7 +145,7 @@ def test_a_budget_that_allows_nothing_holds_and_an_abort_uncordons(
     nodes: Nodes,
 ) -> None:
     drained = nodes.add("a", {DRAINABLE: "true"})
-    deploy_checkout(k8s, namespace, nodes, 2)
+    deploy_pinned(k8s, namespace, nodes, 2)
     nodes.add("b")
     budget(k8s, namespace, minAvailable=2)
     drain_operator()
@@ -288,7 +190,7 @@ def test_guards_never_drain_a_protected_node_nor_take_over_anothers_cordon(
     isolated_policies: list[str],
 ) -> None:
     drained = nodes.add("a", {DRAINABLE: "true", "tier": "payments"})
-    deploy_checkout(k8s, namespace, nodes, 2)
+    deploy_pinned(k8s, namespace, nodes, 2)
     drain_operator()
     create_policy(
         k8s,
@@ -340,7 +242,7 @@ def test_an_operator_killed_mid_drain_uncordons_the_node_after_it_starts_again(
     nodes: Nodes,
 ) -> None:
     drained = nodes.add("a", {DRAINABLE: "true"})
-    deploy_checkout(k8s, namespace, nodes, 2)
+    deploy_pinned(k8s, namespace, nodes, 2)
     nodes.add("b")
     operator = drain_operator()
 
@@ -413,7 +315,7 @@ def test_plan_shows_which_node_would_be_drained_which_pods_go_and_which_nodes_ar
     from chaosguard.cli.main import main
 
     drained = nodes.add("a", {DRAINABLE: "true"})
-    deploy_checkout(k8s, namespace, nodes, 2)
+    deploy_pinned(k8s, namespace, nodes, 2)
     control = nodes.add("cp", {DRAINABLE: "true", "node-role.kubernetes.io/control-plane": ""})
     cordoned = nodes.add("cord", {DRAINABLE: "true"})
     nodes.core.patch_node(cordoned, {"spec": {"unschedulable": True}})
