@@ -102,6 +102,7 @@ def run_of(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_drain_cordons_with_a_mark_evicts_within_the_budget_uncordons_and_records_recovery(
+    capsys: pytest.CaptureFixture[str],
     k8s: client.ApiClient,
     control_plane: ControlPlane,
     drain_operator: Callable[[], OperatorProcess],
@@ -135,6 +136,13 @@ def test_drain_cordons_with_a_mark_evicts_within_the_budget_uncordons_and_record
     assert len(nodes.pods_on(spare, namespace)) == 4
     reasons = {event.reason for event in events_for(k8s, namespace, NAME)}
     assert {"NodeDrained", "DrainRemoved", "WorkloadRecovered"} <= reasons, reasons
+
+    from chaosguard.cli import ops
+
+    assert ops.main(["report", NAME, "-n", namespace, "--kubeconfig", str(control_plane.kubeconfig)]) == 0
+    report = capsys.readouterr().out
+    assert f"injected into node {drained}" in report and f"removed from node {drained} by deadline" in report, report
+    assert "back at full Ready strength" in report, report
 
 
 def test_a_budget_that_allows_nothing_holds_and_an_abort_uncordons(
