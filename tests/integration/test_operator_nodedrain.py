@@ -18,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from chaosguard.api.models import ABORT_ANNOTATION
+from chaosguard.decisions.nodes import CORDON_MARK
 from localcluster.controlplane import ControlPlane
 from localcluster.kwoknodes import Nodes, deploy_pinned
 from localcluster.operator import (
@@ -370,3 +371,40 @@ def test_plan_shows_which_node_would_be_drained_which_pods_go_and_which_nodes_ar
     assert f"LEFT-OUT node {control}: control-plane-node" in out
     assert f"LEFT-OUT node {cordoned}: already-cordoned" in out
     assert f"LEFT-OUT node {carrier}: last-operator-replica" in out
+
+
+def test_at_start_up_a_node_marked_by_a_gone_experiment_is_uncordoned_and_anothers_cordon_stays(
+    k8s: client.ApiClient, drain_operator: Callable[[], OperatorProcess], nodes: Nodes
+) -> None:
+    orphan = nodes.add("orphan")
+    theirs = nodes.add("theirs")
+    gone = {"metadata": {"annotations": {CORDON_MARK: "nowhere/deleted-while-no-operator-ran run r1"}}}
+    nodes.core.patch_node(orphan, {**gone, "spec": {"unschedulable": True}})
+    nodes.core.patch_node(theirs, {"spec": {"unschedulable": True}})
+
+    operator = drain_operator()
+    wait_for(
+        lambda: not nodes.cordoned(orphan), timeout=30, what=f"node {orphan} uncordoned", describe=operator.log_tail
+    )
+    assert nodes.mark(orphan) is None
+    assert nodes.cordoned(theirs), "a cordon without chaosguard's mark is never lifted"
+    assert "its experiment nowhere/deleted-while-no-operator-ran is gone" in operator.log_tail(200)
+
+
+def test_a_dry_run_records_the_node_it_would_drain_and_touches_nothing(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    drain_operator: Callable[[], OperatorProcess],
+    namespace: str,
+    nodes: Nodes,
+) -> None:
+    drained = nodes.add("a", {DRAINABLE: "true"})
+    deploy_pinned(k8s, namespace, nodes, 2)
+    drain_operator()
+
+    apply_yaml(control_plane, with_duration(EXAMPLE, "3s") + "  dryRun: true\n", namespace)
+    status = wait_for_phase(k8s, namespace, NAME, "Completed", timeout=30)
+    (fault,) = run_of(status)["faults"]
+    assert fault["state"] == "WouldInject" and fault["name"] == drained, fault
+    assert wait_for_event(k8s, namespace, NAME, "WouldDrain").message.startswith("dry run: would cordon node")
+    assert not nodes.cordoned(drained) and len(nodes.pods_on(drained, namespace)) == 2
