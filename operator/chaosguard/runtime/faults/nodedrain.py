@@ -53,6 +53,8 @@ from chaosguard.runtime.leadership import NotLeading
 
 # Pods that are not evicted yet but may be on a later try (a budget or the cap held them back).
 RETRIED = (KillResult.SKIPPED_BUDGET, KillResult.CAPPED, KillResult.FAILED)
+# In a drain's message while the node's pods could not be read: settle tries the evictions again.
+UNREAD = "its pods could not be read"
 
 
 def as_target(node: NodeView) -> PodView:
@@ -159,7 +161,11 @@ class NodeDrain:
             return [Notice("Warning", self.facts.reasons.failed, record.message)]
         record.state, record.injected_at = FaultState.ACTIVE, host.now()
         run.injections_total += 1
-        evicted, waiting, stay = await self._evict(host, spec, run, record)
+        try:
+            evicted, waiting, stay = await self._evict(host, spec, run, record)
+        except Exception as error:  # the node is cordoned and recorded: settle tries the evictions again
+            record.message = f"{message}; {UNREAD} ({error}), tried again on the next step"
+            return [Notice("Warning", self.facts.reasons.done, record.message)]
         record.message = _progress(message, evicted, waiting, stay)
         return [Notice("Normal", self.facts.reasons.done, record.message)]
 
@@ -233,13 +239,18 @@ class NodeDrain:
                 continue
             if not host.context.leadership.leading:
                 continue
-            if not any(kill.node == fault.name and kill.result in RETRIED for kill in run.kills):
+            held = any(kill.node == fault.name and kill.result in RETRIED for kill in run.kills)
+            if not held and UNREAD not in fault.message:
                 continue
             spec = ChaosExperimentSpec.model_validate(host.body["spec"])
             try:
                 async with host.context.leadership.acting():
                     evicted, waiting, stay = await self._evict(host, spec, run, fault)
             except NotLeading:
+                continue
+            except Exception as error:  # never let it stop the step: the deadline and the guard come first
+                progress = f"node {fault.name} cordoned; {UNREAD} ({error}), tried again on the next step"
+                fault.message, changed = progress, changed or progress != fault.message
                 continue
             progress = _progress(f"node {fault.name} cordoned", evicted, waiting, stay)
             if progress != fault.message:
