@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
         "apply_interrupt_to_exit_p95",
     ),
     "bench.abort_latency:run_platform": ("platform_guard_abort_p95",),
+    "bench.node_drain": ("node_drain_evict_to_recovered_p50",),
     "bench.failover": (
         "failover_breach_to_aborted_p50",
         "failover_breach_to_aborted_p95",

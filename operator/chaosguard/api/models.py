@@ -303,6 +303,32 @@ class PartitionSpec(ApiModel):
         return f"partition ({self.direction.value}) from {', '.join(self.destination_cidrs)}{ports}"
 
 
+class NodeDrainSpec(ApiModel):
+    """Which nodes to drain: each chosen node is cordoned (marked as chaosguard's), its pods in the target
+    namespaces are evicted through the Eviction API, and it is uncordoned at the run's end."""
+
+    validation_rules = rules.NODE_DRAIN
+
+    node_selector: LabelSelector = Field(
+        default_factory=LabelSelector,
+        description="Which nodes may be drained (a metav1 LabelSelector over node labels). Empty: every node. "
+        "Control-plane nodes, protected nodes and nodes already cordoned are never chosen.",
+    )
+    mode: TargetMode = Field(
+        default=TargetMode.ONE,
+        strict=False,
+        description="How many of the eligible nodes: one | fixed | fixed-percent | all.",
+    )
+    value: int | None = Field(
+        default=None, ge=1, description="Node count for fixed; percentage (1-100) for fixed-percent."
+    )
+    grace_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Grace period of each eviction, at least 1. Default: each pod's own terminationGracePeriodSeconds.",
+    )
+
+
 class TargetSpec(ApiModel):
     validation_rules = rules.TARGET
 
@@ -446,6 +472,10 @@ class ChaosExperimentSpec(ApiModel):
         default=None, description="Settings for action network: loss, corrupt, duplicate, reorder, rate, delay."
     )
     partition: PartitionSpec | None = Field(default=None, description="Settings for action partition.")
+    node_drain: NodeDrainSpec | None = Field(
+        default=None,
+        description="Settings for action node-drain: which nodes to cordon and drain of the target namespaces' pods.",
+    )
     target: TargetSpec = Field(description="Which pods, in which namespaces, and how many.")
     duration: Duration = Field(description="How long a run lasts, e.g. 5m.")
     interval: Duration | None = Field(
@@ -534,6 +564,7 @@ class KillRecord(StatusModel):
     message: str = ""
     round: int = 0
     recovered_after_seconds: float | None = None
+    node: str = Field(default="", description="node-drain: the node the pod was evicted from.")
 
 
 class SliAbort(StatusModel):
@@ -888,6 +919,17 @@ class ChaosPolicySpec(ApiModel):
         default=False,
         description="Allow network faults and partitions whose destinationCIDRs reach the operator's own pods "
         "or Services (every applicable policy must allow it).",
+    )
+    # Limits of node-drain.
+    max_node_percentage: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Largest share of the cluster's nodes cordoned at any moment (by anyone), counting the node a "
+        "node-drain is about to cordon. Absent: no cap beyond the built-in rules.",
+    )
+    protected_node_selector: LabelSelector | None = Field(
+        default=None, description="Nodes matching this selector are never drained."
     )
     windows: list[TimeWindow] = Field(
         default_factory=list, description="Experiments run only inside one of these. Empty: any time."

@@ -399,8 +399,14 @@ def _recovery_entries(kills: Sequence[KillRecord], home: str) -> list[TimelineEn
     return entries
 
 
+def _on_node(fault: FaultRecord) -> str:
+    """For a fault on a node (node-drain records no namespace): "node NAME"; else empty."""
+    return "" if fault.namespace else f"node {fault.name}"
+
+
 def _fault_entries(fault: FaultRecord, run: RunStatus, home: str) -> list[TimelineEntry]:
     pod = fault.name if fault.namespace == home else f"{fault.namespace}/{fault.name}"
+    pod = _on_node(fault) or f"pod {pod}"
     entries = []
     if fault.state is FaultState.WOULD_INJECT:
         entries.append(
@@ -411,20 +417,21 @@ def _fault_entries(fault: FaultRecord, run: RunStatus, home: str) -> list[Timeli
     if fault.impairment:  # "partition (both) from ..." already says what it is
         kind = fault.impairment if fault.impairment.startswith(kind) else f"{kind} ({fault.impairment})"
     if fault.injected_at is not None:
-        text = f"{kind} injected into pod {pod}" + (f" (container {fault.container})" if fault.container else "")
+        carrier = fault.container if fault.namespace else ""  # a node's record names no container
+        text = f"{kind} injected into {pod}" + (f" (container {carrier})" if carrier else "")
         entries.append(TimelineEntry(fault.injected_at, "fault", text, Severity.WARN))
     if fault.removed_at is not None:
         entries.append(
             TimelineEntry(
                 fault.removed_at,
                 "fault",
-                f"{fault.kind.lower()} removed from pod {pod} by {fault.removed_by}",
+                f"{fault.kind.lower()} removed from {pod} by {fault.removed_by}",
                 Severity.GOOD,
             )
         )
     if fault.state is FaultState.FAILED:
         at = fault.removed_at or fault.injected_at or run.started_at or _epoch()
-        entries.append(TimelineEntry(at, "fault", f"{kind} fault in pod {pod} failed: {fault.message}", Severity.BAD))
+        entries.append(TimelineEntry(at, "fault", f"{kind} fault in {pod} failed: {fault.message}", Severity.BAD))
     return entries
 
 
