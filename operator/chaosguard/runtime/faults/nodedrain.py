@@ -43,6 +43,7 @@ from chaosguard.decisions.nodes import (
     node_cap_refusal,
     node_refusal,
 )
+from chaosguard.decisions.pause import carrier_label
 from chaosguard.decisions.policy import Refusal
 from chaosguard.decisions.selection import PodView, count_for_mode, kill_refusal
 from chaosguard.runtime import metrics
@@ -126,7 +127,9 @@ class NodeDrain:
             uid=victim.uid,
             workload="Node",
             # The carrier's name is the record kind's key (FaultRecord.kind); the node's mark names the run.
-            container=f"chaosguard-{self.action}-{run.id}",
+            # After a resume the name counts the pauses too: replicas tell a run's faults apart by (uid,
+            # container), and a drain taken out by a pause must not pass for the node drained again.
+            container=f"chaosguard-{self.action}-{carrier_label(run)}",
             impairment=self.describe(spec),
             deadline=run.deadline,
         )
