@@ -10,7 +10,7 @@ The evictions go through the Eviction API (PodDisruptionBudgets hold), one kill 
 judged against the live workload first (maxPercentage, as for pod-kill). A pod a budget or the cap
 holds back (429, Capped) is recorded and tried again on each step until the run's deadline, never
 forced. The evicted pods' recovery (their workloads back at full Ready strength) is pod-kill's
-recovery tracking (`runtime.recovery`). At the deadline, on abort, on deletion, after a restart and
+recovery tracking (`runtime.recovery`). At the deadline, on abort, on a pause, on deletion, after a restart and
 from any replica (`recover`), the node is uncordoned; at start-up, nodes marked by an experiment that
 no longer exists are uncordoned too (`sweep_marked_nodes`).
 """
