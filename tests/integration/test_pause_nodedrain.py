@@ -72,6 +72,7 @@ def drained_and_held(k8s: client.ApiClient, namespace: str, kwok: Nodes, node: s
 
 
 def test_a_paused_drain_uncordons_in_time_evicts_nothing_and_a_resume_drains_again_until_the_deadline(
+    capsys: pytest.CaptureFixture[str],
     k8s: client.ApiClient,
     control_plane: ControlPlane,
     drain_operator: Callable[[], OperatorProcess],  # noqa: F811
@@ -144,6 +145,11 @@ def test_a_paused_drain_uncordons_in_time_evicts_nothing_and_a_resume_drains_aga
     ], run["faults"]
     assert not nodes.cordoned(drained) and nodes.mark(drained) is None
     assert len(nodes.pods_on(spare, namespace)) == 2
+    capsys.readouterr()
+    assert cli(control_plane, "report", NAME, "-n", namespace) == 0
+    report = capsys.readouterr().out
+    for cause in ("pause", "deadline"):
+        assert f"removed from node {drained} by {cause}" in report, report
 
 
 def test_a_pause_while_the_operator_is_down_uncordons_when_it_starts_a_restart_cordons_nothing_and_an_abort_leaves_nothing_cordoned(  # noqa: E501
