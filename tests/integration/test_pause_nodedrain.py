@@ -53,13 +53,26 @@ def open_budget(k8s: client.ApiClient, namespace: str, allowed: int) -> None:
     """Lets every eviction through from now on (once the disruption controller has counted it)."""
     policy = client.PolicyV1Api(k8s)
     policy.patch_namespaced_pod_disruption_budget("checkout", namespace, {"spec": {"minAvailable": 0}})
+
+    def counted() -> bool:
+        status = policy.read_namespaced_pod_disruption_budget("checkout", namespace).status
+        return status is not None and (status.disruptions_allowed or 0) >= allowed
+
     wait_for(
-        lambda: (
-            policy.read_namespaced_pod_disruption_budget("checkout", namespace).status.disruptions_allowed >= allowed
-        ),
+        counted,
         timeout=30,
         what=f"the budget to allow {allowed} disruptions",
     )
+
+
+def removal_recorded(k8s: client.ApiClient, namespace: str, what: str) -> dict[str, Any]:
+    """Waits until the run records its pause and the drain the pause took out; returns the run."""
+
+    def recorded() -> dict[str, Any]:
+        run = run_of(status_of(k8s, namespace, NAME))
+        return run if run.get("pauses") and run["faults"][0]["state"] == "Removed" else {}
+
+    return wait_for(recorded, timeout=30, what=what, describe=lambda: str(run_of(status_of(k8s, namespace, NAME))))
 
 
 def drained_and_held(k8s: client.ApiClient, namespace: str, kwok: Nodes, node: str, pods: int) -> str:
@@ -101,11 +114,7 @@ def test_a_paused_drain_uncordons_in_time_evicts_nothing_and_a_resume_drains_aga
     took = time.monotonic() - started
     print(f"chaosguard pause -> drained node uncordoned: {took:.2f}s")
     assert took <= DEFAULT_GUARD_INTERVAL + 1 and nodes.mark(drained) is None
-    run = wait_for(
-        lambda: (r := run_of(status_of(k8s, namespace, NAME)))["faults"][0]["state"] == "Removed" and r,
-        timeout=10,
-        what="the pause's removal recorded",
-    )
+    run = removal_recorded(k8s, namespace, "the pause's removal recorded")
     [paused_drain] = run["faults"]
     assert paused_drain["removedBy"] == "pause" and run["deadline"] == deadline, run
     [pause] = run["pauses"]
@@ -178,11 +187,7 @@ def test_a_pause_while_the_operator_is_down_uncordons_when_it_starts_a_restart_c
         what=f"node {drained} uncordoned by the restarted operator",
         describe=operator.log_tail,
     )
-    run = wait_for(
-        lambda: (r := run_of(status_of(k8s, namespace, NAME)))["faults"][0]["state"] == "Removed" and r,
-        timeout=10,
-        what="the pause's removal recorded",
-    )
+    run = removal_recorded(k8s, namespace, "the pause's removal recorded")
     assert run["faults"][0]["removedBy"] == "pause" and len(run["pauses"]) == 1, run
 
     # Killed and started again while paused, with the budget open: it neither cordons nor evicts.
@@ -244,13 +249,6 @@ def test_the_standby_uncordons_a_drain_paused_while_the_leader_is_dead(
     assert nodes.mark(drained) is None
 
     wait_for_holder(k8s, failover_namespace, {standby.identity}, timeout=LEASE_DURATION + 15)
-    run = wait_for(
-        lambda: (
-            (r := run_of(status_of(k8s, namespace, NAME))).get("pauses") and r["faults"][0]["state"] == "Removed" and r
-        ),
-        timeout=30,
-        what="the new leader to record the pause and the removal",
-        describe=lambda: str(run_of(status_of(k8s, namespace, NAME))),
-    )
+    run = removal_recorded(k8s, namespace, "the new leader to record the pause and the removal")
     assert run["faults"][0]["removedBy"].startswith("pause"), run["faults"]
     assert not nodes.cordoned(drained) and len(nodes.pods_on(drained, namespace)) == 2
