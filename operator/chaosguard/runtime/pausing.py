@@ -20,6 +20,7 @@ from chaosguard.decisions.runs import invalid_policy_refusal
 from chaosguard.runtime import gates, lanes
 from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, DriverBase
 from chaosguard.runtime.faults import fault_for, fault_for_record
+from chaosguard.runtime.faults.base import placed_by_run
 
 # A standby gives a living leader this long after it sees a pause to record it before it takes the
 # faults out itself: the leader steps at least every ACTIVE_POLL_SECONDS.
@@ -150,7 +151,7 @@ class Pausing(DriverBase):
         with lanes.urgent():
             for fault in active:
                 kind = fault_for_record(fault)
-                if kind is None or fault.namespace not in latest.target_namespaces:
+                if kind is None or not placed_by_run(latest, fault):
                     continue
                 await kind.recover(self, latest, fault, f"{pause.PAUSE_CAUSE} (by a standby replica)")
                 self.logger.warning(

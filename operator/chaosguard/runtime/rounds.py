@@ -16,7 +16,7 @@ import asyncio
 import random
 from datetime import datetime
 
-from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, Phase, RunStatus, TargetRecord
+from chaosguard.api.models import ChaosExperimentSpec, FaultState, Phase, RunStatus, TargetRecord
 from chaosguard.decisions.pause import counted_records
 from chaosguard.decisions.policy import Refusal, target_namespaces
 from chaosguard.decisions.runs import invalid_policy_refusal, next_round_time
@@ -32,7 +32,7 @@ from chaosguard.decisions.selection import (
 from chaosguard.runtime.context import World
 from chaosguard.runtime.driverbase import DriverBase
 from chaosguard.runtime.faults import Fault, fault_for, fault_for_record, injector, registered
-from chaosguard.runtime.faults.base import CannotPrepare, Notice, TargetsNodes
+from chaosguard.runtime.faults.base import CannotPrepare, Notice, TargetsNodes, placed_by_run
 from chaosguard.runtime.leadership import NotLeading
 
 
@@ -191,11 +191,7 @@ class RoundLoop(DriverBase):
         active = [(run, f) for run in runs for f in run.faults if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
         # Only faults of a record the operator sealed, and only in that run's own target namespaces: an
         # entry someone else wrote into status must never send a clean-up container into their pod.
-        mine = [
-            (run, f)
-            for run, f in active
-            if self.vouches_for(run) and (f.namespace in run.target_namespaces or _on_cluster_scoped_object(f))
-        ]
+        mine = [(run, f) for run, f in active if self.vouches_for(run) and placed_by_run(run, f)]
         for run, fault in active:
             if not any(fault is own for _, own in mine):
                 outside = f"{fault.namespace!r} is not one of the run's target namespaces"
@@ -219,11 +215,15 @@ class RoundLoop(DriverBase):
                 )
             verb = "removed" if fault.state is FaultState.REMOVED else "could not be removed"
             kind_name = fault.kind
+            where = (
+                f"node {fault.name}"
+                if kind is not None and kind.facts.cluster_scoped
+                else f"pod {fault.namespace}/{fault.name}"
+            )
             self.emit(
                 "Normal" if fault.state is FaultState.REMOVED else "Warning",
                 f"{kind_name}Removed" if fault.state is FaultState.REMOVED else f"{kind_name}RemovalFailed",
-                f"{kind_name.lower()} in pod {fault.namespace}/{fault.name} {verb}: "
-                f"{fault.removed_by or fault.message}",
+                f"{kind_name.lower()} in {where} {verb}: {fault.removed_by or fault.message}",
             )
         await self.save()
 
@@ -245,9 +245,3 @@ class RoundLoop(DriverBase):
 
     async def settle_injectors(self, run: RunStatus) -> bool:
         return await self.settle_faults(self.parsed_spec(), run)
-
-
-def _on_cluster_scoped_object(fault: FaultRecord) -> bool:
-    """A fault on a node (node-drain): its kind takes it out only where its own mark names this run."""
-    kind = fault_for_record(fault)
-    return kind is not None and kind.facts.cluster_scoped

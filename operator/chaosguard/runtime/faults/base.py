@@ -191,3 +191,11 @@ def fault_for_record(fault: FaultRecord) -> Fault | None:
 
 def registered() -> dict[str, Fault]:
     return dict(_KINDS)
+
+
+def placed_by_run(run: RunStatus, fault: FaultRecord) -> bool:
+    """Whether a clean-up may act on this record of the run: a fault in one of the run's target namespaces,
+    or on a cluster-scoped object (a node), whose kind takes it out only where its own mark names the run.
+    An entry someone else wrote into status must never send a clean-up container into their pod."""
+    kind = fault_for_record(fault)
+    return fault.namespace in run.target_namespaces or (kind is not None and kind.facts.cluster_scoped)

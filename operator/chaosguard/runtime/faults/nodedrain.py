@@ -10,7 +10,7 @@ The evictions go through the Eviction API (PodDisruptionBudgets hold), one kill 
 judged against the live workload first (maxPercentage, as for pod-kill). A pod a budget or the cap
 holds back (429, Capped) is recorded and tried again on each step until the run's deadline, never
 forced. The evicted pods' recovery (their workloads back at full Ready strength) is pod-kill's
-recovery tracking (`runtime.recovery`). At the deadline, on abort, on deletion, after a restart and
+recovery tracking (`runtime.recovery`). At the deadline, on abort, on a pause, on deletion, after a restart and
 from any replica (`recover`), the node is uncordoned; at start-up, nodes marked by an experiment that
 no longer exists are uncordoned too (`sweep_marked_nodes`).
 """
@@ -43,6 +43,7 @@ from chaosguard.decisions.nodes import (
     node_cap_refusal,
     node_refusal,
 )
+from chaosguard.decisions.pause import carrier_label
 from chaosguard.decisions.policy import Refusal
 from chaosguard.decisions.selection import PodView, count_for_mode, kill_refusal
 from chaosguard.runtime import metrics
@@ -126,7 +127,9 @@ class NodeDrain:
             uid=victim.uid,
             workload="Node",
             # The carrier's name is the record kind's key (FaultRecord.kind); the node's mark names the run.
-            container=f"chaosguard-{self.action}-{run.id}",
+            # After a resume the name counts the pauses too: replicas tell a run's faults apart by (uid,
+            # container), and a drain taken out by a pause must not pass for the node drained again.
+            container=f"chaosguard-{self.action}-{carrier_label(run)}",
             impairment=self.describe(spec),
             deadline=run.deadline,
         )
