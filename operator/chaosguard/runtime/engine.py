@@ -25,7 +25,7 @@ from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.pause import only_pause_changed
 from chaosguard.decisions.slo import merge_samples
 from chaosguard.decisions.stamps import spec_hash
-from chaosguard.runtime import gates
+from chaosguard.runtime import gates, metrics
 from chaosguard.runtime.context import OperatorContext
 from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, MAX_SLI_POINTS, RunEndedElsewhere
 from chaosguard.runtime.pausing import Pausing
@@ -87,6 +87,8 @@ class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTr
             await self.restart_for_new_spec()  # edited while no operator was watching
         else:
             self.context.running.add(self.key)
+            if resumed is not None:
+                metrics.count_run(resumed.id, active=True)
             self.resume_guard(None)
 
     async def end_unverified_run(self, run: RunStatus) -> None:

@@ -10,7 +10,8 @@ ABORTS = Counter("chaosguard_aborts_total", "Runs aborted, by reason.", ["reason
 RUNS = Counter("chaosguard_runs_total", "Runs finished, by result.", ["result"])
 KILLS = Counter("chaosguard_pod_kills_total", "Pod-kill attempts, by result.", ["result"])
 GUARD_CHECKS = Counter("chaosguard_guard_checks_total", "Steady-state checks, by verdict.", ["verdict"])
-ACTIVE_RUNS = Gauge("chaosguard_active_runs", "Runs in progress in this operator process.")
+ACTIVE_RUNS = Gauge("chaosguard_active_runs", "Runs in progress that this operator process started or took up.")
+_active_runs: set[str] = set()
 ABORT_SECONDS = Histogram(
     "chaosguard_abort_duration_seconds",
     "From the guard's breach verdict to the run recorded as Aborted with its faults removed.",
@@ -76,3 +77,13 @@ for _result in (Phase.COMPLETED, Phase.ABORTED, Phase.FAILED):
     RUNS.labels(_result.value)
 for _reason in ("SLIBreached", "SLIUnavailable", "AbortRequested"):
     ABORTS.labels(_reason)
+
+
+def count_run(run_id: str, active: bool) -> None:
+    """Counts a run in ACTIVE_RUNS once, however often it is started, taken up or ended here: a standby
+    that aborts a run it never started must not take the gauge below zero."""
+    if active:
+        _active_runs.add(run_id)
+    else:
+        _active_runs.discard(run_id)
+    ACTIVE_RUNS.set(len(_active_runs))

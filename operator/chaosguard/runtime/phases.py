@@ -204,7 +204,7 @@ class PhaseMachine(DriverBase):
         self.context.running.add(self.key)
         self.abort_requested.clear()
         self.save_before_waiting()  # the run's first round writes it, before anything is touched
-        metrics.ACTIVE_RUNS.inc()
+        metrics.count_run(run_id, active=True)
         self.resume_guard(world.guards)
         dry = " (dry run: nothing is touched)" if spec.dry_run else ""
         self.emit("Normal", "RunStarted", f"run {run_id} started{dry}; deadline {deadline.isoformat()}")
@@ -281,7 +281,7 @@ class PhaseMachine(DriverBase):
         run = self.status.current_run
         if run is not None:
             metrics.RUNS.labels(result.value).inc()
-            metrics.ACTIVE_RUNS.dec()
+            metrics.count_run(run.id, active=False)
             if result is Phase.ABORTED:
                 metrics.ABORTS.labels(reason).inc()
         spec = self.parsed_spec()

@@ -216,6 +216,7 @@ class StatusWriter(DriverBase):
         self.abort_requested.set()
         self.stop_guard()
         self.context.running.discard(self.key)
+        metrics.count_run(run.id, active=False)
         placed = [f for f in run.faults if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
         self.adopt_status(raw)
         ended = self.status.last_run
