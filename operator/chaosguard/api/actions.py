@@ -23,6 +23,7 @@ class Action(StrEnum):
     LATENCY = "latency"
     NETWORK = "network"
     PARTITION = "partition"
+    STRESS = "stress"
 
     @property
     def facts(self) -> ActionFacts:
@@ -144,6 +145,18 @@ ACTIONS: dict[str, ActionFacts] = {
             "the node's kernel lacks a tc module a partition needs (sch_prio, sch_ingress, cls_u32, act_gact), "
             "so nothing can be dropped there"
         ),
+    ),
+    # Held by stress-ng in an ephemeral container of the target pod, as uid 65534 with no capability
+    # at all (Pod Security restricted admits it). Adding an ephemeral container is the author's own
+    # right to run a process in the pod, the same bar as the network kinds.
+    Action.STRESS: ActionFacts(
+        action=Action.STRESS,
+        spec_block="stress",
+        spec_block_required=True,
+        permission=_EPHEMERAL,
+        record_kind="Stress",
+        counts="injections",
+        reasons=_injector_reasons("Stress"),
     ),
 }
 
