@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chaosguard.api.actions import Action
 from chaosguard.api.models import ChaosExperimentSpec, ChaosPolicy
+from chaosguard.cli.main import main
 from chaosguard.decisions import stress
 from chaosguard.decisions.policy import combine, static_refusals, stress_refusals
 
 MI = 2**20
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def spec(**block: Any) -> ChaosExperimentSpec:
@@ -134,3 +137,24 @@ def test_the_row_needs_no_capability_and_the_ephemeral_container_right() -> None
         static_refusals(spec(cpu={}), "ns", combine([]), {"ns": {"pod-security.kubernetes.io/enforce": "restricted"}})
         == []
     )
+
+
+def test_validate_judges_the_stress_examples_offline_by_the_policy_caps(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "caps.yaml"
+    policy.write_text(
+        "apiVersion: chaosguard.dev/v1alpha1\nkind: ChaosPolicy\nmetadata: {name: caps}\n"
+        "spec: {allowedActions: [stress], maxStressLoad: 160, maxStressMemory: 50%}\n"
+    )
+    examples = ["-f", str(EXAMPLES / "stress-cpu.yaml"), "-f", str(EXAMPLES / "stress-memory.yaml")]
+    assert main(["validate", *examples, "--policy", str(policy)]) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    policy.write_text(policy.read_text().replace("160", "100").replace("50%", "40%"))
+    assert main(["validate", *examples, "--policy", str(policy)]) == 1
+    out = capsys.readouterr().out
+    assert "REFUSED max-stress-load: spec.stress.cpu asks for 2 workers at 80%, 160% of one CPU" in out, out
+    assert "REFUSED max-stress-memory: spec.stress.memory.size 50% is more than the 40%" in out, out
+    shipped = ["--policy", str(EXAMPLES / "policy-default.yaml")]
+    assert main(["validate", *examples, *shipped]) == 1
+    assert "REFUSED allowed-actions: action 'stress' is not allowed" in capsys.readouterr().out
