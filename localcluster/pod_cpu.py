@@ -1,4 +1,4 @@
-"""A pod's CPU use, read from its cgroup on this machine (the real node's, or a kind node's nested
+"""A pod's CPU and memory use, read from its cgroup on this machine (the real node's, or a kind node's nested
 under its container): what the stress fault's e2e test and benchmark measure.
 
 The pod's cgroup is found by its UID in the directory name, as the kubelet names it with either
@@ -37,15 +37,30 @@ class PodCgroup:
         return (self.cpu_seconds() - used) / (time.monotonic() - started)
 
 
-def pod_cgroup(uid: str, root: Path = CGROUP_ROOT) -> PodCgroup | None:
-    """The pod's CPU-accounting cgroup on this machine, or None when none is found."""
+def _find(uid: str, bases: tuple[Path, ...], files: tuple[str, ...]) -> Path | None:
     names = (f"pod{uid}", f"pod{uid.replace('-', '_')}")
-    for base in (root / "cpuacct", root / "cpu,cpuacct", root / "unified", root):
+    for base in bases:
         if not base.is_dir():
             continue
         for candidate in base.rglob("*pod*"):
             if not any(candidate.name.endswith(n) or candidate.name.endswith(f"{n}.slice") for n in names):
                 continue
-            if (candidate / "cpuacct.usage").exists() or (candidate / "cpu.stat").exists():
-                return PodCgroup(candidate)
+            if any((candidate / name).exists() for name in files):
+                return candidate
     return None
+
+
+def pod_cgroup(uid: str, root: Path = CGROUP_ROOT) -> PodCgroup | None:
+    """The pod's CPU-accounting cgroup on this machine, or None when none is found."""
+    bases = (root / "cpuacct", root / "cpu,cpuacct", root / "unified", root)
+    found = _find(uid, bases, ("cpuacct.usage", "cpu.stat"))
+    return None if found is None else PodCgroup(found)
+
+
+def pod_memory_bytes(uid: str, root: Path = CGROUP_ROOT) -> int | None:
+    """The memory the pod's cgroup is charged now (cgroup v1 memory.usage_in_bytes, v2 memory.current)."""
+    found = _find(uid, (root / "memory", root / "unified", root), ("memory.usage_in_bytes", "memory.current"))
+    if found is None:
+        return None
+    usage = found / "memory.usage_in_bytes"
+    return int((usage if usage.exists() else found / "memory.current").read_text())

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from localcluster.pod_cpu import PodCgroup, pod_cgroup
+from localcluster.pod_cpu import PodCgroup, pod_cgroup, pod_memory_bytes
 from localcluster.prometheus import MetricsTarget, PrometheusServer, instant_query, prometheus_available
 from localcluster.wait import wait_for
 from tests.e2e.conftest import APP_IMAGE, E2ECluster
@@ -156,6 +156,12 @@ def test_a_cpu_stress_heats_the_pods_cgroup_and_an_sli_breach_stops_it(
     cgroup = busy_cgroup(fault["uid"])
     busy = wait_for(lambda: (rate := cgroup.cpu_rate()) > BUSY and rate, timeout=60, what="the pod's CPU use to go up")
     assert "memory 25%" in fault["impairment"] and f"({32 * 2**20} bytes)" in fault["message"], fault
+    # The 32Mi the stressor holds is charged to the pod (the e2e app alone uses a few MiB).
+    held = wait_for(
+        lambda: (charged := pod_memory_bytes(fault["uid"]) or 0) >= 32 * 2**20 and charged,
+        timeout=30,
+        what="the pod's memory cgroup to be charged the stressor's 32Mi",
+    )
     assert experiment_status(kubectl, e2e_namespace, "hot")["phase"] == "Running"  # guarded, and healthy
 
     target.set_error_ratio(0.5, app=app)
@@ -175,8 +181,14 @@ def test_a_cpu_stress_heats_the_pods_cgroup_and_an_sli_breach_stops_it(
     aborted = time.monotonic() - queryable
     wait_for(lambda: cgroup.cpu_rate(0.2) < IDLE, timeout=30, interval=0.0, what="the pod's CPU use to fall back")
     stopped = time.monotonic() - queryable
+    wait_for(
+        lambda: (pod_memory_bytes(fault["uid"]) or 0) <= held - 24 * 2**20,
+        timeout=30,
+        what="the stressor's memory to be given back",
+    )
     print(
-        f"\n# e2e: stress busy {busy:.2f} CPU; breach queryable -> Aborted {aborted:.2f} s, -> CPU gone {stopped:.2f} s"
+        f"\n# e2e: stress busy {busy:.2f} CPU, pod memory {held / 2**20:.0f} MiB; "
+        f"breach queryable -> Aborted {aborted:.2f} s, -> CPU gone {stopped:.2f} s"
     )
 
     dump = yaml.safe_dump(status)[:4000]

@@ -34,7 +34,7 @@ def shell_argv(shell: str) -> list[str]:
 
 FAKE_STRESS_NG = """#!/bin/sh
 echo "$@" > "$FAKE_ARGS"
-[ -n "${FAKE_FAIL:-}" ] && exit "$FAKE_FAIL"
+if [ -n "${FAKE_FAIL:-}" ]; then echo "stress-ng: error: [1] it went wrong"; exit "$FAKE_FAIL"; fi
 seconds=60
 while [ $# -gt 0 ]; do
     [ "$1" = --timeout ] && seconds=${2%s}
@@ -50,7 +50,7 @@ def bin_dir(tmp_path: Path) -> Path:
         pytest.skip("busybox is not installed")
     directory = tmp_path / "bin"
     directory.mkdir()
-    for applet in ("sh", "timeout", "sleep", "date", "touch", "tee", "cat", "kill"):
+    for applet in ("sh", "timeout", "sleep", "date", "touch", "tee", "cat", "kill", "mktemp", "tail"):
         (directory / applet).symlink_to(shutil.which("busybox") or "busybox")
     return directory
 
@@ -115,7 +115,8 @@ def test_holds_until_the_deadline_then_ends(shell: str, bin_dir: Path, tmp_path:
     assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
     assert said(status).startswith("ended: the deadline passed"), said(status)
     arguments = (tmp_path / "args").read_text().split()
-    assert arguments[0] == "--timeout" and arguments[2:] == ["--cpu", "1", "--cpu-load", "50"], arguments
+    assert arguments[0] == "--timeout" and arguments[2:4] == ["--temp-path", "/tmp"], arguments
+    assert arguments[4:] == ["--cpu", "1", "--cpu-load", "50"], arguments
     assert 1 <= int(arguments[1].rstrip("s")) <= 3, arguments
 
 
@@ -142,7 +143,7 @@ def test_stress_ng_missing_or_failing_early_is_an_error(shell: str, bin_dir: Pat
     assert said(status) == "error: stress-ng is not in the injector image"
     process, _, status = start(shell, bin_dir, tmp_path, int(time.time()) + 60, env={"FAKE_FAIL": "3"})
     assert process.wait(timeout=30) == 4
-    assert said(status) == "error: stress-ng exited 3 before its deadline"
+    assert said(status) == "error: stress-ng exited 3 before its deadline: stress-ng: error: [1] it went wrong"
 
 
 def _pids_running(command_line: str) -> list[int]:

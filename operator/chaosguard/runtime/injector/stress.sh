@@ -49,8 +49,15 @@ if ! command -v stress-ng >/dev/null 2>&1; then
     exit 4
 fi
 
+# stress-ng refuses to start without a writable temp path; the container's working directory is
+# the image's root, which uid 65534 cannot write. Its output goes to the container's log at the end,
+# and its last line into an error.
+tmp=/tmp
+[ -w "$tmp" ] || tmp=/dev/shm
+output=$(mktemp "$tmp/$PROG.XXXXXX" 2>/dev/null) || output=/dev/null
+cd "$tmp" || :
 # stress-ng's own --timeout, and `timeout` behind it should stress-ng not end by itself.
-timeout "$((left + 2))" stress-ng --timeout "${left}s" "$@" &
+timeout "$((left + 2))" stress-ng --timeout "${left}s" --temp-path "$tmp" "$@" >"$output" 2>&1 &
 stressor=$!
 trap 'kill -TERM "$stressor" 2>/dev/null' TERM INT HUP
 (
@@ -64,6 +71,8 @@ wait "$stressor" || code=$?
 # A trapped signal interrupts wait before stress-ng is gone: wait for it again.
 while kill -0 "$stressor" 2>/dev/null; do wait "$stressor" || code=$?; done
 kill "$watcher" 2>/dev/null
+cat "$output" >&2 2>/dev/null
+last=$(tail -n 1 "$output" 2>/dev/null)
 if [ -e "$stop" ]; then
     say "stopped: a clean-up container asked it to stop (stress-ng exit $code)"
     exit 0
@@ -72,5 +81,5 @@ if [ "$(date +%s)" -ge "$deadline" ] || [ "$code" -eq 0 ]; then
     say "ended: the deadline passed (stress-ng exit $code)"
     exit 0
 fi
-say "error: stress-ng exited $code before its deadline"
+say "error: stress-ng exited $code before its deadline${last:+: $last}"
 exit 4
