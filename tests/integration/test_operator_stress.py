@@ -304,3 +304,25 @@ def test_why_a_stop_file_no_container_may_join_the_stressors_process_namespace(
         )
     assert refused.value.status == 422 and "targetContainerName" in str(refused.value.body), refused.value.body
     control_plane.kubectl("delete", "chaosexperiment", "pid", "-n", stress_shop)
+
+
+def test_a_restarted_operator_stops_a_stress_whose_experiment_vanished(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, stress_shop: str
+) -> None:
+    apply_yaml(control_plane, stress_yaml("vanished", "{cpu: {workers: 1}}"), stress_shop)
+    (fault,) = faults_in(k8s, stress_shop, "vanished", 1)
+    run_id = status_of(k8s, stress_shop, "vanished")["currentRun"]["id"]
+    chaos_operator.kill()
+    # Someone force-deletes the experiment while no operator runs: the finalizer is removed by hand.
+    client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", stress_shop, "chaosexperiments", "vanished", {"metadata": {"finalizers": None}}
+    )
+    control_plane.kubectl("delete", "chaosexperiment", "vanished", "-n", stress_shop, "--ignore-not-found")
+    chaos_operator.start()
+    (cleaner,) = wait_for(
+        lambda: [c for c in ephemeral(k8s, stress_shop)[fault["uid"]] if c["name"].startswith("chaosguard-clear")],
+        timeout=30,
+        what="the start-up sweep to stop the orphaned stress",
+    )
+    assert cleaner["command"] == stress.clear_command(stress.stop_file(run_id))
+    assert cleaner["securityContext"]["capabilities"] == {"drop": ["ALL"]}
