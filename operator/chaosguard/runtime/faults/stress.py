@@ -17,6 +17,7 @@ settling (the stressor's end, the target's OOM kills); and the removal.
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -36,6 +37,10 @@ from chaosguard.runtime.faults.base import Host, Notice, register
 from chaosguard.runtime.faults.netem_faults import NetemFault
 
 OOM_NOTED = "OOMKilled"  # marks a record whose target's OOM kill was already reported
+# How often a stressed pod is read for the kubelet's reports (the stressor's end, the target's OOM
+# kills): a live read per fault, so not on every step of every run.
+SETTLE_EVERY_SECONDS = 5.0
+_last_read: dict[tuple[str, str], float] = {}  # (pod uid, stressor) -> monotonic time of the last read
 
 
 @cache
@@ -149,8 +154,13 @@ class StressFault(NetemFault):
         stress (reported once, as such; the stress stays in). A run with no stress left ends Failed."""
         changed = False
         for fault in run.faults:
+            key = (fault.uid, fault.container)
             if fault.state is not FaultState.ACTIVE:
+                _last_read.pop(key, None)
                 continue
+            if time.monotonic() - _last_read.get(key, -SETTLE_EVERY_SECONDS) < SETTLE_EVERY_SECONDS:
+                continue
+            _last_read[key] = time.monotonic()
             try:
                 pod = await host.context.api.call(injector._read_pod, fault.namespace, fault.name)
             except Exception:
