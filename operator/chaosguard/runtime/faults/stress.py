@@ -205,6 +205,7 @@ class StressFault(NetemFault):
     async def recover(self, host: Host, run: RunStatus, fault: FaultRecord, why: str) -> None:
         """Past its deadline, the stressor's own report that it ended counts; otherwise a clean-up
         container creates the stop file (a no-op when the stressor is already gone)."""
+        _last_read.pop((fault.uid, fault.container), None)
         if fault.deadline is not None and host.now() >= fault.deadline:
             ended = await _ended_on_its_own(host, fault)
             if ended is not None:
