@@ -50,6 +50,8 @@ ON_REQUEST: dict[str, tuple[str, ...]] = {
 GROUPS: dict[str, str] = {f"scale_{n}": f"bench.scale:run_{n}" for n in (100, 1000)}
 # Benchmarks that are scripts of their own (they boot a VM) and print their BENCH lines themselves.
 SCRIPTS: dict[str, tuple[str, ...]] = {
+    # Boots the real node (root; run alone: flock /tmp/chaosguard-realnode.lock make bench ONLY=...).
+    "bench/bench_stress.py": ("stress_abort_to_stopped_p50", "stress_abort_to_stopped_p95"),
     "bench/bench_netem.py": (
         "netem_apply",
         "netem_remove",

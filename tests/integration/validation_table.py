@@ -48,6 +48,10 @@ def node_drain(**block: Any) -> dict[str, Any]:
     return experiment(action="node-drain", nodeDrain=block)
 
 
+def stress(**block: Any) -> dict[str, Any]:
+    return experiment(action="stress", stress=block)
+
+
 def target(**fields: Any) -> dict[str, Any]:
     return experiment(target={"selector": {"matchLabels": {"app": "checkout"}}, **fields})
 
@@ -269,6 +273,32 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("policy-max-node-percentage-0", policy(maxNodePercentage=0)),
     ("policy-max-node-percentage-101", policy(maxNodePercentage=101)),
     ("policy-protected-node-selector", policy(protectedNodeSelector={"matchLabels": {"tier": "payments"}})),
+    # ---- stress
+    ("stress-cpu", stress(cpu={"workers": 2, "load": 50})),
+    ("stress-cpu-defaults", stress(cpu={})),
+    ("stress-memory", stress(memory={"size": "256Mi"})),
+    ("stress-memory-bytes", stress(memory={"size": "500000000"})),
+    ("stress-memory-percent", stress(memory={"size": "50%"})),
+    ("stress-memory-100%", stress(memory={"size": "100%"})),
+    ("stress-memory-007%", stress(memory={"size": "007%"})),
+    ("stress-memory-101%", stress(memory={"size": "101%"})),
+    ("stress-memory-0%", stress(memory={"size": "0%"})),
+    ("stress-memory-0Mi", stress(memory={"size": "0Mi"})),
+    ("stress-memory-000", stress(memory={"size": "000"})),
+    ("stress-memory-10Mi", stress(memory={"size": "10Mi"})),
+    ("stress-memory-fraction", stress(memory={"size": "0.5Gi"})),
+    ("stress-memory-unit-mb", stress(memory={"size": "256MB"})),
+    ("stress-memory-no-size", stress(memory={})),
+    ("stress-both", stress(cpu={"workers": 1}, memory={"size": "64Mi"})),
+    ("stress-nothing", stress()),
+    ("stress-workers-0", stress(cpu={"workers": 0})),
+    ("stress-workers-65", stress(cpu={"workers": 65})),
+    ("stress-load-0", stress(cpu={"load": 0})),
+    ("stress-load-101", stress(cpu={"load": 101})),
+    ("stress-unknown-field", stress(cpu={"workers": 1}, io={"workers": 1})),
+    ("stress-block-missing", experiment(action="stress")),
+    ("stress-block-on-pod-kill", experiment(stress={"cpu": {"workers": 1}})),
+    ("stress-interval", stress(cpu={}) | {"spec": stress(cpu={})["spec"] | {"interval": "1m"}}),
     # ---- schedule and steady state
     ("latency-duration-long", latency() | {"spec": latency()["spec"] | {"duration": "1" * 40 + "s"}}),
     ("pod-kill-interval-0.001s", experiment(interval="0.001s")),
@@ -351,6 +381,12 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("policy-max-concurrent-0", policy(maxConcurrentExperiments=0)),
     ("policy-max-loss-100", policy(maxLoss=100)),
     ("policy-max-loss-101", policy(maxLoss=101)),
+    ("policy-max-stress-load-100", policy(maxStressLoad=100)),
+    ("policy-max-stress-load-0", policy(maxStressLoad=0)),
+    ("policy-max-stress-memory-512Mi", policy(maxStressMemory="512Mi")),
+    ("policy-max-stress-memory-50%", policy(maxStressMemory="50%")),
+    ("policy-max-stress-memory-150%", policy(maxStressMemory="150%")),
+    ("policy-max-stress-memory-word", policy(maxStressMemory="lots")),
     ("policy-max-latency", policy(maxLatency="1s")),
     ("policy-max-latency-word", policy(maxLatency="slow")),
     ("policy-allowed-actions", policy(allowedActions=["pod-kill", "latency"])),

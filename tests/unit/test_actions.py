@@ -21,10 +21,10 @@ def test_every_action_has_a_row_and_a_registered_kind() -> None:
 
 
 def test_an_action_without_a_row_or_kind_is_an_error_not_a_default() -> None:
-    with pytest.raises(UnknownAction, match="stress"):
-        facts_of("stress")
-    with pytest.raises(UnknownFaultKind, match="stress"):
-        fault_for("stress")
+    with pytest.raises(UnknownAction, match="volcano"):
+        facts_of("volcano")
+    with pytest.raises(UnknownFaultKind, match="volcano"):
+        fault_for("volcano")
 
 
 def test_the_model_and_admission_read_the_table() -> None:
@@ -36,8 +36,9 @@ def test_the_model_and_admission_read_the_table() -> None:
 
 
 def test_a_fault_record_of_no_known_kind_is_not_called_latency() -> None:
-    record = FaultRecord(namespace="shop", name="a", uid="u", container="chaosguard-stress-r1")
+    record = FaultRecord(namespace="shop", name="a", uid="u", container="chaosguard-volcano-r1")
     assert record.kind == "Fault"
+    assert FaultRecord(namespace="shop", name="a", uid="u", container="chaosguard-stress-r1").kind == "Stress"
     assert FaultRecord(namespace="shop", name="a", uid="u", container="chaosguard-partition-r1").kind == "Partition"
 
 

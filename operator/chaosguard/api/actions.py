@@ -24,6 +24,7 @@ class Action(StrEnum):
     NETWORK = "network"
     PARTITION = "partition"
     NODE_DRAIN = "node-drain"
+    STRESS = "stress"
 
     @property
     def facts(self) -> ActionFacts:
@@ -164,6 +165,18 @@ ACTIONS: dict[str, ActionFacts] = {
         counts="kills",
         reasons=EventReasons(skipped="DrainSkipped", would="WouldDrain", done="NodeDrained", failed="DrainFailed"),
         cluster_scoped=True,
+    ),
+    # Held by stress-ng in an ephemeral container of the target pod, as uid 65534 with no capability
+    # at all (Pod Security restricted admits it). Adding an ephemeral container is the author's own
+    # right to run a process in the pod, the same bar as the network kinds.
+    Action.STRESS: ActionFacts(
+        action=Action.STRESS,
+        spec_block="stress",
+        spec_block_required=True,
+        permission=_EPHEMERAL,
+        record_kind="Stress",
+        counts="injections",
+        reasons=_injector_reasons("Stress"),
     ),
 }
 

@@ -329,6 +329,51 @@ class NodeDrainSpec(ApiModel):
     )
 
 
+# A memory size for the stressor: a Kubernetes quantity in bytes (256Mi, 1G, 500000000), or a
+# percentage of the target pod's memory limit (1% to 100%); decisions/stress.py reads this form.
+STRESS_SIZE_PATTERN = r"^([0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?|0*([1-9]|[1-9][0-9]|100)%)$"
+
+
+class StressCpu(ApiModel):
+    workers: int = Field(default=1, ge=1, le=64, description="CPU stressors (stress-ng --cpu), each one process.")
+    load: int = Field(
+        default=100,
+        ge=1,
+        le=100,
+        description="Busy share of each worker, in percent of one CPU (stress-ng --cpu-load).",
+    )
+
+
+class StressMemory(ApiModel):
+    size: str = Field(
+        pattern=STRESS_SIZE_PATTERN,
+        max_length=32,
+        description="Memory held (allocated, touched and kept) by one stressor: a quantity such as 256Mi, or a "
+        "percentage of the target pod's memory limit such as 50% (refused for pods without a memory limit).",
+    )
+
+    validation_rules = rules.STRESS_MEMORY
+
+
+class StressSpec(ApiModel):
+    """CPU and memory pressure inside the target pods, by stress-ng in an ephemeral container (it counts
+    against the pod's own cgroup, as a noisy neighbour inside the pod would)."""
+
+    validation_rules = rules.STRESS
+
+    cpu: StressCpu | None = Field(default=None, description="CPU pressure: workers busy at load percent each.")
+    memory: StressMemory | None = Field(default=None, description="Memory pressure: size held until the end.")
+
+    def summary(self) -> str:
+        """The stress in a few words, for status, Events and the report: 'cpu 2 x 80%, memory 256Mi'."""
+        parts = []
+        if self.cpu is not None:
+            parts.append(f"cpu {self.cpu.workers} x {self.cpu.load}%")
+        if self.memory is not None:
+            parts.append(f"memory {self.memory.size}")
+        return ", ".join(parts)
+
+
 class TargetSpec(ApiModel):
     validation_rules = rules.TARGET
 
@@ -475,6 +520,9 @@ class ChaosExperimentSpec(ApiModel):
     node_drain: NodeDrainSpec | None = Field(
         default=None,
         description="Settings for action node-drain: which nodes to cordon and drain of the target namespaces' pods.",
+    )
+    stress: StressSpec | None = Field(
+        default=None, description="Settings for action stress: CPU workers and load, memory size."
     )
     target: TargetSpec = Field(description="Which pods, in which namespaces, and how many.")
     duration: Duration = Field(description="How long a run lasts, e.g. 5m.")
@@ -914,6 +962,20 @@ class ChaosPolicySpec(ApiModel):
         default=None,
         description="Largest allowed spec.network.loss and spec.network.corrupt, in percent (0-100). "
         "A loss or corrupt of 100 drops every packet and is also judged as a partition.",
+    )
+    # Limits of the stress fault.
+    max_stress_load: int | None = Field(
+        default=None,
+        ge=1,
+        description="Largest CPU load a stress may add to one pod, in percent of one CPU summed over its workers "
+        "(spec.stress.cpu.workers x load): 100 allows one busy CPU.",
+    )
+    max_stress_memory: str | None = Field(
+        default=None,
+        pattern=STRESS_SIZE_PATTERN,
+        max_length=32,
+        description="Largest memory a stress may hold in one pod: a quantity such as 512Mi, or a percentage of the "
+        "pod's memory limit such as 50% (a percentage cap refuses absolute sizes in pods without a limit).",
     )
     allow_operator_namespace_destinations: bool = Field(
         default=False,

@@ -453,6 +453,20 @@ PARTITION = (
     ),
 )
 
+STRESS = (
+    Rule(
+        any_of(Has("cpu"), Has("memory")),
+        "spec.stress stresses nothing: set spec.stress.cpu (workers, load) or spec.stress.memory (size), or both",
+    ),
+)
+
+STRESS_MEMORY = (
+    Rule(
+        NonZeroText("size"),
+        "spec.stress.memory.size holds no memory: give a size above 0, such as 256Mi or 50%",
+    ),
+)
+
 TARGET = (
     Rule(
         Implies(OneOf("mode", ("fixed", "fixed-percent")), Has("value")),
@@ -513,6 +527,7 @@ EXPERIMENT = (
     *_block("network", "network"),
     *_block("partition", "partition"),
     *_block("node-drain", "nodeDrain"),
+    *_block("stress", "stress"),
     Rule(Implies(Has("podKill"), Is("action", "pod-kill")), "spec.podKill is only allowed when action is pod-kill"),
     Rule(
         Implies(Has("interval"), Is("action", "pod-kill")),

@@ -27,6 +27,7 @@ from chaosguard.api.models import (
     LabelSelector,
     TargetMode,
 )
+from chaosguard.decisions import stress
 from chaosguard.decisions.windows import WindowGroup, active_blackout, allowed_until, next_allowed_start
 
 BUILTIN_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
@@ -78,6 +79,10 @@ class EffectivePolicy:
     # Limits of node-drain (judged by decisions.nodes).
     max_node_percentage: tuple[int, str] | None = None
     protected_node_selectors: tuple[tuple[str, LabelSelector], ...] = ()
+    # Limits of the stress fault: CPU in percent of one CPU; memory as written (a quantity or a percentage),
+    # one per policy that sets it, since a quantity and a percentage compare only against a pod's limit.
+    max_stress_load: tuple[float, str] | None = None
+    max_stress_memory: tuple[tuple[str, str], ...] = ()
 
     def protection_of(self, labels: Mapping[str, str]) -> str | None:
         """The policy that protects a pod with these labels, if any."""
@@ -142,6 +147,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
     prometheus_urls: list[tuple[str, tuple[str, ...]]] = []
     max_node_percentage: tuple[float, str] | None = None
     protected_nodes: list[tuple[str, LabelSelector]] = []
+    max_stress_load: tuple[float, str] | None = None
+    max_stress_memory: list[tuple[str, str]] = []
     any_policy = False
 
     for policy in policies:
@@ -181,6 +188,9 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         max_node_percentage = _tightest(max_node_percentage, spec.max_node_percentage, source)
         if spec.protected_node_selector is not None:
             protected_nodes.append((source, spec.protected_node_selector))
+        max_stress_load = _tightest(max_stress_load, spec.max_stress_load, source)
+        if spec.max_stress_memory is not None:
+            max_stress_memory.append((spec.max_stress_memory, source))
 
     return EffectivePolicy(
         sources=tuple(sources),
@@ -206,6 +216,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         if max_node_percentage is None
         else (int(max_node_percentage[0]), max_node_percentage[1]),
         protected_node_selectors=tuple(protected_nodes),
+        max_stress_load=max_stress_load,
+        max_stress_memory=tuple(max_stress_memory),
     )
 
 
@@ -359,8 +371,41 @@ def static_refusals(
                 )
     refusals.extend(_cap_on_face(spec, effective))
     refusals.extend(node_drain_refusals_on_face(spec, effective))
+    refusals.extend(stress_refusals(spec, effective))
     if effective.suspended_by:
         refusals.append(suspension_refusal(effective))
+    return refusals
+
+
+def stress_refusals(
+    spec: ChaosExperimentSpec, effective: EffectivePolicy, pod: str | None = None, limit: int | None = None
+) -> list[Refusal]:
+    """maxStressLoad and maxStressMemory against spec.stress. Without a pod (admission, `validate`,
+    `plan`) a memory size is judged against every cap of its own form; with a pod and its memory limit
+    (right before the stressor goes in), against every cap."""
+    if spec.stress is None:
+        return []
+    refusals = []
+    load_cap = effective.max_stress_load
+    if spec.stress.cpu is not None and load_cap is not None:
+        cpu = spec.stress.cpu
+        load = stress.cpu_load(cpu.workers, cpu.load)
+        if load > load_cap[0]:
+            refusals.append(
+                Refusal(
+                    "max-stress-load",
+                    f"spec.stress.cpu asks for {cpu.workers} workers at {cpu.load}%, {load}% of one CPU, more than "
+                    f"the {load_cap[0]:g}% allowed by {load_cap[1]} (maxStressLoad); lower spec.stress.cpu.workers or "
+                    "spec.stress.cpu.load so that workers x load is at most "
+                    f"{load_cap[0]:g}",
+                    "spec.stress.cpu",
+                )
+            )
+    if spec.stress.memory is not None:
+        for cap in effective.max_stress_memory:
+            problem = stress.memory_cap_refusal(spec.stress.memory.size, cap, limit, pod)
+            if problem is not None:
+                refusals.append(Refusal(problem.rule, str(problem), problem.field))
     return refusals
 
 

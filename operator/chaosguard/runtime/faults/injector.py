@@ -90,7 +90,14 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def _container(name: str, command: list[str], experiment: str, run_id: str, image: str) -> dict[str, Any]:
+def _container(
+    name: str,
+    command: list[str],
+    experiment: str,
+    run_id: str,
+    image: str,
+    security_context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "name": name,
         "image": image,
@@ -103,7 +110,7 @@ def _container(name: str, command: list[str], experiment: str, run_id: str, imag
             # the operator reads why an injector stopped, and a clean-up container's confirmation.
             {"name": "CHAOSGUARD_STATUS_FILE", "value": TERMINATION_LOG},
         ],
-        "securityContext": _security_context(),
+        "securityContext": security_context or _security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
@@ -168,6 +175,30 @@ def clear_container(run_id: str, experiment: str, attempt: int, image: str) -> d
     return _container(container_name(run_id, f"clear{attempt}"), clear_command(), experiment, run_id, image)
 
 
+# A clean-up container per kind of injected fault that is not the network injector's: the record kind
+# ("Stress") -> (its carrier's action, the factory of its clean-up container, same arguments as above).
+# clear_fault, settle and the start-up sweep of orphans pick it by the fault's kind.
+CleanerFactory = Callable[[str, str, int, str], dict[str, Any]]
+_CLEANERS: dict[str, tuple[str, CleanerFactory]] = {}
+
+
+def register_cleaner(record_kind: str, action: str, factory: CleanerFactory) -> None:
+    _CLEANERS[record_kind] = (action, factory)
+
+
+def cleaner_for(kind: str) -> CleanerFactory:
+    registered = _CLEANERS.get(kind)
+    return registered[1] if registered else clear_container
+
+
+def _orphan_prefixes() -> tuple[str, ...]:
+    return INJECTOR_PREFIXES + tuple(f"chaosguard-{action}-" for action, _ in _CLEANERS.values())
+
+
+def _kind_of_carrier(name: str) -> str:
+    return next((kind for kind, (action, _) in _CLEANERS.items() if name.startswith(f"chaosguard-{action}-")), "")
+
+
 async def _add_cleaner(api: ApiLanes, fault: FaultRecord, run_id: str, experiment: str, image: str) -> str | None:
     """Adds a clean-up container to the fault's pod; its name, or None when the pod is gone."""
     uid, existing = await api.call(Cluster.ephemeral_containers, fault.namespace, fault.name)
@@ -184,7 +215,7 @@ async def _add_cleaner(api: ApiLanes, fault: FaultRecord, run_id: str, experimen
             return done[0]
     # Two replicas that get here at once add the same container (same name and contents): the API
     # merges the second into the first, so the pod gets one.
-    cleaner = clear_container(run_id, experiment, 1 + len(cleaners), image)
+    cleaner = cleaner_for(fault.kind)(run_id, experiment, 1 + len(cleaners), image)
     await api.call(Cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
     return str(cleaner["name"])
 
@@ -349,7 +380,7 @@ async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:
     no operator ran, its finalizer removed by hand) gets a clean-up container, unless one already ran
     for that run. Experiments that still exist are their own drivers' business. Returns what it did."""
     pods, experiments = await asyncio.gather(
-        asyncio.to_thread(cluster.pods_with_ephemeral_containers, INJECTOR_PREFIXES),
+        asyncio.to_thread(cluster.pods_with_ephemeral_containers, _orphan_prefixes()),
         asyncio.to_thread(cluster.experiments),
     )
     existing = {f"{item['metadata']['namespace']}/{item['metadata']['name']}" for item in experiments}
@@ -357,14 +388,14 @@ async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:
     for namespace, name, uid, containers in pods:
         names = [str(c.get("name", "")) for c in containers]
         for container in containers:
-            if not str(container.get("name", "")).startswith(INJECTOR_PREFIXES):
+            if not str(container.get("name", "")).startswith(_orphan_prefixes()):
                 continue
             env = {item.get("name"): item.get("value") for item in container.get("env") or []}
             experiment, run_id = str(env.get("CHAOSGUARD_EXPERIMENT", "")), str(env.get("CHAOSGUARD_RUN", ""))
             cleaners = [n for n in names if n.startswith(container_name(run_id, "clear"))]
             if experiment in existing or cleaners or not run_id:
                 continue
-            cleaner = clear_container(run_id, experiment, 1, image)
+            cleaner = cleaner_for(_kind_of_carrier(str(container.get("name", ""))))(run_id, experiment, 1, image)
             try:
                 await asyncio.to_thread(cluster.add_ephemeral_container, namespace, name, uid, cleaner)
                 actions.append(f"cleared pod {namespace}/{name}: its experiment {experiment} is gone (run {run_id})")
