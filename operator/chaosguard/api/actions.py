@@ -23,6 +23,7 @@ class Action(StrEnum):
     LATENCY = "latency"
     NETWORK = "network"
     PARTITION = "partition"
+    CONTAINER_RESTART = "container-restart"
 
     @property
     def facts(self) -> ActionFacts:
@@ -143,6 +144,24 @@ ACTIONS: dict[str, ActionFacts] = {
         missing_kernel_module=(
             "the node's kernel lacks a tc module a partition needs (sch_prio, sch_ingress, cls_u32, act_gact), "
             "so nothing can be dropped there"
+        ),
+    ),
+    # An ephemeral container (the signaller) in the target's process namespace sends its PID 1 SIGTERM,
+    # as the target container's own uid: no capability, so Pod Security restricted admits it wherever
+    # the target's uid is in the pod spec (else it runs as root with KILL, which baseline allows). The
+    # author's permission is the one its mechanism uses: `kubectl debug --target` could do the same.
+    Action.CONTAINER_RESTART: ActionFacts(
+        action=Action.CONTAINER_RESTART,
+        spec_block="containerRestart",
+        spec_block_required=True,
+        permission=_EPHEMERAL,
+        record_kind="ContainerRestart",
+        counts="injections",  # signallers put into pods (injections_total)
+        reasons=EventReasons(
+            skipped="ContainerRestartSkipped",
+            would="WouldRestartContainer",
+            done="ContainerRestartSignalled",
+            failed="ContainerRestartFailed",
         ),
     ),
 }

@@ -1,5 +1,5 @@
 """The fault kinds, one module each behind the `Fault` protocol (`base`), registered by action:
-`podkill` (pod-kill) and `netem_faults` (latency, network, partition). `injector` holds the
+`podkill` (pod-kill), `netem_faults` (latency, network, partition) and `container_restart`. `injector` holds the
 ephemeral-container mechanics the network kinds share (the container, its clean-up, the kubelet's
 reports, the start-up sweep of orphans). Importing this package registers every shipped kind, and
 fails if an action of the API has no kind."""
@@ -7,7 +7,7 @@ fails if an action of the API has no kind."""
 from __future__ import annotations
 
 from chaosguard.api.models import Action
-from chaosguard.runtime.faults import netem_faults, podkill
+from chaosguard.runtime.faults import container_restart, netem_faults, podkill
 from chaosguard.runtime.faults.base import Fault, fault_for, fault_for_record, register, registered
 from chaosguard.runtime.faults.injector import (
     adopt_own_image,
@@ -24,6 +24,7 @@ __all__ = [
     "adopt_own_image",
     "clear_fault",
     "container_name",
+    "container_restart",
     "describe_injector_exit",
     "fault_for",
     "fault_for_record",
