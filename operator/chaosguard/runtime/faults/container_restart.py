@@ -120,7 +120,7 @@ class ContainerRestart:
         signaller = {
             "name": record.container,
             "image": injector.injector_image(),
-            "imagePullPolicy": "IfNotPresent",
+            "imagePullPolicy": injector.injector_pull_policy(),
             "targetContainerName": container,
             "command": decide.signaller_command(
                 decide.act_by(now.timestamp(), run.deadline.timestamp()), decide.grace_seconds(pod)
