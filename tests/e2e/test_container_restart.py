@@ -98,6 +98,9 @@ def faults(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
 
 def restricted_namespace(kubectl: Kubectl, namespace: str, *apps: tuple[str, str]) -> None:
     kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
+    # The shipped default policy allows pod-kill and latency only; a cluster owner adds container-restart.
+    allowed = {"spec": {"allowedActions": ["pod-kill", "latency", "container-restart"]}}
+    kubectl("patch", "chaospolicy", "default", "--type=merge", "-p", json.dumps(allowed))
     kubectl("create", "namespace", namespace)
     kubectl(
         "label", "namespace", namespace, "chaosguard.dev/chaos=allowed", "pod-security.kubernetes.io/enforce=restricted"
