@@ -61,7 +61,8 @@ def workload(name: str, script: str) -> str:
                             "name": "app",
                             "image": APP_IMAGE,
                             "imagePullPolicy": "IfNotPresent",
-                            "command": ["/bin/sh", "-c", script],
+                            **({"command": ["/bin/sh", "-c", script]} if script else {}),
+                            "env": [{"name": "READY_AFTER_SECONDS", "value": "0"}],
                             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                             "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
                         }
@@ -109,6 +110,13 @@ def restricted_namespace(kubectl: Kubectl, namespace: str, *apps: tuple[str, str
         kubectl("apply", "-n", namespace, "-f", "-", input=workload(app, script))
     for app, _ in apps:
         kubectl("rollout", "status", "-n", namespace, f"deployment/{app}", "--timeout=180s")
+
+
+def to_wall(uptime: float) -> float:
+    """A kernel uptime reading as unix time (this machine's kernel runs the node's containers)."""
+    with open("/proc/uptime") as clock:
+        now_uptime, now = float(clock.read().split()[0]), time.time()
+    return now - (now_uptime - uptime)
 
 
 def unix(timestamp: str) -> float:
@@ -164,9 +172,17 @@ def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_
     records = faults(kubectl, e2e_namespace, "restart-two")
     refused = [f for f in records if f["state"] == "Failed"]
     assert len(records) == 2 and len(refused) == 1 and "REFUSED max-percentage" in refused[0]["message"], dump
+    # The app's own lines carry the kernel's uptime clock (the same for every container of this kernel, the
+    # node's and kind's alike): when SIGTERM reached it, and when its next start began.
+    current = kubectl("logs", "-n", e2e_namespace, pod["metadata"]["name"], "-c", "app")
+    sigterm_at = to_wall(float(previous.split("received SIGTERM at uptime ")[1].split()[0]))
+    started_at = to_wall(float(current.split("started at uptime ")[1].split()[0]))
     called_at = unix(record["injectedAt"])
+    assert called_at < sigterm_at < started_at < running_again_at + 1, (called_at, sigterm_at, started_at)
     print(
-        f"\ncontainer-restart: the operator's call to the container Running again: {running_again_at - called_at:.2f}s"
+        f"\ncontainer-restart: operator's call -> SIGTERM in the app {sigterm_at - called_at:.2f}s, "
+        f"-> the app started again {started_at - called_at:.2f}s, "
+        f"-> seen Running by the API {running_again_at - called_at:.2f}s"
     )
 
     status = finished(kubectl, e2e_namespace, "restart-two")
@@ -209,9 +225,10 @@ def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_
 def test_an_app_that_ignores_sigterm_is_not_restarted_and_the_run_fails_saying_why(
     kubectl: Kubectl, e2e_namespace: str
 ) -> None:
-    restricted_namespace(kubectl, e2e_namespace, ("ignores", IGNORES_TERM))
+    restricted_namespace(kubectl, e2e_namespace, ("ignores", IGNORES_TERM), ("drains", ""))
     before = pods(kubectl, e2e_namespace, "ignores")
     kubectl("apply", "-n", e2e_namespace, "-f", "-", input=experiment("restart-ignored", "ignores"))
+    kubectl("apply", "-n", e2e_namespace, "-f", "-", input=experiment("restart-drains", "drains"))
     status = finished(kubectl, e2e_namespace, "restart-ignored", timeout=90)
     dump = yaml.safe_dump(status)[:4000]
     assert status["phase"] == "Failed" and status["lastRun"]["reason"] == "RestartFailed", dump
@@ -223,3 +240,16 @@ def test_an_app_that_ignores_sigterm_is_not_restarted_and_the_run_fails_saying_w
     after = pods(kubectl, e2e_namespace, "ignores")
     assert set(after) == set(before)
     assert all(app_status(p)["restartCount"] == 0 and app_status(p)["ready"] for p in after.values()), "left running"
+
+    # The e2e app (tests/e2e/app) handles SIGTERM but drains until the kubelet's SIGKILL: it gets the signal,
+    # stops being Ready, and still runs the pod's grace period later, so it is not restarted either.
+    status = finished(kubectl, e2e_namespace, "restart-drains", timeout=90)
+    dump = yaml.safe_dump(status)[:4000]
+    assert status["phase"] == "Failed" and status["lastRun"]["reason"] == "RestartFailed", dump
+    (record,) = status["lastRun"]["faults"]
+    assert "the app did not exit on SIGTERM within the pod's grace period" in record["message"], dump
+    assert "handled SIGTERM but still ran 5s later" in record["message"] and "(signaller exit 12)" in record["message"]
+    (drained,) = [p for p in pods(kubectl, e2e_namespace, "drains").values() if p["metadata"]["uid"] == record["uid"]]
+    assert app_status(drained)["restartCount"] == 0
+    log = kubectl("logs", "-n", e2e_namespace, drained["metadata"]["name"], "-c", "app")
+    assert "received SIGTERM" in log and "draining" in log, log
