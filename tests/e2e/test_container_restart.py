@@ -191,6 +191,27 @@ def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_
         event_reasons(kubectl, e2e_namespace, "ChaosExperiment", "restart-two")
     )
 
+    # The same container again, minutes later: the kubelet's back-off holds its next start (CrashLoopBackOff).
+    name = pod["metadata"]["name"]
+    kubectl("label", "pod", "-n", e2e_namespace, name, "again=yes")
+    body = json.loads(experiment("restart-again", "handles"))
+    body["spec"]["target"]["selector"]["matchLabels"]["again"] = "yes"
+    kubectl("apply", "-n", e2e_namespace, "-f", "-", input=json.dumps(body))
+    (again,) = wait_for(
+        lambda: [f for f in faults(kubectl, e2e_namespace, "restart-again") if f["state"] == "Removed"],
+        timeout=120,
+        what="the second restart recorded as done",
+        describe=lambda: yaml.safe_dump(experiment_status(kubectl, e2e_namespace, "restart-again"))[:4000],
+    )
+    assert again["uid"] == uid and "restartCount 1 → 2" in again["message"], again
+    previous = kubectl("logs", "-n", e2e_namespace, name, "-c", "app", "--previous")
+    current = kubectl("logs", "-n", e2e_namespace, name, "-c", "app")
+    held = float(current.split("started at uptime ")[1].split()[0]) - float(
+        previous.split("received SIGTERM at uptime ")[1].split()[0]
+    )
+    print(f"container-restart: a second restart of the same container: SIGTERM -> started again {held:.2f}s")
+    finished(kubectl, e2e_namespace, "restart-again")
+
     # An abort: the run ends at once; nothing of chaosguard's keeps running in the pod.
     kubectl("apply", "-n", e2e_namespace, "-f", "-", input=experiment("restart-abort", "handles", duration="3m"))
     wait_for(
@@ -216,8 +237,8 @@ def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_
     current = wait_for(all_back, timeout=60, what="every container running again and every signaller ended")
     assert set(current) == set(before), "no pod was replaced"
 
-    for name in ("restart-two", "restart-abort"):
-        kubectl("delete", "-n", e2e_namespace, "chaosexperiment", name, "--timeout=60s")
+    for experiment_name in ("restart-two", "restart-again", "restart-abort"):
+        kubectl("delete", "-n", e2e_namespace, "chaosexperiment", experiment_name, "--timeout=60s")
     assert set(pods(kubectl, e2e_namespace, "handles")) == set(before)
 
 
