@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -98,10 +99,6 @@ def faults(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
 
 
 def restricted_namespace(kubectl: Kubectl, namespace: str, *apps: tuple[str, str]) -> None:
-    kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
-    # The shipped default policy allows pod-kill and latency only; a cluster owner adds container-restart.
-    allowed = {"spec": {"allowedActions": ["pod-kill", "latency", "container-restart"]}}
-    kubectl("patch", "chaospolicy", "default", "--type=merge", "-p", json.dumps(allowed))
     kubectl("create", "namespace", namespace)
     kubectl(
         "label", "namespace", namespace, "chaosguard.dev/chaos=allowed", "pod-security.kubernetes.io/enforce=restricted"
@@ -110,6 +107,18 @@ def restricted_namespace(kubectl: Kubectl, namespace: str, *apps: tuple[str, str
         kubectl("apply", "-n", namespace, "-f", "-", input=workload(app, script))
     for app, _ in apps:
         kubectl("rollout", "status", "-n", namespace, f"deployment/{app}", "--timeout=180s")
+
+
+@pytest.fixture
+def container_restart_allowed(kubectl: Kubectl) -> Iterator[None]:
+    """The shipped default policy allows pod-kill and latency only: a cluster owner adds container-restart
+    (and the test takes it out again, so later tests see the policy as shipped)."""
+    kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
+    shipped = json.loads(kubectl("get", "chaospolicy", "default", "-o", "json"))["spec"]["allowedActions"]
+    allowed = {"spec": {"allowedActions": [*shipped, "container-restart"]}}
+    kubectl("patch", "chaospolicy", "default", "--type=merge", "-p", json.dumps(allowed))
+    yield
+    kubectl("patch", "chaospolicy", "default", "--type=merge", "-p", json.dumps({"spec": {"allowedActions": shipped}}))
 
 
 def to_wall(uptime: float) -> float:
@@ -123,7 +132,7 @@ def unix(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.mark.usefixtures("installed_operator")
+@pytest.mark.usefixtures("installed_operator", "container_restart_allowed")
 def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_and_an_abort_ends_it(
     kubectl: Kubectl, e2e_namespace: str
 ) -> None:
@@ -242,7 +251,7 @@ def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_
     assert set(pods(kubectl, e2e_namespace, "handles")) == set(before)
 
 
-@pytest.mark.usefixtures("installed_operator")
+@pytest.mark.usefixtures("installed_operator", "container_restart_allowed")
 def test_an_app_that_ignores_sigterm_is_not_restarted_and_the_run_fails_saying_why(
     kubectl: Kubectl, e2e_namespace: str
 ) -> None:

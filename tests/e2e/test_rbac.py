@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import E2ECluster
+from tests.e2e.test_container_restart import container_restart_allowed  # noqa: F401 (a fixture)
 from tests.e2e.test_latency import (
     check_failed_for_want_of_netem,
     finished,
@@ -80,7 +81,7 @@ def test_latency_without_the_ephemeral_containers_grant_fails_naming_it_and_work
     assert any(name.startswith("chaosguard-latency-") for name in names), names
 
 
-@pytest.mark.usefixtures("installed_operator")
+@pytest.mark.usefixtures("installed_operator", "container_restart_allowed")
 def test_container_restart_needs_no_grant_beyond_the_ephemeral_containers_one(
     kubectl: Kubectl, e2e_namespace: str, shipped_role: list[dict[str, Any]]
 ) -> None:
