@@ -156,12 +156,14 @@ class ContainerRestart:
         return False  # a restart recorded before its signaller was added is settled by the kubelet's reports
 
     async def _verdict(self, host: Host, fault: FaultRecord) -> decide.Verdict:
+        if fault.restarts_before is None:  # the operator stopped between the record and the call
+            return decide.Verdict(decide.Outcome.PENDING, "the operator stopped before its signaller was added")
         try:
             pod = await host.context.api.call(injector._read_pod, fault.namespace, fault.name)
         except Exception as error:
             return decide.Verdict(decide.Outcome.PENDING, f"the pod could not be read: {error}")
         signaller = injector.container_state(pod, fault.container) if pod is not None else {}
-        return decide.judge(pod, fault.uid, fault.target_container, signaller, fault.restarts_before or 0)
+        return decide.judge(pod, fault.uid, fault.target_container, signaller, fault.restarts_before)
 
     def _conclude(self, fault: FaultRecord, verdict: decide.Verdict) -> None:
         if verdict.outcome is decide.Outcome.RESTARTED:
