@@ -131,7 +131,7 @@ image: ## Build the operator image, the injector image and the e2e tests' app im
 	docker build -t chaosguard-e2e-app:dev tests/e2e/app
 
 .PHONY: image-multiarch
-image-multiarch: ## Build the operator and injector images for every one of $(PLATFORMS) (docker buildx; PUSH=1 pushes them).
+image-multiarch: ## Build the operator and injector images for linux/amd64 and linux/arm64 (PLATFORMS=; a buildx builder with QEMU; PUSH=1 pushes).
 	docker buildx build --platform $(PLATFORMS) -t $(IMAGE) -f deploy/Dockerfile $(if $(PUSH),--push,) .
 	docker buildx build --platform $(PLATFORMS) -t $(INJECTOR_IMAGE) -f deploy/Dockerfile.injector $(if $(PUSH),--push,) .
 

@@ -25,11 +25,13 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
         "apply_interrupt_to_exit_p95",
     ),
     "bench.abort_latency:run_platform": ("platform_guard_abort_p95",),
+    "bench.node_drain": ("node_drain_evict_to_recovered_p50",),
     "bench.failover": (
         "failover_breach_to_aborted_p50",
         "failover_breach_to_aborted_p95",
         "failover_pods_killed_after_breach",
     ),
+    "bench.pause_latency": ("pause_to_faults_removed_p50", "pause_to_faults_removed_p95"),
 }
 _SCALE_FIGURES = (
     "apply_to_running_p95",

@@ -30,6 +30,12 @@ export PATH="/usr/local/go/bin:$PATH"
 
 log() { printf '[build-control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# Two builds at once (two worktrees' `make setup`) would race on the same .tmp outputs: the second
+# waits here, then finds the first one's stamp.
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/.build-control-plane.lock"
+flock 9
+
 KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 missing_kube=()
 for cmd in "${KUBE_COMMANDS[@]}"; do

@@ -187,8 +187,8 @@ build_injector() {
     buildah_ bud --quiet --pull=never --layers=false --build-arg "DEBIAN_IMAGE=$PYTHON_BASE_REF" \
       --volume "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" \
       -t "$INJECTOR_REF" -f "$REPO/deploy/Dockerfile.injector" "$REPO" >/dev/null
+    # Older injector archives stay (37 MB each): another worktree's real node may be importing one.
     save injector "$INJECTOR_REF" "$archive"
-    find "$OUT" -maxdepth 1 -name 'injector-*.tar' ! -name "injector-$key.tar" -delete
   fi
   emit injector "$INJECTOR_REF" "$archive"
 }

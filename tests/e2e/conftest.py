@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,9 @@ E2E_DIR = Path(__file__).resolve().parent
 OPERATOR_NAMESPACE = install.NAMESPACE
 OPERATOR_DEPLOYMENT = install.DEPLOYMENT
 APP_IMAGE = "chaosguard-e2e-app:dev"  # tests/e2e/app; hack/build-images.sh here, docker build for kind
+#: What every install here names as the injector (Helm's injector.image.tag=dev, the kind overlay's
+#: `images:`): hack/build-images.sh builds it and the real node imports it; `make image` for kind.
+INJECTOR_IMAGE = "chaosguard-injector:dev"
 _CONTEXT = pytest.StashKey[str]()
 
 
@@ -214,3 +218,15 @@ def e2e_namespace(kubectl: Kubectl) -> Iterator[str]:
 
 
 __all__ = ["APP_IMAGE", "REPO_ROOT", "E2ECluster"]
+
+
+def check_ran_from_the_injector_image(pod: dict[str, Any]) -> None:
+    """Every chaosguard container the operator added to the pod names the injector image, and the
+    kubelet ran that image (its report names the image it resolved), never the operator's."""
+    added = [c for c in pod["spec"].get("ephemeralContainers", []) if c["name"].startswith("chaosguard-")]
+    assert added, f"the operator added no container to pod {pod['metadata']['name']}"
+    assert {c["image"] for c in added} == {INJECTOR_IMAGE}, [(c["name"], c["image"]) for c in added]
+    ran = [s for s in pod["status"].get("ephemeralContainerStatuses", []) if s["name"].startswith("chaosguard-")]
+    for status in ran:
+        if status.get("imageID"):
+            assert status["image"].rsplit("/", 1)[-1] == INJECTOR_IMAGE, (status["name"], status["image"])

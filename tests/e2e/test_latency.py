@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from localcluster.wait import wait_for
-from tests.e2e.conftest import APP_IMAGE, E2ECluster
+from tests.e2e.conftest import APP_IMAGE, E2ECluster, check_ran_from_the_injector_image
 from tests.support.example_flow import EXAMPLES, Kubectl, event_reasons
 
 DELAY_MS = 200
@@ -123,6 +123,7 @@ def test_latency_between_two_pods_during_and_after(
         what="client-latency to complete",
     )
     after = statistics.median(connect_median_ms(kubectl, e2e_namespace, target, server_ip) for _ in range(3))
+    check_ran_from_the_injector_image(target_pod(kubectl, e2e_namespace, target))
 
     assert during - before == pytest.approx(DELAY_MS, abs=DELAY_MS * 0.25), (before, during)
     assert after < before + DELAY_MS * 0.25, (before, during, after)
@@ -219,6 +220,7 @@ def check_failed_for_want_of_netem(kubectl: Kubectl, namespace: str, name: str, 
     # The injector ran (tc's own refusal is quoted), and a clean-up container confirmed the pod is clean.
     assert "injector exit 4" in fault["message"] and "qdisc kind is unknown" in fault["message"], dump
     assert "confirmed by chaosguard-clear1-" in fault["message"] and "nothing to clear" in fault["message"], dump
+    check_ran_from_the_injector_image(target_pod(kubectl, namespace, fault["name"]))
     reasons = event_reasons(kubectl, namespace, "ChaosExperiment", name)
     assert "LatencyFailed" in reasons and "InjectionFailed" in reasons, reasons
     events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]

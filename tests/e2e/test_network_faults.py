@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.e2e.conftest import E2ECluster
+from tests.e2e.conftest import E2ECluster, check_ran_from_the_injector_image
 from tests.e2e.test_latency import finished, opted_in_target, pod_qdiscs, target_pod
 from tests.support.example_flow import EXAMPLES, Kubectl, event_reasons
 
@@ -87,6 +87,7 @@ def test_a_partition_is_refused_for_the_nodes_address_and_otherwise_runs_in_the_
         assert "confirmed by chaosguard-clear1-" in fault["message"], dump
         assert "PartitionFailed" in reasons and "InjectionFailed" in reasons, reasons
     pod = target_pod(kubectl, e2e_namespace, fault["name"])
+    check_ran_from_the_injector_image(pod)
     states = {s["name"]: s["state"] for s in pod["status"].get("ephemeralContainerStatuses", [])}
     assert all("terminated" in state for state in states.values()), f"still running in the pod: {states}"
     assert {p["metadata"]["name"]: pod_qdiscs(p["status"]["podIP"]) for p in pods} == qdiscs_before

@@ -46,6 +46,7 @@ from chaosguard.decisions.injector_image import INJECTOR_IMAGE_VARIABLE
 from chaosguard.runtime import leader
 from localcluster.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
 from localcluster.operator import OperatorProcess, install_webhook_configurations
+from localcluster.wait import wait_for
 from tests.support.example_flow import EXPERIMENT, Kubectl, PodKillRun, check_pod_kill_percent, run_pod_kill_percent
 
 pytestmark = pytest.mark.controlplane
@@ -513,6 +514,47 @@ def test_the_operator_needs_no_more_than_the_deploy_rbac(
         assert peak < 0.75 * limit, f"peak RSS {peak / 2**20:.0f} MiB is close to the {limit / 2**20:.0f} MiB limit"
 
 
+def test_node_drain_runs_under_the_deploy_rbac(installed: ControlPlane, operator_under_the_role: OperatorRun) -> None:
+    """examples/node-drain.yaml, applied through the webhooks, run by the operator under the shipped role:
+    nodes listed and patched (cordon, uncordon), the node's pods listed and evicted, within the 40 % cap."""
+    from localcluster.kwoknodes import Nodes, deploy_pinned
+    from tests.integration.test_operator_nodedrain import DRAINABLE, EXAMPLE, NAME, run_of, with_duration
+
+    api = installed.api_client()
+    nodes = Nodes(api)
+    namespace = "shop-drain-rbac"
+    installed.kubectl("create", "namespace", namespace)
+    allowed = json.loads(installed.kubectl("get", "chaospolicy", "default", "-o", "json").stdout)["spec"][
+        "allowedActions"
+    ]
+    widened = {"spec": {"allowedActions": [*allowed, "node-drain"]}}
+    installed.kubectl("patch", "chaospolicy", "default", "--type=merge", "-p", json.dumps(widened))
+    try:
+        drained = nodes.add("a", {DRAINABLE: "true"})
+        deploy_pinned(api, namespace, nodes, 4)
+        nodes.add("b")
+        installed.kubectl("apply", "-n", namespace, "-f", "-", input=with_duration(EXAMPLE, "20s"))
+
+        def finished() -> dict[str, Any]:
+            found = json.loads(installed.kubectl("get", "chaosexperiment", NAME, "-n", namespace, "-o", "json").stdout)
+            status: dict[str, Any] = found.get("status") or {}
+            return status if status.get("phase") in ("Completed", "Failed", "Aborted", "Rejected") else {}
+
+        status = wait_for(finished, timeout=120, what="the node drain to finish")
+        dump = yaml.safe_dump(status)[:4000]
+        assert status["phase"] == "Completed", dump
+        run = run_of(status)
+        assert len([k for k in run["kills"] if k["result"] == "Killed"]) == 4, dump
+        assert run["faults"][0]["state"] == "Removed" and not nodes.cordoned(drained), dump
+        log = operator_under_the_role.operator.log_path.read_text(errors="replace")
+        assert not re.search(r"forbidden", log, re.IGNORECASE), log[-4000:]
+    finally:
+        installed.kubectl(
+            "patch", "chaospolicy", "default", "--type=merge", "-p", json.dumps({"spec": {"allowedActions": allowed}})
+        )
+        nodes.delete_all()
+
+
 FORGED_STATUS = {"status": {"phase": "Running", "message": "forged"}}
 
 
@@ -614,6 +656,8 @@ NEEDED = [
     ("watch", "statefulsets.apps", "-A"),
     ("create", "events"),  # kopf.event
     ("list", "nodes"),  # Cluster.guarded_addresses: what a partition may not cut a pod off from
+    # node-drain (clients/nodes.py): nodes read with list (above), cordoned and uncordoned with patch
+    ("patch", "nodes"),
     ("list", "services", "-A"),  # ... the operator's own Services (network faults may not target them)
     ("get", "services/kubernetes"),  # ... the API server's Service and Endpoints, in "default"
     ("get", "endpoints/kubernetes"),
@@ -668,7 +712,12 @@ DENIED = [
     ("impersonate", "serviceaccounts"),
     ("create", "serviceaccounts", "--subresource=token"),
     ("delete", "events"),
-    ("patch", "nodes"),  # the addresses network faults may not reach are read, never changed
+    # node-drain patches nodes (spec.unschedulable and its mark); nothing more of a node, never its status
+    ("get", "nodes"),  # read with list
+    ("update", "nodes"),
+    ("delete", "nodes"),
+    ("create", "nodes"),
+    ("patch", "nodes", "--subresource=status"),
     ("patch", "services"),
     ("create", "services"),
     ("update", "endpoints"),

@@ -275,6 +275,18 @@ def test_the_deployment_runs_two_replicas_with_one_leader(rendered: dict[str, li
     assert not [o for o in objects if o["kind"] == "ServiceMonitor"]
 
 
+def test_the_operator_is_told_the_injector_image_with_the_operators_tag(bin_dir: Path) -> None:
+    env = {e["name"]: e.get("value") for e in container_of(render(bin_dir))["env"]}
+    # The two images are published together: the injector's tag defaults to the operator's.
+    assert env["CHAOSGUARD_INJECTOR_IMAGE"] == "chaosguard-injector:0.1.0"
+    assert env["CHAOSGUARD_INJECTOR_PULL_POLICY"] == "IfNotPresent"
+    values = ["--set", "injector.image.repository=registry.example.com/chaosguard-injector"]
+    values += ["--set", "injector.image.tag=0.2.0", "--set", "injector.image.pullPolicy=Always"]
+    env = {e["name"]: e.get("value") for e in container_of(render(bin_dir, *values))["env"]}
+    assert env["CHAOSGUARD_INJECTOR_IMAGE"] == "registry.example.com/chaosguard-injector:0.2.0"
+    assert env["CHAOSGUARD_INJECTOR_PULL_POLICY"] == "Always"
+
+
 def test_the_service_monitor_scrapes_the_metrics_service(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["service-monitor"]
     monitor = one(objects, "ServiceMonitor", "chaosguard")

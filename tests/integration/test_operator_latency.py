@@ -24,6 +24,7 @@ from localcluster.operator import (
     status_of,
     wait_for_phase,
 )
+from localcluster.realnode import injector_image
 from localcluster.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
@@ -99,6 +100,8 @@ def test_the_example_injects_exactly_the_intended_container_into_exactly_the_cho
         assert 110 <= int(args["--deadline-at"]) - time.time() <= 121
         assert container["securityContext"]["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
         assert container["securityContext"]["privileged"] is False
+        # The injector image the operator was told (--injector-image), never the operator's own.
+        assert (container["image"], container["imagePullPolicy"]) == (injector_image(), "IfNotPresent")
         assert {"name": "CHAOSGUARD_EXPERIMENT", "value": f"{shop}/checkout-db-latency"} in container["env"]
     control_plane.kubectl("delete", "chaosexperiment", "checkout-db-latency", "-n", shop)
 
@@ -123,12 +126,13 @@ def test_the_run_end_clears_an_injector_that_never_reported_removing_its_fault(
     containers = ephemeral(k8s, shop)[fault["uid"]]
     cleaners = [c for c in containers if c["name"].startswith("chaosguard-clear")]
     assert [c["command"] for c in cleaners] == [[SCRIPT, "clear"]], containers
+    assert {c["image"] for c in containers} == {injector_image()}, containers
 
 
 def report_injector(api: client.ApiClient, namespace: str, fault: dict[str, Any], state: dict[str, Any]) -> None:
     """Writes the kubelet's report of the fault's injector into the pod's status, as a kubelet would
     (kwok has none for ephemeral containers)."""
-    status = {"name": fault["container"], "image": "chaosguard:dev", "imageID": "", "ready": False,
+    status = {"name": fault["container"], "image": injector_image(), "imageID": "", "ready": False,
               "restartCount": 0, "state": state}  # fmt: skip
     client.CoreV1Api(api).patch_namespaced_pod_status(
         fault["name"], namespace, {"status": {"ephemeralContainerStatuses": [status]}}

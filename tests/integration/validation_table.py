@@ -44,6 +44,10 @@ def partition(**block: Any) -> dict[str, Any]:
     return experiment(action="partition", partition={"destinationCIDRs": ["10.1.0.0/16"], **block})
 
 
+def node_drain(**block: Any) -> dict[str, Any]:
+    return experiment(action="node-drain", nodeDrain=block)
+
+
 def container_restart(**block: Any) -> dict[str, Any]:
     return experiment(action="container-restart", containerRestart={"container": "app", **block})
 
@@ -246,6 +250,29 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("partition-ports", partition(ports=[5432])),
     ("partition-port-0", partition(ports=[0])),
     ("partition-cidr-too-long", partition(destinationCIDRs=["1" * 50])),
+    # ---- node-drain
+    ("node-drain", node_drain()),
+    ("node-drain-selector", node_drain(nodeSelector={"matchLabels": {"pool": "workers"}}, gracePeriodSeconds=5)),
+    ("node-drain-block-missing", experiment(action="node-drain")),
+    ("node-drain-block-on-pod-kill", experiment(nodeDrain={})),
+    ("node-drain-fixed-without-value", node_drain(mode="fixed")),
+    ("node-drain-fixed-2", node_drain(mode="fixed", value=2)),
+    ("node-drain-one-with-value", node_drain(mode="one", value=2)),
+    ("node-drain-all", node_drain(mode="all")),
+    ("node-drain-percent-100", node_drain(mode="fixed-percent", value=100)),
+    ("node-drain-percent-101", node_drain(mode="fixed-percent", value=101)),
+    ("node-drain-value-0", node_drain(mode="fixed", value=0)),
+    ("node-drain-mode-unknown", node_drain(mode="half")),
+    ("node-drain-grace-0", node_drain(gracePeriodSeconds=0)),
+    ("node-drain-interval", node_drain() | {"spec": node_drain()["spec"] | {"interval": "1m"}}),
+    (
+        "node-drain-selector-bad-expression",
+        node_drain(nodeSelector={"matchExpressions": [{"key": "a", "operator": "In"}]}),
+    ),
+    ("policy-max-node-percentage-30", policy(maxNodePercentage=30)),
+    ("policy-max-node-percentage-0", policy(maxNodePercentage=0)),
+    ("policy-max-node-percentage-101", policy(maxNodePercentage=101)),
+    ("policy-protected-node-selector", policy(protectedNodeSelector={"matchLabels": {"tier": "payments"}})),
     # ---- container-restart
     ("container-restart", container_restart()),
     ("container-restart-block-missing", experiment(action="container-restart")),

@@ -4,7 +4,8 @@ permission checks, shared by the webhook (at `kubectl apply` time) and the engin
 Nobody can make the operator do what they could not do themselves: every target namespace of an
 experiment is checked with a SubjectAccessReview for its author (and, on an edit of the spec, for
 the user making it): pod-kill needs `delete pods` there, the network faults (latency, network, partition)
-`patch pods/ephemeralcontainers`. Every Secret its steadyState names needs `get` on that Secret (the
+`patch pods/ephemeralcontainers`, node-drain `create pods/eviction` (the pods it evicts are all in target
+namespaces) and `patch nodes` cluster-wide. Every Secret its steadyState names needs `get` on that Secret (the
 operator reads it and sends it to Prometheus), and every Prometheus URL must be one the cluster's
 owners allow (`decisions.prometheus_access`).
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from chaosguard.api.actions import Permission
 from chaosguard.api.errors import describe_validation_error
 from chaosguard.api.models import Action, ChaosApprovalSpec, ChaosExperimentSpec
 from chaosguard.clients.kube import Cluster
@@ -64,10 +66,14 @@ def author_unknown(problem: str) -> Refusal:
 async def permission_refusals(
     cluster: Cluster, identities: Sequence[Identity], namespaces: Sequence[str], action: Action
 ) -> list[Refusal]:
-    """A refusal for every (user, target namespace) where the user lacks the permission the fault needs."""
-    verb, resource, subresource = needed_permission(action)
-    what = f"{resource}/{subresource}" if subresource else resource
-    checks = [(identity, namespace) for identity in identities for namespace in namespaces]
+    """A refusal for every (user, target namespace) where the user lacks the permission the fault needs,
+    and for every (user, cluster-wide permission) of a kind that acts on cluster-scoped objects (node-drain:
+    `patch nodes`), asked without a namespace."""
+    facts = action.facts
+    checks: list[tuple[Identity, str, Permission]] = [
+        (identity, namespace, facts.permission) for identity in identities for namespace in namespaces
+    ]
+    checks += [(identity, "", permission) for identity in identities for permission in facts.cluster_permissions]
     answers = await asyncio.gather(
         *(
             asyncio.to_thread(
@@ -75,27 +81,39 @@ async def permission_refusals(
                 identity.username,
                 identity.groups,
                 namespace,
-                verb,
-                resource,
-                subresource,
+                permission.verb,
+                permission.resource,
+                permission.subresource,
                 uid=identity.uid,
                 extra=identity.extra,
             )
-            for identity, namespace in checks
+            for identity, namespace, permission in checks
         )
     )
     refusals = []
-    for (identity, namespace), (allowed, _reason) in zip(checks, answers, strict=True):
-        if not allowed:
+    for (identity, namespace, permission), (allowed, _reason) in zip(checks, answers, strict=True):
+        if allowed:
+            continue
+        if not namespace:
             refusals.append(
                 Refusal(
                     TARGET_PERMISSION,
-                    f"{identity.username} may not {verb} {what} in namespace {namespace!r}, and the operator only "
-                    f"does what the experiment's author could do; ask for `{verb} {what}` in {namespace!r} "
-                    "or remove it from spec.target.namespaces",
-                    "spec.target.namespaces",
+                    f"{identity.username} may not {permission} (cluster-wide), which action {action.value} needs, "
+                    "and the operator only does what the experiment's author could do; ask for a ClusterRole "
+                    f"granting `{permission}`, or use another action",
+                    "spec.action",
                 )
             )
+            continue
+        refusals.append(
+            Refusal(
+                TARGET_PERMISSION,
+                f"{identity.username} may not {permission} in namespace {namespace!r}, and the operator only "
+                f"does what the experiment's author could do; ask for `{permission}` in {namespace!r} "
+                "or remove it from spec.target.namespaces",
+                "spec.target.namespaces",
+            )
+        )
     return refusals
 
 
@@ -152,6 +170,10 @@ async def judge_experiment(
 ) -> list[Refusal]:
     """Every reason to refuse this CREATE or UPDATE of a ChaosExperiment; metadata-only updates pass."""
     if old is not None and dict(_spec_of(old)) == dict(_spec_of(body)):
+        return []
+    if old is not None and spec_hash(_spec_of(old)) == spec_hash(_spec_of(body)):
+        # Only spec.paused changed: whoever may patch the experiment may pause it, in or out of a window;
+        # the operator judges a resume like a run's start before any new fault (decisions.pause).
         return []
     try:
         spec = ChaosExperimentSpec.model_validate(dict(_spec_of(body)))

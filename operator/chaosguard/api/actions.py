@@ -23,6 +23,7 @@ class Action(StrEnum):
     LATENCY = "latency"
     NETWORK = "network"
     PARTITION = "partition"
+    NODE_DRAIN = "node-drain"
     CONTAINER_RESTART = "container-restart"
 
     @property
@@ -77,9 +78,16 @@ class ActionFacts:
     injector: bool = False  # carried by the network injector (runtime/injector/netem.sh)
     # Why an injector of this kind exits 4 with "qdisc kind is unknown": the kernel modules it needs.
     missing_kernel_module: str = ""
+    # What the author must also be allowed cluster-wide (a SubjectAccessReview without a namespace), for
+    # kinds that act on cluster-scoped objects; `permission` is still checked in every target namespace.
+    cluster_permissions: tuple[Permission, ...] = ()
+    # Its faults sit on cluster-scoped objects (nodes), not in pods of the target namespaces: they are
+    # taken out wherever the kind's own mark says chaosguard put them (see runtime.faults.nodedrain).
+    cluster_scoped: bool = False
 
     def describe_permission(self) -> str:
-        return str(self.permission)
+        cluster_wide = "".join(f", {permission} (cluster-wide)" for permission in self.cluster_permissions)
+        return f"{self.permission}{cluster_wide}"
 
 
 def _injector_reasons(kind: str) -> EventReasons:
@@ -145,6 +153,18 @@ ACTIONS: dict[str, ActionFacts] = {
             "the node's kernel lacks a tc module a partition needs (sch_prio, sch_ingress, cls_u32, act_gact), "
             "so nothing can be dropped there"
         ),
+    ),
+    Action.NODE_DRAIN: ActionFacts(
+        action=Action.NODE_DRAIN,
+        spec_block="nodeDrain",
+        spec_block_required=True,
+        # Every pod it evicts is in a target namespace (the node's other pods stay where they are).
+        permission=Permission("create", "pods", "eviction"),
+        cluster_permissions=(Permission("patch", "nodes"),),
+        record_kind="Drain",
+        counts="kills",
+        reasons=EventReasons(skipped="DrainSkipped", would="WouldDrain", done="NodeDrained", failed="DrainFailed"),
+        cluster_scoped=True,
     ),
     # An ephemeral container (the signaller) in the target's process namespace sends its PID 1 SIGTERM,
     # as the target container's own uid: no capability, so Pod Security restricted admits it wherever

@@ -199,6 +199,12 @@ def experiment_crd() -> dict[str, Any]:
                 "jsonPath": ".status.hits",
                 "description": "Pods killed or faulted by the current run, else by the last one.",
             },
+            {
+                "name": "Paused",
+                "type": "boolean",
+                "jsonPath": ".spec.paused",
+                "description": "spec.paused: no fault is in and no round plays (a schedule skips its slots).",
+            },
             {"name": "Last-Run", "type": "string", "jsonPath": ".status.lastRun.phase", "priority": 1},
             {"name": "Next-Run", "type": "date", "jsonPath": ".status.nextRunAt", "priority": 1},
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},

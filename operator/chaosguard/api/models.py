@@ -303,6 +303,32 @@ class PartitionSpec(ApiModel):
         return f"partition ({self.direction.value}) from {', '.join(self.destination_cidrs)}{ports}"
 
 
+class NodeDrainSpec(ApiModel):
+    """Which nodes to drain: each chosen node is cordoned (marked as chaosguard's), its pods in the target
+    namespaces are evicted through the Eviction API, and it is uncordoned at the run's end."""
+
+    validation_rules = rules.NODE_DRAIN
+
+    node_selector: LabelSelector = Field(
+        default_factory=LabelSelector,
+        description="Which nodes may be drained (a metav1 LabelSelector over node labels). Empty: every node. "
+        "Control-plane nodes, protected nodes and nodes already cordoned are never chosen.",
+    )
+    mode: TargetMode = Field(
+        default=TargetMode.ONE,
+        strict=False,
+        description="How many of the eligible nodes: one | fixed | fixed-percent | all.",
+    )
+    value: int | None = Field(
+        default=None, ge=1, description="Node count for fixed; percentage (1-100) for fixed-percent."
+    )
+    grace_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Grace period of each eviction, at least 1. Default: each pod's own terminationGracePeriodSeconds.",
+    )
+
+
 class ContainerRestartSpec(ApiModel):
     """Restarts one named container of each target pod, the pod kept: its PID 1 gets SIGTERM from an
     ephemeral container in its process namespace, and the kubelet starts the container again."""
@@ -468,6 +494,10 @@ class ChaosExperimentSpec(ApiModel):
         default=None, description="Settings for action network: loss, corrupt, duplicate, reorder, rate, delay."
     )
     partition: PartitionSpec | None = Field(default=None, description="Settings for action partition.")
+    node_drain: NodeDrainSpec | None = Field(
+        default=None,
+        description="Settings for action node-drain: which nodes to cordon and drain of the target namespaces' pods.",
+    )
     container_restart: ContainerRestartSpec | None = Field(
         default=None, description="Settings for action container-restart: which container to restart."
     )
@@ -484,6 +514,11 @@ class ChaosExperimentSpec(ApiModel):
     )
     dry_run: bool = Field(
         default=False, description="Run every check and record which pods would be hit, touching nothing."
+    )
+    paused: bool = Field(
+        default=False,
+        description="Paused: the run's faults are taken out and no round plays until this is false again (the "
+        "run's deadline still counts); a schedule skips its slots meanwhile. `chaosguard pause|resume NAME` sets it.",
     )
 
     @property
@@ -507,6 +542,7 @@ class Phase(StrEnum):
     ABORTED = "Aborted"
     FAILED = "Failed"
     REJECTED = "Rejected"
+    SKIPPED = "Skipped"  # a scheduled slot that did not run (the schedule was paused): history only
 
     @property
     def is_terminal(self) -> bool:
@@ -553,6 +589,7 @@ class KillRecord(StatusModel):
     message: str = ""
     round: int = 0
     recovered_after_seconds: float | None = None
+    node: str = Field(default="", description="node-drain: the node the pod was evicted from.")
 
 
 class SliAbort(StatusModel):
@@ -611,6 +648,16 @@ class FaultRecord(StatusModel):
         return "Fault"
 
 
+class PauseRecord(StatusModel):
+    """One pause of a run: when and by whom it was paused and resumed (the deadline never moves for it)."""
+
+    paused_at: datetime
+    paused_by: str = ""
+    resumed_at: datetime | None = None
+    resumed_by: str = ""
+    message: str = ""
+
+
 class RunStatus(StatusModel):
     id: str
     trigger: str = "apply"
@@ -640,6 +687,9 @@ class RunStatus(StatusModel):
         default="",
         description="The operator's signature over this record (id, times, spec hash, namespaces, targets, faults, "
         "kills): a record that does not verify is never acted on.",
+    )
+    pauses: list[PauseRecord] = Field(
+        default_factory=list, description="Each pause of the run (spec.paused), the last one open while paused."
     )
 
 
@@ -900,6 +950,17 @@ class ChaosPolicySpec(ApiModel):
         default=False,
         description="Allow network faults and partitions whose destinationCIDRs reach the operator's own pods "
         "or Services (every applicable policy must allow it).",
+    )
+    # Limits of node-drain.
+    max_node_percentage: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Largest share of the cluster's nodes cordoned at any moment (by anyone), counting the node a "
+        "node-drain is about to cordon. Absent: no cap beyond the built-in rules.",
+    )
+    protected_node_selector: LabelSelector | None = Field(
+        default=None, description="Nodes matching this selector are never drained."
     )
     windows: list[TimeWindow] = Field(
         default_factory=list, description="Experiments run only inside one of these. Empty: any time."

@@ -475,6 +475,22 @@ TARGET = (
 )
 
 
+NODE_DRAIN = (
+    Rule(
+        Implies(OneOf("mode", ("fixed", "fixed-percent")), Has("value")),
+        "spec.nodeDrain.value is required for mode fixed and fixed-percent",
+    ),
+    Rule(
+        Implies(OneOf("mode", ("one", "all")), Not(Has("value"))),
+        "spec.nodeDrain.value must be omitted for mode one and all",
+    ),
+    Rule(
+        Implies(Is("mode", "fixed-percent"), AtMost("value", 100)),
+        "spec.nodeDrain.value is a percentage for fixed-percent: use 1 to 100",
+    ),
+)
+
+
 def _conditions_have_endpoints(where: str) -> Rule:
     return Rule(
         Implies(Not(Has("prometheus")), Each("conditions", Has("prometheus"))),
@@ -503,6 +519,7 @@ EXPERIMENT = (
     *_block("latency", "latency"),
     *_block("network", "network"),
     *_block("partition", "partition"),
+    *_block("node-drain", "nodeDrain"),
     *_block("container-restart", "containerRestart"),
     Rule(Implies(Has("podKill"), Is("action", "pod-kill")), "spec.podKill is only allowed when action is pod-kill"),
     Rule(

@@ -132,6 +132,7 @@ class Seen:
     recoveries: set[tuple[str, int]] = field(default_factory=set)
     faults: dict[str, str] = field(default_factory=dict)
     sli: dict[str, str] = field(default_factory=dict)
+    paused: str = ""  # the Paused condition's status as last reported
 
 
 def _conditions(experiment: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -158,6 +159,10 @@ def new_events(seen: Seen, experiment: Mapping[str, Any]) -> list[str]:
         seen.phase = phase
         message = " ".join(str(status.get("message") or "").split())
         lines.append(f"phase {phase}" + (f": {message}" if message and phase != "Rejected" else ""))
+    paused: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Paused"), {})
+    if paused.get("status", seen.paused) != seen.paused:
+        seen.paused = str(paused["status"])
+        lines.append(f"{'paused' if seen.paused == 'True' else 'resumed'}: {paused.get('message', '')}")
     run = status.get("currentRun") or status.get("lastRun") or {}
     if run.get("id") and run["id"] != seen.run_id:
         seen.run_id = str(run["id"])
@@ -195,6 +200,8 @@ def live_line(experiment: Mapping[str, Any], elapsed: float, now: datetime) -> s
     status = experiment.get("status") or {}
     run = status.get("currentRun") or {}
     parts = [f"{format_seconds(elapsed) if elapsed >= 1 else '0s'}", str(status.get("phase") or "Pending")]
+    if (experiment.get("spec") or {}).get("paused"):
+        parts.append("PAUSED (no fault in, no round; the deadline counts)")
     if run:
         killed = sum(1 for k in run.get("kills") or [] if k.get("result") == "Killed")
         active = sum(1 for f in run.get("faults") or [] if f.get("state") in ("Injecting", "Active"))

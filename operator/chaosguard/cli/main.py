@@ -20,11 +20,12 @@ from pydantic import ValidationError
 from chaosguard.admission.judge import PROMETHEUS_URL_ENV
 from chaosguard.api import crdgen
 from chaosguard.api.errors import describe_validation_error
-from chaosguard.api.models import ChaosExperiment, ChaosPolicy
+from chaosguard.api.models import Action, ChaosExperiment, ChaosPolicy
 from chaosguard.api.urls import url_parts
 from chaosguard.cli import apply as cli_apply
 from chaosguard.cli import approvals as cli_approvals
 from chaosguard.cli import ops as cli_ops
+from chaosguard.cli import pause as cli_pause
 from chaosguard.cli.offline import Document, UnreadableInput, judge, read_documents, split_documents
 from chaosguard.decisions import platform_guards, windows
 from chaosguard.decisions.injector_image import (
@@ -166,18 +167,26 @@ def command_plan(args: argparse.Namespace) -> int:
         for refusal in [*refusals, *([time_problem] if time_problem else [])]:
             print(f"  {refusal}")
             refused = True
-        pods = [pod for ns in namespaces if ns in labels for pod in cluster.pods(ns)]
-        eligibility = classify(pods, spec.target.selector, effective, labels)
-        count = requested_count(spec.target, len(eligibility.eligible))
-        picked = choose(eligibility.eligible, count, random.Random(args.seed))
-        print(f"  would hit {count} of {len(eligibility.eligible)} eligible pods now, for example:")
-        for pod in picked:
-            print(f"    HIT  {pod.key} ({pod.workload})")
-        for pod in eligibility.eligible:
-            if pod not in picked:
-                print(f"    ELIGIBLE {pod.key} ({pod.workload})")
-        for exclusion in eligibility.excluded:
-            print(f"    LEFT-OUT {exclusion.pod.key}: {exclusion.refusal.rule}: {exclusion.refusal.message}")
+        if spec.action is Action.NODE_DRAIN:
+            from chaosguard.cli.nodeplan import print_node_plan
+
+            operator_namespace = args.operator_namespace or None
+            refused = (
+                print_node_plan(cluster, spec, effective, labels, namespaces, args.seed, operator_namespace) or refused
+            )
+        else:
+            pods = [pod for ns in namespaces if ns in labels for pod in cluster.pods(ns)]
+            eligibility = classify(pods, spec.target.selector, effective, labels)
+            count = requested_count(spec.target, len(eligibility.eligible))
+            picked = choose(eligibility.eligible, count, random.Random(args.seed))
+            print(f"  would hit {count} of {len(eligibility.eligible)} eligible pods now, for example:")
+            for pod in picked:
+                print(f"    HIT  {pod.key} ({pod.workload})")
+            for pod in eligibility.eligible:
+                if pod not in picked:
+                    print(f"    ELIGIBLE {pod.key} ({pod.workload})")
+            for exclusion in eligibility.excluded:
+                print(f"    LEFT-OUT {exclusion.pod.key}: {exclusion.refusal.rule}: {exclusion.refusal.message}")
         groups, blackouts = list(effective.window_groups), effective.blackout_list()
         opens = windows.next_allowed_start(groups, blackouts, at)
         print(f"  next allowed start: {opens.isoformat() if opens else 'none within a year'}")
@@ -336,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_approvals.register(sub)
     cli_ops.register(sub)
     cli_apply.register(sub)
+    cli_pause.register(sub)
     return parser
 
 

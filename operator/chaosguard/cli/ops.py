@@ -272,7 +272,7 @@ def status_rows(items: Sequence[dict[str, Any]], now: datetime, wide: bool = Fal
                 str(meta.get("namespace", "")),
                 str(meta.get("name", "")),
                 action,
-                str(status.get("phase") or "New"),
+                str(status.get("phase") or "New") + (" (paused)" if spec.get("paused") else ""),
                 last_run,
                 next_run,
                 message or "-",

@@ -160,7 +160,8 @@ def runs_of(status: ChaosExperimentStatus) -> list[RunStatus]:
     (history keeps only the last kills of a run, lastRun all of them)."""
     by_id: dict[str, RunStatus] = {}
     for run in [*status.history, *([status.last_run] if status.last_run else [])]:
-        by_id[run.id] = run
+        if run.phase is not Phase.SKIPPED:  # a slot a paused schedule skipped: no run to report on
+            by_id[run.id] = run
     if status.current_run is not None:
         by_id[status.current_run.id] = status.current_run
     return sorted(by_id.values(), key=lambda r: (r.started_at or datetime.min.replace(tzinfo=UTC), r.id))
@@ -334,6 +335,7 @@ def timeline(run: RunStatus, in_progress: bool, home: str) -> list[TimelineEntry
             text = f"round {kill.round}: pod {pod} not killed ({kill.result.value}): {kill.message}"
             entries.append(TimelineEntry(kill.at, "skip", text, severity))
     entries.extend(_recovery_entries(run.kills, home))
+    entries.extend(_pause_entries(run))
     for fault in run.faults:
         entries.extend(_fault_entries(fault, run, home))
     for name, points in run.sli_samples.items():
@@ -349,6 +351,22 @@ def timeline(run: RunStatus, in_progress: bool, home: str) -> list[TimelineEntry
         )
     order = {"run": 0, "kill": 1, "skip": 1, "fault": 1, "recovery": 2, "sli": 3, "abort": 4, "deadline": 5, "end": 6}
     return sorted(entries, key=lambda e: (e.at, order.get(e.kind, 3)))
+
+
+def _pause_entries(run: RunStatus) -> list[TimelineEntry]:
+    """Each pause and resume: a pause took the run's faults out while its deadline kept counting."""
+    entries = []
+    for pause in run.pauses:
+        text = f"paused by {pause.paused_by or 'unknown'}: faults taken out, no round; the deadline still counts"
+        entries.append(TimelineEntry(pause.paused_at, "pause", text, Severity.WARN))
+        if pause.resumed_at is not None:
+            held = (pause.resumed_at - pause.paused_at).total_seconds()
+            entries.append(
+                TimelineEntry(
+                    pause.resumed_at, "pause", f"resumed by {pause.resumed_by or 'unknown'} after {held:.1f}s"
+                )
+            )
+    return entries
 
 
 def _recovered_at(kill: KillRecord) -> datetime | None:
@@ -381,8 +399,14 @@ def _recovery_entries(kills: Sequence[KillRecord], home: str) -> list[TimelineEn
     return entries
 
 
+def _on_node(fault: FaultRecord) -> str:
+    """For a fault on a node (node-drain records no namespace): "node NAME"; else empty."""
+    return "" if fault.namespace else f"node {fault.name}"
+
+
 def _fault_entries(fault: FaultRecord, run: RunStatus, home: str) -> list[TimelineEntry]:
     pod = fault.name if fault.namespace == home else f"{fault.namespace}/{fault.name}"
+    pod = _on_node(fault) or f"pod {pod}"
     entries = []
     if fault.state is FaultState.WOULD_INJECT:
         entries.append(
@@ -393,20 +417,21 @@ def _fault_entries(fault: FaultRecord, run: RunStatus, home: str) -> list[Timeli
     if fault.impairment:  # "partition (both) from ..." already says what it is
         kind = fault.impairment if fault.impairment.startswith(kind) else f"{kind} ({fault.impairment})"
     if fault.injected_at is not None:
-        text = f"{kind} injected into pod {pod}" + (f" (container {fault.container})" if fault.container else "")
+        carrier = fault.container if fault.namespace else ""  # a node's record names no container
+        text = f"{kind} injected into {pod}" + (f" (container {carrier})" if carrier else "")
         entries.append(TimelineEntry(fault.injected_at, "fault", text, Severity.WARN))
     if fault.removed_at is not None:
         entries.append(
             TimelineEntry(
                 fault.removed_at,
                 "fault",
-                f"{fault.kind.lower()} removed from pod {pod} by {fault.removed_by}",
+                f"{fault.kind.lower()} removed from {pod} by {fault.removed_by}",
                 Severity.GOOD,
             )
         )
     if fault.state is FaultState.FAILED:
         at = fault.removed_at or fault.injected_at or run.started_at or _epoch()
-        entries.append(TimelineEntry(at, "fault", f"{kind} fault in pod {pod} failed: {fault.message}", Severity.BAD))
+        entries.append(TimelineEntry(at, "fault", f"{kind} fault in {pod} failed: {fault.message}", Severity.BAD))
     return entries
 
 

@@ -75,6 +75,9 @@ class EffectivePolicy:
     operator_destinations_allowed: bool = False
     # (ChaosPolicy/name, its allowedPrometheusURLs) of each policy that sets them: every one must allow a URL.
     allowed_prometheus_urls: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Limits of node-drain (judged by decisions.nodes).
+    max_node_percentage: tuple[int, str] | None = None
+    protected_node_selectors: tuple[tuple[str, LabelSelector], ...] = ()
 
     def protection_of(self, labels: Mapping[str, str]) -> str | None:
         """The policy that protects a pod with these labels, if any."""
@@ -137,6 +140,8 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
     max_loss: tuple[float, str] | None = None
     operator_destinations = True
     prometheus_urls: list[tuple[str, tuple[str, ...]]] = []
+    max_node_percentage: tuple[float, str] | None = None
+    protected_nodes: list[tuple[str, LabelSelector]] = []
     any_policy = False
 
     for policy in policies:
@@ -173,6 +178,9 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         operator_destinations = operator_destinations and spec.allow_operator_namespace_destinations
         if spec.allowed_prometheus_urls is not None:
             prometheus_urls.append((source, tuple(spec.allowed_prometheus_urls)))
+        max_node_percentage = _tightest(max_node_percentage, spec.max_node_percentage, source)
+        if spec.protected_node_selector is not None:
+            protected_nodes.append((source, spec.protected_node_selector))
 
     return EffectivePolicy(
         sources=tuple(sources),
@@ -194,6 +202,10 @@ def combine(policies: Iterable[ChaosPolicy], operator_namespace: str | None = No
         max_loss=max_loss,
         operator_destinations_allowed=operator_destinations and any_policy,
         allowed_prometheus_urls=tuple(prometheus_urls),
+        max_node_percentage=None
+        if max_node_percentage is None
+        else (int(max_node_percentage[0]), max_node_percentage[1]),
+        protected_node_selectors=tuple(protected_nodes),
     )
 
 
@@ -346,6 +358,7 @@ def static_refusals(
                     )
                 )
     refusals.extend(_cap_on_face(spec, effective))
+    refusals.extend(node_drain_refusals_on_face(spec, effective))
     if effective.suspended_by:
         refusals.append(suspension_refusal(effective))
     return refusals
@@ -524,4 +537,50 @@ def destination_refusals(
                     )
                 )
                 break
+    return refusals
+
+
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+
+
+def node_drain_refusals_on_face(spec: ChaosExperimentSpec, effective: EffectivePolicy) -> list[Refusal]:
+    """node-drain's rules that the spec alone breaks (the nodes themselves are judged live, decisions.nodes):
+    a nodeSelector that asks for control-plane nodes, and a share of nodes above maxNodePercentage."""
+    drain = spec.node_drain
+    if spec.action is not Action.NODE_DRAIN or drain is None:
+        return []
+    refusals: list[Refusal] = []
+    selector = drain.node_selector
+    asks_control_plane = CONTROL_PLANE_LABEL in selector.match_labels or any(
+        requirement.key == CONTROL_PLANE_LABEL and requirement.operator.value in ("In", "Exists")
+        for requirement in selector.match_expressions
+    )
+    if asks_control_plane:
+        refusals.append(
+            Refusal(
+                "control-plane-node",
+                f"spec.nodeDrain.nodeSelector asks for control-plane nodes ({CONTROL_PLANE_LABEL}), which are never "
+                "drained; select worker nodes",
+                "spec.nodeDrain.nodeSelector",
+            )
+        )
+    cap = effective.max_node_percentage
+    if cap is not None and drain.mode is TargetMode.FIXED_PERCENT and (drain.value or 0) > cap[0]:
+        refusals.append(
+            Refusal(
+                "max-node-percentage",
+                f"spec.nodeDrain.value {drain.value}% is above the {cap[0]}% of the cluster's nodes that may be "
+                f"cordoned at once ({cap[1]}); set spec.nodeDrain.value to {cap[0]} or less",
+                "spec.nodeDrain.value",
+            )
+        )
+    if cap is not None and drain.mode is TargetMode.ALL and cap[0] < 100:
+        refusals.append(
+            Refusal(
+                "max-node-percentage",
+                f"mode 'all' would cordon every node the selector picks, but {cap[1]} allows at most {cap[0]}% of "
+                f"the cluster's nodes; use mode fixed-percent with value {cap[0]} or less, or mode one",
+                "spec.nodeDrain.mode",
+            )
+        )
     return refusals

@@ -114,16 +114,22 @@ def _pod_order(pod: PodView) -> tuple[str, str, str]:
 
 def requested_count(target: TargetSpec, eligible_count: int) -> int:
     """How many pods the mode asks for out of `eligible_count` (never more than there are)."""
+    return count_for_mode(target.mode, target.value, eligible_count)
+
+
+def count_for_mode(mode: TargetMode, value: int | None, eligible_count: int) -> int:
+    """How many of `eligible_count` targets (pods, or nodes for node-drain) a mode asks for, never more
+    than there are."""
     if eligible_count == 0:
         return 0
-    if target.mode is TargetMode.ONE:
+    if mode is TargetMode.ONE:
         wanted = 1
-    elif target.mode is TargetMode.ALL:
+    elif mode is TargetMode.ALL:
         wanted = eligible_count
-    elif target.mode is TargetMode.FIXED:
-        wanted = target.value or 0
+    elif mode is TargetMode.FIXED:
+        wanted = value or 0
     else:
-        wanted = max(1, math.floor(eligible_count * (target.value or 0) / 100))
+        wanted = max(1, math.floor(eligible_count * (value or 0) / 100))
     return min(wanted, eligible_count)
 
 

@@ -75,14 +75,15 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     Canonical means: as the operator reads it (the model), without the fields left at their defaults,
     so that a default the API server fills in (say, for a field a newer CRD adds) changes nothing,
     while any change to what the experiment does changes the hash. A spec the model refuses is
-    hashed as it is.
+    hashed as it is. `paused` is left out: a pause changes when the experiment acts, not what it does,
+    so it keeps the run, its approvals and the author's stamp (see decisions.pause).
     """
     try:
         normal = ChaosExperimentSpec.model_validate(dict(spec)).model_dump(
-            by_alias=True, mode="json", exclude_defaults=True
+            by_alias=True, mode="json", exclude_defaults=True, exclude={"paused"}
         )
     except ValidationError:
-        normal = dict(spec)
+        normal = {key: value for key, value in spec.items() if key != "paused"}
     return "sha256:" + hashlib.sha256(canonical_json(normal)).hexdigest()
 
 

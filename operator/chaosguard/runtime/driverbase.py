@@ -86,8 +86,9 @@ class DriverBase:
 
     @property
     def halted(self) -> bool:
-        """No fault may start: the run is being aborted, or the operator/daemon is stopping."""
-        return self.abort_requested.is_set() or bool(self.stopped)
+        """No fault may start: the run is being aborted or paused (the live spec: a round in progress stops
+        at its next target), or the operator/daemon is stopping."""
+        return self.abort_requested.is_set() or bool(self.stopped) or bool((self.body.get("spec") or {}).get("paused"))
 
     def seal_problem(self, run: RunStatus) -> str | None:
         return run_seal_problem(self.context.signing_key, str(self.body["metadata"].get("uid") or ""), run)
@@ -152,6 +153,24 @@ class DriverBase:
         raise NotImplementedError
 
     def stop_reason(self, world: World, now: datetime) -> Refusal | None:
+        raise NotImplementedError
+
+    def start_refusal(self, spec: ChaosExperimentSpec, world: World, now: datetime) -> Refusal | None:
+        raise NotImplementedError
+
+    def schedule_next(self, spec: ChaosExperimentSpec) -> str:
+        raise NotImplementedError
+
+    def note_pause(self, spec: ChaosExperimentSpec) -> None:
+        raise NotImplementedError
+
+    async def hold_for_pause(self, spec: ChaosExperimentSpec, run: RunStatus) -> float | None:
+        raise NotImplementedError
+
+    async def skip_paused_slot(self, spec: ChaosExperimentSpec, now: datetime) -> float:
+        raise NotImplementedError
+
+    async def remove_for_pause_as_standby(self, spec: ChaosExperimentSpec) -> None:
         raise NotImplementedError
 
     async def resolve_interrupted_round(self, run: RunStatus) -> None:

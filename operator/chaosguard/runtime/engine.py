@@ -6,8 +6,8 @@ loop that steps the experiment until kopf stops it, the step itself (`lead` in t
 sealed record verifies), and taking up another replica's status on a hand-over. The parts, each a
 module of its own: `phases` (the phase machine), `world` (world reads), `status` (every status write
 and Event), `steady` (before/after checks and the guard), `recovery` (recovery tracking), `rounds`
-(the generic round loop over the fault kinds of `runtime.faults`); `driverbase` holds their shared
-state. All state lives in the object's status, written before and after every fault.
+(the generic round loop over the fault kinds of `runtime.faults`), `pausing` (spec.paused);
+`driverbase` holds their shared state. All state lives in the object's status, written before and after every fault.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from pydantic import ValidationError
 from chaosguard.api.errors import describe_validation_error
 from chaosguard.api.models import ABORT_ANNOTATION, ChaosExperimentStatus, Phase, RunStatus
 from chaosguard.clients.kube import Cluster
+from chaosguard.decisions.pause import only_pause_changed
 from chaosguard.decisions.slo import merge_samples
 from chaosguard.decisions.stamps import spec_hash
 from chaosguard.runtime import gates
 from chaosguard.runtime.context import OperatorContext
 from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, MAX_SLI_POINTS, RunEndedElsewhere
+from chaosguard.runtime.pausing import Pausing
 from chaosguard.runtime.phases import PhaseMachine
 from chaosguard.runtime.recovery import RecoveryTracking
 from chaosguard.runtime.rounds import RoundLoop
@@ -37,7 +39,7 @@ from chaosguard.runtime.world import WorldReads
 __all__ = ["ExperimentDriver", "OperatorContext", "RunEndedElsewhere"]
 
 
-class ExperimentDriver(PhaseMachine, RoundLoop, SteadyState, RecoveryTracking, StatusWriter, WorldReads):
+class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTracking, StatusWriter, WorldReads):
     async def run(self, stopped: Any) -> None:
         self.stopped = stopped
         # A standby acts on nothing before its first step (`stand_by` guards what verifies); the leader:
@@ -140,6 +142,7 @@ class ExperimentDriver(PhaseMachine, RoundLoop, SteadyState, RecoveryTracking, S
         if self.guarded is None or (not world.invalid_policies and world.guards != self.guards_in_cache):
             self.guards_in_cache = world.guards
             self.resume_guard(world.guards)
+        await self.remove_for_pause_as_standby(spec)
         return ACTIVE_POLL_SECONDS
 
     def adopt_status_from_body(self) -> None:
@@ -192,7 +195,12 @@ class ExperimentDriver(PhaseMachine, RoundLoop, SteadyState, RecoveryTracking, S
             return IDLE_POLL_SECONDS
 
         if self.status.observed_generation not in (None, self.generation):
-            await self.restart_for_new_spec()
+            status, hash_now = self.status, spec_hash(self.body["spec"])
+            if only_pause_changed(status.phase, status.current_run, status.last_run, hash_now):
+                status.observed_generation = self.generation  # a pause or resume is not an edit
+                self.save_before_waiting()
+            else:
+                await self.restart_for_new_spec()
 
         requested = (self.body["metadata"].get("annotations") or {}).get(ABORT_ANNOTATION)
         if requested is not None:
@@ -201,6 +209,8 @@ class ExperimentDriver(PhaseMachine, RoundLoop, SteadyState, RecoveryTracking, S
         phase = self.status.phase
         if phase is Phase.RUNNING:
             return await self.advance_run(spec)
+        if phase is not None:
+            self.note_pause(spec)
         await self.track_late_recovery(spec)
         if phase is None:
             self.status.phase = Phase.PENDING

@@ -70,6 +70,11 @@ async def sweep_orphaned_faults(memo: kopf.Memo, logger: Any, **_: Any) -> None:
             logger.warning("orphaned latency fault: %s", action)
     except Exception as error:  # the sweep must never keep the operator from starting
         logger.exception("the start-up sweep for orphaned latency faults failed: %s", error)
+    try:
+        for action in await faults.nodedrain.sweep_marked_nodes(memo.context.cluster):
+            logger.warning("orphaned node drain: %s", action)
+    except Exception as error:  # likewise
+        logger.exception("the start-up sweep for nodes left cordoned failed: %s", error)
 
 
 # The backoff lets a step in flight (an eviction call, say) finish and record itself before kopf

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from chaosguard.api.models import ABORT_ANNOTATION, ChaosExperimentSpec, Phase, RunStatus
 from chaosguard.clients import informers
 from chaosguard.clients.kube import Cluster
-from chaosguard.decisions import windows
+from chaosguard.decisions import pause, windows
 from chaosguard.decisions.policy import (
     Refusal,
     concurrency_refusal,
@@ -102,6 +102,10 @@ class PhaseMachine(DriverBase):
         trigger = self.status.next_run_at
         if trigger is not None and now < trigger:
             return min(IDLE_POLL_SECONDS, (trigger - now).total_seconds())
+        if spec.paused and spec.schedule is not None:
+            return await self.skip_paused_slot(spec, now)
+        if spec.paused:
+            return IDLE_POLL_SECONDS  # a one-shot starts once resumed
         world = await self.world(spec)
         refusal = self.start_refusal(spec, world, now)
         if refusal is None:
@@ -229,6 +233,11 @@ class PhaseMachine(DriverBase):
         if stop is not None:
             await self.end_run(Phase.ABORTED, stop.reason, str(stop))
             return 0.0
+        held = await self.hold_for_pause(spec, run)
+        if held is not None:
+            if await self.track_recovery(run):
+                await self.save()
+            return held
         await self.resolve_interrupted_round(run)
         if self.awaits_fresh_verdict(run):
             return ACTIVE_POLL_SECONDS / 10
@@ -282,6 +291,7 @@ class PhaseMachine(DriverBase):
             run.reason = reason
             run.message = message
             run.next_round_at = None
+            pause.ended_while_paused(run, reason)
             previous = self.status.last_run
             for index, past in enumerate(self.status.history):
                 if previous is not None and past.id == previous.id:  # it leaves lastRun: history keeps it whole

@@ -16,7 +16,8 @@ import asyncio
 import random
 from datetime import datetime
 
-from chaosguard.api.models import ChaosExperimentSpec, FaultState, Phase, RunStatus, TargetRecord
+from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, Phase, RunStatus, TargetRecord
+from chaosguard.decisions.pause import counted_records
 from chaosguard.decisions.policy import Refusal, target_namespaces
 from chaosguard.decisions.runs import invalid_policy_refusal, next_round_time
 from chaosguard.decisions.selection import (
@@ -31,7 +32,7 @@ from chaosguard.decisions.selection import (
 from chaosguard.runtime.context import World
 from chaosguard.runtime.driverbase import DriverBase
 from chaosguard.runtime.faults import Fault, fault_for, fault_for_record, injector, registered
-from chaosguard.runtime.faults.base import CannotPrepare, Notice
+from chaosguard.runtime.faults.base import CannotPrepare, Notice, TargetsNodes
 from chaosguard.runtime.leadership import NotLeading
 
 
@@ -58,12 +59,15 @@ class RoundLoop(DriverBase):
                     break
                 await self.attempt(fault, spec, run, victim, round_number)
             return
-        chosen = await self.pick_targets(spec, world, run, 0, "")
+        if isinstance(fault, TargetsNodes):
+            chosen = await fault.pick_nodes(self, spec, world, run)
+        else:
+            chosen = await self.pick_targets(spec, world, run, 0, "")
         # The round is done only once every chosen pod has been tried, so a read that fails half-way
         # (or an operator that dies) leaves it to be taken up again at the next step. A pod is tried
         # at most once per run: its record is written before acting, and the retry skips every
         # recorded pod and never tries more pods than the round chose.
-        records = fault.records(run)
+        records = counted_records(fault.records(run))  # a fault a pause took out is put back on resume
         tried = {record.uid for record in records}
         untried = [victim for victim in chosen if victim.uid not in tried]
         for victim in untried[: max(0, len(chosen) - len(records))]:
@@ -80,7 +84,12 @@ class RoundLoop(DriverBase):
         reasons = fault.facts.reasons
         notices: list[Notice] = []
         async with self.context.workload_lock(victim.workload_key or victim.key):
-            refusal = await self.live_refusal(spec, victim, fault.min_available(spec), fault.already_down(run, victim))
+            if isinstance(fault, TargetsNodes):
+                refusal = await self.live_node_refusal(fault, spec, victim)
+            else:
+                refusal = await self.live_refusal(
+                    spec, victim, fault.min_available(spec), fault.already_down(run, victim)
+                )
             record = fault.record(self, spec, run, victim, round_number)
             if refusal is not None:
                 message = fault.refuse(run, record, refusal)
@@ -156,6 +165,13 @@ class RoundLoop(DriverBase):
             current, state, world.effective, min_available
         )
 
+    async def live_node_refusal(self, fault: TargetsNodes, spec: ChaosExperimentSpec, node: PodView) -> Refusal | None:
+        """A node's live refusal: the loop's own stop rules from the policies as they are now, then the
+        kind's judgement of the node (read fresh)."""
+        world = await self.fresh_world(spec)
+        stop = invalid_policy_refusal(world.invalid_policies) or self.stop_reason(world, self.now())
+        return stop or await fault.node_refusal(self, spec, world, node)
+
     async def resolve_interrupted_round(self, run: RunStatus) -> None:
         """Attempts recorded as begun but not finished (the operator died in between) are never redone."""
         changed = False
@@ -175,7 +191,11 @@ class RoundLoop(DriverBase):
         active = [(run, f) for run in runs for f in run.faults if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
         # Only faults of a record the operator sealed, and only in that run's own target namespaces: an
         # entry someone else wrote into status must never send a clean-up container into their pod.
-        mine = [(run, f) for run, f in active if self.vouches_for(run) and f.namespace in run.target_namespaces]
+        mine = [
+            (run, f)
+            for run, f in active
+            if self.vouches_for(run) and (f.namespace in run.target_namespaces or _on_cluster_scoped_object(f))
+        ]
         for run, fault in active:
             if not any(fault is own for _, own in mine):
                 outside = f"{fault.namespace!r} is not one of the run's target namespaces"
@@ -225,3 +245,9 @@ class RoundLoop(DriverBase):
 
     async def settle_injectors(self, run: RunStatus) -> bool:
         return await self.settle_faults(self.parsed_spec(), run)
+
+
+def _on_cluster_scoped_object(fault: FaultRecord) -> bool:
+    """A fault on a node (node-drain): its kind takes it out only where its own mark names this run."""
+    kind = fault_for_record(fault)
+    return kind is not None and kind.facts.cluster_scoped

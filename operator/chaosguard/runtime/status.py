@@ -204,6 +204,9 @@ class StatusWriter(DriverBase):
         with lanes.urgent():
             for fault in left:
                 kind = faults.fault_for_record(fault)
+                if kind is not None and kind.facts.cluster_scoped:
+                    await kind.recover(self, run, fault, "abort")
+                    continue
                 if kind is not None and not kind.facts.injector:
                     continue  # nothing of it stays in the pod to clear (a restart's signaller is over)
                 await clear_fault(self.context.api, fault, run.id, self.key, "abort", self.now, faults.injector_image())

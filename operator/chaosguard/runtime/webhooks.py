@@ -25,6 +25,7 @@ import kopf
 
 from chaosguard.admission.judge import judge_approval, judge_experiment
 from chaosguard.api.models import GROUP, VERSION
+from chaosguard.decisions.pause import PAUSED_BY, pause_stamp
 from chaosguard.decisions.stamps import (
     APPROVAL_STAMP,
     EXPERIMENT_STAMP,
@@ -84,6 +85,7 @@ def stamp_experiment(
             return
         stamp = updated
     wanted = experiment_annotations(context.signing_key, raw.get("metadata") or {}, raw.get("spec") or {}, stamp)
+    wanted[PAUSED_BY] = pause_stamp(_raw(old), raw, requester.username, _annotations(old))
     _apply(patch, annotation_changes(current, wanted))
 
 

@@ -1,5 +1,6 @@
 """The fault kinds, one module each behind the `Fault` protocol (`base`), registered by action:
-`podkill` (pod-kill), `netem_faults` (latency, network, partition) and `container_restart`. `injector` holds the
+`podkill` (pod-kill), `netem_faults` (latency, network, partition), `nodedrain` (node-drain) and
+`container_restart`. `injector` holds the
 ephemeral-container mechanics the network kinds share (the container, its clean-up, the kubelet's
 reports, the start-up sweep of orphans). Importing this package registers every shipped kind, and
 fails if an action of the API has no kind."""
@@ -7,7 +8,7 @@ fails if an action of the API has no kind."""
 from __future__ import annotations
 
 from chaosguard.api.models import Action
-from chaosguard.runtime.faults import container_restart, netem_faults, podkill
+from chaosguard.runtime.faults import container_restart, netem_faults, nodedrain, podkill
 from chaosguard.runtime.faults.base import Fault, fault_for, fault_for_record, register, registered
 from chaosguard.runtime.faults.injector import (
     clear_fault,
@@ -29,6 +30,7 @@ __all__ = [
     "injector_container",
     "injector_image",
     "netem_faults",
+    "nodedrain",
     "podkill",
     "register",
     "registered",

@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from chaosguard.api.actions import ActionFacts, facts_of
 from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, KillRecord, Phase, RunStatus
 from chaosguard.decisions.policy import Refusal
-from chaosguard.decisions.selection import PodView
+from chaosguard.decisions.selection import PodView, WorkloadState
 from chaosguard.runtime.context import OperatorContext, World
 
 Record = KillRecord | FaultRecord
@@ -62,6 +62,10 @@ class Host(Protocol):
     async def save(self) -> None: ...
 
     async def end_run(self, result: Phase, reason: str, message: str) -> None: ...
+
+    async def fresh_world(self, spec: ChaosExperimentSpec) -> World: ...
+
+    async def live_workload(self, victim: PodView) -> tuple[list[PodView], WorkloadState]: ...
 
 
 class Fault(Protocol):
@@ -135,6 +139,22 @@ class Fault(Protocol):
         ...
 
     def describe(self, spec: ChaosExperimentSpec) -> str: ...
+
+
+@runtime_checkable
+class TargetsNodes(Protocol):
+    """A kind whose targets are nodes, not pods (node-drain). The round loop asks it for the round's nodes
+    (as target views: namespace "", the node's name, UID and labels) and for each node's live refusal,
+    after the loop's own checks (suspension, windows, invalid policies); the rest of the attempt (record
+    before acting, dry run, the leader-only call, deadline) is the loop's, as for pods."""
+
+    async def pick_nodes(self, host: Host, spec: ChaosExperimentSpec, world: World, run: RunStatus) -> list[PodView]:
+        """The run's nodes, chosen reproducibly and recorded in run.targets."""
+        ...
+
+    async def node_refusal(self, host: Host, spec: ChaosExperimentSpec, world: World, node: PodView) -> Refusal | None:
+        """Why this node may not be drained right now (read fresh), or None."""
+        ...
 
 
 _KINDS: dict[str, Fault] = {}

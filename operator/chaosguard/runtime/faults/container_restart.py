@@ -210,7 +210,12 @@ class ContainerRestart:
         verdict = await self._verdict(host, fault)
         self._conclude(fault, verdict)
         if fault.state in IN_FLIGHT:
-            fault.state, fault.removed_at, fault.removed_by = FaultState.REMOVED, host.now(), why
+            # Not "pause...": a restart is once per pod per run, so a pause's resume never restarts it again.
+            fault.state, fault.removed_at, fault.removed_by = (
+                FaultState.REMOVED,
+                host.now(),
+                f"nothing to take out ({why})",
+            )
             fault.message = (
                 f"nothing to take out (a restart leaves nothing in the pod); at the {why}: {verdict.message}; "
                 f"a signaller not yet started acts only within {decide.ACT_WITHIN_SECONDS}s of being added"

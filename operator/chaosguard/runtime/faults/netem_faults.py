@@ -19,6 +19,7 @@ from chaosguard.api.actions import Action, ActionFacts, facts_of
 from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, Phase, RunStatus
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions.netem import NetemArgumentError
+from chaosguard.decisions.pause import carrier_label, counted_records
 from chaosguard.decisions.policy import Refusal, destination_refusals
 from chaosguard.decisions.selection import PodView
 from chaosguard.runtime.context import World
@@ -41,7 +42,8 @@ class NetemFault:
         return None  # a faulted pod stays Ready: the cap counts this run's faults instead (already_down)
 
     def already_down(self, run: RunStatus, victim: PodView) -> int:
-        return sum(1 for f in run.faults if f.workload == victim.workload and f.namespace == victim.namespace)
+        live = [f for f in counted_records(run.faults) if f.workload == victim.workload]
+        return sum(1 for f in live if f.namespace == victim.namespace)
 
     async def preflight(self, host: Host, spec: ChaosExperimentSpec, world: World) -> Refusal | None:
         """Whether the fault's destinations reach a node, the API server or the operator's own pods,
@@ -76,7 +78,7 @@ class NetemFault:
             name=victim.name,
             uid=victim.uid,
             workload=victim.workload or "",
-            container=injector.container_name(run.id, self.action),
+            container=injector.container_name(carrier_label(run), self.action),
             impairment=self.describe(spec),
             deadline=run.deadline,
         )
