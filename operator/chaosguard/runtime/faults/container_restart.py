@@ -168,12 +168,15 @@ class ContainerRestart:
     def _conclude(self, fault: FaultRecord, verdict: decide.Verdict) -> None:
         if verdict.outcome is decide.Outcome.RESTARTED:
             fault.state, fault.removed_by = FaultState.REMOVED, "the kubelet (container running again)"
-            fault.removed_at = _parse_time(verdict.running_since) or fault.removed_at
+            # The kubelet's startedAt has whole seconds: never before the signaller was added.
+            since = _parse_time(verdict.running_since)
+            if since is not None and fault.injected_at is not None:
+                since = max(since, fault.injected_at)
+            fault.removed_at = since or fault.removed_at
             took = ""
             if fault.injected_at is not None and fault.removed_at is not None:
-                took = (
-                    f"; running again {(fault.removed_at - fault.injected_at).total_seconds():.0f}s after the signaller"
-                )
+                seconds = (fault.removed_at - fault.injected_at).total_seconds()
+                took = f"; running again within {seconds + 1:.0f}s of the signaller's addition"
             fault.message = verdict.message + took
         elif verdict.outcome is decide.Outcome.FAILED:
             fault.state, fault.message = FaultState.FAILED, f"not restarted: {verdict.message}"
