@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import E2ECluster
+from tests.e2e.test_container_restart import container_restart_allowed  # noqa: F401 (a fixture)
 from tests.e2e.test_latency import (
     check_failed_for_want_of_netem,
     finished,
@@ -78,3 +79,26 @@ def test_latency_without_the_ephemeral_containers_grant_fails_naming_it_and_work
     (fault,) = status["lastRun"]["faults"]
     names = [c["name"] for c in target_pod(kubectl, e2e_namespace, fault["name"])["spec"]["ephemeralContainers"]]
     assert any(name.startswith("chaosguard-latency-") for name in names), names
+
+
+@pytest.mark.usefixtures("installed_operator", "container_restart_allowed")
+def test_container_restart_needs_no_grant_beyond_the_ephemeral_containers_one(
+    kubectl: Kubectl, e2e_namespace: str, shipped_role: list[dict[str, Any]]
+) -> None:
+    """container-restart adds no operator permission: its signaller is an ephemeral container (patch
+    pods/ephemeralcontainers, as latency's injector) and it reads the target pod (get pods, as every kind).
+    Without the ephemeral-containers grant the restart fails naming it; with the shipped role it restarts
+    (tests/e2e/test_container_restart.py runs under that role)."""
+    from tests.e2e.test_container_restart import HANDLES_TERM, experiment, restricted_namespace
+
+    restricted_namespace(kubectl, e2e_namespace, ("handles", HANDLES_TERM))
+    lacking = [rule for rule in shipped_role if "pods/ephemeralcontainers" not in rule.get("resources", [])]
+    replace_rules(kubectl, lacking)
+    kubectl("apply", "-n", e2e_namespace, "-f", "-", input=experiment("restart-without-grant", "handles"))
+    status = finished(kubectl, e2e_namespace, "restart-without-grant")
+    dump = yaml.safe_dump(status)[:4000]
+    assert status["phase"] == "Failed" and status["lastRun"]["reason"] == "RestartFailed", dump
+    (fault,) = status["lastRun"]["faults"]
+    assert "the API refused the signaller (403)" in fault["message"], dump
+    assert "pods/ephemeralcontainers" in fault["message"] and "cannot patch" in fault["message"], dump
+    assert not target_pod(kubectl, e2e_namespace, fault["name"])["spec"].get("ephemeralContainers")

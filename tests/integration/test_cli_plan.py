@@ -111,3 +111,30 @@ def test_plan_refuses_a_partition_of_the_api_server_and_network_faults_on_the_op
     code = main(["plan", "-f", str(network), *kubeconfig, "--operator-namespace", shop])
     out = capsys.readouterr().out
     assert code == 1 and "REFUSED operator-namespace-destination" in out, out
+
+
+def test_plan_judges_a_container_restart_with_the_same_rules_as_the_operator(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaosguard_crds: ControlPlane,
+    shop: str,
+    isolated_policies: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    experiment = tmp_path / "container-restart.yaml"
+    text = (EXAMPLES / "container-restart.yaml").read_text()
+    experiment.write_text(text.replace("\nmetadata:\n", f"\nmetadata:\n  namespace: {shop}\n"))
+    kubeconfig = ["--kubeconfig", str(control_plane.kubeconfig)]
+
+    code = main(["plan", "-f", str(experiment), *kubeconfig])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "would hit 1 of 5 eligible pods" in out and out.count("    HIT ") == 1, out
+
+    create_policy(k8s, f"plan-cr-{shop}", scoped_policy(shop, allowedActions=["pod-kill", "latency"]))
+    isolated_policies.append(f"plan-cr-{shop}")
+    code = main(["plan", "-f", str(experiment), *kubeconfig])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "REFUSED allowed-actions" in out and "container-restart" in out, out

@@ -52,6 +52,10 @@ def stress(**block: Any) -> dict[str, Any]:
     return experiment(action="stress", stress=block)
 
 
+def container_restart(**block: Any) -> dict[str, Any]:
+    return experiment(action="container-restart", containerRestart={"container": "app", **block})
+
+
 def target(**fields: Any) -> dict[str, Any]:
     return experiment(target={"selector": {"matchLabels": {"app": "checkout"}}, **fields})
 
@@ -299,6 +303,24 @@ _TABLE: list[tuple[str, dict[str, Any]]] = [
     ("stress-block-missing", experiment(action="stress")),
     ("stress-block-on-pod-kill", experiment(stress={"cpu": {"workers": 1}})),
     ("stress-interval", stress(cpu={}) | {"spec": stress(cpu={})["spec"] | {"interval": "1m"}}),
+    # ---- container-restart
+    ("container-restart", container_restart()),
+    ("container-restart-block-missing", experiment(action="container-restart")),
+    ("container-restart-block-on-pod-kill", experiment(containerRestart={"container": "app"})),
+    ("container-restart-no-container", experiment(action="container-restart", containerRestart={})),
+    ("container-restart-container-empty", container_restart(container="")),
+    ("container-restart-container-upper", container_restart(container="App")),
+    ("container-restart-container-too-long", container_restart(container="a" * 64)),
+    ("container-restart-min-available-1", container_restart(minAvailable=1)),
+    ("container-restart-min-available-50%", container_restart(minAvailable="50%")),
+    ("container-restart-min-available-101%", container_restart(minAvailable="101%")),
+    ("container-restart-min-available-word", container_restart(minAvailable="most")),
+    ("container-restart-interval", container_restart() | {"spec": container_restart()["spec"] | {"interval": "1m"}}),
+    (
+        "container-restart-with-pod-kill-block",
+        container_restart() | {"spec": container_restart()["spec"] | {"podKill": {}}},
+    ),
+    ("container-restart-unknown-field", container_restart(signal="KILL")),
     # ---- schedule and steady state
     ("latency-duration-long", latency() | {"spec": latency()["spec"] | {"duration": "1" * 40 + "s"}}),
     ("pod-kill-interval-0.001s", experiment(interval="0.001s")),

@@ -25,6 +25,7 @@ class Action(StrEnum):
     PARTITION = "partition"
     NODE_DRAIN = "node-drain"
     STRESS = "stress"
+    CONTAINER_RESTART = "container-restart"
 
     @property
     def facts(self) -> ActionFacts:
@@ -177,6 +178,24 @@ ACTIONS: dict[str, ActionFacts] = {
         record_kind="Stress",
         counts="injections",
         reasons=_injector_reasons("Stress"),
+    ),
+    # An ephemeral container (the signaller) in the target's process namespace sends its PID 1 SIGTERM,
+    # as the target container's own uid: no capability, so Pod Security restricted admits it wherever
+    # the target's uid is in the pod spec (else it runs as root with KILL, which baseline allows). The
+    # author's permission is the one its mechanism uses: `kubectl debug --target` could do the same.
+    Action.CONTAINER_RESTART: ActionFacts(
+        action=Action.CONTAINER_RESTART,
+        spec_block="containerRestart",
+        spec_block_required=True,
+        permission=_EPHEMERAL,
+        record_kind="ContainerRestart",
+        counts="injections",  # signallers put into pods (injections_total)
+        reasons=EventReasons(
+            skipped="ContainerRestartSkipped",
+            would="WouldRestartContainer",
+            done="ContainerRestartSignalled",
+            failed="ContainerRestartFailed",
+        ),
     ),
 }
 

@@ -374,6 +374,28 @@ class StressSpec(ApiModel):
         return ", ".join(parts)
 
 
+class ContainerRestartSpec(ApiModel):
+    """Restarts one named container of each target pod, the pod kept: its PID 1 gets SIGTERM from an
+    ephemeral container in its process namespace, and the kubelet starts the container again."""
+
+    validation_rules = rules.CONTAINER_RESTART
+
+    container: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The container to restart, by name (one of the pod's spec.containers).",
+    )
+    min_available: int | str | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description=(
+            "Pods of each workload that must stay Ready, as a count (2) or a percentage ('50%'), checked against "
+            "the live workload right before every restart (a restarting container's pod is not Ready)."
+        ),
+    )
+
+
 class TargetSpec(ApiModel):
     validation_rules = rules.TARGET
 
@@ -524,6 +546,9 @@ class ChaosExperimentSpec(ApiModel):
     stress: StressSpec | None = Field(
         default=None, description="Settings for action stress: CPU workers and load, memory size."
     )
+    container_restart: ContainerRestartSpec | None = Field(
+        default=None, description="Settings for action container-restart: which container to restart."
+    )
     target: TargetSpec = Field(description="Which pods, in which namespaces, and how many.")
     duration: Duration = Field(description="How long a run lasts, e.g. 5m.")
     interval: Duration | None = Field(
@@ -654,6 +679,12 @@ class FaultRecord(StatusModel):
     removed_at: datetime | None = None
     removed_by: str = Field(default="", description="deadline | abort | deletion | window | suspension | ...")
     message: str = ""
+    target_container: str = Field(
+        default="", description="container-restart: the container restarted (the record's container is the signaller)."
+    )
+    restarts_before: int | None = Field(
+        default=None, description="container-restart: the target container's restartCount before the signal."
+    )
 
     @property
     def kind(self) -> str:

@@ -392,6 +392,13 @@ POD_KILL = (
     ),
 )
 
+CONTAINER_RESTART = (
+    Rule(
+        CountOrPercent("minAvailable"),
+        "spec.containerRestart.minAvailable: write a count such as 2 or a percentage from 0% to 100% such as '50%'",
+    ),
+)
+
 CIDRS_PARSE = Rule(
     Each("destinationCIDRs", IsCidr()),
     "destinationCIDRs: an entry is not a CIDR such as 10.0.0.0/8 or fd00::/8 (an address, a slash, a prefix "
@@ -528,6 +535,7 @@ EXPERIMENT = (
     *_block("partition", "partition"),
     *_block("node-drain", "nodeDrain"),
     *_block("stress", "stress"),
+    *_block("container-restart", "containerRestart"),
     Rule(Implies(Has("podKill"), Is("action", "pod-kill")), "spec.podKill is only allowed when action is pod-kill"),
     Rule(
         Implies(Has("interval"), Is("action", "pod-kill")),

@@ -207,6 +207,8 @@ class StatusWriter(DriverBase):
                 if kind is not None and kind.facts.cluster_scoped:
                     await kind.recover(self, run, fault, "abort")
                     continue
+                if kind is not None and not kind.facts.injector:
+                    continue  # nothing of it stays in the pod to clear (a restart's signaller is over)
                 await clear_fault(self.context.api, fault, run.id, self.key, "abort", self.now, faults.injector_image())
                 self.logger.warning("cleared %s in %s/%s after the run ended", fault.kind, fault.namespace, fault.name)
 

@@ -1,13 +1,14 @@
 """The fault kinds, one module each behind the `Fault` protocol (`base`), registered by action:
-`podkill` (pod-kill), `netem_faults` (latency, network, partition), `nodedrain` (node-drain) and `stress`
-(stress). `injector` holds the ephemeral-container mechanics the injector kinds share (the container,
-its clean-up, the kubelet's reports, the start-up sweep of orphans). Importing this package registers
-every shipped kind, and fails if an action of the API has no kind."""
+`podkill` (pod-kill), `netem_faults` (latency, network, partition), `nodedrain` (node-drain), `stress`
+(stress) and `container_restart` (container-restart). `injector` holds the ephemeral-container mechanics
+the injector kinds share (the container, its clean-up, the kubelet's reports, the start-up sweep of
+orphans). Importing this package registers every shipped kind, and fails if an action of the API has no
+kind."""
 
 from __future__ import annotations
 
 from chaosguard.api.models import Action
-from chaosguard.runtime.faults import netem_faults, nodedrain, podkill, stress
+from chaosguard.runtime.faults import container_restart, netem_faults, nodedrain, podkill, stress
 from chaosguard.runtime.faults.base import Fault, fault_for, fault_for_record, register, registered
 from chaosguard.runtime.faults.injector import (
     clear_fault,
@@ -22,6 +23,7 @@ __all__ = [
     "Fault",
     "clear_fault",
     "container_name",
+    "container_restart",
     "describe_injector_exit",
     "fault_for",
     "fault_for_record",
