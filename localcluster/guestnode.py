@@ -37,7 +37,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaosguard.admission.webhook_tls import ensure_tls
 from localcluster import vm
 from localcluster.controlplane import ControlPlane
 from localcluster.realnode import (
@@ -132,6 +131,8 @@ class GuestNode:
         _run("ip", "tuntap", "add", "dev", TAP, "mode", "tap")
         _run("ip", "addr", "add", f"{HOST_IP}/{LINK_PREFIX}", "dev", TAP)
         _run("ip", "link", "set", TAP, "up")
+        from chaosguard.admission.webhook_tls import ensure_tls  # see controlplane._write_pki
+
         pki = self.spec.pki_dir
         ensure_tls(pki / "kubelet-serving", [NODE_NAME, GUEST_NODE_IP])
         _client_pki(pki / "apiserver-client", APISERVER_KUBELET_CLIENT, None)
@@ -188,12 +189,13 @@ class GuestNode:
                 )
             time.sleep(0.5)
         self.timings["node-ready"] = time.monotonic() - t0
-        boot = self.timings.get("boot", 0.0)
-        for step, seconds in self.guest_timings().items():
-            self.timings[step] = boot + seconds
+        boot, up = self.timings.get("boot"), self.guest.up_uptime
+        if boot is not None and up is not None:
+            for step, uptime in self.guest_timings().items():
+                self.timings[step] = round(boot + uptime - up, 2)
 
     def guest_timings(self) -> dict[str, float]:
-        """The guest's own timings: seconds from its command's start to each step."""
+        """The guest's own timings: its uptime at each step."""
         with contextlib.suppress(OSError, ValueError):
             return {str(k): float(v) for k, v in json.loads((self.share / TIMINGS).read_text()).items()}
         return {}
@@ -252,13 +254,13 @@ class GuestSideNode(RealNode):
         self.images = {name: (reference, Path(archive)) for name, (reference, archive) in settings["images"].items()}
 
     def run(self, share: Path) -> None:
-        t0 = time.monotonic()
         timings: dict[str, float] = {}
 
         def step(name: str) -> None:
-            timings[name] = round(time.monotonic() - t0, 2)
+            timings[name] = _uptime()
             (share / TIMINGS).write_text(json.dumps(timings))
 
+        step("python-started")
         _prepare_guest()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         step("guest-prepared")
@@ -273,6 +275,10 @@ class GuestSideNode(RealNode):
                 if not process.running():
                     raise GuestNodeError(f"{process.name} exited:\n{process.log_tail()}")
             time.sleep(0.5)
+
+
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
 
 
 def _prepare_guest() -> None:

@@ -54,7 +54,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from chaosguard.admission.webhook_tls import ensure_tls
 from localcluster.controlplane import (
     REPO_ROOT,
     SERVICE_CLUSTER_IP_RANGE,
@@ -302,6 +301,8 @@ class RealNode:
         # default route off the machine. Routed to the node's bridge it goes nowhere instead.
         _run("ip", "route", "replace", SERVICE_CLUSTER_IP_RANGE, "dev", NODE_BRIDGE, "src", self.node_ip)
         shutil.rmtree(self.pki_dir, ignore_errors=True)
+        from chaosguard.admission.webhook_tls import ensure_tls  # see controlplane._write_pki
+
         ensure_tls(self.pki_dir / "kubelet-serving", [NODE_NAME, self.node_ip])
         _client_pki(self.pki_dir / "apiserver-client", APISERVER_KUBELET_CLIENT, None)
 

@@ -144,6 +144,8 @@ class GuestProcess:
         self.started = time.monotonic()
         self.lines: list[str] = []
         self.up_at: float | None = None
+        #: The guest's /proc/uptime when it started our command (its steps can be timed on that clock).
+        self.up_uptime: float | None = None
         self.process = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -165,6 +167,8 @@ class GuestProcess:
             for line in self.process.stdout:
                 if line.startswith(UP_MARKER) and self.up_at is None:
                     self.up_at = time.monotonic()
+                    with contextlib.suppress(ValueError, IndexError):
+                        self.up_uptime = float(line.split()[1])
                 self.lines.append(line)
                 log.write(line)
                 log.flush()
