@@ -9,6 +9,8 @@
 #   python-base     a Debian rootfs from debootstrap with Python 3.11 in a venv on PATH: what
 #                   deploy/Dockerfile's PYTHON_IMAGE (python:3.11-slim from a registry) provides
 #   chaosguard      the operator's own image: deploy/Dockerfile, built by `buildah bud`
+#   injector        what the faults' ephemeral containers run (busybox, tc, stress-ng, netem.sh):
+#                   deploy/Dockerfile.injector, built by `buildah bud` on python-base's Debian
 #
 # Each archive is named after a hash of what it is built from and kept in the cache, so a rebuild
 # happens only when its inputs change (the operator image: whenever operator/ changes).
@@ -23,7 +25,7 @@ OUT="$CACHE_ROOT/images"
 STORE="$CACHE_ROOT/buildah"
 DEBIAN_SUITE=bookworm
 CA_BUNDLE="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
-BASE_PACKAGES=python3,python3-venv,iproute2,passwd,ca-certificates
+BASE_PACKAGES=python3,python3-venv,passwd,ca-certificates
 
 log() { printf '[build-images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -111,7 +113,7 @@ build_e2e_app() {
 }
 
 # Bump PYTHON_BASE_RECIPE when build_python_base changes what it puts in the image.
-PYTHON_BASE_RECIPE=2
+PYTHON_BASE_RECIPE=3
 PYTHON_BASE_KEY="$(printf '%s %s %s' "$DEBIAN_SUITE" "$BASE_PACKAGES" "$PYTHON_BASE_RECIPE" | sha256sum | cut -c1-12)"
 PYTHON_BASE_REF="localhost/chaosguard-python-base:$DEBIAN_SUITE-$PYTHON_BASE_KEY"
 
@@ -134,7 +136,9 @@ build_python_base() {
       # pip trusts the system's CA bundle (Debian's ca-certificates), not only its own copy: the
       # build below mounts this machine's bundle there, so pip works behind an intercepting proxy.
       printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$rootfs/etc/pip.conf"
-      rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+      rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+      # What python:3.11-slim leaves out too: documentation, manual pages, translations.
+      rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
       local container mount
       container="$(buildah_ from scratch)"
       mount="$(buildah_ mount "$container")"
@@ -169,13 +173,33 @@ build_chaosguard() {
   emit chaosguard "$reference" "$archive"
 }
 
+# The reference the operator is given (--injector-image); localcluster.realnode.INJECTOR_IMAGE.
+INJECTOR_REF="docker.io/library/chaosguard-injector:dev"
+
+build_injector() {
+  local key archive
+  key="$(cd "$REPO" && { sha256sum deploy/Dockerfile.injector operator/chaosguard/runtime/injector/netem.sh; echo "$PYTHON_BASE_REF"; } \
+    | sha256sum | cut -c1-12)"
+  archive="$OUT/injector-$key.tar"
+  if [[ ! -f "$archive" ]]; then
+    log "injector: buildah bud -f deploy/Dockerfile.injector (apt installs busybox-static, iproute2, stress-ng)"
+    # python-base is a Debian bookworm rootfs with apt: what debian:bookworm-slim gives a Dockerfile.
+    buildah_ bud --quiet --pull=never --layers=false --build-arg "DEBIAN_IMAGE=$PYTHON_BASE_REF" \
+      --volume "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" \
+      -t "$INJECTOR_REF" -f "$REPO/deploy/Dockerfile.injector" "$REPO" >/dev/null
+    save injector "$INJECTOR_REF" "$archive"
+    find "$OUT" -maxdepth 1 -name 'injector-*.tar' ! -name "injector-$key.tar" -delete
+  fi
+  emit injector "$INJECTOR_REF" "$archive"
+}
+
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(busybox-static pause e2e-app python-base chaosguard)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(busybox-static pause e2e-app python-base chaosguard injector)
 needs_busybox=0 needs_base=0
 for name in "${wanted[@]}"; do
   case "$name" in
     busybox-static | pause | e2e-app) needs_busybox=1 ;;
-    python-base | chaosguard) needs_base=1 ;;
+    python-base | chaosguard | injector) needs_base=1 ;;
     *) log "unknown image $name"; exit 2 ;;
   esac
 done
@@ -188,5 +212,6 @@ for name in "${wanted[@]}"; do
     e2e-app) build_e2e_app ;;
     python-base) build_python_base ;;
     chaosguard) build_chaosguard ;;
+    injector) build_injector ;;
   esac
 done

@@ -41,6 +41,8 @@ HELM_INSTALL: Sequence[Sequence[str]] = (
         "--create-namespace",
         "--set",
         "image.tag=dev",
+        "--set",
+        "injector.image.tag=dev",
         "--wait",
         f"--timeout={ROLLOUT_TIMEOUT}",
     ),

@@ -78,6 +78,11 @@ IMAGES_SCRIPT = REPO_ROOT / "hack" / "build-images.sh"
 #: No registry is reachable here: examples/shop-workload.yaml's image is the local pause image, tagged
 #: with the name the example uses (it only sleeps, as the real one does).
 IMAGE_ALIASES: Mapping[str, tuple[str, ...]] = {"pause": ("registry.k8s.io/pause:3.10",)}
+#: What the faults' ephemeral containers run (deploy/Dockerfile.injector, built by hack/build-images.sh
+#: under this name): the reference the operator is given wherever a test runs one.
+INJECTOR_IMAGE = "docker.io/library/chaosguard-injector:dev"
+#: What the real node imports unless told otherwise.
+NODE_IMAGES = ("pause", "e2e-app", "chaosguard", "injector")
 CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 #: The kernel tunables the kubelet sets for the whole machine unless protectKernelDefaults (then it
 #: exits): inside its mount namespace each is a file of the work directory holding the value it wants.
@@ -129,6 +134,12 @@ def missing_prerequisites() -> list[str]:
     return problems
 
 
+def injector_image() -> str:
+    """The injector image's reference, as the operator is told it (--injector-image) in every test:
+    the real node has it imported (build_images), and a simulated node never pulls it."""
+    return INJECTOR_IMAGE
+
+
 def build_images(names: Sequence[str] = ()) -> dict[str, tuple[str, Path]]:
     """Builds (or finds in the cache) the images: {name: (reference, docker-archive)}."""
     result = subprocess.run(["bash", str(IMAGES_SCRIPT), *names], capture_output=True, text=True, cwd=REPO_ROOT)
@@ -139,6 +150,8 @@ def build_images(names: Sequence[str] = ()) -> dict[str, tuple[str, Path]]:
     for line in result.stdout.splitlines():
         name, reference, archive = line.split("\t")
         images[name] = (reference, Path(archive))
+    if "injector" in images and images["injector"][0] != INJECTOR_IMAGE:
+        raise RealNodeError(f"{IMAGES_SCRIPT} built the injector as {images['injector'][0]}, not {INJECTOR_IMAGE}")
     return images
 
 
@@ -322,7 +335,7 @@ class RealNode:
         self._plane = plane
         t0 = time.monotonic()
         try:
-            self.images = dict(images) if images is not None else build_images(("pause", "e2e-app", "chaosguard"))
+            self.images = dict(images) if images is not None else build_images(NODE_IMAGES)
             self.timings["images"] = time.monotonic() - t0
             self._record_outside()
             self._start_containerd()

@@ -15,13 +15,17 @@
   paths, rules), with failurePolicy Fail; the shipped ValidatingAdmissionPolicy refuses a status write
   by anyone but the operator's ServiceAccount, saying why, and lets the operator's through.
 - The workflow passes actionlint; the kind cluster config has the shape `make e2e-kind` expects;
-  the Dockerfile copies only what exists and is not .dockerignored, and installs the latency
-  injector where chaosguard.decisions.netem says the operator will look for it.
+  the Dockerfiles copy only what exists and is not .dockerignored; the injector image installs the
+  netem holder where chaosguard.decisions.netem says the operator will look for it, names no
+  architecture, and the operator's image carries neither tc nor the holder.
+- Both installs give the operator the injector image: the kind overlay the one `make image` builds, and
+  a user's overlay replaces it with an `images:` entry like the operator's own.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -38,6 +42,7 @@ import yaml
 from kubernetes import client, config
 
 from chaosguard.decisions import netem
+from chaosguard.decisions.injector_image import INJECTOR_IMAGE_VARIABLE
 from chaosguard.runtime import leader
 from localcluster.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
 from localcluster.operator import OperatorProcess, install_webhook_configurations
@@ -105,17 +110,18 @@ def bin_dir() -> Path:
         pytest.fail(f"cannot get the pinned kubectl and actionlint: {error}", pytrace=False)
 
 
+def builds_of(bin_dir: Path, directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [str(bin_dir / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"`kubectl kustomize {directory}` failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
 @pytest.fixture(scope="module")
 def builds(bin_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Every object of `kubectl kustomize` of deploy/base and deploy/overlays/kind."""
-    built = {}
-    for name, directory in BUILDS.items():
-        result = subprocess.run(
-            [str(bin_dir / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, f"`kubectl kustomize {directory}` failed:\n{result.stderr}"
-        built[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    return built
+    return {name: builds_of(bin_dir, directory) for name, directory in BUILDS.items()}
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str = NAME) -> dict[str, Any]:
@@ -192,6 +198,47 @@ def test_the_kind_overlay_runs_the_image_make_builds(builds: dict[str, list[dict
     container = find(builds["overlays/kind"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == makefile_variable("IMAGE")  # what `make image` tags and kind loads
     assert container["imagePullPolicy"] == "IfNotPresent"  # `kind load` images cannot be pulled
+
+
+def injector_env(objects: list[dict[str, Any]]) -> str:
+    container = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    values = [e.get("value") for e in container["env"] if e["name"] == INJECTOR_IMAGE_VARIABLE]
+    assert len(values) == 1, f"the operator's container sets {INJECTOR_IMAGE_VARIABLE} {len(values)} times"
+    return str(values[0])
+
+
+def test_the_operator_is_told_the_injector_image_make_builds(builds: dict[str, list[dict[str, Any]]]) -> None:
+    assert injector_env(builds["base"]) == "chaosguard-injector"  # the name an overlay's `images:` matches
+    assert injector_env(builds["overlays/kind"]) == makefile_variable("INJECTOR_IMAGE")
+
+
+def test_a_users_overlay_sets_the_injector_image_as_it_sets_the_operators(bin_dir: Path, tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    overlay = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(DEPLOY / "base", tmp_path)],  # kustomize takes no absolute path
+        "images": [
+            {"name": "chaosguard", "newName": "registry.example.com/chaosguard", "newTag": "0.1.0"},
+            {"name": "chaosguard-injector", "newName": "registry.example.com/chaosguard-injector", "digest": digest},
+        ],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    result = subprocess.run(
+        [str(bin_dir / "kubectl"), "kustomize", "--load-restrictor=LoadRestrictionsNone", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert injector_env(objects) == f"registry.example.com/chaosguard-injector@{digest}"
+    container = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/chaosguard:0.1.0"
+    # The transformer changes only values that name the image: every other variable is as the base has it.
+    others = {e["name"]: e for e in container["env"] if e["name"] != INJECTOR_IMAGE_VARIABLE}
+    base = find(builds_of(bin_dir, DEPLOY / "base"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert others == {e["name"]: e for e in base["env"] if e["name"] != INJECTOR_IMAGE_VARIABLE}
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -706,25 +753,47 @@ def test_the_kind_cluster_has_one_control_plane_and_two_workers() -> None:
     assert "--config deploy/kind/cluster.yaml" in (REPO / "Makefile").read_text()
 
 
-def test_the_image_build_context_has_what_the_dockerfile_copies() -> None:
+DOCKERFILES = ("Dockerfile", "Dockerfile.injector")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_the_image_build_context_has_what_the_dockerfile_copies(dockerfile: str) -> None:
     ignored = {
         line.strip().rstrip("/")
         for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv"} <= ignored
-    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+    for line in (DEPLOY / dockerfile).read_text().splitlines():
         if line.startswith("COPY ") and "--from=" not in line:
             for source in [word for word in line.split()[1:-1] if not word.startswith("--")]:
-                assert (REPO / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
-                assert source.rstrip("/") not in ignored, f"the Dockerfile copies {source}, which .dockerignore drops"
+                assert (REPO / source).exists(), f"{dockerfile} copies {source}, which is not in the repository"
+                assert source.rstrip("/") not in ignored, f"{dockerfile} copies {source}, which .dockerignore drops"
 
 
-def test_the_image_installs_the_latency_injector_where_the_operator_expects_it() -> None:
-    copies = [line.split() for line in (DEPLOY / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")]
+def test_the_injector_image_installs_the_netem_holder_where_the_operator_expects_it() -> None:
+    copies = [
+        line.split() for line in (DEPLOY / "Dockerfile.injector").read_text().splitlines() if line.startswith("COPY ")
+    ]
     injector = [words for words in copies if words[-1] == netem.INJECTOR_SCRIPT]
-    assert injector, f"deploy/Dockerfile does not install the injector at {netem.INJECTOR_SCRIPT}"
+    assert injector, f"deploy/Dockerfile.injector does not install the holder at {netem.INJECTOR_SCRIPT}"
     (words,) = injector
     source = netem.script_path().resolve().relative_to(Path(netem.__file__).resolve().parents[3])
     assert str(source) in words, f"expected {source} to be copied: {words}"
-    assert "--chmod=0755" in words, "the injector must be executable"
+    assert "--chmod=0755" in words, "the holder must be executable"
+
+
+def test_the_operator_image_carries_no_injector() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert netem.INJECTOR_SCRIPT not in text and "iproute2" not in text, "tc belongs in deploy/Dockerfile.injector"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_the_dockerfiles_name_no_architecture(dockerfile: str) -> None:
+    # One Dockerfile builds every platform (docker buildx --platform linux/amd64,linux/arm64): a path or
+    # package that names an architecture would build for one and break the other.
+    instructions = [
+        line for line in (DEPLOY / dockerfile).read_text().splitlines() if not line.lstrip().startswith("#")
+    ]
+    for word in ("x86_64", "amd64", "aarch64", "arm64", "linux-gnu", "ld-linux", "--platform"):
+        assert not [line for line in instructions if word in line], f"{dockerfile} names {word}"

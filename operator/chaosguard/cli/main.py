@@ -27,6 +27,13 @@ from chaosguard.cli import approvals as cli_approvals
 from chaosguard.cli import ops as cli_ops
 from chaosguard.cli.offline import Document, UnreadableInput, judge, read_documents, split_documents
 from chaosguard.decisions import platform_guards, windows
+from chaosguard.decisions.injector_image import (
+    DEFAULT_PULL_POLICY,
+    INJECTOR_IMAGE_VARIABLE,
+    INJECTOR_PULL_POLICY_VARIABLE,
+    PULL_POLICIES,
+    settings_problem,
+)
 from chaosguard.decisions.policy import (
     applicable_policies,
     combine,
@@ -197,6 +204,14 @@ def command_crds(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    # Checked before anything starts: a network fault must never be carried by a guessed image.
+    problem = settings_problem(args.injector_image, args.injector_pull_policy)
+    if problem:
+        print(f"ERROR {problem}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    # The fault kinds read them there, in this process.
+    os.environ[INJECTOR_IMAGE_VARIABLE] = args.injector_image.strip()
+    os.environ[INJECTOR_PULL_POLICY_VARIABLE] = args.injector_pull_policy
     if args.kubeconfig:
         # Before kopf and the kubernetes client are imported: they read KUBECONFIG at import time.
         os.environ["KUBECONFIG"] = args.kubeconfig
@@ -269,6 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="give away safety promise 5: run experiments whose author the operator cannot verify (no admission "
         f"webhook stamp) with the operator's own rights; also ${ALLOW_UNVERIFIED_AUTHORS_ENV}=true. Default: "
         "refused, saying to turn the webhooks on",
+    )
+    run.add_argument(
+        "--injector-image",
+        default=os.environ.get(INJECTOR_IMAGE_VARIABLE, ""),
+        help="the image the network faults' ephemeral containers run (deploy/Dockerfile.injector: busybox, tc, "
+        "stress-ng), e.g. registry.example.com/chaosguard-injector:0.1.0; required "
+        f"(default: ${INJECTOR_IMAGE_VARIABLE})",
+    )
+    run.add_argument(
+        "--injector-pull-policy",
+        default=os.environ.get(INJECTOR_PULL_POLICY_VARIABLE) or DEFAULT_PULL_POLICY,
+        help=f"the imagePullPolicy of those containers: {', '.join(PULL_POLICIES)} "
+        f"(default: ${INJECTOR_PULL_POLICY_VARIABLE}, else {DEFAULT_PULL_POLICY})",
     )
     runner.add_run_arguments(run)
     run.set_defaults(handler=command_run)

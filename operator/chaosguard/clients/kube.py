@@ -208,11 +208,6 @@ class Cluster:
         containers = self.core.api_client.sanitize_for_serialization(obj.spec.ephemeral_containers or [])
         return obj.metadata.uid, list(containers)
 
-    def own_image(self, namespace: str, pod_name: str) -> str | None:
-        """The image of the operator's own pod (found with `list`, which the role already grants)."""
-        pods: list[Any] = self.core.list_namespaced_pod(namespace, field_selector=f"metadata.name={pod_name}").items
-        return str(pods[0].spec.containers[0].image) if pods else None
-
     def pods_with_ephemeral_containers(
         self, prefix: str | tuple[str, ...]
     ) -> list[tuple[str, str, str, list[dict[str, Any]]]]:

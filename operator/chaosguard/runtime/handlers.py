@@ -60,7 +60,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # read as "nothing restricts chaos". (kopf starts the daemons only after the start-up handlers.)
     await cache.wait_synced(CACHE_SYNC_TIMEOUT)
     await security.prepare(settings, memo)  # the signing key; the webhook server with --webhook-port
-    await faults.adopt_own_image(memo.context.cluster, memo.context.operator_namespace, os.environ.get("POD_NAME"))
 
 
 @kopf.on.startup()

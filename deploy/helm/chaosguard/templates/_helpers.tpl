@@ -18,6 +18,10 @@ app.kubernetes.io/name: chaosguard
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{- define "chaosguard.injectorImage" -}}
+{{ .Values.injector.image.repository }}:{{ .Values.injector.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
 {{- define "chaosguard.webhookService" -}}chaosguard-webhook{{- end -}}
 {{- define "chaosguard.webhookSecret" -}}
 {{- .Values.webhook.existingSecret | default "chaosguard-webhook-tls" -}}

@@ -10,7 +10,6 @@ from chaosguard.api.models import Action
 from chaosguard.runtime.faults import netem_faults, podkill
 from chaosguard.runtime.faults.base import Fault, fault_for, fault_for_record, register, registered
 from chaosguard.runtime.faults.injector import (
-    adopt_own_image,
     clear_fault,
     container_name,
     describe_injector_exit,
@@ -21,7 +20,6 @@ from chaosguard.runtime.faults.injector import (
 
 __all__ = [
     "Fault",
-    "adopt_own_image",
     "clear_fault",
     "container_name",
     "describe_injector_exit",

@@ -34,13 +34,17 @@ from chaosguard.api.actions import by_record_kind
 from chaosguard.api.durations import to_seconds
 from chaosguard.api.models import Action, ChaosExperimentSpec, FaultRecord, FaultState
 from chaosguard.clients.kube import Cluster
+from chaosguard.decisions.injector_image import (
+    DEFAULT_PULL_POLICY,
+    INJECTOR_IMAGE_VARIABLE,
+    INJECTOR_PULL_POLICY_VARIABLE,
+    settings_problem,
+)
 from chaosguard.decisions.netem import Impairment, clear_command, injector_command, network_command, partition_command
 from chaosguard.decisions.netem_contract import CLEARED, INJECTOR_ENDED, INJECTOR_EXITS, InjectorExit
 from chaosguard.runtime.lanes import ApiLanes
 
-INJECTOR_IMAGE_VARIABLE = "CHAOSGUARD_INJECTOR_IMAGE"
 TERMINATION_LOG = "/dev/termination-log"
-DEFAULT_INJECTOR_IMAGE = "chaosguard:dev"
 # How long a clean-up container that follows a failed injector may take to report (real node: ~1 s).
 CLEANUP_REPORT_SECONDS = 30.0
 # An injector seen running this long added its qdisc (it exits within milliseconds when tc refuses).
@@ -54,17 +58,16 @@ INJECTOR_PREFIXES = tuple(f"chaosguard-{purpose}-" for purpose in INJECTOR_PURPO
 
 
 def injector_image() -> str:
-    return os.environ.get(INJECTOR_IMAGE_VARIABLE) or DEFAULT_INJECTOR_IMAGE
+    """The injector's reference. `chaosguard run` refuses to start without one (--injector-image),
+    so a process that gets here without it was started some other way: it must not inject."""
+    image = os.environ.get(INJECTOR_IMAGE_VARIABLE, "").strip()
+    if not image:
+        raise RuntimeError(settings_problem("", DEFAULT_PULL_POLICY))
+    return image
 
 
-async def adopt_own_image(cluster: Cluster, namespace: str | None, pod_name: str | None) -> None:
-    """In a cluster with no CHAOSGUARD_INJECTOR_IMAGE set, the injector is the operator's own image
-    (read from its own Pod), so an image renamed by an overlay is never silently replaced by a default."""
-    if os.environ.get(INJECTOR_IMAGE_VARIABLE) or not namespace or not pod_name:
-        return
-    image = await asyncio.to_thread(cluster.own_image, namespace, pod_name)
-    if image:
-        os.environ[INJECTOR_IMAGE_VARIABLE] = image
+def injector_pull_policy() -> str:
+    return os.environ.get(INJECTOR_PULL_POLICY_VARIABLE) or DEFAULT_PULL_POLICY
 
 
 def _label(text: str) -> str:
@@ -91,7 +94,7 @@ def _container(name: str, command: list[str], experiment: str, run_id: str, imag
     return {
         "name": name,
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": injector_pull_policy(),
         "command": command,
         "env": [
             {"name": "CHAOSGUARD_EXPERIMENT", "value": experiment},
