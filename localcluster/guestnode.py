@@ -19,8 +19,9 @@ Choices, and why:
 - The node's work directory in the guest is a tmpfs (overlayfs, containerd's snapshotter, cannot
   use the guest's overlay root as its upper layer); its logs, the PKI and the control plane's
   kubeconfigs are in a directory shared read-write with the guest (9p).
-- Images are only the small busybox-based ones (pause, the e2e app, the injector): importing the
-  operator's 456 MB image into containerd took more than 300 s under TCG.
+- Images are only the small ones (pause and the e2e app, busybox-based, and the injector's): importing
+  the operator's 456 MB image into containerd took more than 300 s under TCG, and the operator runs
+  here anyway.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ HOST_IP = "10.241.0.2"  # this machine's end of the tap: where kube-apiserver li
 LINK_PREFIX = 30
 GUEST_MEMORY = "2G"
 #: The images the guest's node imports (busybox-based, a few MB each).
-GUEST_IMAGES = ("pause", "e2e-app")
+GUEST_IMAGES = ("pause", "e2e-app", "injector")
 #: Kernel modules the node needs; loaded up front so no first use waits for the kernel's modprobe.
 GUEST_MODULES = ("overlay", "bridge", "veth", "sch_netem", "sch_prio", "cls_u32", "sch_ingress", "cls_basic")
 #: The guest's cgroup v2 root enables none; the kubelet's QoS cgroups need these.

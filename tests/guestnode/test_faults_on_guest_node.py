@@ -31,6 +31,9 @@ LOSS_PERCENT = 30.0
 LOSS_TOLERANCE_POINTS = 7.0
 GUARD_INTERVAL_S = 1.0
 CLIENT = {"selector": {"matchLabels": {"app": "client"}}, "mode": "one"}
+# The first test also waits for the guest to boot and its node to join (minutes under TCG on a busy
+# machine: README's figures), and each one for pods and ephemeral containers at TCG's pace.
+pytestmark = pytest.mark.timeout(1800)
 
 
 def latency_example(pair: Pair, *, duration: str, steady_state: Mapping[str, Any] | None = None) -> str:
