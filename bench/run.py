@@ -48,6 +48,7 @@ ON_REQUEST: dict[str, tuple[str, ...]] = {
 GROUPS: dict[str, str] = {f"scale_{n}": f"bench.scale:run_{n}" for n in (100, 1000)}
 # Benchmarks that are scripts of their own (they boot a VM) and print their BENCH lines themselves.
 SCRIPTS: dict[str, tuple[str, ...]] = {
+    "bench/bench_guest_node.py": ("netem_apply_real_node", "latency_e2e_error_100ms"),
     "bench/bench_netem.py": (
         "netem_apply",
         "netem_remove",

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from localcluster.controlplane import REPO_ROOT
+from localcluster.controlplane import REPO_ROOT, ControlPlane
 from localcluster.realnode import NODE_NAME
 from localcluster.wait import wait_for
 
@@ -78,6 +78,18 @@ spec:
           imagePullPolicy: Never
           command: [sleep, "2147483647"]
 """
+
+
+def kubectl_for(plane: ControlPlane) -> Kubectl:
+    """kubectl as the control plane's admin; a failure raises with kubectl's message."""
+
+    def run(*args: str, input: str | None = None) -> str:
+        result = plane.kubectl(*args, input=input, check=False, timeout=300)
+        if result.returncode != 0:
+            raise AssertionError(f"`kubectl {' '.join(args)}` failed ({result.returncode}):\n{result.stderr}")
+        return result.stdout
+
+    return run
 
 
 @dataclass

@@ -41,12 +41,7 @@ def guest_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestClu
     with guestnode.guest_cluster(workdir, default_bin_dir(), images) as (plane, node):
         install_crds(plane)
 
-        def kubectl(*args: str, input: str | None = None) -> str:
-            result = plane.kubectl(*args, input=input, check=False, timeout=300)
-            if result.returncode != 0:
-                raise AssertionError(f"`kubectl {' '.join(args)}` failed ({result.returncode}):\n{result.stderr}")
-            return result.stdout
-
+        kubectl = guestpods.kubectl_for(plane)
         kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
         yield GuestCluster(plane, node, kubectl, workdir)
 
