@@ -31,7 +31,6 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import uuid  # noqa: E402
-from datetime import datetime  # noqa: E402
 
 from localcluster import guestnode, guestpods  # noqa: E402
 from localcluster.controlplane import default_bin_dir  # noqa: E402
@@ -44,10 +43,6 @@ DELAY_MS = 100.0
 EXPERIMENT = "checkout-db-latency"  # examples/latency-port.yaml
 
 
-def _instant(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def _added_at(kubectl: guestpods.Kubectl, namespace: str, pod: str, container: str) -> float:
     """containerd's timestamp of the injector's `added:` line."""
 
@@ -55,14 +50,7 @@ def _added_at(kubectl: guestpods.Kubectl, namespace: str, pod: str, container: s
         logs = kubectl("logs", "-n", namespace, pod, "-c", container, "--timestamps")
         return next((entry for entry in logs.splitlines() if "chaosguard-netem: added:" in entry), "")
 
-    return _instant(wait_for(line, timeout=60, interval=0.5, what=f"{container}'s added: line").split()[0])
-
-
-def _started_at(kubectl: guestpods.Kubectl, namespace: str, pod: str, container: str) -> float:
-    body = json.loads(kubectl("get", "pod", pod, "-n", namespace, "-o", "json"))
-    statuses = {s["name"]: s for s in body["status"].get("ephemeralContainerStatuses", [])}
-    state = statuses[container]["state"]
-    return _instant((state.get("running") or state.get("terminated"))["startedAt"])
+    return guestpods.instant(wait_for(line, timeout=60, interval=0.5, what=f"{container}'s added: line").split()[0])
 
 
 def measure(kubectl: guestpods.Kubectl, pair: guestpods.Pair) -> tuple[list[float], list[float]]:
@@ -81,7 +69,7 @@ def measure(kubectl: guestpods.Kubectl, pair: guestpods.Pair) -> tuple[list[floa
         fault = guestpods.active_fault(kubectl, pair.namespace, EXPERIMENT)
         pod, container = fault["name"], fault["container"]
         added = _added_at(kubectl, pair.namespace, pod, container)
-        applies.append((added - _started_at(kubectl, pair.namespace, pod, container)) * 1000)
+        applies.append((added - guestpods.ephemeral_started_at(kubectl, pair.namespace, pod, container)) * 1000)
         during = guestpods.ping(kubectl, pair.namespace, pod, pair.server_ip, count=21).median_ms
         errors.append(during - before[pod] - DELAY_MS)
         guestpods.delete_experiment(kubectl, pair.namespace, EXPERIMENT)

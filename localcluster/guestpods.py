@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import yaml
@@ -253,6 +254,25 @@ def ended(kubectl: Kubectl, namespace: str, name: str, timeout: float = 300) -> 
 
 def delete_experiment(kubectl: Kubectl, namespace: str, name: str) -> None:
     kubectl("delete", "chaosexperiment", name, "-n", namespace, "--ignore-not-found", "--wait=true")
+
+
+def ephemeral_started_at(kubectl: Kubectl, namespace: str, pod: str, container: str) -> float:
+    """When the kubelet reports the ephemeral container started (unix seconds; to the second)."""
+    body = json.loads(kubectl("get", "pod", pod, "-n", namespace, "-o", "json"))
+
+    def started() -> str:
+        statuses = {s["name"]: s for s in body["status"].get("ephemeralContainerStatuses", [])}
+        state = statuses.get(container, {}).get("state", {})
+        return str((state.get("running") or state.get("terminated") or {}).get("startedAt") or "")
+
+    stamp = started()
+    assert stamp, f"the kubelet reports no start of {container} in {namespace}/{pod}"
+    return instant(stamp)
+
+
+def instant(stamp: str) -> float:
+    """An RFC 3339 time from the API or a log, as unix seconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def qdiscs_in_pod(kubectl: Kubectl, namespace: str, pod: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -30,6 +29,7 @@ DELAY_TOLERANCE_MS = 10.0
 LOSS_PERCENT = 30.0
 LOSS_TOLERANCE_POINTS = 7.0
 GUARD_INTERVAL_S = 1.0
+TCG_RESTORE_BOUND_S = 30.0  # from the abort decision to the RTT at baseline, in the emulated guest
 CLIENT = {"selector": {"matchLabels": {"app": "client"}}, "mode": "one"}
 # The first test also waits for the guest to boot and its node to join (minutes under TCG on a busy
 # machine: README's figures), and each one for pods and ephemeral containers at TCG's pace.
@@ -62,10 +62,6 @@ def delayed(kubectl: Kubectl, pair: Pair, pod: str, baseline: float) -> float:
         interval=0.5,
         what=f"pings from {pod} to slow down",
     )
-
-
-def instant(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 @pytest.mark.usefixtures("operator")
@@ -115,7 +111,7 @@ def test_latency_adds_100ms_between_two_pods_and_an_sli_breach_takes_it_out_with
         assert status["phase"] == "Aborted", yaml.safe_dump(status)[:3000]
         run = status["lastRun"]
         assert run["reason"] == "SLIBreached", yaml.safe_dump(run)[:3000]
-        decided_at = instant(run["abort"]["at"])
+        decided_at = guestpods.instant(run["abort"]["at"])
         threshold = before[target] + DELAY_TOLERANCE_MS
         restored = stream.first_reply_below(threshold, after=breached_at, timeout=60)
     finally:
@@ -127,10 +123,18 @@ def test_latency_adds_100ms_between_two_pods_and_an_sli_breach_takes_it_out_with
         f"breach set at 0; abort decided at {decided_at - breached_at:+.2f} s; "
         f"RTT back at baseline at {back_at - breached_at:+.2f} s ({back_at - decided_at:.2f} s after the decision)"
     )
-    assert back_at - decided_at <= GUARD_INTERVAL_S + 1.0, (decided_at, back_at)
-    assert not slow_after, slow_after
     (fault,) = run["faults"]
     assert fault["state"] == "Removed" and fault["removedBy"].startswith("abort"), fault
+    cleaner = fault["removedBy"].split("clear container ")[-1].rstrip(")")
+    cleaner_started = guestpods.ephemeral_started_at(kubectl, namespace, target, cleaner)
+    print(f"clean-up container {cleaner} started at {cleaner_started - breached_at:+.0f} s (kubelet, to the second)")
+    # The operator's part: the breach is acted on within one guard interval (+1 s for Prometheus's scrape).
+    assert decided_at - breached_at <= GUARD_INTERVAL_S + 1.0, (breached_at, decided_at)
+    # The node's part: a clean-up container starts and runs `clear`. On a real node that takes under
+    # a second (shared/notes/real-node.md: an ephemeral container runs 0.67 s after it is added);
+    # under TCG on a busy machine it took 9.8 s (README, "The guest node"), so the bound here is TCG's.
+    assert back_at - decided_at <= TCG_RESTORE_BOUND_S, (decided_at, back_at)
+    assert not slow_after, slow_after
     assert "netem" not in guestpods.qdiscs_in_pod(kubectl, namespace, target)
 
 
@@ -147,7 +151,7 @@ def test_with_the_operator_gone_the_injector_removes_the_delay_at_its_deadline(
     delayed(kubectl, pair, target, before[target])
     operator.kill()  # SIGKILL: nothing of the operator's runs any more
     try:
-        deadline = instant(fault["deadline"])
+        deadline = guestpods.instant(fault["deadline"])
         stream = guestpods.ping_stream(guest_cluster.kubectl_argv(), namespace, target, pair.server_ip, interval=0.2)
         try:
             threshold = before[target] + DELAY_TOLERANCE_MS
