@@ -34,23 +34,13 @@ import uuid  # noqa: E402
 
 from localcluster import guestnode, guestpods  # noqa: E402
 from localcluster.controlplane import default_bin_dir  # noqa: E402
-from localcluster.operator import OperatorProcess, install_crds  # noqa: E402
+from localcluster.operator import install_crds  # noqa: E402
 from localcluster.realnode import build_images  # noqa: E402
 from localcluster.wait import wait_for  # noqa: E402
 
 REPETITIONS = 5
 DELAY_MS = 100.0
 EXPERIMENT = "checkout-db-latency"  # examples/latency-port.yaml
-
-
-def _added_at(kubectl: guestpods.Kubectl, namespace: str, pod: str, container: str) -> float:
-    """containerd's timestamp of the injector's `added:` line."""
-
-    def line() -> str:
-        logs = kubectl("logs", "-n", namespace, pod, "-c", container, "--timestamps")
-        return next((entry for entry in logs.splitlines() if "chaosguard-netem: added:" in entry), "")
-
-    return guestpods.instant(wait_for(line, timeout=60, interval=0.5, what=f"{container}'s added: line").split()[0])
 
 
 def measure(kubectl: guestpods.Kubectl, pair: guestpods.Pair) -> tuple[list[float], list[float]]:
@@ -68,7 +58,7 @@ def measure(kubectl: guestpods.Kubectl, pair: guestpods.Pair) -> tuple[list[floa
         kubectl("apply", "-n", pair.namespace, "-f", "-", input=experiment)
         fault = guestpods.active_fault(kubectl, pair.namespace, EXPERIMENT)
         pod, container = fault["name"], fault["container"]
-        added = _added_at(kubectl, pair.namespace, pod, container)
+        added = guestpods.log_line_at(kubectl, pair.namespace, pod, container, "chaosguard-netem: added:")
         applies.append((added - guestpods.ephemeral_started_at(kubectl, pair.namespace, pod, container)) * 1000)
         during = guestpods.ping(kubectl, pair.namespace, pod, pair.server_ip, count=21).median_ms
         errors.append(during - before[pod] - DELAY_MS)
@@ -95,7 +85,7 @@ def main() -> int:
             kubectl = guestpods.kubectl_for(plane)
             kubectl("apply", "-f", str(guestpods.EXAMPLES / "policy-default.yaml"))
             pair = guestpods.create_pair(kubectl, f"bench-{uuid.uuid4().hex[:6]}")
-            operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log").start()
+            operator = guestpods.operator_for(plane, kubectl, workdir / "operator.log").start()
             try:
                 applies, errors = measure(kubectl, pair)
             finally:

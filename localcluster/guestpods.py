@@ -13,11 +13,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
 from localcluster.controlplane import REPO_ROOT, ControlPlane
+from localcluster.operator import OperatorProcess
 from localcluster.realnode import NODE_NAME
 from localcluster.wait import wait_for
 
@@ -34,6 +36,7 @@ class Kubectl(Protocol):
 SERVER_PORT = 8080  # the e2e app's readiness endpoint (busybox httpd)
 OTHER_PORT = 8081  # a second httpd in the server pod: a port a partition of SERVER_PORT leaves alone
 CLIENTS = 3
+OPERATOR_NAMESPACE = "chaosguard-system"
 
 PODS = f"""
 apiVersion: v1
@@ -49,7 +52,7 @@ spec:
     - name: other-port
       image: {APP_IMAGE}
       imagePullPolicy: Never
-      command: [httpd, -f, -p, "{OTHER_PORT}", -h, /tmp]
+      command: [sh, -c, "mkdir -p /tmp/o && echo o >/tmp/o/index.html && exec httpd -f -p {OTHER_PORT} -h /tmp/o"]
 ---
 apiVersion: v1
 kind: Pod
@@ -91,6 +94,14 @@ def kubectl_for(plane: ControlPlane) -> Kubectl:
         return result.stdout
 
     return run
+
+
+def operator_for(plane: ControlPlane, kubectl: Kubectl, log: Path) -> OperatorProcess:
+    """The operator as a process here, as deployed in OPERATOR_NAMESPACE (CHAOSGUARD_NAMESPACE: without
+    it, it refuses every fault with destinations, not knowing where its own pods are); not started."""
+    if OPERATOR_NAMESPACE not in kubectl("get", "namespaces", "-o", "name"):
+        kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    return OperatorProcess(plane.kubeconfig, log, {"CHAOSGUARD_NAMESPACE": OPERATOR_NAMESPACE})
 
 
 @dataclass
@@ -156,7 +167,7 @@ def http_answers(kubectl: Kubectl, namespace: str, pod: str, address: str, port:
     """Whether an HTTP request from the pod to address:port gets any answer (an error status counts)."""
     result = kubectl(
         "exec", "-n", namespace, pod, "-c", "client", "--", "sh", "-c",
-        f"wget -q -T {timeout} -O /dev/null http://{address}:{port}/ 2>&1; echo exit=$?",
+        f"wget -T {timeout} -O /dev/null http://{address}:{port}/ 2>&1; echo exit=$?",
     )  # fmt: skip
     # busybox wget: 0 (a page), 1 with "server returned error" (an answer), 1 with "timed out"/"refused".
     return "exit=0" in result or "server returned error" in result
@@ -268,6 +279,17 @@ def ephemeral_started_at(kubectl: Kubectl, namespace: str, pod: str, container: 
     stamp = started()
     assert stamp, f"the kubelet reports no start of {container} in {namespace}/{pod}"
     return instant(stamp)
+
+
+def log_line_at(kubectl: Kubectl, namespace: str, pod: str, container: str, starts: str) -> float:
+    """containerd's timestamp (the node's clock, nanoseconds) of the container's first log line that
+    starts with `starts`."""
+
+    def line() -> str:
+        logs = kubectl("logs", "-n", namespace, pod, "-c", container, "--timestamps")
+        return next((entry for entry in logs.splitlines() if entry.split(" ", 1)[-1].startswith(starts)), "")
+
+    return instant(wait_for(line, timeout=60, interval=0.5, what=f"{container}'s {starts!r} line").split()[0])
 
 
 def instant(stamp: str) -> float:

@@ -32,7 +32,7 @@ class GuestCluster:
         return [str(self.plane.kubectl_path), f"--kubeconfig={self.plane.kubeconfig}", *args]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def guest_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestCluster]:
     if problem := guestnode.guest_node_problem():
         pytest.skip(f"no guest node here: {problem}")
@@ -46,28 +46,29 @@ def guest_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestClu
         yield GuestCluster(plane, node, kubectl, workdir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kubectl(guest_cluster: GuestCluster) -> Kubectl:
     return guest_cluster.kubectl
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator(guest_cluster: GuestCluster) -> Iterator[OperatorProcess]:
     """The operator as a process here, against the control plane the guest's node joined."""
-    process = OperatorProcess(guest_cluster.plane.kubeconfig, guest_cluster.workdir / "operator.log").start()
+    log = guest_cluster.workdir / "operator.log"
+    process = guestpods.operator_for(guest_cluster.plane, guest_cluster.kubectl, log).start()
     try:
         yield process
     finally:
         process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sli() -> Iterator[MetricsTarget]:
     with MetricsTarget() as metrics:
         yield metrics
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prometheus(sli: MetricsTarget, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     if not prometheus_available():
         pytest.skip("Debian's prometheus is not installed (make system-deps)")
@@ -75,7 +76,7 @@ def prometheus(sli: MetricsTarget, tmp_path_factory: pytest.TempPathFactory) -> 
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pair(kubectl: Kubectl) -> guestpods.Pair:
     """A server pod and a client Deployment (three pods: the shipped policy lets a fault take 40 % of a
     workload), all from the e2e app image, in a namespace opted in to chaos."""
