@@ -189,9 +189,11 @@ def test_the_loss_example_drops_30_percent_of_the_packets_to_its_cidr(kubectl: K
     name = "checkout-payments-loss"
     shipped = yaml.safe_load((guestpods.EXAMPLES / "network-loss.yaml").read_text())["spec"]["network"]
     assert shipped["loss"] == LOSS_PERCENT
-    aimed = guestpods.example(
-        "network-loss.yaml", target=CLIENT, network={**shipped, "destinationCIDRs": [f"{pair.server_ip}/32"]}
-    )
+    # Without the example's lossCorrelation: the kernel's correlated loss (netem's get_crandom, an
+    # AR(1) blend of uniform draws) narrows the draws around their mean, so `loss 30% 25%` drops far
+    # fewer than 30 % of the packets: 17.0 % of 600 here (README, "The guest node").
+    network = {**shipped, "destinationCIDRs": [f"{pair.server_ip}/32"], "lossCorrelation": None}
+    aimed = guestpods.example("network-loss.yaml", target=CLIENT, network={k: v for k, v in network.items() if v})
     kubectl("apply", "-n", namespace, "-f", "-", input=aimed)
     target = guestpods.active_fault(kubectl, namespace, name)["name"]
     wait_for(
@@ -222,7 +224,7 @@ def test_the_partition_example_cuts_exactly_its_cidr_and_port(kubectl: Kubectl, 
     def answers() -> dict[str, bool]:
         return {k: guestpods.http_answers(kubectl, namespace, client, ip, port) for k, (ip, port) in paths.items()}
 
-    assert all(answers().values())
+    wait_for(lambda: all(answers().values()), timeout=60, interval=0.5, what="every path to answer")
     shipped = yaml.safe_load((guestpods.EXAMPLES / "partition.yaml").read_text())["spec"]["partition"]
     partition = {**shipped, "destinationCIDRs": [f"{pair.server_ip}/32"], "ports": [guestpods.SERVER_PORT]}
     # The client whose paths are checked is the one the selector picks.
