@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from localcluster import vm
 from localcluster.controlplane import ControlPlane
@@ -66,6 +67,7 @@ GUEST_WORKDIR = Path("/var/lib/chaosguard-guest-node")
 SETTINGS = "guest-node.json"  # in the shared directory: what the guest needs to know
 TIMINGS = "guest-timings.json"  # written by the guest: seconds since its boot for each step
 STOP = "stop"  # created here when the guest should power off
+LOCK = Path("/run/chaosguard-guestnode.lock")  # one guest node per machine
 
 
 class GuestNodeError(RealNodeError):
@@ -117,14 +119,18 @@ class GuestNode:
         self.timings: dict[str, float] = {}
         self.guest: vm.GuestProcess | None = None
         self._network = False
+        self._lock: IO[str] | None = None
 
     def control_plane_options(self) -> dict[str, Any]:
         return {**self.spec.control_plane_options(), "bind_address": HOST_IP}
 
     def network_up(self) -> None:
-        """The tap link and the node's PKI. Root only."""
+        """The tap link and the node's PKI. Root only. Waits for any other guest node on this machine
+        to stop first (they would share the tap's name and addresses)."""
         if problem := guest_node_problem():
             raise GuestNodeError(problem)
+        self._lock = LOCK.open("a")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         shutil.rmtree(self.share, ignore_errors=True)
         self.share.mkdir(parents=True)
         subprocess.run(["ip", "link", "del", TAP], capture_output=True)
@@ -142,6 +148,9 @@ class GuestNode:
         if self._network:
             subprocess.run(["ip", "link", "del", TAP], capture_output=True)
             self._network = False
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def start(self, plane: ControlPlane, images: Mapping[str, tuple[str, Path]] | None = None) -> GuestNode:
         """Boots the guest, which starts containerd (images imported) and the kubelet; returns when

@@ -39,6 +39,7 @@ def guest_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestClu
     images = build_images(guestnode.GUEST_IMAGES)
     workdir = Path(os.environ.get("CHAOSGUARD_GUEST_NODE_DIR") or tmp_path_factory.mktemp("guest-node"))
     with guestnode.guest_cluster(workdir, default_bin_dir(), images) as (plane, node):
+        print(f"guest node Ready; seconds from the start: {node.timings}")
         install_crds(plane)
 
         kubectl = guestpods.kubectl_for(plane)
