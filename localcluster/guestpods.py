@@ -287,7 +287,12 @@ def log_line_at(kubectl: Kubectl, namespace: str, pod: str, container: str, star
     starts with `starts`."""
 
     def line() -> str:
-        logs = kubectl("logs", "-n", namespace, pod, "-c", container, "--timestamps")
+        try:
+            logs = kubectl("logs", "-n", namespace, pod, "-c", container, "--timestamps")
+        except AssertionError as error:
+            if "waiting to start" in str(error):  # the kubelet has not started it yet
+                return ""
+            raise
         return next((entry for entry in logs.splitlines() if entry.split(" ", 1)[-1].startswith(starts)), "")
 
     return instant(wait_for(line, timeout=60, interval=0.5, what=f"{container}'s {starts!r} line").split()[0])
