@@ -303,6 +303,19 @@ def instant(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+def settled(kubectl: Kubectl, namespace: str, pod: str) -> None:
+    """Waits until every ephemeral container of the pod has run and exited: a clean-up container the
+    kubelet starts late would otherwise run `clear` into the next test's fault."""
+
+    def done() -> bool:
+        body = json.loads(kubectl("get", "pod", pod, "-n", namespace, "-o", "json"))
+        wanted = {c["name"] for c in body["spec"].get("ephemeralContainers", [])}
+        states = {s["name"]: s.get("state", {}) for s in body["status"].get("ephemeralContainerStatuses", [])}
+        return set(states) == wanted and all("terminated" in state for state in states.values())
+
+    wait_for(done, timeout=180, interval=1.0, what=f"every ephemeral container of {namespace}/{pod} to exit")
+
+
 def qdiscs_in_pod(kubectl: Kubectl, namespace: str, pod: str) -> str:
     """busybox's tc in the pod's network namespace (the client container shares it)."""
     return kubectl("exec", "-n", namespace, pod, "-c", "client", "--", "tc", "qdisc", "show", "dev", "eth0")

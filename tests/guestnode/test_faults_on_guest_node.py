@@ -139,6 +139,7 @@ def test_latency_adds_100ms_between_two_pods_and_an_sli_breach_takes_it_out_with
     assert back_at - decided_at <= TCG_RESTORE_BOUND_S, (decided_at, back_at)
     assert not slow_after, slow_after
     assert "netem" not in guestpods.qdiscs_in_pod(kubectl, namespace, target)
+    guestpods.settled(kubectl, namespace, target)
 
 
 def test_with_the_operator_gone_the_injector_removes_the_delay_at_its_deadline(
@@ -181,6 +182,7 @@ def test_with_the_operator_gone_the_injector_removes_the_delay_at_its_deadline(
     assert status["phase"] == "Completed", yaml.safe_dump(status)[:3000]
     (record,) = status["lastRun"]["faults"]
     assert record["state"] == "Removed" and "deadline" in record["removedBy"], record
+    guestpods.settled(kubectl, namespace, target)
 
 
 @pytest.mark.usefixtures("operator", "network_actions_allowed")
@@ -204,6 +206,8 @@ def test_the_loss_example_drops_30_percent_of_the_packets_to_its_cidr(kubectl: K
     )
     pings = guestpods.ping(kubectl, namespace, target, pair.server_ip, count=600, interval=0.02)
     bystander = guestpods.ping(kubectl, namespace, target, pair.bystander_ip, count=50, interval=0.02)
+    # Still in place after the pings (nothing took it out while they ran).
+    assert "netem" in guestpods.qdiscs_in_pod(kubectl, namespace, target)
     guestpods.delete_experiment(kubectl, namespace, name)
     print(f"loss to the server: {pings.loss_percent:.1f} % of {pings.sent}; to a bystander {bystander.loss_percent} %")
     assert pings.loss_percent == pytest.approx(LOSS_PERCENT, abs=LOSS_TOLERANCE_POINTS), pings.sent
