@@ -59,6 +59,11 @@ unit: venv ## Run only the unit tests (pure logic, no cluster).
 e2e: setup ## Run only tests/e2e: a real node here, the operator's image installed with Helm, then kustomize.
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
+.PHONY: e2e-netem
+e2e-netem: setup ## The network faults on a real kubelet in the netem guest (QEMU, TCG): tests/guestnode, then its two benchmarks.
+	$(BIN)/pytest tests/guestnode $(PYTEST_ARGS)
+	$(BIN)/python bench/bench_guest_node.py
+
 .PHONY: lint
 lint: venv ## ruff, mypy (strict) and the import contracts of the layers (.importlinter).
 	$(BIN)/ruff check operator localcluster tests bench

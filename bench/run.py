@@ -52,6 +52,7 @@ GROUPS: dict[str, str] = {f"scale_{n}": f"bench.scale:run_{n}" for n in (100, 10
 SCRIPTS: dict[str, tuple[str, ...]] = {
     # Boots the real node (root; run alone: flock /tmp/chaosguard-realnode.lock make bench ONLY=...).
     "bench/bench_stress.py": ("stress_abort_to_stopped_p50", "stress_abort_to_stopped_p95"),
+    "bench/bench_guest_node.py": ("netem_apply_real_node", "latency_e2e_error_100ms"),
     "bench/bench_netem.py": (
         "netem_apply",
         "netem_remove",

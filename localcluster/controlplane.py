@@ -47,8 +47,6 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from chaosguard.admission.webhook_tls import ensure_tls
-
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
@@ -329,6 +327,10 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 def _write_pki(pki: Path, server_ips: Sequence[str], server_names: Sequence[str]) -> None:
     """CA + apiserver serving cert (the operator's own generator: ca.crt, tls.crt, tls.key) and the
     service-account key pair, all ECDSA P-256 (fast to make)."""
+    # Imported here: it pulls in the Kubernetes client, which a guest node's Python never needs
+    # (localcluster/guestnode.py: every import costs seconds under TCG).
+    from chaosguard.admission.webhook_tls import ensure_tls
+
     ensure_tls(pki, ["kube-apiserver", *server_names, *server_ips])
 
     sa_key = ec.generate_private_key(ec.SECP256R1())

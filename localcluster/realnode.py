@@ -54,7 +54,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from chaosguard.admission.webhook_tls import ensure_tls
 from localcluster.controlplane import (
     REPO_ROOT,
     SERVICE_CLUSTER_IP_RANGE,
@@ -258,8 +257,12 @@ def _remove_cgroup_tree(root: Path) -> None:
 class RealNode:
     """kubelet + containerd + CNI bridge + kube-proxy, as one Kubernetes Node on this machine."""
 
-    def __init__(self, workdir: Path, bin_dir: Path, *, timeout: float = 120.0, stop_grace: float = 15.0) -> None:
+    def __init__(
+        self, workdir: Path, bin_dir: Path, *, timeout: float = 120.0, stop_grace: float = 15.0, node_ip: str = NODE_IP
+    ) -> None:
         self.workdir = Path(workdir).resolve()
+        #: Where the kubelet listens and what the Node reports (a guest's node has its own: localcluster/guestnode.py).
+        self.node_ip = node_ip
         self.bin_dir = Path(bin_dir).resolve()
         self.timeout = timeout
         self.stop_grace = stop_grace
@@ -292,7 +295,7 @@ class RealNode:
         there through the `kubernetes` Service), the kubelet's and kube-proxy's identities, and a
         client certificate for the kubelet's API (exec, logs) checked against the kubelet's CA."""
         return {
-            "bind_address": NODE_IP,
+            "bind_address": self.node_ip,
             "extra_users": {KUBELET_USER: ("system:nodes",), KUBE_PROXY_USER: ()},
             "apiserver_args": [
                 f"--kubelet-client-certificate={self.pki_dir / 'apiserver-client' / 'client.crt'}",
@@ -313,13 +316,15 @@ class RealNode:
         self._network = True
         self._delete_links()
         _run("ip", "link", "add", NODE_BRIDGE, "type", "bridge")
-        _run("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_BRIDGE)
+        _run("ip", "addr", "add", f"{self.node_ip}/32", "dev", NODE_BRIDGE)
         _run("ip", "link", "set", NODE_BRIDGE, "up")
         # ClusterIPs exist only as kube-proxy's DNAT: unrouted, a packet for one would take the
         # default route off the machine. Routed to the node's bridge it goes nowhere instead.
-        _run("ip", "route", "replace", SERVICE_CLUSTER_IP_RANGE, "dev", NODE_BRIDGE, "src", NODE_IP)
+        _run("ip", "route", "replace", SERVICE_CLUSTER_IP_RANGE, "dev", NODE_BRIDGE, "src", self.node_ip)
         shutil.rmtree(self.pki_dir, ignore_errors=True)
-        ensure_tls(self.pki_dir / "kubelet-serving", [NODE_NAME, NODE_IP])
+        from chaosguard.admission.webhook_tls import ensure_tls  # see controlplane._write_pki
+
+        ensure_tls(self.pki_dir / "kubelet-serving", [NODE_NAME, self.node_ip])
         _client_pki(self.pki_dir / "apiserver-client", APISERVER_KUBELET_CLIENT, None)
 
     def network_down(self) -> None:
@@ -548,7 +553,7 @@ state = "{root / "state"}"
             "mount --make-rprivate /proc\n" + "\n".join(binds) + '\nexec "$@"\n'
         )
         wrapper.chmod(0o755)
-        port = _pick_port({self._plane_port()}, NODE_IP)
+        port = _pick_port({self._plane_port()}, self.node_ip)
         healthz_port = _pick_port({port, self._plane_port()})
         self._kubelet_healthz = f"http://127.0.0.1:{healthz_port}/healthz"
         serving = self.pki_dir / "kubelet-serving"
@@ -558,7 +563,7 @@ state = "{root / "state"}"
             "failCgroupV1": False,  # this machine mounts cgroup v1 controllers
             "cgroupDriver": "cgroupfs",
             "containerRuntimeEndpoint": f"unix://{self.socket}",
-            "address": NODE_IP,
+            "address": self.node_ip,
             "port": port,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
@@ -603,7 +608,7 @@ state = "{root / "state"}"
             f"--kubeconfig={self._plane.kubeconfig_for(KUBELET_USER)}",
             f"--root-dir={root}",
             f"--cert-dir={directory / 'pki'}",
-            f"--node-ip={NODE_IP}",
+            f"--node-ip={self.node_ip}",
             f"--hostname-override={NODE_NAME}",
             "--node-labels=chaosguard.dev/real-node=true",
             "--v=1",
@@ -627,7 +632,7 @@ state = "{root / "state"}"
             "clientConnection": {"kubeconfig": str(self._plane.kubeconfig_for(KUBE_PROXY_USER))},
             "hostnameOverride": NODE_NAME,
             "clusterCIDR": CLUSTER_CIDR,
-            "nodePortAddresses": [f"{NODE_IP}/32"],
+            "nodePortAddresses": [f"{self.node_ip}/32"],
             "healthzBindAddress": f"127.0.0.1:{health}",
             "metricsBindAddress": f"127.0.0.1:{metrics}",
             # Zero: leave the machine's conntrack settings alone.

@@ -22,6 +22,7 @@ CHAOSGUARD_NETEM_SCRIPT is passed on into the guest (see localcluster/netns.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -34,6 +35,7 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,11 +136,83 @@ def new_results_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
-def run_in_guest(script: str, results_dir: Path, timeout: float = DEFAULT_TIMEOUT) -> GuestRun:
-    """Boots the guest, runs the shell `script` in it as root, and returns when it has powered off.
+class GuestProcess:
+    """A booting or running guest (start_guest); wait() returns its GuestRun once it powered off."""
 
-    The console output (the script's stdout and stderr, plus kernel messages) is returned and
-    saved as results_dir/guest.log. Raises GuestUnavailable when nothing can be booted.
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], results_dir: Path) -> None:
+        self.results_dir = results_dir
+        self.started = time.monotonic()
+        self.lines: list[str] = []
+        self.up_at: float | None = None
+        #: The guest's /proc/uptime when it started our command (its steps can be timed on that clock).
+        self.up_uptime: float | None = None
+        self.process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=dict(env),
+            cwd=REPO,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        # Written as it comes, so that a guest still running can be watched (tail -f).
+        with open(self.results_dir / "guest.log", "w") as log:
+            for line in self.process.stdout:
+                if line.startswith(UP_MARKER) and self.up_at is None:
+                    self.up_at = time.monotonic()
+                    with contextlib.suppress(ValueError, IndexError):
+                        self.up_uptime = float(line.split()[1])
+                self.lines.append(line)
+                log.write(line)
+                log.flush()
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        """SIGKILLs QEMU and virtme-ng (their own process group)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> GuestRun:
+        """Waits for the guest to power off (killed after `timeout` seconds)."""
+        try:
+            returncode = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.process.wait()
+            returncode = -signal.SIGKILL
+            self.lines.append(f"\n[vm.py] guest killed after {timeout:.0f}s\n")
+        self._reader.join(timeout=10)
+        total = time.monotonic() - self.started
+        output = self.output()
+        return GuestRun(
+            returncode=returncode,
+            output=output,
+            boot_seconds=self.up_at - self.started if self.up_at is not None else None,
+            total_seconds=total,
+            results_dir=self.results_dir,
+        )
+
+
+def start_guest(
+    script: str, results_dir: Path, *, memory: str | None = None, qemu_opts: Sequence[str] = ()
+) -> GuestProcess:
+    """Starts booting the guest, which runs the shell `script` as root and powers off after it.
+
+    `memory` overrides CHAOSGUARD_GUEST_MEMORY; `qemu_opts` are passed to QEMU (a NIC, say).
+    Raises GuestUnavailable when nothing can be booted.
     """
     problem = boot_problem()
     if problem:
@@ -166,59 +240,28 @@ def run_in_guest(script: str, results_dir: Path, timeout: float = DEFAULT_TIMEOU
         "--cpus",
         os.environ.get("CHAOSGUARD_GUEST_CPUS", "2"),
         "--memory",
-        os.environ.get("CHAOSGUARD_GUEST_MEMORY", "1G"),
+        memory or os.environ.get("CHAOSGUARD_GUEST_MEMORY", "1G"),
         "--rwdir",
         str(results_dir),
         "--exec",
         f"sh {guest_script}",
     ]
+    if qemu_opts:
+        argv.append(f"--qemu-opts={' '.join(qemu_opts)}")
     if os.environ.get("CHAOSGUARD_GUEST_ACCEL", "tcg") != "kvm":
         argv.insert(3, "--disable-kvm")
     env = dict(os.environ)
     env["PATH"] = f"{find_vng().parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    return GuestProcess(argv, env, results_dir)
 
-    started = time.monotonic()
-    process = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        env=env,
-        cwd=REPO,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    up_at: list[float] = []
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith(UP_MARKER) and not up_at:
-                up_at.append(time.monotonic())
-            lines.append(line)
+def run_in_guest(script: str, results_dir: Path, timeout: float = DEFAULT_TIMEOUT) -> GuestRun:
+    """Boots the guest, runs the shell `script` in it as root, and returns when it has powered off.
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        returncode = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        returncode = -signal.SIGKILL
-        lines.append(f"\n[vm.py] guest killed after {timeout:.0f}s\n")
-    reader.join(timeout=10)
-    total = time.monotonic() - started
-    output = "".join(lines)
-    (results_dir / "guest.log").write_text(output)
-    return GuestRun(
-        returncode=returncode,
-        output=output,
-        boot_seconds=up_at[0] - started if up_at else None,
-        total_seconds=total,
-        results_dir=results_dir,
-    )
+    The console output (the script's stdout and stderr, plus kernel messages) is returned and
+    saved as results_dir/guest.log. Raises GuestUnavailable when nothing can be booted.
+    """
+    return start_guest(script, results_dir).wait(timeout)
 
 
 # --- the tests/netns suite in the guest ------------------------------------------------------------
