@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from chaosguard.decisions.injector_image import INJECTOR_IMAGE_VARIABLE, STRESSOR_IMAGE_VARIABLE
 from localcluster.controlplane import ControlPlane, ControlPlaneError, default_bin_dir, format_timings
+from localcluster.realnode import injector_image, stressor_image
 
 
 def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
@@ -30,6 +32,16 @@ def _report(request: pytest.FixtureRequest, line: str) -> None:
     with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
         reporter.write_line("")
         reporter.write_line(line)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def told_the_fault_images() -> Iterator[None]:
+    """Drivers that tests run in this process are told the images as `chaosguard run` is (the operator
+    processes get them from localcluster.operator): there is no default, by design."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(INJECTOR_IMAGE_VARIABLE, injector_image())
+        patch.setenv(STRESSOR_IMAGE_VARIABLE, stressor_image())
+        yield
 
 
 @pytest.fixture(scope="session")
