@@ -21,7 +21,6 @@ from kubernetes import client
 from chaosguard.decisions import stress
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import OperatorProcess, apply_yaml, status_of, wait_for_phase
-from localcluster.wait import wait_for
 from tests.integration.test_operator_pause import DEFAULT_GUARD_INTERVAL, cli, moment, run_of
 from tests.integration.test_operator_stress import ephemeral, faults_in, stress_shop  # noqa: F401 (fixture)
 

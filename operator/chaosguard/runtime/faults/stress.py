@@ -229,8 +229,8 @@ class StressFault(NetemFault):
         await injector.clear_fault(host.context.api, fault, run.id, host.key, why, host.now, injector.injector_image())
         if fault.state is FaultState.REMOVED and "clear container" in fault.removed_by:
             fault.message = (
-                f"a clean-up container asked {fault.container} to stop (stop file {stress.stop_file(fault.container)}); "
-                "stress-ng ends within a tenth of a second"
+                f"a clean-up container asked {fault.container} to stop "
+                f"(stop file {stress.stop_file(fault.container)}); stress-ng ends within a tenth of a second"
             )
 
     def describe(self, spec: ChaosExperimentSpec) -> str:
