@@ -122,23 +122,26 @@ sandbox-down: venv ## Stop the sandbox and remove everything it made.
 KIND_CLUSTER ?= chaosguard-e2e
 IMAGE ?= chaosguard:dev
 INJECTOR_IMAGE ?= chaosguard-injector:dev
+STRESSOR_IMAGE ?= chaosguard-stressor:dev
 PLATFORMS ?= linux/amd64,linux/arm64
 
 .PHONY: image
-image: ## Build the operator image, the injector image and the e2e tests' app image (Docker).
+image: ## Build the operator, injector and stressor images and the e2e tests' app image (Docker).
 	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) -f deploy/Dockerfile .
-	DOCKER_BUILDKIT=1 docker build -t $(INJECTOR_IMAGE) -f deploy/Dockerfile.injector .
+	DOCKER_BUILDKIT=1 docker build --target injector -t $(INJECTOR_IMAGE) -f deploy/Dockerfile.injector .
+	DOCKER_BUILDKIT=1 docker build --target stressor -t $(STRESSOR_IMAGE) -f deploy/Dockerfile.injector .
 	docker build -t chaosguard-e2e-app:dev tests/e2e/app
 
 .PHONY: image-multiarch
-image-multiarch: ## Build the operator and injector images for linux/amd64 and linux/arm64 (PLATFORMS=; a buildx builder with QEMU; PUSH=1 pushes).
+image-multiarch: ## Build the operator, injector and stressor images for linux/amd64 and linux/arm64 (PLATFORMS=; a buildx builder with QEMU; PUSH=1 pushes).
 	docker buildx build --platform $(PLATFORMS) -t $(IMAGE) -f deploy/Dockerfile $(if $(PUSH),--push,) .
-	docker buildx build --platform $(PLATFORMS) -t $(INJECTOR_IMAGE) -f deploy/Dockerfile.injector $(if $(PUSH),--push,) .
+	docker buildx build --platform $(PLATFORMS) --target injector -t $(INJECTOR_IMAGE) -f deploy/Dockerfile.injector $(if $(PUSH),--push,) .
+	docker buildx build --platform $(PLATFORMS) --target stressor -t $(STRESSOR_IMAGE) -f deploy/Dockerfile.injector $(if $(PUSH),--push,) .
 
 .PHONY: e2e-kind
 e2e-kind: venv image ## Create a kind cluster, load the image, install CRDs and the operator, run tests/e2e.
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml
-	kind load docker-image $(IMAGE) $(INJECTOR_IMAGE) chaosguard-e2e-app:dev --name $(KIND_CLUSTER)
+	kind load docker-image $(IMAGE) $(INJECTOR_IMAGE) $(STRESSOR_IMAGE) chaosguard-e2e-app:dev --name $(KIND_CLUSTER)
 	kubectl apply --server-side -k crds  # first: deploy/base has a ChaosPolicy, which needs its CRD
 	kubectl wait --for=condition=Established --timeout=60s \
 	  crd/chaosexperiments.chaosguard.dev crd/chaospolicies.chaosguard.dev crd/chaosapprovals.chaosguard.dev

@@ -9,7 +9,8 @@
 #   python-base     a Debian rootfs from debootstrap with Python 3.11 in a venv on PATH: what
 #                   deploy/Dockerfile's PYTHON_IMAGE (python:3.11-slim from a registry) provides
 #   chaosguard      the operator's own image: deploy/Dockerfile, built by `buildah bud`
-#   injector        what the faults' ephemeral containers run (busybox, tc, stress-ng, netem.sh):
+#   injector        what the faults' ephemeral containers run (busybox, tc, netem.sh), and
+#   stressor        the same with stress-ng, for the stress fault:
 #                   deploy/Dockerfile.injector, built by `buildah bud` on python-base's Debian
 #
 # Each archive is named after a hash of what it is built from and kept in the cache, so a rebuild
@@ -173,33 +174,36 @@ build_chaosguard() {
   emit chaosguard "$reference" "$archive"
 }
 
-# The reference the operator is given (--injector-image); localcluster.realnode.INJECTOR_IMAGE.
+# The references the operator is given (--injector-image, --stressor-image);
+# localcluster.realnode.INJECTOR_IMAGE and STRESSOR_IMAGE.
 INJECTOR_REF="docker.io/library/chaosguard-injector:dev"
+STRESSOR_REF="docker.io/library/chaosguard-stressor:dev"
 
-build_injector() {
-  local key archive
+# build_fault_image NAME REFERENCE: deploy/Dockerfile.injector's target NAME (injector | stressor).
+build_fault_image() {
+  local name="$1" reference="$2" key archive
   key="$(cd "$REPO" && { sha256sum deploy/Dockerfile.injector operator/chaosguard/runtime/injector/netem.sh; echo "$PYTHON_BASE_REF"; } \
     | sha256sum | cut -c1-12)"
-  archive="$OUT/injector-$key.tar"
+  archive="$OUT/$name-$key.tar"
   if [[ ! -f "$archive" ]]; then
-    log "injector: buildah bud -f deploy/Dockerfile.injector (apt installs busybox-static, iproute2, stress-ng)"
+    log "$name: buildah bud --target $name -f deploy/Dockerfile.injector (apt installs busybox-static, iproute2, stress-ng)"
     # python-base is a Debian bookworm rootfs with apt: what debian:bookworm-slim gives a Dockerfile.
     buildah_ bud --quiet --pull=never --layers=false --build-arg "DEBIAN_IMAGE=$PYTHON_BASE_REF" \
-      --volume "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" \
-      -t "$INJECTOR_REF" -f "$REPO/deploy/Dockerfile.injector" "$REPO" >/dev/null
-    # Older injector archives stay (37 MB each): another worktree's real node may be importing one.
-    save injector "$INJECTOR_REF" "$archive"
+      --volume "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" --target "$name" \
+      -t "$reference" -f "$REPO/deploy/Dockerfile.injector" "$REPO" >/dev/null
+    # Older archives stay (7 and 37 MB): another worktree's real node may be importing one.
+    save "$name" "$reference" "$archive"
   fi
-  emit injector "$INJECTOR_REF" "$archive"
+  emit "$name" "$reference" "$archive"
 }
 
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(busybox-static pause e2e-app python-base chaosguard injector)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(busybox-static pause e2e-app python-base chaosguard injector stressor)
 needs_busybox=0 needs_base=0
 for name in "${wanted[@]}"; do
   case "$name" in
     busybox-static | pause | e2e-app) needs_busybox=1 ;;
-    python-base | chaosguard | injector) needs_base=1 ;;
+    python-base | chaosguard | injector | stressor) needs_base=1 ;;
     *) log "unknown image $name"; exit 2 ;;
   esac
 done
@@ -212,6 +216,7 @@ for name in "${wanted[@]}"; do
     e2e-app) build_e2e_app ;;
     python-base) build_python_base ;;
     chaosguard) build_chaosguard ;;
-    injector) build_injector ;;
+    injector) build_fault_image injector "$INJECTOR_REF" ;;
+    stressor) build_fault_image stressor "$STRESSOR_REF" ;;
   esac
 done

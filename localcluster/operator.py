@@ -23,7 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localcluster.controlplane import POD_READY_DELAY_ANNOTATION, ControlPlane
-from localcluster.realnode import injector_image
+from localcluster.realnode import injector_image, stressor_image
 from localcluster.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +71,7 @@ class OperatorProcess:
             self.env.setdefault("CHAOSGUARD_ALLOW_UNVERIFIED_AUTHORS", "true")
         # What a network fault's ephemeral containers run, as a user's install names it.
         self.env.setdefault("CHAOSGUARD_INJECTOR_IMAGE", injector_image())
+        self.env.setdefault("CHAOSGUARD_STRESSOR_IMAGE", stressor_image())
         if "CHAOSGUARD_NAMESPACE" not in self.env and "--signing-key-file" not in self.args:
             self.args += ["--signing-key-file", str(signing_key_file(kubeconfig))]
         self.process: subprocess.Popen[bytes] | None = None

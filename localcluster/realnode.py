@@ -82,8 +82,10 @@ IMAGE_ALIASES: Mapping[str, tuple[str, ...]] = {"pause": ("registry.k8s.io/pause
 #: What the faults' ephemeral containers run (deploy/Dockerfile.injector, built by hack/build-images.sh
 #: under this name): the reference the operator is given wherever a test runs one.
 INJECTOR_IMAGE = "docker.io/library/chaosguard-injector:dev"
+#: What the stress fault's stress-ng runs in (the same Dockerfile's `stressor` target): --stressor-image.
+STRESSOR_IMAGE = "docker.io/library/chaosguard-stressor:dev"
 #: What the real node imports unless told otherwise.
-NODE_IMAGES = ("pause", "e2e-app", "chaosguard", "injector")
+NODE_IMAGES = ("pause", "e2e-app", "chaosguard", "injector", "stressor")
 CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 #: The kernel tunables the kubelet sets for the whole machine unless protectKernelDefaults (then it
 #: exits): inside its mount namespace each is a file of the work directory holding the value it wants.
@@ -141,6 +143,11 @@ def injector_image() -> str:
     return INJECTOR_IMAGE
 
 
+def stressor_image() -> str:
+    """The stressor image's reference (--stressor-image), like injector_image()."""
+    return STRESSOR_IMAGE
+
+
 def build_images(names: Sequence[str] = ()) -> dict[str, tuple[str, Path]]:
     """Builds (or finds in the cache) the images: {name: (reference, docker-archive)}."""
     result = subprocess.run(["bash", str(IMAGES_SCRIPT), *names], capture_output=True, text=True, cwd=REPO_ROOT)
@@ -151,8 +158,9 @@ def build_images(names: Sequence[str] = ()) -> dict[str, tuple[str, Path]]:
     for line in result.stdout.splitlines():
         name, reference, archive = line.split("\t")
         images[name] = (reference, Path(archive))
-    if "injector" in images and images["injector"][0] != INJECTOR_IMAGE:
-        raise RealNodeError(f"{IMAGES_SCRIPT} built the injector as {images['injector'][0]}, not {INJECTOR_IMAGE}")
+    for name, expected in (("injector", INJECTOR_IMAGE), ("stressor", STRESSOR_IMAGE)):
+        if name in images and images[name][0] != expected:
+            raise RealNodeError(f"{IMAGES_SCRIPT} built the {name} as {images[name][0]}, not {expected}")
     return images
 
 

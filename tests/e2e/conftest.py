@@ -35,6 +35,8 @@ APP_IMAGE = "chaosguard-e2e-app:dev"  # tests/e2e/app; hack/build-images.sh here
 #: What every install here names as the injector (Helm's injector.image.tag=dev, the kind overlay's
 #: `images:`): hack/build-images.sh builds it and the real node imports it; `make image` for kind.
 INJECTOR_IMAGE = "chaosguard-injector:dev"
+#: What the stress fault's stress-ng runs in (Helm's stressor image follows injector.image.tag).
+STRESSOR_IMAGE = "chaosguard-stressor:dev"
 _CONTEXT = pytest.StashKey[str]()
 
 
@@ -220,13 +222,15 @@ def e2e_namespace(kubectl: Kubectl) -> Iterator[str]:
 __all__ = ["APP_IMAGE", "REPO_ROOT", "E2ECluster"]
 
 
-def check_ran_from_the_injector_image(pod: dict[str, Any]) -> None:
-    """Every chaosguard container the operator added to the pod names the injector image, and the
-    kubelet ran that image (its report names the image it resolved), never the operator's."""
+def check_ran_from_the_injector_image(pod: dict[str, Any], stressor: str = "") -> None:
+    """Every chaosguard container the operator added to the pod names the injector image (the one named
+    `stressor`, if given, the stressor image), and the kubelet ran that image (its report names the image
+    it resolved), never the operator's."""
     added = [c for c in pod["spec"].get("ephemeralContainers", []) if c["name"].startswith("chaosguard-")]
     assert added, f"the operator added no container to pod {pod['metadata']['name']}"
-    assert {c["image"] for c in added} == {INJECTOR_IMAGE}, [(c["name"], c["image"]) for c in added]
+    wanted = {c["name"]: STRESSOR_IMAGE if c["name"] == stressor else INJECTOR_IMAGE for c in added}
+    assert {c["name"]: c["image"] for c in added} == wanted
     ran = [s for s in pod["status"].get("ephemeralContainerStatuses", []) if s["name"].startswith("chaosguard-")]
     for status in ran:
         if status.get("imageID"):
-            assert status["image"].rsplit("/", 1)[-1] == INJECTOR_IMAGE, (status["name"], status["image"])
+            assert status["image"].rsplit("/", 1)[-1] == wanted[status["name"]], (status["name"], status["image"])

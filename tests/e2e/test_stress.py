@@ -22,7 +22,7 @@ import yaml
 from localcluster.pod_cpu import PodCgroup, pod_cgroup, pod_memory_bytes
 from localcluster.prometheus import MetricsTarget, PrometheusServer, instant_query, prometheus_available
 from localcluster.wait import wait_for
-from tests.e2e.conftest import APP_IMAGE, E2ECluster
+from tests.e2e.conftest import APP_IMAGE, E2ECluster, check_ran_from_the_injector_image
 from tests.e2e.test_latency import experiment_status
 from tests.e2e.test_network_faults import default_policy_restored
 from tests.support.example_flow import EXAMPLES, Kubectl, event_reasons
@@ -211,6 +211,8 @@ def test_a_cpu_stress_heats_the_pods_cgroup_and_an_sli_breach_stops_it(
     (cleaner,) = [s["terminated"] for name, s in states.items() if name.startswith("chaosguard-clear1-")]
     assert cleaner["exitCode"] == 0 and cleaner["message"].startswith("stop requested: /dev/shm/"), states
     assert body["status"]["containerStatuses"][0]["restartCount"] == 0, body["status"]
+    # stress-ng came from the stressor image; its clean-up, like every other carrier, from the small injector.
+    check_ran_from_the_injector_image(body, stressor=fault["container"])
     reasons = event_reasons(kubectl, e2e_namespace, "ChaosExperiment", "hot")
     assert "StressInjected" in reasons and "SLIBreached" in reasons and "StressRemoved" in reasons, reasons
 

@@ -42,7 +42,7 @@ import yaml
 from kubernetes import client, config
 
 from chaosguard.decisions import netem
-from chaosguard.decisions.injector_image import INJECTOR_IMAGE_VARIABLE
+from chaosguard.decisions.injector_image import INJECTOR_IMAGE_VARIABLE, STRESSOR_IMAGE_VARIABLE
 from chaosguard.runtime import leader
 from localcluster.controlplane import ControlPlane, ControlPlaneError, default_bin_dir
 from localcluster.operator import OperatorProcess, install_webhook_configurations
@@ -201,16 +201,18 @@ def test_the_kind_overlay_runs_the_image_make_builds(builds: dict[str, list[dict
     assert container["imagePullPolicy"] == "IfNotPresent"  # `kind load` images cannot be pulled
 
 
-def injector_env(objects: list[dict[str, Any]]) -> str:
+def injector_env(objects: list[dict[str, Any]], variable: str = INJECTOR_IMAGE_VARIABLE) -> str:
     container = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    values = [e.get("value") for e in container["env"] if e["name"] == INJECTOR_IMAGE_VARIABLE]
-    assert len(values) == 1, f"the operator's container sets {INJECTOR_IMAGE_VARIABLE} {len(values)} times"
+    values = [e.get("value") for e in container["env"] if e["name"] == variable]
+    assert len(values) == 1, f"the operator's container sets {variable} {len(values)} times"
     return str(values[0])
 
 
 def test_the_operator_is_told_the_injector_image_make_builds(builds: dict[str, list[dict[str, Any]]]) -> None:
     assert injector_env(builds["base"]) == "chaosguard-injector"  # the name an overlay's `images:` matches
     assert injector_env(builds["overlays/kind"]) == makefile_variable("INJECTOR_IMAGE")
+    assert injector_env(builds["base"], STRESSOR_IMAGE_VARIABLE) == "chaosguard-stressor"
+    assert injector_env(builds["overlays/kind"], STRESSOR_IMAGE_VARIABLE) == makefile_variable("STRESSOR_IMAGE")
 
 
 def test_a_users_overlay_sets_the_injector_image_as_it_sets_the_operators(bin_dir: Path, tmp_path: Path) -> None:

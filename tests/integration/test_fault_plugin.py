@@ -28,8 +28,8 @@ from chaosguard.runtime.faults import base as fault_kinds
 from chaosguard.runtime.faults.base import Host, Notice
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes
-from localcluster.controlplane import ControlPlane
-from localcluster.operator import apply_yaml, experiment
+from localcluster.controlplane import ControlPlane, default_bin_dir
+from localcluster.operator import apply_yaml, create_deployment, experiment, install_crds, label_namespace
 from localcluster.wait import wait_for
 
 pytestmark = pytest.mark.controlplane
@@ -176,10 +176,35 @@ def _marked(k8s: client.ApiClient, namespace: str) -> dict[str, str]:
     return {pod.metadata.name: (pod.metadata.annotations or {}).get(MARK) for pod in pods if pod.metadata.annotations}
 
 
+@pytest.fixture(scope="module")
+def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane no operator process watches: the session's operator (started by an earlier module)
+    would otherwise drive `marked` too and race the driver under test for its status."""
+    with ControlPlane(tmp_path_factory.mktemp("plugin-plane"), default_bin_dir()) as plane:
+        install_crds(plane)
+        yield plane
+
+
+@pytest.fixture
+def own_api(own_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    with own_plane.api_client() as api:
+        yield api
+
+
+@pytest.fixture
+def own_shop(own_api: client.ApiClient, request: pytest.FixtureRequest) -> str:
+    namespace = f"plugin-{request.node.callspec.id.lower()}"
+    client.CoreV1Api(own_api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    label_namespace(own_api, namespace, {"chaosguard.dev/chaos": "allowed"})
+    create_deployment(own_api, namespace, "checkout", 5)
+    return namespace
+
+
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_a_kind_registered_in_a_test_runs_through_the_whole_loop_and_its_abort(
-    chaosguard_crds: ControlPlane, k8s: client.ApiClient, shop: str, annotate_kind: Annotate, dry_run: bool
+    own_plane: ControlPlane, own_api: client.ApiClient, own_shop: str, annotate_kind: Annotate, dry_run: bool
 ) -> None:
+    chaosguard_crds, k8s, shop = own_plane, own_api, own_shop
     apply_yaml(chaosguard_crds, EXPERIMENT, shop)
     load_config(str(chaosguard_crds.kubeconfig))
     cache = ClusterCache()

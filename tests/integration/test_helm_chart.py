@@ -287,6 +287,20 @@ def test_the_operator_is_told_the_injector_image_with_the_operators_tag(bin_dir:
     assert env["CHAOSGUARD_INJECTOR_PULL_POLICY"] == "Always"
 
 
+def test_the_stressor_image_follows_the_injectors_tag_and_can_be_turned_off(bin_dir: Path) -> None:
+    env = {e["name"]: e.get("value") for e in container_of(render(bin_dir))["env"]}
+    assert env["CHAOSGUARD_STRESSOR_IMAGE"] == "chaosguard-stressor:0.1.0"
+    env = {e["name"]: e.get("value") for e in container_of(render(bin_dir, "--set", "injector.image.tag=dev"))["env"]}
+    assert env["CHAOSGUARD_STRESSOR_IMAGE"] == "chaosguard-stressor:dev"  # one --set for both, as README says
+    values = ["--set", "stressor.image.repository=registry.example.com/s", "--set", "stressor.image.tag=0.3.0"]
+    env = {e["name"]: e.get("value") for e in container_of(render(bin_dir, *values))["env"]}
+    assert env["CHAOSGUARD_STRESSOR_IMAGE"] == "registry.example.com/s:0.3.0"
+    env = {
+        e["name"]: e.get("value") for e in container_of(render(bin_dir, "--set", "stressor.image.repository="))["env"]
+    }
+    assert env["CHAOSGUARD_STRESSOR_IMAGE"] == ""  # the operator then refuses stress experiments
+
+
 def test_the_service_monitor_scrapes_the_metrics_service(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["service-monitor"]
     monitor = one(objects, "ServiceMonitor", "chaosguard")

@@ -10,7 +10,9 @@ from chaosguard.decisions.injector_image import (
     INJECTOR_IMAGE_VARIABLE,
     INJECTOR_PULL_POLICY_VARIABLE,
     PULL_POLICIES,
+    STRESSOR_IMAGE_VARIABLE,
     settings_problem,
+    stressor_missing,
 )
 
 
@@ -49,3 +51,16 @@ def test_run_refuses_an_unknown_pull_policy_from_the_environment(
     monkeypatch.setenv(INJECTOR_PULL_POLICY_VARIABLE, "always")
     assert main(["run"]) == EXIT_UNREADABLE
     assert "'always', not an imagePullPolicy" in capsys.readouterr().err
+
+
+def test_the_stressor_image_is_optional_but_must_be_a_reference() -> None:
+    assert settings_problem("chaosguard-injector:dev", "IfNotPresent", "") is None
+    assert settings_problem("chaosguard-injector:dev", "IfNotPresent", "chaosguard-stressor:dev") is None
+    problem = settings_problem("chaosguard-injector:dev", "IfNotPresent", "chaosguard stressor") or ""
+    assert "--stressor-image" in problem and "white space" in problem
+
+
+def test_a_missing_stressor_names_the_flag_the_variable_and_where_the_image_comes_from() -> None:
+    problem = stressor_missing()
+    assert "--stressor-image" in problem and STRESSOR_IMAGE_VARIABLE in problem
+    assert "deploy/Dockerfile.injector" in problem and "stressor.image" in problem

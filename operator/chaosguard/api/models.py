@@ -532,7 +532,7 @@ class SteadyStateSpec(ApiModel):
 class ChaosExperimentSpec(ApiModel):
     validation_rules = rules.EXPERIMENT
 
-    action: Action = Field(strict=False, description="The fault: pod-kill, latency, network or partition.")
+    action: Action = Field(strict=False, description="The fault: " + ", ".join(a.value for a in Action) + ".")
     pod_kill: PodKillSpec | None = Field(default=None, description="Settings for action pod-kill.")
     latency: LatencySpec | None = Field(default=None, description="Settings for action latency.")
     network: NetworkSpec | None = Field(
@@ -985,7 +985,7 @@ class ChaosPolicySpec(ApiModel):
     max_guard_interval: Duration | None = Field(default=None, description="Largest allowed steadyState.interval.")
     allowed_actions: list[Annotated[Action, Field(strict=False)]] | None = Field(
         default=None,
-        description="Actions allowed (pod-kill, latency, network, partition). Absent: all actions. "
+        description=f"Actions allowed ({', '.join(a.value for a in Action)}). Absent: all actions. "
         "Leave out partition to forbid partitions.",
     )
     # Limits of the network faults (action network and partition).

@@ -33,6 +33,7 @@ from chaosguard.decisions.injector_image import (
     INJECTOR_IMAGE_VARIABLE,
     INJECTOR_PULL_POLICY_VARIABLE,
     PULL_POLICIES,
+    STRESSOR_IMAGE_VARIABLE,
     settings_problem,
 )
 from chaosguard.decisions.policy import (
@@ -214,13 +215,14 @@ def command_crds(args: argparse.Namespace) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     # Checked before anything starts: a network fault must never be carried by a guessed image.
-    problem = settings_problem(args.injector_image, args.injector_pull_policy)
+    problem = settings_problem(args.injector_image, args.injector_pull_policy, args.stressor_image)
     if problem:
         print(f"ERROR {problem}", file=sys.stderr)
         return EXIT_UNREADABLE
     # The fault kinds read them there, in this process.
     os.environ[INJECTOR_IMAGE_VARIABLE] = args.injector_image.strip()
     os.environ[INJECTOR_PULL_POLICY_VARIABLE] = args.injector_pull_policy
+    os.environ[STRESSOR_IMAGE_VARIABLE] = args.stressor_image.strip()
     if args.kubeconfig:
         # Before kopf and the kubernetes client are imported: they read KUBECONFIG at import time.
         os.environ["KUBECONFIG"] = args.kubeconfig
@@ -297,9 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--injector-image",
         default=os.environ.get(INJECTOR_IMAGE_VARIABLE, ""),
-        help="the image the network faults' ephemeral containers run (deploy/Dockerfile.injector: busybox, tc, "
-        "stress-ng), e.g. registry.example.com/chaosguard-injector:0.1.0; required "
-        f"(default: ${INJECTOR_IMAGE_VARIABLE})",
+        help="the image the faults' ephemeral containers run (deploy/Dockerfile.injector: busybox, tc), e.g. "
+        f"registry.example.com/chaosguard-injector:0.1.0; required (default: ${INJECTOR_IMAGE_VARIABLE})",
+    )
+    run.add_argument(
+        "--stressor-image",
+        default=os.environ.get(STRESSOR_IMAGE_VARIABLE, ""),
+        help="the image the stress fault's stress-ng runs in (deploy/Dockerfile.injector, target stressor), e.g. "
+        "registry.example.com/chaosguard-stressor:0.1.0; without it stress experiments are refused "
+        f"(default: ${STRESSOR_IMAGE_VARIABLE})",
     )
     run.add_argument(
         "--injector-pull-policy",

@@ -22,6 +22,12 @@ app.kubernetes.io/name: chaosguard
 {{ .Values.injector.image.repository }}:{{ .Values.injector.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{- define "chaosguard.stressorImage" -}}
+{{- with .Values.stressor.image.repository -}}
+{{ . }}:{{ $.Values.stressor.image.tag | default $.Values.injector.image.tag | default $.Chart.AppVersion }}
+{{- end -}}
+{{- end -}}
+
 {{- define "chaosguard.webhookService" -}}chaosguard-webhook{{- end -}}
 {{- define "chaosguard.webhookSecret" -}}
 {{- .Values.webhook.existingSecret | default "chaosguard-webhook-tls" -}}

@@ -38,6 +38,7 @@ from chaosguard.decisions.injector_image import (
     DEFAULT_PULL_POLICY,
     INJECTOR_IMAGE_VARIABLE,
     INJECTOR_PULL_POLICY_VARIABLE,
+    STRESSOR_IMAGE_VARIABLE,
     settings_problem,
 )
 from chaosguard.decisions.netem import Impairment, clear_command, injector_command, network_command, partition_command
@@ -67,6 +68,11 @@ def injector_image() -> str:
     if not image:
         raise RuntimeError(settings_problem("", DEFAULT_PULL_POLICY))
     return image
+
+
+def stressor_image() -> str | None:
+    """The stress fault's image (the injector's content and stress-ng), or None: then stress is refused."""
+    return os.environ.get(STRESSOR_IMAGE_VARIABLE, "").strip() or None
 
 
 def injector_pull_policy() -> str:

@@ -29,6 +29,7 @@ from chaosguard.api.actions import Action
 from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, Phase, RunStatus
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions import stress
+from chaosguard.decisions.injector_image import stressor_missing
 from chaosguard.decisions.policy import EffectivePolicy, Refusal, stress_refusals
 from chaosguard.decisions.selection import PodView
 from chaosguard.runtime.context import World
@@ -86,7 +87,9 @@ def stressor_container(
     arguments = stress.stress_ng_arguments(cpu.workers if cpu else None, cpu.load if cpu else None, memory_bytes)
     name = name or injector.container_name(run_id, Action.STRESS.value)
     command = stress.stressor_command(holder_script(), deadline_at, stress.stop_file(name), arguments, now=now)
-    return injector._container(name, command, experiment, run_id, injector.injector_image(), security_context())
+    image = injector.stressor_image()
+    assert image is not None  # preflight refuses the round without one
+    return injector._container(name, command, experiment, run_id, image, security_context())
 
 
 def _oom_kills(pod: dict[str, Any], since: datetime) -> list[str]:
@@ -113,6 +116,8 @@ class StressFault(NetemFault):
         # A memory size and a cap of different forms (256Mi against 50%) compare only against each pod's
         # limit, right before its stressor goes in.
         self._policies[host.key] = world.effective
+        if injector.stressor_image() is None:
+            return Refusal("stressor-image-missing", stressor_missing(), "spec.action")
         return None
 
     def prepare(self, host: Host, spec: ChaosExperimentSpec, run: RunStatus, victim: PodView, record: Any) -> Any:
