@@ -215,3 +215,77 @@ def test_a_cpu_stress_heats_the_pods_cgroup_and_an_sli_breach_stops_it(
     check_ran_from_the_injector_image(body, stressor=fault["container"])
     reasons = event_reasons(kubectl, e2e_namespace, "ChaosExperiment", "hot")
     assert "StressInjected" in reasons and "SLIBreached" in reasons and "StressRemoved" in reasons, reasons
+
+
+PAUSABLE = """
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {name: pausable}
+spec:
+  action: stress
+  stress: {cpu: {workers: 1, load: 100}}
+  target: {selector: {matchLabels: {app: stressapp}}, mode: fixed, value: 1}
+  duration: 3m
+"""
+PAUSE_WITHIN = 5.0 + 1.0  # the default guard interval + 1 s
+
+
+def set_paused(kubectl: Kubectl, namespace: str, paused: bool) -> None:
+    patch = json.dumps({"spec": {"paused": paused}})
+    kubectl("patch", "chaosexperiment", "pausable", "-n", namespace, "--type=merge", "-p", patch)
+
+
+@pytest.mark.usefixtures("installed_operator", "default_policy_restored")
+def test_a_pause_cools_the_pod_and_a_resume_heats_it_again_with_a_stressor_of_its_own(
+    kubectl: Kubectl, e2e_cluster: E2ECluster, e2e_namespace: str
+) -> None:
+    if not e2e_cluster.real_node:
+        pytest.skip("reads the pod's cgroup on this machine: only on the real node here")
+    kubectl("apply", "-f", str(EXAMPLES / "policy-default.yaml"))
+    allow_stress(kubectl)
+    restricted_stress_target(kubectl, e2e_namespace)
+    kubectl("apply", "-n", e2e_namespace, "-f", "-", input=PAUSABLE)
+    first = running_stress(kubectl, e2e_namespace, "pausable")
+    cgroup = busy_cgroup(first["uid"])
+    wait_for(lambda: cgroup.cpu_rate() > BUSY, timeout=60, what="the pod's CPU use to go up")
+
+    asked = time.monotonic()
+    set_paused(kubectl, e2e_namespace, True)
+    wait_for(lambda: cgroup.cpu_rate(0.2) < IDLE, timeout=30, interval=0.0, what="the pod's CPU use to fall back")
+    cooled = time.monotonic() - asked
+    run = experiment_status(kubectl, e2e_namespace, "pausable")["currentRun"]
+    assert [f["removedBy"].startswith("pause (clear container") for f in run["faults"]] == [True], run["faults"]
+
+    set_paused(kubectl, e2e_namespace, False)
+    resumed_at = time.monotonic()
+    second = running_stress(kubectl, e2e_namespace, "pausable")
+    assert second["container"] == f"{first['container']}-p1" and second["uid"] == first["uid"], second
+    # The pause's stop file is still in the pod's /dev/shm: the new stressor watches its own and keeps on.
+    wait_for(lambda: cgroup.cpu_rate() > BUSY, timeout=60, what="the pod's CPU use to go up again")
+    heated = time.monotonic() - resumed_at
+    assert "running" in ephemeral_states(pod(kubectl, e2e_namespace, second["name"]))[second["container"]]
+
+    kubectl("annotate", "chaosexperiment", "pausable", "-n", e2e_namespace, "chaosguard.dev/abort=drill over")
+    wait_for(
+        lambda: experiment_status(kubectl, e2e_namespace, "pausable").get("phase") == "Aborted",
+        timeout=30,
+        what="the run to be aborted",
+    )
+    wait_for(lambda: cgroup.cpu_rate(0.2) < IDLE, timeout=30, interval=0.0, what="the pod's CPU use to fall back")
+    print(f"\n# e2e: pause -> pod CPU idle {cooled:.2f} s; resume -> busy again {heated:.2f} s")
+    assert cooled <= PAUSE_WITHIN, cooled
+    body = wait_for(
+        lambda: (
+            (b := pod(kubectl, e2e_namespace, first["name"]))
+            and all("terminated" in s for s in ephemeral_states(b).values())
+            and b
+        ),
+        timeout=30,
+        what="every ephemeral container of the pod to have ended",
+    )
+    states = {name: state["terminated"] for name, state in ephemeral_states(body).items()}
+    for stressor in (first["container"], second["container"]):
+        assert states[stressor]["message"].startswith("stopped: a clean-up container"), states
+    cleaners = sorted(m["message"] for name, m in states.items() if name.startswith("chaosguard-clear"))
+    assert len(cleaners) == 2 and cleaners[1].strip().endswith("-p1"), cleaners  # one stop file per stressor
+    assert body["status"]["containerStatuses"][0]["restartCount"] == 0, body["status"]

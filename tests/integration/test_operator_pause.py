@@ -157,6 +157,19 @@ def test_pausing_a_latency_run_takes_its_faults_out_in_time_and_resume_by_kubect
     assert {f["uid"] for f in again} <= {f["uid"] for f in removed}
     assert all(f["container"].endswith("-p1") for f in again), again  # a new carrier: names are never reused
     assert all(moment(f["deadline"]) <= moment(deadline) for f in again)
+    for fault in again:  # really in the pod: a carrier of the first name would be merged into the first one
+        assert fault["container"] in [c["name"] for c in ephemeral(k8s, shop)[fault["uid"]]]
+
+    # The abort takes the new injectors out with the run's next clean-up (a second clear1 would never run).
+    client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
+        "chaosguard.dev", "v1alpha1", shop, "chaosexperiments", "slow-db",
+        {"metadata": {"annotations": {"chaosguard.dev/abort": "drill over"}}},
+    )  # fmt: skip
+    status = wait_for_phase(k8s, shop, "slow-db", "Aborted", timeout=30)
+    run_id = status["lastRun"]["id"].lower()
+    for fault in (f for f in status["lastRun"]["faults"] if f["container"].endswith("-p1")):
+        assert fault["removedBy"].endswith(f"(clear container chaosguard-clear2-{run_id})"), fault
+        assert f"chaosguard-clear2-{run_id}" in [c["name"] for c in ephemeral(k8s, shop)[fault["uid"]]]
     control_plane.kubectl("delete", "chaosexperiment", "slow-db", "-n", shop)
 
 

@@ -146,7 +146,7 @@ def test_the_example_puts_an_unprivileged_stressor_into_the_chosen_pods_under_re
         assert fault["impairment"] == "stress cpu 2 x 80%"
         command = container["command"]
         assert command[:3] == ["sh", "-c", holder_script()]
-        assert command[3:6] == [stress.PROG, command[4], stress.stop_file(run["id"])]
+        assert command[3:6] == [stress.PROG, command[4], stress.stop_file(fault["container"])]
         assert command[6:] == ["--", "--cpu", "2", "--cpu-load", "80"]
         assert 110 <= int(command[4]) - time.time() <= 121  # the run's absolute end
         security = container["securityContext"]
@@ -182,8 +182,8 @@ def test_an_abort_adds_the_clean_up_container_that_creates_the_stop_file(
     by_pod = ephemeral(k8s, stress_shop)
     for fault in faults:
         assert len(by_pod[fault["uid"]]) == 2
-        cleaner = next(c for c in by_pod[fault["uid"]] if c["name"].startswith("chaosguard-clear1-"))
-        assert cleaner["command"] == stress.clear_command(stress.stop_file(run_id))
+        cleaner = next(c for c in by_pod[fault["uid"]] if c["name"] == f"chaosguard-clear1-{run_id.lower()}")
+        assert cleaner["command"] == stress.clear_command(stress.stop_file(fault["container"]))
         assert cleaner["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     reasons = [e.reason for e in events_for(k8s, stress_shop, "abort-me")]
     assert reasons.count("StressRemoved") == 2, reasons
@@ -324,5 +324,6 @@ def test_a_restarted_operator_stops_a_stress_whose_experiment_vanished(
         timeout=30,
         what="the start-up sweep to stop the orphaned stress",
     )
-    assert cleaner["command"] == stress.clear_command(stress.stop_file(run_id))
+    assert cleaner["command"] == stress.clear_command(stress.stop_file(fault["container"]))
+    assert cleaner["name"] == f"chaosguard-clear1-{run_id.lower()}"
     assert cleaner["securityContext"]["capabilities"] == {"drop": ["ALL"]}

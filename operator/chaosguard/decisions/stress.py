@@ -5,9 +5,10 @@ How an abort reaches the stressor without privileges: an ephemeral container can
 nor signalled from another container (each has its own PID namespace, and `targetContainerName` may
 only name a regular container), but every container of a pod mounts the same /dev/shm (the sandbox's
 IPC namespace and its tmpfs). The holder script waits on stress-ng and, beside it, watches for a stop
-file there named after the run; a clean-up container with the same rights creates it, and the holder
-stops stress-ng at once. Its own deadline needs nothing: `timeout` ends stress-ng at the absolute
-end of the run, and the container's PID namespace dies with the holder.
+file there named after its own container (the run's, and after a resume the new carrier's); a clean-up
+container with the same rights creates it, and the holder stops stress-ng at once. Its own deadline
+needs nothing: `timeout` ends stress-ng at the absolute end of the run, and the container's PID
+namespace dies with the holder.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PROG = "chaosguard-stress"
-# Where the holder and the clean-up container meet: the pod's shared /dev/shm, one name per run.
+# Where the holder and the clean-up container meet: the pod's shared /dev/shm, one name per stressor.
 STOP_DIRECTORY = "/dev/shm"
 # The longest hold the holder accepts (from now to the deadline), as for the network injector.
 MAX_DEADLINE_SECONDS = 86400
@@ -149,8 +150,12 @@ def cpu_load(workers: int, load: int) -> int:
     return workers * load
 
 
-def stop_file(run_id: str) -> str:
-    return f"{STOP_DIRECTORY}/{PROG}-stop-{re.sub(r'[^A-Za-z0-9._-]+', '-', run_id)}"
+def stop_file(carrier: str) -> str:
+    """The stop file of one stressor, named after its container (`chaosguard-stress-<carrier label>`: the
+    run, and `-p<n>` after the n-th pause): a resume's new stressor must not find the stop file the
+    pause's clean-up left for the one before it in the pod's /dev/shm, or it would stop at once."""
+    label = carrier.removeprefix(f"{PROG}-")
+    return f"{STOP_DIRECTORY}/{PROG}-stop-{re.sub(r'[^A-Za-z0-9._-]+', '-', label)}"
 
 
 def stress_ng_arguments(workers: int | None, load: int | None, memory_bytes: int | None) -> list[str]:

@@ -24,7 +24,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,9 @@ from chaosguard.decisions.netem_contract import CLEARED, INJECTOR_ENDED, INJECTO
 from chaosguard.runtime.lanes import ApiLanes
 
 TERMINATION_LOG = "/dev/termination-log"
+# In a clean-up container: the name of the carrier it takes out (a pod may hold several of a run's carriers:
+# after a resume, `...-p1`).
+CARRIER_VARIABLE = "CHAOSGUARD_CARRIER"
 # How long a clean-up container that follows a failed injector may take to report (real node: ~1 s).
 CLEANUP_REPORT_SECONDS = 30.0
 # An injector seen running this long added its qdisc (it exits within milliseconds when tc refuses).
@@ -103,7 +106,9 @@ def _container(
     run_id: str,
     image: str,
     security_context: dict[str, Any] | None = None,
+    carrier: str = "",
 ) -> dict[str, Any]:
+    """`carrier`: for a clean-up container, the carrier it takes out (see cleaner_for_carrier)."""
     return {
         "name": name,
         "image": image,
@@ -115,6 +120,7 @@ def _container(
             # The script's last line becomes the kubelet's termination message, success or not:
             # the operator reads why an injector stopped, and a clean-up container's confirmation.
             {"name": "CHAOSGUARD_STATUS_FILE", "value": TERMINATION_LOG},
+            *([{"name": CARRIER_VARIABLE, "value": carrier}] if carrier else []),
         ],
         "securityContext": security_context or _security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -171,20 +177,32 @@ def impairment_summary(spec: ChaosExperimentSpec) -> str:
 
 
 def injector_container(
-    spec: ChaosExperimentSpec, run_id: str, experiment: str, deadline_at: int, image: str, *, now: float
+    spec: ChaosExperimentSpec,
+    run_id: str,
+    experiment: str,
+    deadline_at: int,
+    image: str,
+    *,
+    now: float,
+    name: str | None = None,
 ) -> dict[str, Any]:
+    """`name`: the carrier's name as its fault record has it (after a resume, `...-p1`: a pod never takes
+    an ephemeral container's name twice, and the API would merge a same-named one into the first)."""
     command = fault_command(spec, deadline_at, now)
-    return _container(container_name(run_id, spec.action.value), command, experiment, run_id, image)
+    return _container(name or container_name(run_id, spec.action.value), command, experiment, run_id, image)
 
 
-def clear_container(run_id: str, experiment: str, attempt: int, image: str) -> dict[str, Any]:
-    return _container(container_name(run_id, f"clear{attempt}"), clear_command(), experiment, run_id, image)
+def clear_container(run_id: str, experiment: str, attempt: int, image: str, carrier: str = "") -> dict[str, Any]:
+    # `clear` removes every qdisc of chaosguard's in the pod, whichever carrier added it.
+    name = container_name(run_id, f"clear{attempt}")
+    return _container(name, clear_command(), experiment, run_id, image, carrier=carrier)
 
 
 # A clean-up container per kind of injected fault that is not the network injector's: the record kind
-# ("Stress") -> (its carrier's action, the factory of its clean-up container, same arguments as above).
+# ("Stress") -> (its carrier's action, the factory of its clean-up container, same arguments as above,
+# the last being the name of the carrier container it takes out).
 # clear_fault, settle and the start-up sweep of orphans pick it by the fault's kind.
-CleanerFactory = Callable[[str, str, int, str], dict[str, Any]]
+CleanerFactory = Callable[[str, str, int, str, str], dict[str, Any]]
 _CLEANERS: dict[str, tuple[str, CleanerFactory]] = {}
 
 
@@ -205,25 +223,57 @@ def _kind_of_carrier(name: str) -> str:
     return next((kind for kind, (action, _) in _CLEANERS.items() if name.startswith(f"chaosguard-{action}-")), "")
 
 
+def run_cleaners(names: Sequence[str], run_id: str) -> dict[str, int]:
+    """The run's clean-up containers among a pod's ephemeral container names, with their attempt numbers
+    (`chaosguard-clear<attempt>-<run>`, see container_name)."""
+    attempts = {container_name(run_id, f"clear{attempt}"): attempt for attempt in range(1, len(names) + 1)}
+    return {name: attempts[name] for name in names if name in attempts}
+
+
+def carrier_of(container: Mapping[str, Any]) -> str:
+    """The carrier a clean-up container was added for ("" for one from before clean-ups named it)."""
+    env = {item.get("name"): item.get("value") for item in container.get("env") or []}
+    return str(env.get(CARRIER_VARIABLE) or "")
+
+
+def cleaner_for_carrier(
+    existing: Sequence[Mapping[str, Any]], carrier: str, run_id: str, build: Callable[[int], dict[str, Any]]
+) -> tuple[str, dict[str, Any] | None]:
+    """The clean-up container that takes `carrier` out of a pod whose ephemeral containers are `existing`:
+    (its name, None) when one was already added for that carrier (another replica aborting the same run,
+    or an earlier clean-up: one is enough, since an ephemeral container never restarts), else (its name,
+    the container to add), numbered after the run's earlier clean-ups, since a pod never takes a name twice
+    (a second `clear1` would be merged into the first and never run). The carrier is read from the clean-up
+    container's environment, not from the order of the pod's list, which the API server's merge does not
+    keep in the order they were added. `build(attempt)` makes the kind's clean-up container."""
+    names = [str(c.get("name", "")) for c in existing]
+    cleaners = run_cleaners(names, run_id)
+    for container in existing:
+        if container.get("name") in cleaners and carrier_of(container) == carrier:
+            return str(container["name"]), None
+    fresh = build(max(cleaners.values(), default=0) + 1)
+    return str(fresh["name"]), fresh
+
+
+def _cleaner_builder(
+    kind: str, run_id: str, experiment: str, image: str, carrier: str
+) -> Callable[[int], dict[str, Any]]:
+    factory = cleaner_for(kind)
+    return lambda attempt: factory(run_id, experiment, attempt, image, carrier)
+
+
 async def _add_cleaner(api: ApiLanes, fault: FaultRecord, run_id: str, experiment: str, image: str) -> str | None:
     """Adds a clean-up container to the fault's pod; its name, or None when the pod is gone."""
     uid, existing = await api.call(Cluster.ephemeral_containers, fault.namespace, fault.name)
     if uid != fault.uid:
         return None
-    names = [str(c.get("name", "")) for c in existing]
-    cleaners = [n for n in names if n.startswith(container_name(run_id, "clear"))]
-    if fault.container in names:
-        # A clean-up added after the injector already takes this fault out (another replica aborting the
-        # same run, or an earlier clean-up): one is enough, since an ephemeral container never restarts.
-        after = names[names.index(fault.container) + 1 :]
-        done = [n for n in after if n in cleaners]
-        if done:
-            return done[0]
-    # Two replicas that get here at once add the same container (same name and contents): the API
-    # merges the second into the first, so the pod gets one.
-    cleaner = cleaner_for(fault.kind)(run_id, experiment, 1 + len(cleaners), image)
-    await api.call(Cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
-    return str(cleaner["name"])
+    build = _cleaner_builder(fault.kind, run_id, experiment, image, fault.container)
+    name, cleaner = cleaner_for_carrier(existing, fault.container, run_id, build)
+    if cleaner is not None:
+        # Two replicas that get here at once add the same container (same name and contents): the API
+        # merges the second into the first, so the pod gets one.
+        await api.call(Cluster.add_ephemeral_container, fault.namespace, fault.name, fault.uid, cleaner)
+    return name
 
 
 async def clear_fault(
@@ -383,8 +433,8 @@ async def settle_injectors(
 
 async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:
     """At start-up: a pod still carrying an injector whose experiment no longer exists (deleted while
-    no operator ran, its finalizer removed by hand) gets a clean-up container, unless one already ran
-    for that run. Experiments that still exist are their own drivers' business. Returns what it did."""
+    no operator ran, its finalizer removed by hand) gets a clean-up container, unless one was already
+    added for that carrier. Experiments that still exist are their own drivers' business. Returns what it did."""
     pods, experiments = await asyncio.gather(
         asyncio.to_thread(cluster.pods_with_ephemeral_containers, _orphan_prefixes()),
         asyncio.to_thread(cluster.experiments),
@@ -392,16 +442,19 @@ async def sweep_orphans(cluster: Cluster, image: str) -> list[str]:
     existing = {f"{item['metadata']['namespace']}/{item['metadata']['name']}" for item in experiments}
     actions = []
     for namespace, name, uid, containers in pods:
-        names = [str(c.get("name", "")) for c in containers]
-        for container in containers:
-            if not str(container.get("name", "")).startswith(_orphan_prefixes()):
+        for container in list(containers):
+            carrier = str(container.get("name", ""))
+            if not carrier.startswith(_orphan_prefixes()):
                 continue
             env = {item.get("name"): item.get("value") for item in container.get("env") or []}
             experiment, run_id = str(env.get("CHAOSGUARD_EXPERIMENT", "")), str(env.get("CHAOSGUARD_RUN", ""))
-            cleaners = [n for n in names if n.startswith(container_name(run_id, "clear"))]
-            if experiment in existing or cleaners or not run_id:
+            if experiment in existing or not run_id:
                 continue
-            cleaner = cleaner_for(_kind_of_carrier(str(container.get("name", ""))))(run_id, experiment, 1, image)
+            build = _cleaner_builder(_kind_of_carrier(carrier), run_id, experiment, image, carrier)
+            _, cleaner = cleaner_for_carrier(containers, carrier, run_id, build)
+            if cleaner is None:
+                continue
+            containers.append(cleaner)  # a second carrier of the run in this pod is judged with it in place
             try:
                 await asyncio.to_thread(cluster.add_ephemeral_container, namespace, name, uid, cleaner)
                 actions.append(f"cleared pod {namespace}/{name}: its experiment {experiment} is gone (run {run_id})")

@@ -101,7 +101,13 @@ class NetemFault:
         deadline_at = math.ceil(run.deadline.timestamp())
         try:
             return injector.injector_container(
-                spec, run.id, host.key, deadline_at, injector.injector_image(), now=host.now().timestamp()
+                spec,
+                run.id,
+                host.key,
+                deadline_at,
+                injector.injector_image(),
+                now=host.now().timestamp(),
+                name=record.container,  # after a resume a new name (`-p1`): a pod never takes one twice
             )
         except NetemArgumentError as error:
             # The model refuses such settings; should one slip through, the fault fails with the reason

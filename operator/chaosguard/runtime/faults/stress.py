@@ -62,20 +62,31 @@ def security_context() -> dict[str, Any]:
     }
 
 
-def stress_clear_container(run_id: str, experiment: str, attempt: int, image: str) -> dict[str, Any]:
+def stress_clear_container(run_id: str, experiment: str, attempt: int, image: str, carrier: str) -> dict[str, Any]:
+    """Stops the stressor `carrier` (its container's name): its own stop file, never another carrier's."""
     name = injector.container_name(run_id, f"clear{attempt}")
-    command = stress.clear_command(stress.stop_file(run_id))
-    return injector._container(name, command, experiment, run_id, image, security_context())
+    command = stress.clear_command(stress.stop_file(carrier))
+    return injector._container(name, command, experiment, run_id, image, security_context(), carrier=carrier)
 
 
 def stressor_container(
-    spec: ChaosExperimentSpec, run_id: str, experiment: str, deadline_at: int, memory_bytes: int | None, *, now: float
+    spec: ChaosExperimentSpec,
+    run_id: str,
+    experiment: str,
+    deadline_at: int,
+    memory_bytes: int | None,
+    *,
+    now: float,
+    name: str | None = None,
 ) -> dict[str, Any]:
+    """`name`: the carrier's, as its fault record has it (`chaosguard-stress-<run>`, `-p1` after a resume);
+    the stop file it watches is named after it, so the stop file of a stressor a pause took out never
+    stops the one a resume puts in."""
     assert spec.stress is not None
     cpu = spec.stress.cpu
     arguments = stress.stress_ng_arguments(cpu.workers if cpu else None, cpu.load if cpu else None, memory_bytes)
-    command = stress.stressor_command(holder_script(), deadline_at, stress.stop_file(run_id), arguments, now=now)
-    name = injector.container_name(run_id, Action.STRESS.value)
+    name = name or injector.container_name(run_id, Action.STRESS.value)
+    command = stress.stressor_command(holder_script(), deadline_at, stress.stop_file(name), arguments, now=now)
     image = injector.stressor_image()
     assert image is not None  # preflight refuses the round without one
     return injector._container(name, command, experiment, run_id, image, security_context())
@@ -139,7 +150,9 @@ class StressFault(NetemFault):
         if refusals:
             record.state, record.message = FaultState.FAILED, f"not injected: {refusals[0]}"
             return [Notice("Warning", f"{kind}Refused", f"pod {victim.key}: {record.message}")]
-        container = stressor_container(spec, run.id, host.key, prepared, memory_bytes, now=host.now().timestamp())
+        container = stressor_container(
+            spec, run.id, host.key, prepared, memory_bytes, now=host.now().timestamp(), name=record.container
+        )
         try:
             await host.context.api.call(
                 Cluster.add_ephemeral_container, victim.namespace, victim.name, victim.uid, container
@@ -221,8 +234,8 @@ class StressFault(NetemFault):
         await injector.clear_fault(host.context.api, fault, run.id, host.key, why, host.now, injector.injector_image())
         if fault.state is FaultState.REMOVED and "clear container" in fault.removed_by:
             fault.message = (
-                f"a clean-up container asked {fault.container} to stop (stop file {stress.stop_file(run.id)}); "
-                "stress-ng ends within a tenth of a second"
+                f"a clean-up container asked {fault.container} to stop "
+                f"(stop file {stress.stop_file(fault.container)}); stress-ng ends within a tenth of a second"
             )
 
     def describe(self, spec: ChaosExperimentSpec) -> str:
