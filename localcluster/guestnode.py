@@ -49,6 +49,7 @@ from localcluster.realnode import (
     RealNodeError,
     _client_pki,
     build_images,
+    cluster_with,
     missing_prerequisites,
 )
 
@@ -234,18 +235,8 @@ def guest_cluster(
     workdir: Path, bin_dir: Path, images: Mapping[str, tuple[str, Path]] | None = None
 ) -> Iterator[tuple[ControlPlane, GuestNode]]:
     """A control plane here (no kwok nodes) and the guest's node, torn down in reverse order."""
-    node = GuestNode(workdir / "guest", bin_dir)
-    node.network_up()
-    try:
-        plane = ControlPlane(workdir / "controlplane", bin_dir, nodes=0, **node.control_plane_options())
-        with plane:
-            node.start(plane, images)
-            try:
-                yield plane, node
-            finally:
-                node.stop()
-    finally:
-        node.network_down()
+    with cluster_with(GuestNode(workdir / "guest", bin_dir), workdir, bin_dir, images) as started:
+        yield started
 
 
 # --- inside the guest ------------------------------------------------------------------------------

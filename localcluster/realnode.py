@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import yaml
 from cryptography import x509
@@ -796,12 +796,37 @@ def leftovers() -> list[str]:
     return found
 
 
+class Node(Protocol):
+    """A node a control plane is started for: the real node here, or the one in the netem guest."""
+
+    def network_up(self) -> None: ...
+
+    def network_down(self) -> None: ...
+
+    def control_plane_options(self) -> dict[str, Any]: ...
+
+    def start(self, plane: ControlPlane, images: Mapping[str, tuple[str, Path]] | None) -> object: ...
+
+    def stop(self) -> object: ...
+
+
+NodeT = TypeVar("NodeT", bound=Node)
+
+
 @contextlib.contextmanager
 def real_cluster(
     workdir: Path, bin_dir: Path, images: Mapping[str, tuple[str, Path]] | None = None
 ) -> Iterator[tuple[ControlPlane, RealNode]]:
     """A control plane (no kwok nodes) and the real node, torn down in reverse order."""
-    node = RealNode(workdir / "node", bin_dir)
+    with cluster_with(RealNode(workdir / "node", bin_dir), workdir, bin_dir, images) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def cluster_with(
+    node: NodeT, workdir: Path, bin_dir: Path, images: Mapping[str, tuple[str, Path]] | None = None
+) -> Iterator[tuple[ControlPlane, NodeT]]:
+    """A control plane (no kwok nodes) and `node`, torn down in reverse order."""
     node.network_up()
     try:
         plane = ControlPlane(workdir / "controlplane", bin_dir, nodes=0, **node.control_plane_options())

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from chaosguard.api.actions import ActionFacts, facts_of
-from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, KillRecord, Phase, RunStatus
+from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, KillRecord, Phase, RunStatus
 from chaosguard.decisions.policy import Refusal
 from chaosguard.decisions.selection import PodView, WorkloadState
 from chaosguard.runtime.context import OperatorContext, World
@@ -139,6 +139,33 @@ class Fault(Protocol):
         ...
 
     def describe(self, spec: ChaosExperimentSpec) -> str: ...
+
+
+class KeepsFaultRecords:
+    """`refuse`, `would`, `fail` and `begin` for a kind whose records are FaultRecords in run.faults: it
+    says only how a refused attempt reads (`not_done`) and what a dry run would have done (`would_do`)."""
+
+    not_done = "not injected"
+
+    def would_do(self, record: Any, victim: PodView) -> str:
+        raise NotImplementedError
+
+    def refuse(self, run: RunStatus, record: Any, refusal: Refusal) -> str:
+        record.state, record.message = FaultState.FAILED, f"{self.not_done}: {refusal}"
+        run.faults.append(record)
+        return str(record.message)
+
+    def would(self, run: RunStatus, record: Any, victim: PodView) -> str:
+        record.state, record.message = FaultState.WOULD_INJECT, f"dry run: {self.would_do(record, victim)}"
+        run.faults.append(record)
+        return str(record.message)
+
+    def fail(self, run: RunStatus, record: Any, message: str) -> None:
+        record.state, record.message = FaultState.FAILED, message
+        run.faults.append(record)
+
+    def begin(self, run: RunStatus, record: Any) -> None:
+        run.faults.append(record)  # Injecting: a restart finds it (resume)
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from chaosguard.decisions.policy import Refusal
 from chaosguard.decisions.selection import PodView
 from chaosguard.runtime.context import World
 from chaosguard.runtime.faults import injector
-from chaosguard.runtime.faults.base import Host, Notice, register
+from chaosguard.runtime.faults.base import Host, KeepsFaultRecords, Notice, register
 
 IN_FLIGHT = (FaultState.INJECTING, FaultState.ACTIVE)
 
@@ -38,8 +38,9 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-class ContainerRestart:
+class ContainerRestart(KeepsFaultRecords):
     action = Action.CONTAINER_RESTART.value
+    not_done = "not restarted"
 
     @property
     def facts(self) -> ActionFacts:
@@ -76,26 +77,11 @@ class ContainerRestart:
             target_container=self._container(spec),
         )
 
-    def refuse(self, run: RunStatus, record: Any, refusal: Refusal) -> str:
-        record.state, record.message = FaultState.FAILED, f"not restarted: {refusal}"
-        run.faults.append(record)
-        return str(record.message)
-
-    def would(self, run: RunStatus, record: Any, victim: PodView) -> str:
-        record.state = FaultState.WOULD_INJECT
-        record.message = f"dry run: would restart container {record.target_container} of {victim.key}"
-        run.faults.append(record)
-        return str(record.message)
+    def would_do(self, record: Any, victim: PodView) -> str:
+        return f"would restart container {record.target_container} of {victim.key}"
 
     def prepare(self, host: Host, spec: ChaosExperimentSpec, run: RunStatus, victim: PodView, record: Any) -> Any:
         return None  # the signaller is formed from the pod as read right before the call (apply)
-
-    def fail(self, run: RunStatus, record: Any, message: str) -> None:
-        record.state, record.message = FaultState.FAILED, message
-        run.faults.append(record)
-
-    def begin(self, run: RunStatus, record: Any) -> None:
-        run.faults.append(record)
 
     async def apply(
         self, host: Host, spec: ChaosExperimentSpec, run: RunStatus, victim: PodView, record: Any, prepared: Any

@@ -24,10 +24,10 @@ from chaosguard.decisions.policy import Refusal, destination_refusals
 from chaosguard.decisions.selection import PodView
 from chaosguard.runtime.context import World
 from chaosguard.runtime.faults import injector
-from chaosguard.runtime.faults.base import CannotPrepare, Host, Notice, register
+from chaosguard.runtime.faults.base import CannotPrepare, Host, KeepsFaultRecords, Notice, register
 
 
-class NetemFault:
+class NetemFault(KeepsFaultRecords):
     def __init__(self, action: Action) -> None:
         self.action = action.value
 
@@ -83,16 +83,8 @@ class NetemFault:
             deadline=run.deadline,
         )
 
-    def refuse(self, run: RunStatus, record: Any, refusal: Refusal) -> str:
-        record.state, record.message = FaultState.FAILED, f"not injected: {refusal}"
-        run.faults.append(record)
-        return str(record.message)
-
-    def would(self, run: RunStatus, record: Any, victim: PodView) -> str:
-        record.state = FaultState.WOULD_INJECT
-        record.message = f"dry run: would apply {record.impairment} to {victim.key}"
-        run.faults.append(record)
-        return str(record.message)
+    def would_do(self, record: Any, victim: PodView) -> str:
+        return f"would apply {record.impairment} to {victim.key}"
 
     def prepare(self, host: Host, spec: ChaosExperimentSpec, run: RunStatus, victim: PodView, record: Any) -> Any:
         assert run.deadline is not None
@@ -113,13 +105,6 @@ class NetemFault:
             # The model refuses such settings; should one slip through, the fault fails with the reason
             # (and the run ends Failed when no fault is in) instead of the step failing forever.
             raise CannotPrepare(f"not injected: {error}") from error
-
-    def fail(self, run: RunStatus, record: Any, message: str) -> None:
-        record.state, record.message = FaultState.FAILED, message
-        run.faults.append(record)
-
-    def begin(self, run: RunStatus, record: Any) -> None:
-        run.faults.append(record)
 
     async def apply(
         self, host: Host, spec: ChaosExperimentSpec, run: RunStatus, victim: PodView, record: Any, prepared: Any

@@ -48,7 +48,7 @@ from chaosguard.decisions.policy import Refusal
 from chaosguard.decisions.selection import PodView, count_for_mode, kill_refusal
 from chaosguard.runtime import metrics
 from chaosguard.runtime.context import World
-from chaosguard.runtime.faults.base import Host, Notice, register
+from chaosguard.runtime.faults.base import Host, KeepsFaultRecords, Notice, register
 from chaosguard.runtime.faults.podkill import append_kill
 from chaosguard.runtime.leadership import NotLeading
 
@@ -72,8 +72,9 @@ def as_target(node: NodeView) -> PodView:
     )
 
 
-class NodeDrain:
+class NodeDrain(KeepsFaultRecords):
     action = Action.NODE_DRAIN.value
+    not_done = "not drained"
 
     @property
     def facts(self) -> ActionFacts:
@@ -134,26 +135,11 @@ class NodeDrain:
             deadline=run.deadline,
         )
 
-    def refuse(self, run: RunStatus, record: Any, refusal: Refusal) -> str:
-        record.state, record.message = FaultState.FAILED, f"not drained: {refusal}"
-        run.faults.append(record)
-        return str(record.message)
-
-    def would(self, run: RunStatus, record: Any, victim: PodView) -> str:
-        record.state = FaultState.WOULD_INJECT
-        record.message = f"dry run: would cordon node {victim.name} and evict its pods in the target namespaces"
-        run.faults.append(record)
-        return str(record.message)
+    def would_do(self, record: Any, victim: PodView) -> str:
+        return f"would cordon node {victim.name} and evict its pods in the target namespaces"
 
     def prepare(self, host: Host, spec: ChaosExperimentSpec, run: RunStatus, victim: PodView, record: Any) -> Any:
         return mark_of(host.key, run.id)
-
-    def fail(self, run: RunStatus, record: Any, message: str) -> None:
-        record.state, record.message = FaultState.FAILED, message
-        run.faults.append(record)
-
-    def begin(self, run: RunStatus, record: Any) -> None:
-        run.faults.append(record)  # Injecting: a restart finds it and checks the node's mark (resume)
 
     async def apply(
         self, host: Host, spec: ChaosExperimentSpec, run: RunStatus, victim: PodView, record: Any, prepared: Any
