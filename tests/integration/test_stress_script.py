@@ -140,7 +140,9 @@ def test_the_stop_file_ends_stress_ng_and_the_holder(shell: str, bin_dir: Path, 
 def test_stress_ng_missing_or_failing_early_is_an_error(shell: str, bin_dir: Path, tmp_path: Path) -> None:
     process, _, status = start(shell, bin_dir, tmp_path, int(time.time()) + 60, fake=False)
     assert process.wait(timeout=30) == 4
-    assert said(status) == "error: stress-ng is not in the injector image"
+    assert (
+        said(status) == "error: stress-ng is not in this image (give the operator the stressor image: --stressor-image)"
+    )
     process, _, status = start(shell, bin_dir, tmp_path, int(time.time()) + 60, env={"FAKE_FAIL": "3"})
     assert process.wait(timeout=30) == 4
     assert said(status) == "error: stress-ng exited 3 before its deadline: stress-ng: error: [1] it went wrong"

@@ -45,7 +45,7 @@ if [ -e "$stop" ]; then
     exit 0
 fi
 if ! command -v stress-ng >/dev/null 2>&1; then
-    say "error: stress-ng is not in the injector image"
+    say "error: stress-ng is not in this image (give the operator the stressor image: --stressor-image)"
     exit 4
 fi
 
