@@ -79,10 +79,10 @@ def test_the_network_example_injects_exactly_the_impairment_into_the_chosen_pods
         assert container["name"] == f"chaosguard-network-{run_id.lower()}"
         assert flags(container["command"]) == [
             SCRIPT, "inject",
-            "--fault", "root qdisc ca05: prio with netem loss random 30% 25% rate 1mbit on band ca05:4",
+            "--fault", "root qdisc ca05: prio with netem loss random 30% rate 1mbit on band ca05:4",
             "--effect", "impairing only egress to destinations 10.1.0.0/16; other traffic unaffected",
             "--tc", "qdisc add root handle ca05: prio bands 4 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
-            "--tc", "qdisc add parent ca05:4 handle ca06: netem loss random 30% 25% rate 1mbit",
+            "--tc", "qdisc add parent ca05:4 handle ca06: netem loss random 30% rate 1mbit",
             "--tc", "filter add parent ca05: protocol ip pref 1 u32 match ip dst 10.1.0.0/16 flowid ca05:4",
         ]  # fmt: skip
         deadline_at = int(container["command"][container["command"].index("--deadline-at") + 1])
