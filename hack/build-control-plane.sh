@@ -30,20 +30,28 @@ export PATH="/usr/local/go/bin:$PATH"
 
 log() { printf '[build-control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+missing_kube=()
+built() {
+  missing_kube=()
+  for cmd in "${KUBE_COMMANDS[@]}"; do
+    [[ -x "$BIN_DIR/$cmd" ]] || missing_kube+=("$cmd")
+  done
+  # helm, kubelet and kube-proxy joined later: a cache finished before them still needs them built.
+  [[ -f "$STAMP" && -x "$BIN_DIR/helm" && ${#missing_kube[@]} -eq 0 ]]
+}
+
+# A finished cache is only read (the netem guest sees it on a read-only share): no lock for that.
+if built; then
+  echo "$BIN_DIR"
+  exit 0
+fi
 # Two builds at once (two worktrees' `make setup`) would race on the same .tmp outputs: the second
 # waits here, then finds the first one's stamp.
 mkdir -p "$CACHE_ROOT"
 exec 9>"$CACHE_ROOT/.build-control-plane.lock"
 flock 9
-
-KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-missing_kube=()
-for cmd in "${KUBE_COMMANDS[@]}"; do
-  [[ -x "$BIN_DIR/$cmd" ]] || missing_kube+=("$cmd")
-done
-
-# helm, kubelet and kube-proxy joined later: a cache finished before them still needs them built.
-if [[ -f "$STAMP" && -x "$BIN_DIR/helm" && ${#missing_kube[@]} -eq 0 ]]; then
+if built; then
   echo "$BIN_DIR"
   exit 0
 fi
