@@ -167,6 +167,16 @@ class KeepsFaultRecords:
     def begin(self, run: RunStatus, record: Any) -> None:
         run.faults.append(record)  # Injecting: a restart finds it (resume)
 
+    async def end_if_none_in(self, host: Host, run: RunStatus, changed: bool, reason: str, none_in: str) -> bool:
+        """The end of a `settle`: a run whose every fault failed ends Failed (`reason`; the message says
+        `none_in` and the first fault's reason); otherwise what changed is saved. True when it ended the run."""
+        if not run.faults or any(f.state is not FaultState.FAILED for f in run.faults):
+            if changed:
+                await host.save()
+            return False
+        await host.end_run(Phase.FAILED, reason, f"run {run.id}: {none_in}: {run.faults[0].message}")
+        return True
+
 
 @runtime_checkable
 class TargetsNodes(Protocol):

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from chaosguard.api.actions import Action, ActionFacts, facts_of
-from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, Phase, RunStatus
+from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, RunStatus
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions import container_restart as decide
 from chaosguard.decisions.policy import Refusal
@@ -184,13 +184,7 @@ class ContainerRestart(KeepsFaultRecords):
                 host.emit("Normal", "ContainerRestarted", f"{where}: {fault.message}")
             else:
                 host.emit("Warning", self.facts.reasons.failed, f"{where}: {fault.message}")
-        if not run.faults or any(f.state is not FaultState.FAILED for f in run.faults):
-            if changed:
-                await host.save()
-            return False
-        message = f"run {run.id}: no container was restarted: {run.faults[0].message}"
-        await host.end_run(Phase.FAILED, "RestartFailed", message)
-        return True
+        return await self.end_if_none_in(host, run, bool(changed), "RestartFailed", "no container was restarted")
 
     async def recover(self, host: Host, run: RunStatus, fault: FaultRecord, why: str) -> None:
         """A restart leaves nothing in the pod to take out. What became of it is recorded; a signaller the

@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from chaosguard.api.actions import Action, ActionFacts, facts_of
-from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, Phase, RunStatus
+from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, RunStatus
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions.netem import NetemArgumentError
 from chaosguard.decisions.pause import carrier_label, counted_records
@@ -140,13 +140,8 @@ class NetemFault(KeepsFaultRecords):
         failed = await injector.settle_injectors(host.context.api, run.faults, run.id, host.key, host.now, image)
         for fault in failed:
             host.emit("Warning", f"{fault.kind}Failed", f"pod {fault.namespace}/{fault.name}: {fault.message}")
-        if not run.faults or any(f.state is not FaultState.FAILED for f in run.faults):
-            if failed:
-                await host.save()
-            return False
-        message = f"run {run.id}: no {run.faults[0].kind.lower()} fault is in place: {run.faults[0].message}"
-        await host.end_run(Phase.FAILED, "InjectionFailed", message)
-        return True
+        none_in = f"no {run.faults[0].kind.lower()} fault is in place" if run.faults else ""
+        return await self.end_if_none_in(host, run, bool(failed), "InjectionFailed", none_in)
 
     async def recover(self, host: Host, run: RunStatus, fault: FaultRecord, why: str) -> None:
         """One past its deadline counts as removed by the injector's own timer only when the kubelet

@@ -26,7 +26,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from chaosguard.api.actions import Action
-from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, Phase, RunStatus
+from chaosguard.api.models import ChaosExperimentSpec, FaultRecord, FaultState, RunStatus
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions import stress
 from chaosguard.decisions.injector_image import stressor_missing
@@ -211,14 +211,7 @@ class StressFault(NetemFault):
                 why = f"the stressor stopped with exit code {terminated.get('exitCode')}: {last}"
             fault.state, fault.message, changed = FaultState.FAILED, why, True
             host.emit("Warning", self.facts.reasons.failed, f"pod {fault.namespace}/{fault.name}: {why}")
-        if not run.faults or any(f.state is not FaultState.FAILED for f in run.faults):
-            if changed:
-                await host.save()
-            return False
-        await host.end_run(
-            Phase.FAILED, "InjectionFailed", f"run {run.id}: no stress is in place: {run.faults[0].message}"
-        )
-        return True
+        return await self.end_if_none_in(host, run, changed, "InjectionFailed", "no stress is in place")
 
     async def recover(self, host: Host, run: RunStatus, fault: FaultRecord, why: str) -> None:
         """Past its deadline, the stressor's own report that it ended counts; otherwise a clean-up
