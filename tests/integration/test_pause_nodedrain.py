@@ -243,6 +243,7 @@ def test_the_standby_uncordons_a_drain_paused_while_the_leader_is_dead(
         timeout=DEFAULT_GUARD_INTERVAL + 1,
         interval=0.05,
         what=f"node {drained} uncordoned by the standby",
+        describe=lambda: "the standby's log ends:\n" + standby.process.log_tail(),
     )
     print(f"pause with the leader dead -> drained node uncordoned by the standby: {time.monotonic() - started:.2f}s")
     assert lease_spec(k8s, failover_namespace)["holder"] == leader.identity, "the standby did it, not a new leader"

@@ -36,7 +36,14 @@ from chaosguard.runtime.status import StatusWriter
 from chaosguard.runtime.steady import SteadyState
 from chaosguard.runtime.world import WorldReads
 
-__all__ = ["ExperimentDriver", "OperatorContext", "RunEndedElsewhere"]
+__all__ = ["ExperimentDriver", "OperatorContext", "RunEndedElsewhere", "step_retry_delay"]
+
+MAX_STEP_RETRY_SECONDS = ACTIVE_POLL_SECONDS * 5
+
+
+def step_retry_delay(failures: int) -> float:
+    """The wait after the `failures`-th failed step in a row: a poll, doubling up to five polls."""
+    return float(min(ACTIVE_POLL_SECONDS * 2.0 ** max(failures - 1, 0), MAX_STEP_RETRY_SECONDS))
 
 
 class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTracking, StatusWriter, WorldReads):
@@ -48,15 +55,20 @@ class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTr
         elif self.context.leadership.leading:
             # A fault of a run that is over (the operator died before taking it out) goes now.
             await self.roll_back_faults("operator restart")
+        failures = 0
         try:
             while not stopped:
                 try:
                     delay = await self.step()
                     if delay > 0 and self.unsaved:
                         await self.save()
+                    failures = 0
                 except Exception as error:  # a failing API call must not kill the guard loop
                     self.logger.exception("step failed; retrying: %s", error)
-                    delay = ACTIVE_POLL_SECONDS * 5
+                    # A step may carry a safety action (a standby's removal for a pause): one transient
+                    # error must not delay it by more than a poll; only repeated failures back off.
+                    failures += 1
+                    delay = step_retry_delay(failures)
                 if self.context.leadership.leading:
                     await stopped.wait(delay)
                 else:
