@@ -708,6 +708,47 @@ class PauseRecord(StatusModel):
     message: str = ""
 
 
+class SliTrend(StatusModel):
+    """One SLI over the whole run so far, downsampled to a few points for the report's chart: point i
+    stands for the samples taken around `start + i*step`; when the points run out the step doubles and
+    neighbours merge (the worse value, and the worse status), so the trend always spans the run."""
+
+    start: datetime = Field(description="When the first sample was taken.")
+    step: float = Field(description="Seconds between two points; it doubles as the run goes on.")
+    statuses: str = Field(
+        default="",
+        max_length=256,
+        description="One letter per point: H holding, P breaching within `for`, B breached, U unavailable, "
+        "- no sample.",
+    )
+    values: str = Field(
+        default="",
+        max_length=4096,
+        description="One value per point, space-separated (4 significant digits; NaN, +Inf, -Inf; - for none).",
+    )
+
+
+class SliSummary(StatusModel):
+    """What the guard has seen of one SLI condition in this run: its latest sample, its worst, and counts."""
+
+    name: str = Field(description="The steadyState condition (policy/NAME for a ChaosPolicy's guard).")
+    operator: str = Field(default="", description="Healthy while `value <operator> threshold`.")
+    threshold: float | None = None
+    status: str = Field(
+        default="", description="The latest sample's status: Holding, Pending, Breached or Unavailable."
+    )
+    value: str = Field(default="", description="The latest value (empty: nothing was measured).")
+    at: datetime | None = Field(default=None, description="When the latest sample was taken.")
+    worst: str = Field(default="", description="The value farthest on the wrong side of the threshold so far.")
+    worst_at: datetime | None = Field(default=None, description="When the worst value was seen.")
+    samples: int = Field(default=0, description="Samples taken in this run.")
+    breaching: int = Field(default=0, description="Samples that did not hold (Pending or Breached).")
+    unavailable: int = Field(default=0, description="Samples without a usable value.")
+    trend: SliTrend | None = Field(
+        default=None, description="The whole run, downsampled, for `chaosguard report` (left out of history)."
+    )
+
+
 class RunStatus(StatusModel):
     id: str
     trigger: str = "apply"
@@ -726,7 +767,10 @@ class RunStatus(StatusModel):
     steady_state_before: str = ""
     steady_state_after: str = ""
     sli_state: dict[str, dict[str, str]] = Field(default_factory=dict)
-    sli_samples: dict[str, list[dict[str, str]]] = Field(default_factory=dict)
+    slis: list[SliSummary] = Field(
+        default_factory=list,
+        description="Each SLI condition the guard judged in this run: latest, worst, counts, trend.",
+    )
     abort: SliAbort | None = None
     faults: list[FaultRecord] = Field(default_factory=list)
     spec_hash: str = Field(default="", description="sha256 of the spec the run started with.")

@@ -42,7 +42,9 @@ from chaosguard.api.models import (
     KillResult,
     Phase,
     RunStatus,
+    SliSummary,
 )
+from chaosguard.decisions.samples import TrendPoint, trend_points
 
 SLOW_RECOVERY_SECONDS = 30.0
 MERMAID_MAX_ITEMS = 40
@@ -68,21 +70,8 @@ class TimelineEntry:
     severity: Severity = Severity.INFO
 
 
-@dataclass(frozen=True)
-class SliPoint:
-    at: datetime
-    status: str
-    raw: str  # the value as recorded ("0.001", "NaN", "+Inf", "" when nothing was measured)
-    series: str
-
-    @property
-    def value(self) -> float | None:
-        """The numeric value, None when nothing usable was measured (unavailable or NaN)."""
-        try:
-            number = float(self.raw)
-        except ValueError:
-            return None
-        return None if math.isnan(number) else number
+# One point of an SLI's trend: the samples around its time, with the worse status and value among them.
+SliPoint = TrendPoint
 
 
 @dataclass(frozen=True)
@@ -93,6 +82,11 @@ class SliSeries:
     threshold: float | None
     for_: str
     points: tuple[SliPoint, ...]
+    summary: SliSummary | None = None  # exact counts, the latest and the worst value (the points are merged)
+
+    @property
+    def sample_count(self) -> int:
+        return self.summary.samples if self.summary is not None else len(self.points)
 
 
 @dataclass(frozen=True)
@@ -278,7 +272,8 @@ def sli_series(raw_spec: Mapping[str, Any], run: RunStatus) -> list[SliSeries]:
     """One series per condition: those of the spec first (in order), then any others with samples."""
     conditions = list(((raw_spec.get("steadyState") or {}).get("conditions")) or [])
     names = [str(c.get("name")) for c in conditions]
-    names += [n for n in run.sli_samples if n not in names]
+    summaries = {s.name: s for s in run.slis}
+    names += [n for n in summaries if n not in names]
     by_name = {str(c.get("name")): c for c in conditions}
     series: list[SliSeries] = []
     for condition_name in names:
@@ -290,16 +285,8 @@ def sli_series(raw_spec: Mapping[str, Any], run: RunStatus) -> list[SliSeries]:
             condition.get("query") or (run.abort.query if run.abort and run.abort.condition == condition_name else "")
         )
         operator = str(condition.get("operator") or (run.abort.operator if run.abort else ""))
-        points = tuple(
-            SliPoint(
-                at=_parse_time(p.get("at", "")),
-                status=str(p.get("status", "")),
-                raw=str(p.get("value", "")),
-                series=str(p.get("series", "")),
-            )
-            for p in run.sli_samples.get(condition_name, [])
-            if p.get("at")
-        )
+        summary = summaries.get(condition_name)
+        points = tuple(trend_points(summary.trend if summary is not None else None))
         series.append(
             SliSeries(
                 name=condition_name,
@@ -308,14 +295,10 @@ def sli_series(raw_spec: Mapping[str, Any], run: RunStatus) -> list[SliSeries]:
                 threshold=float(threshold) if threshold is not None else None,
                 for_=str(condition.get("for", "0")),
                 points=points,
+                summary=summary,
             )
         )
     return series
-
-
-def _parse_time(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def timeline(run: RunStatus, in_progress: bool, home: str) -> list[TimelineEntry]:
@@ -338,9 +321,9 @@ def timeline(run: RunStatus, in_progress: bool, home: str) -> list[TimelineEntry
     entries.extend(_pause_entries(run))
     for fault in run.faults:
         entries.extend(_fault_entries(fault, run, home))
-    for name, points in run.sli_samples.items():
-        entries.extend(_sli_transitions(name, points))
-    if run.abort is not None and not run.sli_samples.get(run.abort.condition):
+    for summary in run.slis:
+        entries.extend(_sli_transitions(summary.name, trend_points(summary.trend)))
+    if run.abort is not None and not any(s.name == run.abort.condition and s.trend for s in run.slis):
         entries.append(TimelineEntry(run.abort.at, "abort", f"SLI guard: {run.abort.message}", Severity.BAD))
     if run.deadline is not None and run.finished_at is not None and run.finished_at > run.deadline:
         entries.append(TimelineEntry(run.deadline, "deadline", "deadline reached: no new faults; waiting for recovery"))
@@ -439,19 +422,18 @@ def _epoch() -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _sli_transitions(name: str, points: Sequence[Mapping[str, str]]) -> list[TimelineEntry]:
+def _sli_transitions(name: str, points: Sequence[SliPoint]) -> list[TimelineEntry]:
     """The moments an SLI changed state (the first sample included), not every sample."""
     entries = []
     previous = None
     for point in points:
-        status = point.get("status", "")
-        if status == previous or not point.get("at"):
+        status = point.status
+        if status == previous:
             continue
-        value = point.get("value")
-        shown = f" (value {value})" if value else ""
+        shown = f" (value {point.raw})" if point.raw else ""
         severity = {"Holding": Severity.GOOD, "Pending": Severity.WARN}.get(status, Severity.BAD)
         text = f"SLI {name}: {status}{shown}" if previous is not None else f"SLI {name} first sample: {status}{shown}"
-        entries.append(TimelineEntry(_parse_time(point["at"]), "sli", text, severity))
+        entries.append(TimelineEntry(point.at, "sli", text, severity))
         previous = status
     return entries
 
@@ -518,26 +500,25 @@ def findings(
             )
         )
     for sli in slis:
-        unavailable = [p for p in sli.points if p.status == "Unavailable"]
-        if unavailable and not (run.abort is not None and run.abort.condition == sli.name):
+        summary = sli.summary or SliSummary(name=sli.name)
+        if summary.unavailable and not (run.abort is not None and run.abort.condition == sli.name):
             found.append(
                 Finding(
                     Severity.WARN,
-                    f"SLI {sli.name} was unavailable in {len(unavailable)} of {len(sli.points)} samples",
+                    f"SLI {sli.name} was unavailable in {summary.unavailable} of {summary.samples} samples",
                     "While it was unavailable this SLI guarded nothing (onUnavailable: continue). Make "
                     f"`{sli.query}` return data throughout the run, e.g. with `or vector(0)` where no traffic means "
                     "no errors.",
                 )
             )
-        pending = [p for p in sli.points if p.status == "Pending"]
-        if pending and not (run.abort is not None and run.abort.condition == sli.name):
-            worst = max(pending, key=lambda p: abs(p.value or 0.0))
+        if summary.breaching and not (run.abort is not None and run.abort.condition == sli.name):
+            worst_at = f" at {_clock(summary.worst_at)} UTC" if summary.worst_at else ""
             found.append(
                 Finding(
                     Severity.WARN,
                     f"SLI {sli.name} breached briefly, shorter than its `for` ({sli.for_}): a near miss",
-                    f"{len(pending)} sample(s) breached `{sli.operator} {_num(sli.threshold)}`, up to {worst.raw} at "
-                    f"{_clock(worst.at)} UTC. Look at what happened then; a longer run or a bigger blast radius "
+                    f"{summary.breaching} sample(s) breached `{sli.operator} {_num(sli.threshold)}`, up to "
+                    f"{summary.worst}{worst_at}. Look at what happened then; a longer run or a bigger blast radius "
                     "may turn it into an abort.",
                 )
             )
@@ -893,7 +874,7 @@ def _bad_spans(sli: SliSeries, end: datetime) -> list[tuple[str, datetime, datet
 
 
 def _compact_samples(points: Sequence[SliPoint]) -> list[tuple[str, int, str, str]]:
-    """Consecutive samples with the same status and value as one row: (time span, count, status, value)."""
+    """Consecutive points with the same status and value as one row: (time span, count, status, value)."""
     rows: list[tuple[str, int, str, str]] = []
     group: list[SliPoint] = []
     for point in [*points, None]:
@@ -1069,17 +1050,21 @@ def run_counts(action: str, run: RunStatus) -> tuple[tuple[str, str], ...]:
 
 
 def _sli_view(sli: SliSeries, run: RunStatus, chart: bool) -> SliView:
-    values = [p.value for p in sli.points if p.value is not None and math.isfinite(p.value)]
-    spread = f"min {_num(min(values))}, max {_num(max(values))}, last {sli.points[-1].raw or '-'}" if values else ""
+    spread = ""
+    if sli.summary is not None and sli.summary.value:
+        # From the summary, exact: the chart's points each keep the worse of the samples they merge.
+        worst = sli.summary.worst or "-"
+        worst_at = f" at {_clock(sli.summary.worst_at)}" if sli.summary.worst_at else ""
+        spread = f"last {sli.summary.value}, worst {worst}{worst_at}"
     samples = tuple((span, str(count), status, value) for span, count, status, value in _compact_samples(sli.points))
     return SliView(
         name=sli.name,
         query=sli.query,
         healthy_while=f"{sli.operator} {_num(sli.threshold)}",
         breach_after=sli.for_ if sli.for_ not in ("0", "") else "",
-        sample_count=len(sli.points),
+        sample_count=sli.sample_count,
         spread=spread,
-        samples=Table(("Time (UTC)", "Samples", "Status", "Value"), samples) if samples else None,
+        samples=Table(("Time (UTC)", "Points", "Status", "Value"), samples) if samples else None,
         chart=sli_chart(sli, run, run.kills) if chart else None,
     )
 

@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from chaosguard.api.durations import format_seconds, to_seconds
 from chaosguard.api.models import ComparisonOperator, OnUnavailable, SteadyStateCondition
-
-DEFAULT_EVIDENCE_POINTS = 60
-
-T = TypeVar("T")
 
 # --------------------------------------------------------------------------- query outcomes
 
@@ -253,6 +249,8 @@ class ConditionResult:
     labels: Mapping[str, str] | None
     series: int
     detail: str = ""
+    operator: ComparisonOperator | None = None  # the condition's, so that readers can tell worse from better
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -311,7 +309,16 @@ def _evaluate_condition(
     if isinstance(outcome, QueryUnavailable):
         # Unknown: keep the timers as they were, neither confirmed nor reset.
         return _ConditionEvaluation(
-            ConditionResult(name, ConditionStatus.UNAVAILABLE, None, None, 0, outcome.detail),
+            ConditionResult(
+                name,
+                ConditionStatus.UNAVAILABLE,
+                None,
+                None,
+                0,
+                outcome.detail,
+                condition.operator,
+                condition.threshold,
+            ),
             dict(previous),
             [],
             [],
@@ -370,6 +377,7 @@ def _evaluate_condition(
     else:
         nearest = min(healthy, key=lambda s: _margin(s.value, condition.threshold))
         result = ConditionResult(name, ConditionStatus.HOLDING, nearest.value, dict(nearest.labels), count)
+    result = replace(result, operator=condition.operator, threshold=condition.threshold)
     return _ConditionEvaluation(result, state, counted, pending, nans)
 
 
@@ -442,75 +450,10 @@ def evaluate(
     return Verdict(VerdictKind.HEALTHY, False, f"steady state holds: all {len(results)} SLI conditions hold", **common)
 
 
-# --------------------------------------------------------------------------- bounded evidence
-
-
-@dataclass(frozen=True)
-class EvidencePoint:
-    at: datetime
-    status: ConditionStatus
-    value: float | None
-    labels: Mapping[str, str] | None = None
-
-    def to_wire(self) -> dict[str, str]:
-        """Values travel as strings, as in the Prometheus API: JSON has no NaN or Inf."""
-        wire = {"at": _iso(self.at), "status": self.status.value}
-        if self.value is not None:
-            wire["value"] = format_value(self.value) if not math.isfinite(self.value) else repr(self.value)
-        if self.labels:
-            wire["series"] = format_labels(self.labels)
-        return wire
-
-
-def append_capped(points: Sequence[T], point: T, cap: int = DEFAULT_EVIDENCE_POINTS) -> list[T]:
-    """A new list: `points + [point]`, keeping only the newest `cap` entries."""
-    if cap < 1:
-        raise ValueError("cap must be at least 1")
-    return [*points[-(cap - 1) :], point] if cap > 1 else [point]
-
-
-def merge_samples(
-    ours: Mapping[str, Sequence[Mapping[str, str]]],
-    theirs: Mapping[str, Sequence[Mapping[str, str]]],
-    cap: int = DEFAULT_EVIDENCE_POINTS,
-    same_tick_seconds: float = 0.5,
-) -> dict[str, list[dict[str, str]]]:
-    """Two replicas' samples of one run (wire points, per condition) as one series each, when one replica
-    takes the run over from another: ordered by time, a point less than `same_tick_seconds` after the one
-    kept before it is the same tick judged by the other replica and is left out; the newest `cap` stay."""
-    merged: dict[str, list[dict[str, str]]] = {}
-    for condition in {*ours, *theirs}:
-        points = sorted(
-            [*ours.get(condition, ()), *theirs.get(condition, ())], key=lambda point: _parse_iso(point["at"])
-        )
-        kept: list[dict[str, str]] = []
-        for point in points:
-            if kept and (_parse_iso(point["at"]) - _parse_iso(kept[-1]["at"])).total_seconds() < same_tick_seconds:
-                continue
-            kept.append(dict(point))
-        merged[condition] = kept[-cap:]
-    return merged
-
-
-def record_evidence(
-    evidence: Mapping[str, Sequence[EvidencePoint]],
-    verdict: Verdict,
-    cap: int = DEFAULT_EVIDENCE_POINTS,
-) -> dict[str, list[EvidencePoint]]:
-    """Appends one point per evaluated condition; conditions no longer evaluated keep their series."""
-    updated = {name: list(points) for name, points in evidence.items()}
-    for result in verdict.results:
-        point = EvidencePoint(verdict.at, result.status, result.value, result.labels)
-        updated[result.condition] = append_capped(updated.get(result.condition, []), point, cap)
-    return updated
-
-
 __all__ = [
-    "DEFAULT_EVIDENCE_POINTS",
     "Breach",
     "ConditionResult",
     "ConditionStatus",
-    "EvidencePoint",
     "GuardState",
     "QueryOk",
     "QueryOutcome",
@@ -520,14 +463,12 @@ __all__ = [
     "UnavailableKind",
     "Verdict",
     "VerdictKind",
-    "append_capped",
     "evaluate",
     "format_labels",
     "format_time",
     "format_value",
     "holds",
     "ok",
-    "record_evidence",
     "series_key",
     "unavailable",
 ]

@@ -22,7 +22,6 @@ from chaosguard.runtime.context import OperatorContext, World
 from chaosguard.runtime.guard import GuardedRun
 from chaosguard.runtime.logs import ExperimentLogger
 
-MAX_SLI_POINTS = 60
 DEFAULT_RECOVERY_TIMEOUT = 300.0
 IDLE_POLL_SECONDS = 5.0
 ACTIVE_POLL_SECONDS = 1.0

@@ -23,11 +23,11 @@ from chaosguard.api.errors import describe_validation_error
 from chaosguard.api.models import ABORT_ANNOTATION, ChaosExperimentStatus, Phase, RunStatus
 from chaosguard.clients.kube import Cluster
 from chaosguard.decisions.pause import only_pause_changed
-from chaosguard.decisions.slo import merge_samples
+from chaosguard.decisions.samples import merge_summaries
 from chaosguard.decisions.stamps import spec_hash
 from chaosguard.runtime import gates, metrics
 from chaosguard.runtime.context import OperatorContext
-from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, MAX_SLI_POINTS, RunEndedElsewhere
+from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, RunEndedElsewhere
 from chaosguard.runtime.pausing import Pausing
 from chaosguard.runtime.phases import PhaseMachine
 from chaosguard.runtime.recovery import RecoveryTracking
@@ -178,7 +178,7 @@ class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTr
             # This replica's own guard state is the newest; its samples and the other replica's make one
             # series, so a hand-over leaves no hole in the run's SLI record.
             run.sli_state = previous.sli_state
-            run.sli_samples = merge_samples(previous.sli_samples, run.sli_samples, MAX_SLI_POINTS)
+            run.slis = merge_summaries(previous.slis, run.slis)
 
     def run_record_problem(self, run: RunStatus) -> str | None:
         """Why this run's record is not to be acted on, or None (see decisions.run_record)."""

@@ -21,6 +21,7 @@ from chaosguard.decisions.policy import (
     time_refusal,
 )
 from chaosguard.decisions.runs import invalid_policy_refusal, removal_cause
+from chaosguard.decisions.samples import without_trends
 from chaosguard.decisions.stamps import spec_hash
 from chaosguard.runtime import gates, lanes, metrics
 from chaosguard.runtime.context import World
@@ -294,12 +295,17 @@ class PhaseMachine(DriverBase):
             pause.ended_while_paused(run, reason)
             previous = self.status.last_run
             for index, past in enumerate(self.status.history):
-                if previous is not None and past.id == previous.id:  # it leaves lastRun: history keeps it whole
-                    self.status.history[index] = previous.model_copy(update={"kills": previous.kills[-20:]})
+                # It leaves lastRun: history keeps it whole, but for its SLI trends.
+                if previous is not None and past.id == previous.id:
+                    self.status.history[index] = previous.model_copy(
+                        update={"kills": previous.kills[-20:], "slis": without_trends(previous.slis)}
+                    )
             self.status.last_run = run
-            # lastRun holds this run in full, so its history entry leaves the SLI samples out until the
-            # next run takes lastRun's place: one copy of them, not two, in every write of the object.
-            self.status.history.append(run.model_copy(update={"kills": run.kills[-20:], "sli_samples": {}}))
+            # lastRun holds this run in full, so its history entry keeps the SLI summaries without their
+            # trends: one copy of the trends, not two, in every write of the object.
+            self.status.history.append(
+                run.model_copy(update={"kills": run.kills[-20:], "slis": without_trends(run.slis)})
+            )
             limit = spec.schedule.history_limit if spec.schedule else 10
             del self.status.history[: max(0, len(self.status.history) - limit)]
         self.status.current_run = None

@@ -20,9 +20,10 @@ from chaosguard.api.models import Condition, ConditionStatus, FaultRecord, Fault
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions.mergepatch import json_patch_operations, merge_patch
 from chaosguard.decisions.run_record import seal_run
-from chaosguard.decisions.slo import EvidencePoint, Verdict, append_capped
+from chaosguard.decisions.samples import record_verdict
+from chaosguard.decisions.slo import Verdict
 from chaosguard.runtime import faults, lanes, metrics
-from chaosguard.runtime.driverbase import MAX_SLI_POINTS, SAMPLE_BATCH_SECONDS, DriverBase, RunEndedElsewhere
+from chaosguard.runtime.driverbase import DEFAULT_GUARD_INTERVAL, SAMPLE_BATCH_SECONDS, DriverBase, RunEndedElsewhere
 from chaosguard.runtime.faults.injector import clear_fault
 
 
@@ -151,10 +152,10 @@ class StatusWriter(DriverBase):
         self.samples_write = asyncio.create_task(self.write_samples(run), name=f"samples {self.key}")
 
     async def write_samples(self, run: RunStatus) -> None:
-        """Replaces the run's samples and guard state in status, only while that run is still the
-        current one there (a JSON patch guarded by a `test` of its id): landing after the run's end
-        or after a newer write of the same samples can then change nothing that matters."""
-        wire = run.model_dump(by_alias=True, mode="json", include={"sli_samples", "sli_state"})
+        """Replaces the run's SLI summaries (with their trends) and guard state in status, only while that
+        run is still the current one there (a JSON patch guarded by a `test` of its id): landing after the
+        run's end or after a newer write of the same samples can then change nothing that matters."""
+        wire = run.model_dump(by_alias=True, mode="json", include={"slis", "sli_state"})
         operations = [
             {"op": "test", "path": "/status/currentRun/id", "value": run.id},
             *({"op": "add", "path": f"/status/currentRun/{key}", "value": value} for key, value in wire.items()),
@@ -174,11 +175,10 @@ class StatusWriter(DriverBase):
             written.update(wire)
 
     def record_samples(self, run: RunStatus, verdict: Verdict) -> None:
+        # A new trend's first step is the guard's interval: one point per tick until the points run out.
+        first_step = self.guarded.interval if self.guarded is not None else DEFAULT_GUARD_INTERVAL
+        run.slis = record_verdict(run.slis, verdict, first_step)
         for result in verdict.results:
-            point = EvidencePoint(verdict.at, result.status, result.value, result.labels).to_wire()
-            run.sli_samples[result.condition] = append_capped(
-                run.sli_samples.get(result.condition, []), point, MAX_SLI_POINTS
-            )
             if result.value is not None:
                 metrics.SLI_VALUE.labels(self.key, result.condition).set(result.value)
 
