@@ -70,7 +70,10 @@ def test_each_event_is_reported_once() -> None:
         "deadline": "2026-11-24T14:05:00Z",
         "kills": [{"uid": "u1", "round": 1, "result": "Killed", "namespace": "shop", "name": "p1", "method": "evict"}],
         "faults": [{"namespace": "shop", "name": "p2", "state": "Active"}],
-        "sliSamples": {"errors": [{"at": "x", "status": "Holding", "value": "0.001"}]},
+        "slis": [
+            {"name": "errors", "status": "Holding", "value": "0.001", "at": "2026-11-24T14:00:01Z", "samples": 1},
+            {"name": "policy/quiet", "operator": ">", "threshold": 0.9, "status": "Pending", "value": "0.8"},
+        ],
     }
     spec = {"steadyState": {"conditions": [{"name": "errors", "operator": "<", "threshold": 0.01}]}}
     seen = Seen()
@@ -81,6 +84,7 @@ def test_each_event_is_reported_once() -> None:
         "kill shop/p1 (-): Killed by evict",
         "fault shop/p2: Active",
         "SLI errors=0.001 (healthy while < 0.01: Holding)",
+        "SLI policy/quiet=0.8 (healthy while > 0.9: Pending)",
     ]
     assert new_events(seen, experiment({"phase": "Running", "currentRun": run}, **spec)) == []
     run["kills"][0]["recoveredAfterSeconds"] = 8.25

@@ -7,6 +7,7 @@ import copy
 import html
 import itertools
 import re
+from datetime import datetime
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -14,7 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chaosguard.api.models import ComparisonOperator, SliSummary
 from chaosguard.cli import report
+from chaosguard.decisions.samples import record_verdict
+from chaosguard.decisions.slo import ConditionResult, ConditionStatus, GuardState, Verdict, VerdictKind
 from tests.support.htmlcheck import SVG_NS, sample_circles, svgs, well_formed
 
 NS = "shop"
@@ -79,7 +83,7 @@ def completed_run(**overrides: Any) -> dict[str, Any]:
         "phase": "Completed",
         "reason": "RunCompleted",
         "roundsDone": 1,
-        "sliSamples": {},
+        "slis": [],
         "sliState": {},
         "startedAt": "2026-11-22T00:48:20.018473Z",
         "steadyStateAfter": "",
@@ -96,6 +100,21 @@ def sample(at: str, status: str, value: str | None) -> dict[str, str]:
     if value is not None:
         point["value"] = value
     return point
+
+
+def slis_of(samples: dict[str, list[dict[str, str]]], operator: str = "<", threshold: float = 0.05) -> list[Any]:
+    """`currentRun.slis` as the operator writes it after these samples (through the writer's own
+    decisions.samples), each condition's samples in time order."""
+    slis: list[SliSummary] = []
+    for name, points in samples.items():
+        for point in points:
+            value = float(point["value"]) if "value" in point else None
+            result = ConditionResult(
+                name, ConditionStatus(point["status"]), value, None, 1, "", ComparisonOperator(operator), threshold
+            )
+            at = datetime.fromisoformat(point["at"].replace("Z", "+00:00"))
+            slis = record_verdict(slis, Verdict(VerdictKind.HEALTHY, False, "", at, GuardState(), results=(result,)))
+    return [sli.model_dump(by_alias=True, mode="json", exclude_none=True) for sli in slis]
 
 
 def breach_run(**overrides: Any) -> dict[str, Any]:
@@ -123,14 +142,16 @@ def breach_run(**overrides: Any) -> dict[str, Any]:
             "threshold": 0.05,
             "value": "0.5",
         },
-        sliSamples={
-            "error-ratio": [
-                sample("2026-11-22T00:48:36.602570Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:37.603983Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:38.610549Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:39.611658Z", "Breached", "0.5"),
-            ]
-        },
+        slis=slis_of(
+            {
+                "error-ratio": [
+                    sample("2026-11-22T00:48:36.602570Z", "Holding", "0.001"),
+                    sample("2026-11-22T00:48:37.603983Z", "Holding", "0.001"),
+                    sample("2026-11-22T00:48:38.610549Z", "Holding", "0.001"),
+                    sample("2026-11-22T00:48:39.611658Z", "Breached", "0.5"),
+                ]
+            }
+        ),
         sliState={"error-ratio": {BREACH_SERIES: "2026-11-22T00:48:39.611658Z"}},
     )
     run.update(overrides)
@@ -230,27 +251,31 @@ def unavailable_run() -> dict[str, Any]:
             "query": 'demo_error_ratio{app="checkout"}',
             "message": message,
         },
-        sliSamples={
-            "error-ratio": [
-                sample("2026-11-22T00:48:36.602570Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:37.603983Z", "Holding", "0.001"),
-                {"at": "2026-11-22T00:48:38.610549Z", "status": "Unavailable"},
-                {"at": "2026-11-22T00:48:39.611658Z", "status": "Unavailable"},
-            ]
-        },
+        slis=slis_of(
+            {
+                "error-ratio": [
+                    sample("2026-11-22T00:48:36.602570Z", "Holding", "0.001"),
+                    sample("2026-11-22T00:48:37.603983Z", "Holding", "0.001"),
+                    {"at": "2026-11-22T00:48:38.610549Z", "status": "Unavailable"},
+                    {"at": "2026-11-22T00:48:39.611658Z", "status": "Unavailable"},
+                ]
+            }
+        ),
     )
 
 
 def near_miss_experiment() -> dict[str, Any]:
     run = completed_run(
-        sliSamples={
-            "error-ratio": [
-                sample("2026-11-22T00:48:20.1Z", "Holding", "0.001"),
-                sample("2026-11-22T00:48:21.1Z", "Pending", "0.2"),
-                {"at": "2026-11-22T00:48:22.1Z", "status": "Unavailable"},
-                sample("2026-11-22T00:48:23.1Z", "Holding", "0.001"),
-            ]
-        },
+        slis=slis_of(
+            {
+                "error-ratio": [
+                    sample("2026-11-22T00:48:20.1Z", "Holding", "0.001"),
+                    sample("2026-11-22T00:48:21.1Z", "Pending", "0.2"),
+                    {"at": "2026-11-22T00:48:22.1Z", "status": "Unavailable"},
+                    sample("2026-11-22T00:48:23.1Z", "Holding", "0.001"),
+                ]
+            }
+        ),
         steadyStateAfter="could not be checked (onUnavailable: continue): SLI error-ratio unavailable",
     )
     spec = copy.deepcopy(GUARDED_SPEC)
@@ -262,7 +287,7 @@ def clean_guarded_run() -> dict[str, Any]:
     return completed_run(
         kills=[kill("checkout-a", "2026-11-22T00:48:20.347983Z", recovered=1.5)],
         killsTotal=1,
-        sliSamples={"error-ratio": [sample("2026-11-22T00:48:20.1Z", "Holding", "0.001")]},
+        slis=slis_of({"error-ratio": [sample("2026-11-22T00:48:20.1Z", "Holding", "0.001")]}),
         steadyStateAfter="held again at 2026-11-22T00:48:29.2+00:00",
     )
 
@@ -371,7 +396,7 @@ def hostile_experiment() -> dict[str, Any]:
 def policy_guard_run() -> dict[str, Any]:
     run = breach_run(reason="PolicySLIBreached")
     run["abort"] = {**run["abort"], "condition": "payments/error-ratio", "policy": "payments"}
-    run["sliSamples"] = {"payments/error-ratio": run["sliSamples"]["error-ratio"]}
+    run["slis"] = [{**sli, "name": "payments/error-ratio"} for sli in run["slis"]]
     return run
 
 
@@ -454,8 +479,9 @@ def test_breach_report_quotes_the_reason_verbatim_and_names_query_and_threshold(
     slis = section(text, "SLIs")
     assert "### error-ratio" in slis
     assert '`demo_error_ratio{app="checkout"}` `< 0.05`; 4 sample(s)' in slis
-    assert "| 00:48:36.602 to 00:48:38.610 | 3 | Holding | 0.001 |" in slis
-    assert "| 00:48:39.611 | 1 | Breached | 0.5 |" in slis
+    assert "| 00:48:36.602 to 00:48:38.602 | 3 | Holding | 0.001 |" in slis  # the trend's 1 s slots
+    assert "| 00:48:39.602 | 1 | Breached | 0.5 |" in slis
+    assert "last 0.5, worst 0.5 at 00:48:39.611" in slis  # the summary keeps the exact moment
     assert "section SLI error-ratio\n    Breached :crit, " in text
 
     page = report.render_html(obj)

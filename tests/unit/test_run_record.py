@@ -6,7 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chaosguard.api.models import FaultRecord, FaultState, KillRecord, KillResult, RunStatus, TargetRecord
+from chaosguard.api.models import (
+    FaultRecord,
+    FaultState,
+    KillRecord,
+    KillResult,
+    RunStatus,
+    SliSummary,
+    SliTrend,
+    TargetRecord,
+)
 from chaosguard.decisions.run_record import run_seal_problem, seal_run
 
 KEY = b"k" * 32
@@ -48,7 +57,8 @@ def test_what_only_describes_may_change_without_breaking_the_seal() -> None:
     run = sealed_run()
     run.faults[0].state, run.faults[0].message = FaultState.REMOVED, "removed by the abort"
     run.phase, run.message, run.rounds_done, run.next_round_at = run.phase, "ended", 3, None
-    run.sli_samples = {"errors": [{"at": "x"}]}
+    trend = SliTrend(start=START, step=2.0, statuses="HHB", values="0.01 0.01 0.5")
+    run.slis = [SliSummary(name="errors", status="Breached", value="0.5", samples=6, breaching=1, trend=trend)]
     assert run_seal_problem(KEY, UID, run) is None
 
 

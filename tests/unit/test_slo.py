@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 
 from chaosguard.api.models import ComparisonOperator, OnUnavailable, SteadyStateCondition, SteadyStateSpec
 from chaosguard.decisions.slo import (
-    ConditionStatus,
-    EvidencePoint,
     GuardState,
     QueryOk,
     QueryOutcome,
@@ -22,12 +20,10 @@ from chaosguard.decisions.slo import (
     UnavailableKind,
     Verdict,
     VerdictKind,
-    append_capped,
     evaluate,
     format_labels,
     holds,
     ok,
-    record_evidence,
     series_key,
     unavailable,
 )
@@ -326,46 +322,6 @@ def test_works_with_conditions_from_a_steady_state_spec() -> None:
     outcomes: dict[str, QueryOutcome] = {"errors": ok(Sample({}, 0.0)), "latency": ok(Sample({}, 0.1))}
     verdict = evaluate(spec.conditions, outcomes, GuardState(), T0, spec.on_unavailable)
     assert verdict.kind is VerdictKind.HEALTHY and verdict.message == "steady state holds: all 2 SLI conditions hold"
-
-
-# --------------------------------------------------------------------------- evidence
-
-
-def test_append_capped_keeps_the_newest() -> None:
-    points: list[int] = []
-    for i in range(100):
-        points = append_capped(points, i, cap=60)
-    assert points == list(range(40, 100))
-    assert append_capped([1, 2], 3, cap=1) == [3]
-    with pytest.raises(ValueError):
-        append_capped([], 1, cap=0)
-
-
-def test_record_evidence_is_bounded_per_condition_and_serializable() -> None:
-    errors, latency = condition("errors"), condition("latency", threshold=1.0)
-    evidence: dict[str, list[EvidencePoint]] = {}
-    state = GuardState()
-    for i in range(75):
-        outcomes: dict[str, QueryOutcome] = {
-            errors.name: ok(Sample(app("a"), 0.001), Sample(app("b"), 0.009)),
-            latency.name: unavailable(UnavailableKind.TIMEOUT, "slow") if i % 2 else ok(Sample({}, math.inf)),
-        }
-        verdict = run([errors, latency], outcomes, state, T0 + timedelta(seconds=i), OnUnavailable.CONTINUE)
-        state = verdict.state
-        evidence = record_evidence(evidence, verdict, cap=60)
-    assert {name: len(points) for name, points in evidence.items()} == {"errors": 60, "latency": 60}
-    assert evidence["errors"][0].at == T0 + timedelta(seconds=15)
-    # the healthy series nearest to its threshold is the one recorded
-    assert evidence["errors"][-1].labels == {"app": "b"} and evidence["errors"][-1].value == 0.009
-    assert evidence["errors"][-1].to_wire() == {
-        "at": "2026-03-03T14:03:19Z",
-        "status": "Holding",
-        "value": "0.009",
-        "series": '{app="b"}',
-    }
-    assert evidence["latency"][-1].status is ConditionStatus.BREACHED
-    assert evidence["latency"][-1].to_wire()["value"] == "+Inf"
-    assert evidence["latency"][-2].to_wire() == {"at": "2026-03-03T14:03:18Z", "status": "Unavailable"}
 
 
 # --------------------------------------------------------------------------- properties

@@ -141,12 +141,18 @@ def _conditions(experiment: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 
 def _latest_samples(run: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    return {name: points[-1] for name, points in (run.get("sliSamples") or {}).items() if points}
+    """Each SLI's latest sample, from the run's summaries (status.currentRun.slis)."""
+    return {str(sli["name"]): sli for sli in run.get("slis") or [] if sli.get("name") and sli.get("status")}
 
 
 def _sli_text(name: str, sample: Mapping[str, Any], condition: Mapping[str, Any] | None) -> str:
-    rule = f"{condition.get('operator')} {condition.get('threshold')}" if condition else "?"
-    return f"{name}={sample.get('value', 'no value')} (healthy while {rule}: {sample.get('status', '?')})"
+    if condition:
+        rule = f"{condition.get('operator')} {condition.get('threshold')}"
+    elif sample.get("operator"):  # a ChaosPolicy's guard: the summary says what it holds the SLI to
+        rule = f"{sample['operator']} {sample.get('threshold')}"
+    else:
+        rule = "?"
+    return f"{name}={sample.get('value') or 'no value'} (healthy while {rule}: {sample.get('status', '?')})"
 
 
 def new_events(seen: Seen, experiment: Mapping[str, Any]) -> list[str]:

@@ -511,7 +511,8 @@ def findings(
                     "no errors.",
                 )
             )
-        if summary.breaching and not (run.abort is not None and run.abort.condition == sli.name):
+        counted = any(p.status == "Breached" for p in sli.points)  # not a near miss: it aborts, or did
+        if summary.breaching and not counted and not (run.abort is not None and run.abort.condition == sli.name):
             worst_at = f" at {_clock(summary.worst_at)} UTC" if summary.worst_at else ""
             found.append(
                 Finding(
@@ -1051,11 +1052,10 @@ def run_counts(action: str, run: RunStatus) -> tuple[tuple[str, str], ...]:
 
 def _sli_view(sli: SliSeries, run: RunStatus, chart: bool) -> SliView:
     spread = ""
-    if sli.summary is not None and sli.summary.value:
+    if sli.summary is not None and sli.summary.samples:
         # From the summary, exact: the chart's points each keep the worse of the samples they merge.
-        worst = sli.summary.worst or "-"
-        worst_at = f" at {_clock(sli.summary.worst_at)}" if sli.summary.worst_at else ""
-        spread = f"last {sli.summary.value}, worst {worst}{worst_at}"
+        worst = f", worst {sli.summary.worst} at {_clock(sli.summary.worst_at)}" if sli.summary.worst_at else ""
+        spread = f"last {sli.summary.value or '-'}{worst}"
     samples = tuple((span, str(count), status, value) for span, count, status, value in _compact_samples(sli.points))
     return SliView(
         name=sli.name,

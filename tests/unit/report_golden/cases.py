@@ -34,6 +34,7 @@ from tests.unit.test_report import (
     partition_spec_and_run,
     policy_guard_run,
     sample,
+    slis_of,
     unavailable_run,
 )
 
@@ -164,17 +165,19 @@ def _edges() -> dict[str, Any]:
         killsTotal=60,
         steadyStateBefore="held | ok",
         steadyStateAfter="not held:\nline two",
-        sliSamples={
-            'lat<"p99">': [
-                sample("2026-11-22T00:48:20.1Z", "Holding", "0.25"),
-                sample("2026-11-22T00:48:21.1Z", "Pending", "+Inf"),
-                sample("2026-11-22T00:48:22.1Z", "Breached", "NaN"),
-                sample("2026-11-22T00:48:23.1Z", "Holding", "0.3"),
-                sample("2026-11-22T00:48:24.1Z", "Holding", "0.3"),
-                sample("2026-11-22T00:48:25.1Z", "Weird", "-2"),
-            ],
-            "undeclared": [sample("2026-11-22T00:48:21.0Z", "Holding", "7")],
-        },
+        slis=slis_of(
+            {
+                'lat<"p99">': [
+                    sample("2026-11-22T00:48:20.1Z", "Holding", "0.25"),
+                    sample("2026-11-22T00:48:21.1Z", "Pending", "+Inf"),
+                    sample("2026-11-22T00:48:22.1Z", "Unavailable", "NaN"),  # what a NaN makes
+                    sample("2026-11-22T00:48:23.1Z", "Holding", "0.3"),
+                    sample("2026-11-22T00:48:24.1Z", "Holding", "0.3"),
+                    sample("2026-11-22T00:48:25.1Z", "Holding", "-2"),
+                ],
+                "undeclared": [sample("2026-11-22T00:48:21.0Z", "Holding", "7")],
+            }
+        ),
     )
     spec = {
         "action": "pod-kill",
