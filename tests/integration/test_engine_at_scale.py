@@ -9,8 +9,13 @@ after it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
+import random
+import statistics
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -19,10 +24,23 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from chaosguard.api.models import ChaosExperimentSpec, FaultState, KillResult, Phase, RunStatus
+from chaosguard.api.models import (
+    ChaosExperimentSpec,
+    FaultState,
+    KillRecord,
+    KillResult,
+    OnUnavailable,
+    Phase,
+    RunStatus,
+    SliSummary,
+    SteadyStateCondition,
+    TargetRecord,
+)
 from chaosguard.clients.informers import ClusterCache
 from chaosguard.clients.kube import Cluster, load_config
 from chaosguard.clients.prometheus import QueryBatcher
+from chaosguard.decisions.samples import TREND_POINTS
+from chaosguard.decisions.slo import GuardState, QueryOutcome, Sample, UnavailableKind, evaluate, ok, unavailable
 from chaosguard.runtime import lanes
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.engine import ExperimentDriver, OperatorContext
@@ -39,6 +57,7 @@ from localcluster.operator import (
     scoped_policy,
 )
 from localcluster.wait import wait_for
+from tests.support.slis import trend_of
 
 pytestmark = pytest.mark.controlplane
 
@@ -177,17 +196,17 @@ def test_a_late_sample_batch_never_revives_a_run_that_has_ended(
     cache = ClusterCache()
     context = _context(chaosguard_crds, cache)
     now = datetime.now(UTC)
-    samples = {"error-ratio": [{"at": now.isoformat(), "status": "Holds", "value": "0.001"}]}
+    samples = [SliSummary(name="error-ratio", status="Holding", value="0.001", at=now, samples=1)]
 
     async def scenario() -> dict[str, Any]:
         driver = ExperimentDriver(context, experiment(k8s, namespace, "cached"), logging.getLogger("test"))
         current = RunStatus(id="r2-now", phase=Phase.RUNNING, started_at=now, deadline=now + timedelta(minutes=5))
         driver.status.current_run = current
         await driver.save()
-        ended = current.model_copy(update={"id": "r1-before", "sli_samples": samples})
+        ended = current.model_copy(update={"id": "r1-before", "slis": samples})
         await driver.write_samples(ended)  # the test op fails: nothing may change
         untouched = dict(experiment(k8s, namespace, "cached")["status"]["currentRun"])
-        current.sli_samples = samples
+        current.slis = samples
         await driver.write_samples(current)
         return untouched
 
@@ -195,10 +214,139 @@ def test_a_late_sample_batch_never_revives_a_run_that_has_ended(
         untouched = asyncio.run(scenario())
     finally:
         context.api.close()
-    assert untouched["id"] == "r2-now" and not untouched.get("sliSamples"), untouched
+    assert untouched["id"] == "r2-now" and not untouched.get("slis"), untouched
     run = experiment(k8s, namespace, "cached")["status"]["currentRun"]
     assert run["id"] == "r2-now"
-    assert run["sliSamples"] == samples
+    assert run["slis"] == [sli.model_dump(by_alias=True, mode="json", exclude_none=True) for sli in samples]
+
+
+GUARDED_EXPERIMENT = """\
+apiVersion: chaosguard.dev/v1alpha1
+kind: ChaosExperiment
+metadata: {{name: {name}}}
+spec:
+  action: pod-kill
+  target: {{selector: {{matchLabels: {{app: checkout}}}}, mode: one}}
+  duration: 2h
+  interval: 2h
+  steadyState:
+    interval: 1s
+    prometheus: {{url: "http://prometheus.monitoring:9090"}}
+    conditions:
+{conditions}
+"""
+SLIS = [
+    {
+        "name": "error-ratio",
+        "query": 'sum(rate(http_requests_total{app="checkout",code=~"5.."}[1m])) '
+        '/ sum(rate(http_requests_total{app="checkout"}[1m]))',
+        "operator": "<",
+        "threshold": 0.05,
+        "for": "10s",
+    },
+    {
+        "name": "latency-p99",
+        "query": "histogram_quantile(0.99, sum by (le) "
+        '(rate(http_request_duration_seconds_bucket{app="checkout"}[1m])))',
+        "operator": "<",
+        "threshold": 0.5,
+    },
+]
+STATUS_BUDGET = 4096  # bytes of JSON: issue 24's goal for a running guarded experiment with 2 SLIs
+
+
+def test_a_guarded_runs_status_stays_small_however_long_it_runs(
+    chaosguard_crds: ControlPlane, namespace: str, k8s: client.ApiClient
+) -> None:
+    """Runs of 30 s to an hour at a 1 s guard interval, 2 SLIs with noise, near misses and an outage of
+    the metrics, 3 targets and a kill: every sample goes through the driver's own recording and its
+    background batch write, then a full save, and the size is read back from the API server."""
+    conditions = [SteadyStateCondition.model_validate(c) for c in SLIS]
+    minutes = [0.5, 1, 2, 5, 10, 20, 30, 60]
+    for index in range(len(minutes)):
+        listed = "\n".join(f"    - {json.dumps(c)}" for c in SLIS)
+        apply_yaml(chaosguard_crds, GUARDED_EXPERIMENT.format(name=f"long-{index}", conditions=listed), namespace)
+    load_config(str(chaosguard_crds.kubeconfig))
+    context = _context(chaosguard_crds, ClusterCache())
+    noise = random.Random(24)
+
+    async def one(name: str, minutes: float) -> tuple[int, dict[str, Any]]:
+        driver = ExperimentDriver(context, experiment(k8s, namespace, name), logging.getLogger("test"))
+        start = datetime.now(UTC) - timedelta(minutes=minutes)
+        run = RunStatus(id=f"{name}-r1", started_at=start, deadline=start + timedelta(hours=2), spec_hash="0" * 64)
+        run.target_namespaces = [namespace]
+        run.targets = [
+            TargetRecord(
+                namespace=namespace,
+                name=f"checkout-7d9f8b6c5d-{i:05d}",
+                uid=str(uuid.uuid4()),
+                workload="Deployment/checkout",
+            )
+            for i in range(3)
+        ]
+        victim = run.targets[0]
+        run.kills = [
+            KillRecord(
+                namespace=namespace,
+                name=victim.name,
+                uid=victim.uid,
+                workload=victim.workload,
+                at=start + timedelta(seconds=2),
+                result=KillResult.KILLED,
+                method="eviction",
+                message="eviction accepted",
+                round=1,
+                recovered_after_seconds=3.25,
+            )
+        ]
+        run.kills_total = 1
+        driver.status.phase, driver.status.current_run, driver.status.runs_total = Phase.RUNNING, run, 1
+        driver.set_condition("Admitted", "True", "Admitted", "every ChaosPolicy allows this experiment")
+        driver.set_condition("Started", "True", "RunStarted", f"run {run.id} started (trigger: apply)")
+        await driver.save()
+        state = GuardState()
+        for tick in range(int(minutes * 60)):
+            at = start + timedelta(seconds=tick + noise.uniform(0, 0.2))
+            errors = 0.08 if noise.random() < 0.01 else abs(noise.gauss(0.004, 0.003))
+            outcomes: dict[str, QueryOutcome] = {
+                "error-ratio": ok(Sample({"app": "checkout"}, errors)),
+                "latency-p99": unavailable(UnavailableKind.TIMEOUT, "slow")
+                if tick % 300 == 299
+                else ok(Sample({}, abs(noise.gauss(0.21, 0.05)))),
+            }
+            verdict = evaluate(conditions, outcomes, state, at, OnUnavailable.CONTINUE)
+            state = verdict.state
+            run.sli_state = state.to_wire()
+            driver.record_samples(run, verdict)
+            if tick % 5 == 4:  # the background batch, every SAMPLE_BATCH_SECONDS of guard ticks
+                await driver.write_samples(run)
+        await driver.write_samples(run)
+        await driver.save()
+        status = experiment(k8s, namespace, name)["status"]
+        return len(json.dumps(status)), status
+
+    async def every() -> list[tuple[int, dict[str, Any]]]:
+        return [await one(f"long-{index}", length) for index, length in enumerate(minutes)]
+
+    try:
+        measured = asyncio.run(every())
+    finally:
+        context.api.close()
+    sizes = sorted(size for size, _ in measured)
+    p95 = sizes[max(0, math.ceil(0.95 * len(sizes)) - 1)]
+    print(f"\n# status of running 2-SLI runs of {minutes} min: mean {statistics.mean(sizes):.0f} B, p95 {p95} B")
+    for length, (size, status) in zip(minutes, measured, strict=True):
+        run = status["currentRun"]
+        assert size <= STATUS_BUDGET, f"{length} min: {size} B: {json.dumps(status)}"
+        assert [sli["name"] for sli in run["slis"]] == ["error-ratio", "latency-p99"]
+        errors = run["slis"][0]
+        assert errors["samples"] == int(length * 60) and errors["trend"]["start"], errors
+        points = trend_of(run, "error-ratio")
+        started = datetime.fromisoformat(run["startedAt"].replace("Z", "+00:00"))
+        # the trend spans the whole run, not its last minute
+        assert points[0].at - started < timedelta(seconds=1) and len(points) <= TREND_POINTS, points
+        last_tick = started + timedelta(seconds=int(length * 60) - 1)
+        assert abs((last_tick - points[-1].at).total_seconds()) <= errors["trend"]["step"], (length, points[-1])
 
 
 LATENCY_EXPERIMENT = """\

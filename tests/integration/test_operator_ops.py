@@ -40,6 +40,7 @@ from localcluster.prometheus import MetricsTarget, PrometheusServer, equals, pro
 from localcluster.wait import wait_for
 from tests.integration.test_operator_podkill import kills
 from tests.support.htmlcheck import sample_circles, svgs, well_formed
+from tests.support.slis import sli_of, trend_of
 
 pytestmark = pytest.mark.controlplane
 needs_prometheus = pytest.mark.skipif(
@@ -219,19 +220,20 @@ def test_report_of_an_sli_abort_charts_every_sample_and_quotes_the_reason(
     status = wait_for_phase(k8s, shop, "guarded", "Aborted", timeout=30)
     run = status["lastRun"]
     assert run["reason"] == "SLIBreached"
-    samples = run["sliSamples"]["error-ratio"]
+    samples = sli_of(run, "error-ratio")["samples"]
+    points = trend_of(run, "error-ratio")
 
     text = cli("report", "guarded", "-n", shop).out
     assert f"```text\n{run['message']}\n```" in text  # verbatim
     assert f"`{query}` returned 0.5" in text and "`< 0.05`" in text
-    assert f"; {len(samples)} sample(s)." in text
+    assert f"; {samples} sample(s)." in text
 
     page = cli("report", "guarded", "-n", shop, "--format", "html").out
     visible = well_formed(page)
     assert run["message"] in visible
     (chart,) = svgs(page)
     circles = sample_circles(chart)
-    assert [c.get("data-value") for c in circles] == [s.get("value", "") for s in samples]
+    assert [c.get("data-value") for c in circles] == [point.raw for point in points]  # one per trend point
     assert circles[-1].get("class") == "sample Breached"
 
 

@@ -22,6 +22,7 @@ from localcluster.operator import (
 from localcluster.prometheus import MetricsTarget, PrometheusServer, equals, prometheus_available
 from localcluster.wait import wait_for
 from tests.integration.test_operator_podkill import kills
+from tests.support.slis import sli_of, trend_of
 
 pytestmark = [
     pytest.mark.controlplane,
@@ -94,14 +95,17 @@ def test_a_healthy_run_completes_with_its_sli_evidence(
     apply_yaml(control_plane, guarded("healthy", healthy, prometheus, duration="4s"), healthy)
     status = wait_for_phase(k8s, healthy, "healthy", "Completed", timeout=60)
     run = run_of(status)
-    samples = run["sliSamples"]["error-ratio"]
-    assert len(samples) >= 2 and all(point["status"] == "Holding" for point in samples), samples
-    assert samples[-1]["value"] == "0.001"
+    summary = sli_of(run, "error-ratio")
+    assert summary["samples"] >= 2 and summary["breaching"] == 0 and summary["status"] == "Holding", summary
+    assert summary["value"] == "0.001" and (summary["operator"], summary["threshold"]) == ("<", 0.05), summary
+    points = trend_of(run, "error-ratio")
+    assert len(points) >= 2 and all(point.status == "Holding" and point.raw == "0.001" for point in points), points
     assert run["steadyStateAfter"].startswith("held again")
     assert kills(status, "Killed")
-    # one copy of the samples in the object: lastRun has them, its history entry leaves them out
+    # one copy of the trend in the object: lastRun has it, its history entry keeps only the summary
     [past] = status["history"]
-    assert past["id"] == status["lastRun"]["id"] and not past.get("sliSamples")
+    assert past["id"] == status["lastRun"]["id"] and "trend" not in sli_of(past, "error-ratio")
+    assert sli_of(past, "error-ratio")["samples"] == summary["samples"]
 
 
 def test_a_breach_mid_run_aborts_and_no_further_pod_is_killed(
@@ -164,10 +168,7 @@ def test_a_breach_shorter_than_for_does_not_abort(
     wait_for_phase(k8s, healthy, "blip", "Running", timeout=30)
     target.set_error_ratio(0.5, app=healthy)
     wait_for(
-        lambda: any(
-            p["status"] == "Pending"
-            for p in run_of(status_of(k8s, healthy, "blip")).get("sliSamples", {}).get("error-ratio", [])
-        ),
+        lambda: sli_of(run_of(status_of(k8s, healthy, "blip")), "error-ratio").get("breaching", 0) > 0,
         timeout=15,
         what="the guard to see the blip as a pending breach",
     )
@@ -211,8 +212,9 @@ def test_prometheus_down_with_continue_does_not_abort(
     finally:
         prometheus.start()
     assert status["phase"] == "Completed", status["message"]
-    points = run_of(status)["sliSamples"]["error-ratio"]
-    assert any(point["status"] == "Unavailable" for point in points), points
+    points = trend_of(run_of(status), "error-ratio")
+    assert any(point.status == "Unavailable" for point in points), points
+    assert sli_of(run_of(status), "error-ratio")["unavailable"] >= 1
     assert "could not be checked" in run_of(status)["steadyStateAfter"]
 
 

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
+from chaosguard.api.durations import to_seconds
 from chaosguard.api.models import Condition, ConditionStatus, FaultRecord, FaultState, RunStatus
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions.mergepatch import json_patch_operations, merge_patch
@@ -175,12 +177,20 @@ class StatusWriter(DriverBase):
             written.update(wire)
 
     def record_samples(self, run: RunStatus, verdict: Verdict) -> None:
-        # A new trend's first step is the guard's interval: one point per tick until the points run out.
-        first_step = self.guarded.interval if self.guarded is not None else DEFAULT_GUARD_INTERVAL
-        run.slis = record_verdict(run.slis, verdict, first_step)
+        run.slis = record_verdict(run.slis, verdict, self.first_trend_step())
         for result in verdict.results:
             if result.value is not None:
                 metrics.SLI_VALUE.labels(self.key, result.condition).set(result.value)
+
+    def first_trend_step(self) -> float:
+        """A new trend's step: the guard's interval, one point per tick until the points run out."""
+        if self.guarded is not None:
+            return self.guarded.interval
+        try:
+            steady = self.parsed_spec().steady_state
+        except ValidationError:
+            steady = None
+        return to_seconds(steady.interval) if steady is not None else DEFAULT_GUARD_INTERVAL
 
     async def run_ended_elsewhere(self) -> bool:
         """Whether another replica ended this replica's current run (a standby's abort): then its
