@@ -9,6 +9,7 @@ take over. The session's operator is stopped for these tests and started again a
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from tests.integration.test_leader_election import (
 )
 from tests.integration.test_operator_latency import ephemeral
 from tests.integration.test_operator_slo import guarded, healthy, prometheus, target  # noqa: F401 (fixtures)
+from tests.support.slis import sli_of, trend_of
 
 pytestmark = [
     pytest.mark.controlplane,
@@ -199,18 +201,34 @@ def test_a_rolling_update_never_leaves_a_guarded_run_without_a_tick_for_longer_t
     prometheus: PrometheusServer,  # noqa: F811
 ) -> None:
     """A rolling update of two replicas, as the Deployment does it (maxUnavailable 0, maxSurge 1): a new
-    replica starts and guards before an old one gets SIGTERM, the leader first. The run's SLI samples, one
-    per guard tick of whichever replica judged it (each new leader merges its own into the record), show
-    no pause longer than the guard interval + 1 s."""
+    replica starts and guards before an old one gets SIGTERM, the leader first. The run's guard ticks, as
+    every live replica reports them, show no pause longer than the guard interval + 1 s; the run's record in
+    status goes on under the new leader, without a hole in its trend."""
     shop, key = healthy, f"{healthy}/rolling"
     old_leader, old_standby = two_replicas(k8s, long_lease_replicas, failover_namespace)
+    ticks = TickWatch(key, [old_leader, old_standby])
     apply_yaml(control_plane, guarded("rolling", shop, prometheus, duration="90s", interval="30s"), shop)
     wait_for_phase(k8s, shop, "rolling", "Running", timeout=60)
-    wait_for(lambda: len(sample_times(k8s, shop)) >= 3, timeout=30, what="the first samples")
+    with ticks:
+        rolling_update(k8s, shop, key, ticks, old_leader, old_standby, long_lease_replicas, failover_namespace)
+
+
+def rolling_update(
+    k8s: client.ApiClient,
+    shop: str,
+    key: str,
+    ticks: TickWatch,
+    old_leader: Replica,
+    old_standby: Replica,
+    long_lease_replicas: Callable[[str], Replica],
+    failover_namespace: str,
+) -> None:
+    wait_for(lambda: len(ticks.times()) >= 3, timeout=30, what="the first guard ticks")
     update_began = datetime.now(UTC)
     stops: list[tuple[datetime, datetime]] = []  # (SIGTERM sent, the process gone)
     for old, name in ((old_leader, "replica-c"), (old_standby, "replica-d")):
         new = long_lease_replicas(name)
+        ticks.replicas.append(new)
         wait_for(
             lambda new=new: new.readiness()[0] == 200 and last_verdict(new, key) is not None,
             timeout=60,
@@ -226,11 +244,16 @@ def test_a_rolling_update_never_leaves_a_guarded_run_without_a_tick_for_longer_t
         what="a new replica to lead",
     )
     wait_for(
-        lambda: (times := sample_times(k8s, shop)) and times[-1] > update_ended + timedelta(seconds=3),
+        lambda: (at := latest_sample(k8s, shop)) is not None and at > update_ended + timedelta(seconds=3),
         timeout=30,
         what="the new leader to record samples from after the update",
     )
-    times = sample_times(k8s, shop)
+    run = status_of(k8s, shop, "rolling")["currentRun"]
+    points, step = trend_of(run, "error-ratio"), sli_of(run, "error-ratio")["trend"]["step"]
+    assert points and all(point.status == "Holding" for point in points), points
+    holes = [(a.at, b.at) for a, b in itertools.pairwise(points) if (b.at - a.at).total_seconds() > step * 1.5]
+    assert not holes, holes  # every slot of the trend holds a sample: the hand-overs left no hole in the record
+    times = ticks.times()
     window = [t for t in times if update_began - timedelta(seconds=3) <= t <= update_ended + timedelta(seconds=3)]
     assert window and window[0] <= update_began and window[-1] >= update_ended, (update_began, update_ended, times)
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(window)]
@@ -250,10 +273,41 @@ def test_a_rolling_update_never_leaves_a_guarded_run_without_a_tick_for_longer_t
     assert status_of(k8s, shop, "rolling")["phase"] == "Running"
 
 
-def sample_times(k8s: client.ApiClient, shop: str) -> list[datetime]:
-    run = status_of(k8s, shop, "rolling").get("currentRun") or {}
-    points = (run.get("sliSamples") or {}).get("error-ratio", [])
-    return [datetime.fromisoformat(point["at"].replace("Z", "+00:00")) for point in points]
+def latest_sample(k8s: client.ApiClient, shop: str) -> datetime | None:
+    """When the run's record in status last took an SLI sample (the leader writes it)."""
+    at = sli_of(status_of(k8s, shop, "rolling").get("currentRun") or {}, "error-ratio").get("at")
+    return datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None
+
+
+class TickWatch:
+    """Every guard tick of one run that a live replica judged: each replica's
+    chaosguard_guard_last_verdict_timestamp_seconds, read every 0.1 s. A tick's value stays there for a
+    whole interval (1 s), so no tick of a replica that is alive is missed."""
+
+    def __init__(self, key: str, replicas: list[Replica]) -> None:
+        self.key, self.replicas = key, list(replicas)
+        self._seen: set[float] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="tick watch", daemon=True)
+
+    def __enter__(self) -> TickWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for replica in list(self.replicas):
+                at = last_verdict(replica, self.key)
+                if at is not None:
+                    self._seen.add(at)
+            self._stop.wait(0.1)
+
+    def times(self) -> list[datetime]:
+        return sorted(datetime.fromtimestamp(at, UTC) for at in list(self._seen))
 
 
 def last_verdict(replica: Replica, key: str) -> float | None:
