@@ -1,5 +1,6 @@
 """Time to render the largest game-day report a status can hold: 100 kill records (the engine keeps
-no more) and two SLI conditions of 60 samples each (ditto), as Markdown and as the HTML page with its
+no more) and two SLI conditions with full trends (an hour of 1 s samples each, TREND_POINTS points), as
+Markdown and as the HTML page with its
 charts; build() included, measured with time.perf_counter, median of 20 renders after one warm-up
 (which also compiles the templates)."""
 
@@ -11,10 +12,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chaosguard.api.models import ComparisonOperator
 from chaosguard.cli import report
+from chaosguard.decisions.samples import record_verdict
+from chaosguard.decisions.slo import ConditionResult, ConditionStatus, GuardState, Verdict, VerdictKind
 
 KILLS = 100
-SAMPLES = 60
+SAMPLES = 3600
 REPEATS = 20
 START = datetime(2026, 11, 22, 0, 48, 20, tzinfo=UTC)
 
@@ -48,13 +52,17 @@ def largest_experiment() -> dict[str, Any]:
         },
         {"name": "latency-p99", "query": "histogram_quantile(0.99, ...)", "operator": "<", "threshold": 0.3},
     ]
-    samples = {
-        c["name"]: [
-            {"at": _at(i), "status": "Holding", "value": f"{0.001 * (1 + i % 9):.3f}", "series": "{}"}
-            for i in range(SAMPLES)
-        ]
-        for c in conditions
-    }
+    slis: list[Any] = []
+    for i in range(SAMPLES):  # through the operator's own recording
+        results = tuple(
+            ConditionResult(
+                str(c["name"]), ConditionStatus.HOLDING, 0.001 * (1 + i % 9), None, 1, "", ComparisonOperator.LT, 0.05
+            )
+            for c in conditions
+        )
+        slis = record_verdict(
+            slis, Verdict(VerdictKind.HEALTHY, False, "", START + timedelta(seconds=i), GuardState(), results=results)
+        )
     run = {
         "id": "r1-20261122T004820Z",
         "phase": "Completed",
@@ -65,7 +73,7 @@ def largest_experiment() -> dict[str, Any]:
         "finishedAt": _at(SAMPLES),
         "kills": kills,
         "killsTotal": KILLS,
-        "sliSamples": samples,
+        "slis": [sli.model_dump(by_alias=True, mode="json", exclude_none=True) for sli in slis],
     }
     return {
         "metadata": {"name": "checkout", "namespace": "shop"},
