@@ -7,7 +7,7 @@ import copy
 import html
 import itertools
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from chaosguard.api.models import ComparisonOperator, SliSummary
 from chaosguard.cli import report
-from chaosguard.decisions.samples import record_verdict
+from chaosguard.decisions.samples import TREND_POINTS, record_verdict
 from chaosguard.decisions.slo import ConditionResult, ConditionStatus, GuardState, Verdict, VerdictKind
 from tests.support.htmlcheck import SVG_NS, sample_circles, svgs, well_formed
 
@@ -510,6 +510,39 @@ def test_breach_chart_draws_every_sample_on_the_right_side_of_the_threshold() ->
     marks = [m for m in chart.iter(f"{SVG_NS}line") if m.get("class") == "kill-mark"]
     kill_marks = [m for m in marks if m.find(f"{SVG_NS}title") is not None]  # the legend's mark has no title
     assert len(kill_marks) == 2
+
+
+def test_the_chart_of_an_hour_long_run_spans_the_whole_run_and_keeps_its_breach() -> None:
+    """An hour at 1 s is 3,600 samples; status keeps a trend of at most TREND_POINTS points that still
+    starts at the first sample, ends at the last, and shows the one breach (with its value)."""
+    start = datetime(2026, 11, 22, 0, 0, 0, tzinfo=UTC)
+    points = [
+        sample(
+            (start + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"),
+            "Breached" if i == 3599 else ("Pending" if i == 1800 else "Holding"),
+            "0.5" if i == 3599 else ("0.07" if i == 1800 else f"{0.001 * (1 + i % 5):.3f}"),
+        )
+        for i in range(3600)
+    ]
+    run = breach_run(
+        startedAt="2026-11-22T00:00:00Z",
+        deadline="2026-11-22T02:00:00Z",
+        finishedAt="2026-11-22T00:59:59.5Z",
+        kills=[],
+        killsTotal=0,
+        slis=slis_of({"error-ratio": points}),
+    )
+    obj = experiment(GUARDED_SPEC, run)
+    (chart,) = svgs(report.render_html(obj))
+    circles = sample_circles(chart)
+    assert 16 < len(circles) <= TREND_POINTS
+    xs = [float(c.get("cx") or "nan") for c in circles]
+    assert xs[0] == pytest.approx(report.ChartBox().left, abs=1)  # from the run's start ...
+    assert xs[-1] >= report.ChartBox().right - report.ChartBox().plot_width / TREND_POINTS  # ... to its end
+    assert [c.get("data-value") for c in circles if c.get("class") == "sample Breached"] == ["0.5"]
+    assert [c.get("data-value") for c in circles if c.get("class") == "sample Pending"] == ["0.07"]
+    text = report.render_markdown(obj)
+    assert "; 3600 sample(s)." in text and "last 0.5, worst 0.5 at 00:59:59.000" in text
 
 
 # --------------------------------------------------------------------------- what to look at next
