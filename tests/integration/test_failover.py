@@ -248,11 +248,6 @@ def rolling_update(
         timeout=30,
         what="the new leader to record samples from after the update",
     )
-    run = status_of(k8s, shop, "rolling")["currentRun"]
-    points, step = trend_of(run, "error-ratio"), sli_of(run, "error-ratio")["trend"]["step"]
-    assert points and all(point.status == "Holding" for point in points), points
-    holes = [(a.at, b.at) for a, b in itertools.pairwise(points) if (b.at - a.at).total_seconds() > step * 1.5]
-    assert not holes, holes  # every slot of the trend holds a sample: the hand-overs left no hole in the record
     times = ticks.times()
     window = [t for t in times if update_began - timedelta(seconds=3) <= t <= update_ended + timedelta(seconds=3)]
     assert window and window[0] <= update_began and window[-1] >= update_ended, (update_began, update_ended, times)
@@ -270,6 +265,18 @@ def rolling_update(
         f"{', '.join(f'{gap:.2f}' for gap in across)} s; longest gap anywhere {max(gaps):.2f} s"
     )
     assert max(across) <= 1.0 + 1.0, [t.isoformat() for t in window]  # the run's guard interval (1 s) + 1 s
+    # The record in status has no hole at a hand-over either: each new leader merged its own samples into
+    # it. Its points are `step` apart (the worse of the samples around each), so a gap may grow by a step.
+    run = status_of(k8s, shop, "rolling")["currentRun"]
+    points, step = trend_of(run, "error-ratio"), sli_of(run, "error-ratio")["trend"]["step"]
+    assert points and all(point.status == "Holding" for point in points), points
+    recorded = [point.at for point in points]
+    across_record = [
+        (min(t for t in recorded if t > gone) - max(t for t in recorded if t <= sent)).total_seconds()
+        for sent, gone in stops
+    ]
+    print(f"# the record's trend: step {step} s; across each stop {across_record} s")
+    assert max(across_record) <= 1.0 + 1.0 + step, (stops, [t.isoformat() for t in recorded])
     assert status_of(k8s, shop, "rolling")["phase"] == "Running"
 
 
