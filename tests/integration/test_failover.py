@@ -207,10 +207,11 @@ def test_a_rolling_update_never_leaves_a_guarded_run_without_a_tick_for_longer_t
     status goes on under the new leader, without a hole in its trend."""
     shop, key = healthy, f"{healthy}/rolling"
     old_leader, old_standby = two_replicas(k8s, long_lease_replicas, failover_namespace)
-    ticks = TickWatch(key, [old_leader, old_standby])
     apply_yaml(control_plane, guarded("rolling", shop, prometheus, duration="90s", interval="30s"), shop)
     wait_for_phase(k8s, shop, "rolling", "Running", timeout=60)
-    with ticks:
+    with TickWatch(key) as ticks:
+        ticks.add(old_leader)
+        ticks.add(old_standby)
         rolling_update(k8s, shop, key, ticks, old_leader, old_standby, long_lease_replicas, failover_namespace)
 
 
@@ -229,7 +230,7 @@ def rolling_update(
     stops: list[tuple[datetime, datetime]] = []  # (SIGTERM sent, the process gone)
     for old, name in ((old_leader, "replica-c"), (old_standby, "replica-d")):
         new = long_lease_replicas(name)
-        ticks.replicas.append(new)
+        ticks.add(new)
         wait_for(
             lambda new=new: new.readiness()[0] == 200 and last_verdict(new, key) is not None,
             timeout=60,
@@ -253,13 +254,11 @@ def rolling_update(
     window = [t for t in times if update_began - timedelta(seconds=3) <= t <= update_ended + timedelta(seconds=3)]
     assert window and window[0] <= update_began and window[-1] >= update_ended, (update_began, update_ended, times)
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(window)]
-    # The gaps across each stop (the last tick before SIGTERM to the first one after the process was gone)
-    # are the hand-over's own. Elsewhere a gap only measures how late ticks ran on a busy machine (a new
-    # replica's start-up takes a core for seconds), which chaosguard_guard_tick_lateness_seconds reports.
-    across = [
-        (min(t for t in window if t > gone) - max(t for t in window if t <= sent)).total_seconds()
-        for sent, gone in stops
-    ]
+    # The gaps across each stop (from the last tick before SIGTERM to the first one after the process was
+    # gone, a tick of any replica in between counting) are the hand-over's own. Elsewhere a gap only measures
+    # how late ticks ran on a busy machine (a new replica's start-up takes a core for seconds), which
+    # chaosguard_guard_tick_lateness_seconds reports.
+    across = [longest_gap(window, sent, gone) for sent, gone in stops]
     took = (update_ended - update_began).total_seconds()
     print(
         f"\n# rolling update ({took:.1f} s): {len(window)} guard ticks; across each replica's stop "
@@ -267,19 +266,25 @@ def rolling_update(
     )
     assert max(across) <= 1.0 + 1.0, [t.isoformat() for t in window]  # the run's guard interval (1 s) + 1 s
     # The record in status goes on across each hand-over too: the new leader merges its own samples into it.
-    # What the old leader took since its last batch (SAMPLE_BATCH_SECONDS) dies with it when the new leader
-    # started guarding later than that; and the trend's points are `step` apart, so a gap may grow by a step.
+    # What the old leader took since its last write (up to SAMPLE_BATCH_SECONDS, plus that write's latency
+    # on a busy machine) dies with it when the new leader started guarding later than that (the old standby
+    # has them, but only merges them if it leads); the trend's points are `step` apart, so a gap may grow by
+    # a step.
     run = status_of(k8s, shop, "rolling")["currentRun"]
     points, step = trend_of(run, "error-ratio"), sli_of(run, "error-ratio")["trend"]["step"]
     assert points and all(point.status == "Holding" for point in points), points
     recorded = [point.at for point in points]
-    across_record = [
-        (min(t for t in recorded if t > gone) - max(t for t in recorded if t <= sent)).total_seconds()
-        for sent, gone in stops
-    ]
+    across_record = [longest_gap(recorded, sent, gone) for sent, gone in stops]
     print(f"# the record's trend: step {step} s; across each stop {across_record} s")
-    assert max(across_record) <= SAMPLE_BATCH_SECONDS + 1.0 + step, (stops, [t.isoformat() for t in recorded])
+    assert max(across_record) <= SAMPLE_BATCH_SECONDS + 2.0 + step, (stops, [t.isoformat() for t in recorded])
     assert status_of(k8s, shop, "rolling")["phase"] == "Running"
+
+
+def longest_gap(times: list[datetime], sent: datetime, gone: datetime) -> float:
+    """The longest pause between consecutive `times` from the last one before `sent` to the first after `gone`."""
+    first, last = max(t for t in times if t <= sent), min(t for t in times if t > gone)
+    span = [t for t in times if first <= t <= last]
+    return max((later - earlier).total_seconds() for earlier, later in itertools.pairwise(span))
 
 
 def latest_sample(k8s: client.ApiClient, shop: str) -> datetime | None:
@@ -290,29 +295,34 @@ def latest_sample(k8s: client.ApiClient, shop: str) -> datetime | None:
 
 class TickWatch:
     """Every guard tick of one run that a live replica judged: each replica's
-    chaosguard_guard_last_verdict_timestamp_seconds, read every 0.1 s. A tick's value stays there for a
-    whole interval (1 s), so no tick of a replica that is alive is missed."""
+    chaosguard_guard_last_verdict_timestamp_seconds, read every 0.1 s by a thread of its own (a replica
+    that is stopping may hold a read for seconds; it must not hold up the others). A tick's value stays
+    there for a whole interval (1 s), so no tick of a replica that answers is missed."""
 
-    def __init__(self, key: str, replicas: list[Replica]) -> None:
-        self.key, self.replicas = key, list(replicas)
+    def __init__(self, key: str) -> None:
+        self.key = key
         self._seen: set[float] = set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="tick watch", daemon=True)
+        self._threads: list[threading.Thread] = []
+
+    def add(self, replica: Replica) -> None:
+        thread = threading.Thread(target=self._watch, args=(replica,), name=f"ticks of {replica.identity}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def __enter__(self) -> TickWatch:
-        self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
-    def _watch(self) -> None:
+    def _watch(self, replica: Replica) -> None:
         while not self._stop.is_set():
-            for replica in list(self.replicas):
-                at = last_verdict(replica, self.key)
-                if at is not None:
-                    self._seen.add(at)
+            at = last_verdict(replica, self.key)
+            if at is not None:
+                self._seen.add(at)
             self._stop.wait(0.1)
 
     def times(self) -> list[datetime]:
