@@ -28,6 +28,10 @@ IDLE_POLL_SECONDS = 5.0
 ACTIVE_POLL_SECONDS = 1.0
 SAMPLE_BATCH_SECONDS = 5.0  # SLI samples reach status at most this often per run (and always at the end)
 DEFAULT_GUARD_INTERVAL = 5.0
+# What an end writes first (status fields, wire names): the result, and the run moved from currentRun to
+# lastRun, which is what `kubectl get`, `apply --wait` and the other replicas read as "the run ended".
+# History, conditions and the count of hits follow in a second write.
+VERDICT_FIELDS = frozenset({"phase", "message", "currentRun", "lastRun", "nextRunAt"})
 
 
 class RunEndedElsewhere(Exception):
@@ -224,5 +228,5 @@ class DriverBase:
     def save_before_waiting(self) -> None:
         raise NotImplementedError
 
-    async def save(self) -> None:
+    async def save(self, only: frozenset[str] | None = None) -> None:
         raise NotImplementedError

@@ -41,7 +41,8 @@ API_CALLS_QUEUED = Gauge(
 )
 STATUS_WRITES = Counter(
     "chaosguard_status_writes_total",
-    "Status merge patches written, by why: change (a state change, at once) or batch (SLI samples).",
+    "Status writes, by why: change (a state change, at once), verdict (the first write of a run's end: its "
+    "result alone, ahead of routine writes) or batch (SLI samples).",
     ["why"],
 )
 

@@ -24,7 +24,7 @@ from chaosguard.decisions.runs import invalid_policy_refusal, removal_cause
 from chaosguard.decisions.stamps import spec_hash
 from chaosguard.runtime import gates, lanes, metrics
 from chaosguard.runtime.context import World
-from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, DriverBase
+from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, VERDICT_FIELDS, DriverBase
 
 # Refusals a one-shot experiment waits out (re-checked every poll) instead of being rejected, with
 # the reason of its Started condition: too many running, or a policy guard that may pass.
@@ -312,5 +312,13 @@ class PhaseMachine(DriverBase):
             self.status.phase = result
             self.status.message = message
         self.set_condition("Finished", "True", reason, message)
-        await self.save()
+        if result is Phase.COMPLETED:
+            await self.save()
+        else:
+            # The verdict first, alone and in the urgent order: when a thousand runs abort at once, each
+            # shows Aborted before any of them spends the API server's time on history and conditions.
+            await self.save(only=VERDICT_FIELDS)
         self.emit("Normal" if result is Phase.COMPLETED else "Warning", reason, message)
+        if self.unsaved:
+            with lanes.routine():
+                await self.save()
