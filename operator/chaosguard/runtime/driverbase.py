@@ -228,5 +228,5 @@ class DriverBase:
     def save_before_waiting(self) -> None:
         raise NotImplementedError
 
-    async def save(self, only: frozenset[str] | None = None) -> None:
+    async def save(self, only: frozenset[str] | None = None, *, before_acting: bool = False) -> None:
         raise NotImplementedError

@@ -54,15 +54,17 @@ class StatusWriter(DriverBase):
         first kill or fault of a run is always preceded by a write of its own."""
         self.unsaved = True
 
-    async def save(self, only: frozenset[str] | None = None) -> None:
+    async def save(self, only: frozenset[str] | None = None, *, before_acting: bool = False) -> None:
         """Writes what changed in status since the last write, as a merge patch, at once (every
         state change; SLI samples ride along, and between changes go out in batches). With `only`,
         just those top-level fields of status (an end's verdict first: `VERDICT_FIELDS`); the rest
         stays unsaved for the next write.
 
         The write takes its place in the operator's `StatusWriteOrder` first: inside `lanes.urgent()`
-        it goes at once, else it waits while any urgent write is pending."""
-        async with self.context.status_writes.for_this_context():
+        it goes at once, else it waits while any urgent write is pending. A record `before_acting` goes at
+        once too: the act follows it, judged just before it."""
+        order = self.context.status_writes
+        async with order.urgent() if before_acting else order.for_this_context():
             await self._write_status(only)
 
     async def _write_status(self, only: frozenset[str] | None) -> None:
