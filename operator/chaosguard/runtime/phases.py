@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from pydantic import ValidationError
+
 from chaosguard.api.models import ABORT_ANNOTATION, ChaosExperimentSpec, Phase, RunStatus
 from chaosguard.clients import informers
 from chaosguard.clients.kube import Cluster
@@ -270,6 +272,30 @@ class PhaseMachine(DriverBase):
             return Refusal(refusal.rule, "the run was stopped: " + refusal.message, refusal.field)
         return None
 
+    def finish_written_end(self) -> None:
+        """An end whose verdict was written but not the rest (the replica that wrote it died in between):
+        the run goes into history and the Finished condition is set, in the next write."""
+        run = self.status.last_run
+        if run is None or run.finished_at is None or any(past.id == run.id for past in self.status.history):
+            return
+        if self.seal_problem(run) is not None:
+            return  # not a record this operator wrote: history is not for it
+        self.record_in_history(run)
+        self.set_condition("Finished", "True", run.reason, run.message)
+        self.unsaved = True
+
+    def record_in_history(self, run: RunStatus) -> None:
+        """The run appended to history, the oldest dropped past the schedule's historyLimit. lastRun holds
+        this run in full, so its history entry leaves the SLI samples out until the next run takes
+        lastRun's place: one copy of them, not two, in every write of the object."""
+        self.status.history.append(run.model_copy(update={"kills": run.kills[-20:], "sli_samples": {}}))
+        try:
+            schedule = self.parsed_spec().schedule
+        except ValidationError:
+            schedule = None
+        limit = schedule.history_limit if schedule else 10
+        del self.status.history[: max(0, len(self.status.history) - limit)]
+
     async def end_run(self, result: Phase, reason: str, message: str) -> None:
         if result is not Phase.COMPLETED and not lanes.in_urgent_lane():
             with lanes.urgent():  # a stop (suspension, window, spec change) is an abort too
@@ -297,11 +323,7 @@ class PhaseMachine(DriverBase):
                 if previous is not None and past.id == previous.id:  # it leaves lastRun: history keeps it whole
                     self.status.history[index] = previous.model_copy(update={"kills": previous.kills[-20:]})
             self.status.last_run = run
-            # lastRun holds this run in full, so its history entry leaves the SLI samples out until the
-            # next run takes lastRun's place: one copy of them, not two, in every write of the object.
-            self.status.history.append(run.model_copy(update={"kills": run.kills[-20:], "sli_samples": {}}))
-            limit = spec.schedule.history_limit if spec.schedule else 10
-            del self.status.history[: max(0, len(self.status.history) - limit)]
+            self.record_in_history(run)
         self.status.current_run = None
         self.context.running.discard(self.key)
         if spec.schedule is not None and result is not Phase.REJECTED:
