@@ -178,9 +178,9 @@ class BreachFlag:
 class GuardedRun:
     """One run under guard. `state` and `on_verdict` belong to the driver and are only ever called
     on the loop that added the run (`home`, kopf's): the scheduler judges each tick against
-    `judged_state`, the snapshot `state()` gave when the previous verdict had been applied there (or
-    when the run was added), so the guard's thread never reads the driver's status while kopf's loop
-    changes it, and each tick judges the state the previous verdict left."""
+    `judged_state`, the state the previous verdict left (or `state()` as it was when the run was
+    added, or when the latest verdict had been applied there), so the guard's thread never reads the
+    driver's status while kopf's loop changes it."""
 
     key: str
     probe: SteadyStateProbe
@@ -192,6 +192,13 @@ class GuardedRun:
     busy: bool = field(default=False, repr=False)
     judged_state: GuardState = field(default_factory=GuardState, repr=False)
     home: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    # Across threads (see GuardScheduler._hand_over), all on the guard's loop: verdicts judged so far,
+    # the newest one not yet taken to kopf's loop (number, verdict, when judged), the task taking
+    # them, and whether an abort was among them.
+    judged: int = field(default=0, repr=False)
+    unsent: tuple[int, Verdict, float] | None = field(default=None, repr=False)
+    sender: asyncio.Task[None] | None = field(default=None, repr=False)
+    abort_handed: bool = field(default=False, repr=False)
 
 
 class GuardScheduler:
@@ -285,6 +292,11 @@ class GuardScheduler:
 
     async def _close_here(self) -> None:
         await self._cancel_tasks()
+        # The queries still in flight (the batcher's own tasks) end with the loop, quietly.
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
         await self.batcher.aclose()  # its sessions belong to this loop
 
     async def _cancel_tasks(self) -> None:
@@ -378,22 +390,52 @@ class GuardScheduler:
             await self._hand_over(run, run.probe.judge({}, run.judged_state, self.now()))
 
     async def _hand_over(self, run: GuardedRun, verdict: Verdict) -> None:
-        """Applies `verdict` on the run's home loop and waits until it has been (the run stays busy
-        meanwhile, so the next tick judges the state this verdict leaves)."""
+        """Gets `verdict` applied on the run's home loop. On this loop (no thread of its own) it is applied
+        before the tick ends, so the run stays busy meanwhile. Across threads the tick does not wait:
+        a busy kopf loop must not hold back the next tick's decision (a run kept busy until its verdict
+        was applied there would skip ticks for as long as that loop lags). The next tick judges the
+        state this verdict leaves (`verdict.state`), and `_send` takes the verdicts over in order."""
         if verdict.abort:
             run.breach.raise_for_breach()  # before kopf's loop hears of it: from now on no fault starts
         home = run.home
         if home is None or home is asyncio.get_running_loop():
             run.judged_state = await self._apply(run, verdict, time.monotonic())
             return
-        apply = self._apply(run, verdict, time.monotonic())
-        try:
-            applying = asyncio.run_coroutine_threadsafe(apply, home)
-        except RuntimeError:  # kopf's loop is closed: the operator is exiting
-            apply.close()
-            raise
-        # Shielded: closing the guard's loop must not cancel an abort half-way on kopf's.
-        run.judged_state = await asyncio.shield(asyncio.wrap_future(applying))
+        run.judged_state = verdict.state
+        run.judged += 1
+        if run.abort_handed:
+            return  # the run is being aborted: nothing judged after that needs to reach the driver
+        run.abort_handed = verdict.abort
+        # The newest verdict replaces one still waiting for kopf's loop: a loop that slow thins the
+        # samples rather than queue an ever longer backlog (an abort replaces anything, and stays).
+        run.unsent = (run.judged, verdict, time.monotonic())
+        if run.sender is None or run.sender.done():
+            run.sender = asyncio.create_task(self._send(run, home), name="chaosguard guard verdicts")
+            self._judging.add(run.sender)
+            run.sender.add_done_callback(self._judging.discard)
+
+    async def _send(self, run: GuardedRun, home: asyncio.AbstractEventLoop) -> None:
+        """Hands `run`'s verdicts to kopf's loop one at a time (never two of a run at once there),
+        and takes up the state the driver holds once one is applied (a standby may have taken up the
+        leader's meanwhile), unless a newer verdict was judged in the meantime."""
+        while run.unsent is not None:
+            (number, verdict, judged_at), run.unsent = run.unsent, None
+            apply = self._apply(run, verdict, judged_at)
+            try:
+                applying = asyncio.run_coroutine_threadsafe(apply, home)
+            except RuntimeError:  # kopf's loop is closed: the operator is exiting
+                apply.close()
+                return
+            try:
+                # Shielded: closing the guard's loop must not cancel an abort half-way on kopf's.
+                state = await asyncio.shield(asyncio.wrap_future(applying))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("applying a guard verdict of %s failed", run.key)
+                continue
+            if number == run.judged:
+                run.judged_state = state
 
     @staticmethod
     async def _apply(run: GuardedRun, verdict: Verdict, judged_at: float) -> GuardState:
