@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -18,7 +20,7 @@ from typing import cast
 from chaosguard.api.models import SteadyStateSpec
 from chaosguard.clients.prometheus import QueryBatcher
 from chaosguard.decisions.slo import GuardState, Verdict
-from chaosguard.runtime.guard import GuardedRun, GuardScheduler, SteadyStateProbe
+from chaosguard.runtime.guard import STALL_SECONDS, GuardedRun, GuardScheduler, SteadyStateProbe
 from chaosguard.runtime.lanes import ApiLanes
 from localcluster.prometheus import RecordingServer
 
@@ -129,3 +131,47 @@ def test_a_busy_kopf_loop_does_not_delay_a_breach_abort_decision() -> None:
     assert observed.aborting_verdict_at >= observed.decided_at
     # Between the two, the driver's gates already saw the flag: no fault could start meanwhile.
     assert observed.flag_ahead_of_verdict, "the BreachFlag was never seen before the verdict was applied"
+
+
+def test_a_stalled_guard_loop_is_noticed_and_a_recovered_one_is_not() -> None:
+    """Something blocking the guard's own loop (what the drivers' gates treat as "nothing would
+    see a breach": `guard_stalled` halts the run) shows as `stalled()` once ticks are overdue by
+    STALL_SECONDS, and clears once the loop ticks again."""
+    with RecordingServer(response=prometheus_answer(0.01)) as prometheus:
+        guard = GuardScheduler.on_own_thread(lambda: datetime.now(UTC))
+        released = threading.Event()
+
+        async def scenario() -> tuple[bool, bool, bool]:
+            ticked = asyncio.Event()
+
+            async def on_verdict(verdict: Verdict) -> None:
+                ticked.set()
+
+            try:
+                guard.add(GuardedRun("shop/guarded", probe(prometheus.url), INTERVAL, GuardState, on_verdict))
+                await asyncio.wait_for(ticked.wait(), timeout=10)
+                healthy = guard.stalled()
+                loop = guard._guard_loop
+                assert loop is not None
+                loop.call_soon_threadsafe(released.wait, 30)  # a blocking call on the guard's loop
+                noticed = await until(guard.stalled, timeout=STALL_SECONDS + 10)
+                released.set()
+                recovered = await until(lambda: not guard.stalled(), timeout=10)
+                return healthy, noticed, recovered
+            finally:
+                released.set()
+                await guard.close()
+
+        healthy, noticed, recovered = asyncio.run(scenario())
+    assert not healthy, "a guard that ticks is not stalled"
+    assert noticed, f"a guard loop blocked for over {STALL_SECONDS}s must read as stalled"
+    assert recovered, "a guard loop that ticks again must no longer read as stalled"
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
