@@ -433,6 +433,8 @@ class GuardScheduler:
                 raise
             except Exception:
                 logger.exception("applying a guard verdict of %s failed", run.key)
+                if verdict.abort:
+                    run.abort_handed = False  # the next breaching tick tries the abort again
                 continue
             if number == run.judged:
                 run.judged_state = state
