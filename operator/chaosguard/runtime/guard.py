@@ -251,14 +251,15 @@ class GuardScheduler:
         run.judged_state = run.state()
         run.interval = max(run.interval, MIN_INTERVAL_SECONDS)
         with self._lock:
-            if self._guard_loop is None:  # no thread of its own: it ticks on this loop
-                self._guard_loop = run.home
+            if self._thread is None and (self._task is None or self._task.done()):
+                # No thread of its own: it ticks on this loop from now on (again, after a close).
+                self._guard_loop, self._changed = run.home, asyncio.Event()
+                self._task = asyncio.create_task(self._run_forever(), name="chaosguard guard scheduler")
             loop = self._guard_loop
+            assert loop is not None
             run.next_due = loop.time()
             self._runs[run.key] = run
             self._wake_at = min(self._wake_at, run.next_due)
-        if self._thread is None and (self._task is None or self._task.done()):
-            self._task = asyncio.create_task(self._run_forever(), name="chaosguard guard scheduler")
         with contextlib.suppress(RuntimeError):  # a guard loop that died: `stalled` says so, the gates hold
             loop.call_soon_threadsafe(self._changed.set)
 
