@@ -9,6 +9,7 @@ milliseconds at a time, as kopf's handling of a thousand objects' events holds i
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import threading
 import time
@@ -32,6 +33,11 @@ BREACH_AFTER = 0.7  # into the busy spell: the breach appears while the loop is 
 # when nothing holds them. On kopf's loop, every step of a tick (its wake-up, the request, the
 # answer, the judgement) waits for the next callback's release: several holds, well over this.
 DECISION_BOUND = INTERVAL + 0.5
+
+
+# Stands for kopf's own context variables (its settings, its Event queue): kopf.event needs them
+# wherever the driver applies a verdict.
+DAEMON = contextvars.ContextVar[str]("daemon")
 
 
 def prometheus_answer(value: float) -> tuple[int, str, bytes]:
@@ -71,10 +77,12 @@ async def busy_loop_meets_a_breach(guard: GuardScheduler, prometheus: RecordingS
     healthy, aborting = asyncio.Event(), asyncio.Event()
 
     async def on_verdict(verdict: Verdict) -> None:  # the driver's on_guard_verdict: on this loop
+        assert DAEMON.get(None) == "shop/guarded", "a verdict must be applied in the context of the run's daemon"
         applied.append((time.monotonic(), verdict))
         (aborting if verdict.abort else healthy).set()
 
     run = GuardedRun("shop/guarded", probe(prometheus.url), INTERVAL, GuardState, on_verdict)
+    DAEMON.set("shop/guarded")
     guard.add(run)
     await asyncio.wait_for(healthy.wait(), timeout=10)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
@@ -192,6 +193,7 @@ class GuardedRun:
     busy: bool = field(default=False, repr=False)
     judged_state: GuardState = field(default_factory=GuardState, repr=False)
     home: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    context: contextvars.Context = field(default_factory=contextvars.copy_context, repr=False)
     # Across threads (see GuardScheduler._hand_over), all on the guard's loop: verdicts judged so far,
     # the newest one not yet taken to kopf's loop (number, verdict, when judged), the task taking
     # them, and whether an abort was among them.
@@ -247,7 +249,7 @@ class GuardScheduler:
     def add(self, run: GuardedRun) -> None:
         """Guards `run` from now on; its first tick is due at once. Replaces a run with the same key.
         Call it on the driver's loop: its verdicts are applied there."""
-        run.home = asyncio.get_running_loop()
+        run.home, run.context = asyncio.get_running_loop(), contextvars.copy_context()
         run.judged_state = run.state()
         run.interval = max(run.interval, MIN_INTERVAL_SECONDS)
         with self._lock:
@@ -423,7 +425,10 @@ class GuardScheduler:
             (number, verdict, judged_at), run.unsent = run.unsent, None
             apply = self._apply(run, verdict, judged_at)
             try:
-                applying = asyncio.run_coroutine_threadsafe(apply, home)
+                # In the context the run was added from (the driver's kopf daemon): kopf.event and the
+                # driver's log lines read their context variables, which a task started from this
+                # thread would not have.
+                applying = run.context.run(asyncio.run_coroutine_threadsafe, apply, home)
             except RuntimeError:  # kopf's loop is closed: the operator is exiting
                 apply.close()
                 return
