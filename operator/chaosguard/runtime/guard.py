@@ -216,6 +216,7 @@ class GuardScheduler:
         self._lock = threading.Lock()
         self._runs: dict[str, GuardedRun] = {}
         self._wake_at = math.inf  # loop time the scheduler must next run by (see `stalled`)
+        self._stall_reported = False
         self._guard_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._changed = asyncio.Event()  # only ever touched on the guard's loop
@@ -281,7 +282,12 @@ class GuardScheduler:
         thread, a blocking call on it). The drivers then start no fault: nothing would notice a breach."""
         with self._lock:
             wake_at, loop = self._wake_at, self._guard_loop
-        return loop is not None and loop.time() - wake_at > STALL_SECONDS  # loop.time() is monotonic: any thread
+        overdue = loop.time() - wake_at if loop is not None else 0.0  # loop.time() is monotonic: any thread
+        stalled = overdue > STALL_SECONDS
+        if stalled and not self._stall_reported:
+            logger.error("the guard's loop has not ticked for %.1fs: no fault starts until it does", overdue)
+        self._stall_reported = stalled
+        return stalled
 
     async def close(self) -> None:
         loop = self._guard_loop
