@@ -20,7 +20,8 @@ work alone delayed ticks past their interval. So a breach is *decided* on the gu
 whatever kopf's loop is doing: the judgement there is pure (`probe.judge`), and a breaching verdict
 raises the run's `BreachFlag` at once, which the driver's gates read, so no fault starts for it
 from that moment. The verdict then crosses to kopf's loop (`run_coroutine_threadsafe`), where the
-driver applies it (status, the abort), and the run stays busy until that is done. The lateness
+driver applies it (status, the abort): one at a time per run and in order, while the next tick goes
+on without waiting for it (it judges the state the verdict leaves). The lateness
 histogram is now taken on the guard's loop; how long verdicts wait for kopf's loop is
 `chaosguard_guard_verdict_handover_seconds`. Should the guard's loop stop altogether, `stalled`
 says so and the drivers start no fault (fault deadlines in the pods still end what is in).
