@@ -36,12 +36,14 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
 _SCALE_FIGURES = (
     "apply_to_running_p95",
     "guard_tick_late_p99",
+    "breach_to_faults_removed_p95",
     "breach_to_aborted_p95",
     "operator_cpu_pct",
     "operator_rss_mb",
     "status_writes_per_run_per_s",
     "standby_cpu_pct",
     "standby_rss_mb",
+    "status_size_p95",
 )
 # Benchmarks that run only when named: a group name selects all of its figures.
 ON_REQUEST: dict[str, tuple[str, ...]] = {

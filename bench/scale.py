@@ -81,12 +81,14 @@ from localcluster.prometheus import MetricsTarget, PrometheusServer, instant_que
 FIGURES: dict[str, str] = {
     "apply_to_running_p95": "s",
     "guard_tick_late_p99": "s",
+    "breach_to_faults_removed_p95": "s",
     "breach_to_aborted_p95": "s",
     "operator_cpu_pct": "%",
     "operator_rss_mb": "MB",
     "status_writes_per_run_per_s": "writes/run/s",
     "standby_cpu_pct": "%",
     "standby_rss_mb": "MB",
+    "status_size_p95": "KiB",
 }
 HEALTHY, BREACHING, THRESHOLD = 0.001, 0.5, 0.05
 GUARD_INTERVAL = 1.0
@@ -681,6 +683,12 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 still = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
                 through = guarded & still
                 cpu_pct = 100.0 * (cpu_after - cpu_before) / wall
+                # What a reader of a running experiment gets (`kubectl get -o yaml`), every run at one moment.
+                running_sizes = [
+                    len(json.dumps(item.get("status") or {})) / 1024
+                    for item in list_experiments(plane)
+                    if (item.get("status") or {}).get("phase") == "Running"
+                ]
                 api_delta = api_after - api_before
                 status_patches = api_delta.get(f"PATCH {EXPERIMENTS}/status", 0.0)
                 patch_latency = api_delta.get("latency_sum", 0.0) / max(1.0, api_delta.get("latency_count", 0.0))
@@ -764,13 +772,22 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 final = list_experiments(plane)
                 kills = kill_results(final)
                 # The runs' own record of when they ended (the operator's clock, before the write lands).
-                finished = [
-                    parse_time(run["finishedAt"]) - breach_wall.timestamp()
+                # The safety figure: the operator stamps finishedAt once the run's faults are out and no kill
+                # may start (abort_requested was set before); a kill recorded after it would break that.
+                ended_runs = [
+                    run
                     for item in final
                     if f"{item['metadata']['namespace']}/{item['metadata']['name']}" in breach_set
                     for run in [(item.get("status") or {}).get("lastRun") or {}]
                     if run.get("finishedAt")
                 ]
+                finished = [parse_time(run["finishedAt"]) - breach_wall.timestamp() for run in ended_runs]
+                kills_after_end = sum(
+                    1
+                    for run in ended_runs
+                    for kill in run.get("kills") or []
+                    if kill.get("result") == "Killed" and parse_time(kill["at"]) > parse_time(run["finishedAt"])
+                )
                 early: Counter[str] = Counter()  # runs not Running at the flip, by how they ended
                 for item in final:
                     if f"{item['metadata']['namespace']}/{item['metadata']['name']}" not in breach_set:
@@ -783,12 +800,14 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
     figures: dict[str, float] = {
         "apply_to_running_p95": percentile(to_running, 0.95),
         "guard_tick_late_p99": late_p99,
+        "breach_to_faults_removed_p95": percentile(finished, 0.95) if finished else math.nan,
         "breach_to_aborted_p95": percentile(to_aborted, 0.95) if to_aborted else math.nan,
         "operator_cpu_pct": cpu_pct,
         "operator_rss_mb": max(rss),
         "status_writes_per_run_per_s": writes_per_run,
         "standby_cpu_pct": standby_cpu_pct,
         "standby_rss_mb": max(standby_rss),
+        "status_size_p95": percentile(running_sizes, 0.95) if running_sizes else math.nan,
     }
     pods = scale.namespaces * scale.deployments_per_namespace * scale.replicas
     print(
@@ -842,9 +861,18 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
     )
     if finished:
         print(
-            f"# {prefix}: breach->finishedAt in the runs' own status (operator's clock, before the write lands): p50 "
-            f"{percentile(finished, 0.5):.2f} s, p95 {percentile(finished, 0.95):.2f} s, max {max(finished):.2f} s "
-            f"({len(finished)} runs)",
+            f"# {prefix}: breach->faults removed (the safety figure): finishedAt in the runs' own status, stamped "
+            "once a run's faults are out and after which no kill may start (operator's clock, before the write "
+            f"lands): p50 {percentile(finished, 0.5):.2f} s, p95 {percentile(finished, 0.95):.2f} s, max "
+            f"{max(finished):.2f} s ({len(finished)} runs); kills recorded after their run's finishedAt: "
+            f"{kills_after_end}",
+            flush=True,
+        )
+    if running_sizes:
+        print(
+            f"# {prefix}: status of a Running experiment (len of its JSON, one LIST at the end of the steady "
+            f"window, {len(running_sizes)} runs): mean {sum(running_sizes) / len(running_sizes):.1f} KiB, p95 "
+            f"{percentile(running_sizes, 0.95):.1f} KiB, max {max(running_sizes):.1f} KiB",
             flush=True,
         )
     if cross_check:

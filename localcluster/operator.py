@@ -280,14 +280,22 @@ def status_of(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any
     return dict(experiment(api, namespace, name).get("status") or {})
 
 
+def end_written(status: Mapping[str, Any]) -> bool:
+    """Whether the last run's end has reached history too (true while no run has ended)."""
+    last = (status.get("lastRun") or {}).get("id")
+    return last is None or any(past.get("id") == last for past in status.get("history") or [])
+
+
 def wait_for_phase(
     api: client.ApiClient, namespace: str, name: str, phases: set[str] | str, timeout: float = 60
 ) -> dict[str, Any]:
+    """The status once it shows one of `phases` and the end of its last run is written in full: an end
+    writes its verdict first (phase, lastRun) and its history and conditions in a second write."""
     wanted = {phases} if isinstance(phases, str) else phases
 
     def reached() -> dict[str, Any] | None:
         status = status_of(api, namespace, name)
-        return status if status and status.get("phase") in wanted else None
+        return status if status and status.get("phase") in wanted and end_written(status) else None
 
     reached_status = wait_for(
         reached,

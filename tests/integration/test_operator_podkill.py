@@ -407,3 +407,35 @@ def test_plain_delete_when_budgets_are_not_respected_and_the_min_available_floor
     assert results == ["Killed", "Killed", "SkippedMinAvailable"], kills(status)
     assert {k["method"] for k in kills(status, "Killed")} == {"delete"}
     assert "min-available" in kills(status, "SkippedMinAvailable")[0]["message"]
+
+
+def test_an_end_whose_verdict_was_written_but_not_its_history_is_finished_by_the_next_operator(
+    k8s: client.ApiClient, control_plane: ControlPlane, chaos_operator: OperatorProcess, shop: str
+) -> None:
+    """An end is two writes (the verdict, then history and conditions). The status the first leaves, had the
+    operator died before the second, is made here by hand while no operator runs; the next one completes it."""
+    apply_yaml(control_plane, experiment_yaml("two-writes", duration="3s", interval="1s"), shop)
+    ended = wait_for_phase(k8s, shop, "two-writes", "Completed", timeout=60)
+    run_id = ended["lastRun"]["id"]
+    chaos_operator.stop()
+    try:
+        unfinished = [c for c in ended["conditions"] if c["type"] != "Finished"]
+        client.CustomObjectsApi(k8s).patch_namespaced_custom_object_status(
+            "chaosguard.dev",
+            "v1alpha1",
+            shop,
+            "chaosexperiments",
+            "two-writes",
+            {"status": {"history": [], "conditions": unfinished}},
+        )
+        assert status_of(k8s, shop, "two-writes")["history"] == []
+    finally:
+        chaos_operator.start()
+
+    def finished() -> dict[str, Any] | None:
+        status = status_of(k8s, shop, "two-writes")
+        done = [c for c in status.get("conditions") or [] if c["type"] == "Finished" and c["status"] == "True"]
+        return status if done and [past["id"] for past in status.get("history") or []] == [run_id] else None
+
+    status = wait_for(finished, timeout=30, what="the next operator to put the run into history")
+    assert status["lastRun"]["id"] == run_id and status["phase"] == "Completed"

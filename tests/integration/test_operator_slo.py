@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import (
+    GROUP,
+    VERSION,
     OperatorProcess,
     apply_yaml,
     experiment_yaml,
@@ -234,3 +236,51 @@ def test_a_system_that_stays_broken_after_the_run_fails(
     assert status["phase"] == "Failed", status["message"]
     assert "did not come back" in status["message"] and "error-ratio" in status["message"]
     assert run_of(status)["reason"] == "DidNotRecover"
+
+
+def test_an_abort_writes_its_verdict_alone_first_and_history_follows_in_a_second_write(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    chaos_operator: OperatorProcess,
+    healthy: str,
+    target: MetricsTarget,
+    prometheus: PrometheusServer,
+) -> None:
+    """Every write of the object, in the API server's order (a watch from before the breach): the first
+    that says Aborted has the run in lastRun and nothing else of the end; history and the Finished
+    condition come after it, so at scale each abort's verdict costs one small write before any bookkeeping."""
+    apply_yaml(control_plane, guarded("verdict-first", healthy, prometheus, duration="2m"), healthy)
+    wait_for(lambda: kills_so_far(k8s, healthy, "verdict-first") >= 1, timeout=30, what="a first kill")
+    custom = client.CustomObjectsApi(k8s)
+    before = custom.get_namespaced_custom_object(GROUP, VERSION, healthy, "chaosexperiments", "verdict-first")
+    run_id = before["status"]["currentRun"]["id"]
+    target.set_error_ratio(0.5, app=healthy)
+
+    writes: list[dict[str, Any]] = []
+    stream = watch.Watch()
+    for event in stream.stream(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        healthy,
+        "chaosexperiments",
+        field_selector="metadata.name=verdict-first",
+        resource_version=before["metadata"]["resourceVersion"],
+        timeout_seconds=30,
+    ):
+        status = event["object"].get("status") or {}
+        writes.append(status)
+        if any(past.get("id") == run_id for past in status.get("history") or []):
+            stream.stop()
+    phases = [status.get("phase") for status in writes]
+    assert "Aborted" in phases, phases
+    verdict = writes[phases.index("Aborted")]
+    assert "currentRun" not in verdict and verdict["lastRun"]["id"] == run_id, verdict
+    assert verdict["lastRun"]["phase"] == "Aborted" and verdict["lastRun"]["abort"]["condition"] == "error-ratio"
+    assert all(past.get("id") != run_id for past in verdict.get("history") or []), "history came with the verdict"
+    finished = [c for c in verdict.get("conditions") or [] if c["type"] == "Finished" and c["status"] == "True"]
+    assert not finished, "the Finished condition came with the verdict"
+    after = writes[-1]
+    assert any(past.get("id") == run_id for past in after["history"]), after
+    assert any(c["type"] == "Finished" and c["status"] == "True" for c in after["conditions"]), after["conditions"]
+    assert after["phase"] == "Aborted" and after["lastRun"]["abort"] == verdict["lastRun"]["abort"]

@@ -21,7 +21,7 @@ from chaosguard.decisions.policy import EffectivePolicy, Refusal
 from chaosguard.decisions.stamps import unverified_authors_allowed
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.guard import GuardScheduler
-from chaosguard.runtime.lanes import ApiLanes
+from chaosguard.runtime.lanes import ApiLanes, StatusWriteOrder
 from chaosguard.runtime.leadership import Leadership
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]  # (object body, type, reason, message)
@@ -51,6 +51,8 @@ class OperatorContext:
     # Whether this replica leads (starts runs, kills, injects); every replica guards and may abort.
     leadership: Leadership = field(default_factory=lambda: Leadership.sole(datetime.now(UTC)))
     start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held only to count and take a slot
+    # Every driver's status writes, in order: an abort's before any routine write (lanes.StatusWriteOrder).
+    status_writes: StatusWriteOrder = field(default_factory=StatusWriteOrder)
 
     @property
     def cluster(self) -> Cluster:

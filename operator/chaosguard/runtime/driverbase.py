@@ -19,7 +19,7 @@ from chaosguard.decisions.run_record import run_seal_problem
 from chaosguard.decisions.selection import PodView, WorkloadState
 from chaosguard.decisions.slo import Verdict
 from chaosguard.runtime.context import OperatorContext, World
-from chaosguard.runtime.guard import GuardedRun
+from chaosguard.runtime.guard import BreachFlag, GuardedRun
 from chaosguard.runtime.logs import ExperimentLogger
 
 DEFAULT_RECOVERY_TIMEOUT = 300.0
@@ -27,6 +27,10 @@ IDLE_POLL_SECONDS = 5.0
 ACTIVE_POLL_SECONDS = 1.0
 SAMPLE_BATCH_SECONDS = 5.0  # SLI samples reach status at most this often per run (and always at the end)
 DEFAULT_GUARD_INTERVAL = 5.0
+# What an end writes first (status fields, wire names): the result, and the run moved from currentRun to
+# lastRun, which is what `kubectl get`, `apply --wait` and the other replicas read as "the run ended".
+# History, conditions and the count of hits follow in a second write.
+VERDICT_FIELDS = frozenset({"phase", "message", "currentRun", "lastRun", "nextRunAt"})
 
 
 class RunEndedElsewhere(Exception):
@@ -46,6 +50,7 @@ class DriverBase:
         self.written: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
         self.last_write = 0.0  # loop time of the last status write
         self.abort_requested = asyncio.Event()
+        self._breach: tuple[str, BreachFlag] | None = None  # (run id, its flag): see `breach_flag`
         self.guarded: GuardedRun | None = None
         self.guarded_by: PlatformGuards | None = None  # the policy guards self.guarded holds the run to
         self.guards_in_cache: PlatformGuards | None = None  # as the cache showed them when last looked at
@@ -85,9 +90,34 @@ class DriverBase:
 
     @property
     def halted(self) -> bool:
-        """No fault may start: the run is being aborted or paused (the live spec: a round in progress stops
-        at its next target), or the operator/daemon is stopping."""
-        return self.abort_requested.is_set() or bool(self.stopped) or bool((self.body.get("spec") or {}).get("paused"))
+        """No fault may start: the run is being aborted (or its guard has decided to, on its own thread,
+        or has stopped ticking) or paused (the live spec: a round in progress stops at its next target),
+        or the operator/daemon is stopping."""
+        return (
+            self.abort_requested.is_set()
+            or self.breach_decided
+            or self.guard_stalled
+            or bool(self.stopped)
+            or bool((self.body.get("spec") or {}).get("paused"))
+        )
+
+    def breach_flag(self, run_id: str) -> BreachFlag:
+        """The flag the guard's thread raises when it judges run `run_id` in breach; one per run, so a
+        verdict judged for a run that has since ended never halts the next one."""
+        if self._breach is None or self._breach[0] != run_id:
+            self._breach = (run_id, BreachFlag())
+        return self._breach[1]
+
+    @property
+    def breach_decided(self) -> bool:
+        """The guard has judged the current run in breach: its abort is on its way to this loop."""
+        run = self.status.current_run
+        return run is not None and self._breach is not None and self._breach[0] == run.id and self._breach[1].is_set()
+
+    @property
+    def guard_stalled(self) -> bool:
+        """The run is guarded, but the guard's loop has stopped ticking: nothing would see a breach."""
+        return self.guarded is not None and self.context.guard.stalled()
 
     def seal_problem(self, run: RunStatus) -> str | None:
         return run_seal_problem(self.context.signing_key, str(self.body["metadata"].get("uid") or ""), run)
@@ -223,5 +253,5 @@ class DriverBase:
     def save_before_waiting(self) -> None:
         raise NotImplementedError
 
-    async def save(self) -> None:
+    async def save(self, only: frozenset[str] | None = None, *, before_acting: bool = False) -> None:
         raise NotImplementedError

@@ -55,6 +55,7 @@ class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTr
         elif self.context.leadership.leading:
             # A fault of a run that is over (the operator died before taking it out) goes now.
             await self.roll_back_faults("operator restart")
+            self.finish_written_end()
         failures = 0
         try:
             while not stopped:
@@ -198,6 +199,7 @@ class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTr
                 await self.resume()
             else:
                 await self.roll_back_faults("hand-over")  # a fault of a run that is over goes now
+                self.finish_written_end()
         if await self.run_ended_elsewhere():
             return 0.0
         try:

@@ -13,15 +13,30 @@ query is bounded by its endpoint's timeout, so a tick is bounded too. A run whos
 still being judged (a slow Prometheus, an abort in progress) skips the tick rather than stack up.
 Runs with the same interval tick on one shared grid, so that their identical queries go out once.
 How late each tick started is measured (`chaosguard_guard_tick_lateness_seconds`).
+
+In the operator the scheduler has a thread and an event loop of its own (`on_own_thread`), with its
+own QueryBatcher: kopf's loop handles every object's events, and at a thousand experiments that
+work alone delayed ticks past their interval. So a breach is *decided* on the guard's thread,
+whatever kopf's loop is doing: the judgement there is pure (`probe.judge`), and a breaching verdict
+raises the run's `BreachFlag` at once, which the driver's gates read, so no fault starts for it
+from that moment. The verdict then crosses to kopf's loop (`run_coroutine_threadsafe`), where the
+driver applies it (status, the abort): one at a time per run and in order, while the next tick goes
+on without waiting for it (it judges the state the verdict leaves). The lateness
+histogram is now taken on the guard's loop; how long verdicts wait for kopf's loop is
+`chaosguard_guard_verdict_handover_seconds`. Should the guard's loop stop altogether, `stalled`
+says so and the drivers start no fault (fault deadlines in the pods still end what is in).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +54,9 @@ logger = logging.getLogger("chaosguard.guard")  # a fixed name: log filters sele
 # share their queries instead of drifting into separate ticks a few milliseconds apart.
 COALESCE_SECONDS = 0.005
 MIN_INTERVAL_SECONDS = 0.1  # the models refuse 0; this keeps the grid arithmetic safe whatever comes in
+# Ticks this overdue mean the guard's loop has stopped, not that it is busy: a busy loop still
+# wakes and moves every run's next tick on (skipping ticks), so this is far beyond any lateness seen.
+STALL_SECONDS = 5.0
 
 
 class SteadyStateProbe:
@@ -51,7 +69,11 @@ class SteadyStateProbe:
     `author_timeout_cap` (seconds), set when policy guards apply to the run: the author's queries are
     asked with a timeout no longer than it (the run's guard interval). The scheduler judges a run
     once all its answers are in, so an author's slow endpoint (`timeout: 10m`) would otherwise hold
-    back the owners' verdict; with the cap a policy breach is acted on at most one interval late."""
+    back the owners' verdict; with the cap a policy breach is acted on at most one interval late.
+
+    A run's guard probe asks `requests` on the guard's thread: Secrets are read through `ApiLanes`
+    (thread pools, awaitable from any loop), and its endpoint cache is only ever touched there, one
+    tick at a time (a busy run skips ticks); the before- and after-checks build probes of their own."""
 
     def __init__(
         self,
@@ -135,55 +157,166 @@ class SteadyStateProbe:
         return self.judge(outcomes, state, now)
 
 
+class BreachFlag:
+    """Raised on the guard's thread the moment it judges a run in breach, before the verdict crosses
+    to the driver's loop. The driver's gates read it next to `abort_requested`, so no fault starts for
+    the run however late that loop gets round to the abort. One per run (`DriverBase.breach_flag`):
+    a guard replaced mid-run (the policies' guards changed) keeps the run's flag."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()  # set on the guard's thread, read on the driver's
+        self.decided_at: float | None = None  # time.monotonic() of the decision, on the guard's thread
+
+    def raise_for_breach(self) -> None:
+        if not self._event.is_set():
+            self.decided_at = time.monotonic()  # written before the event: whoever sees it set sees this
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
 @dataclass(eq=False)
 class GuardedRun:
-    """One run under guard. `state` and `on_verdict` belong to the driver: the scheduler only
-    reads the state to judge and hands the verdict back."""
+    """One run under guard. `state` and `on_verdict` belong to the driver and are only ever called
+    on the loop that added the run (`home`, kopf's): the scheduler judges each tick against
+    `judged_state`, the state the previous verdict left (or `state()` as it was when the run was
+    added, or when the latest verdict had been applied there), so the guard's thread never reads the
+    driver's status while kopf's loop changes it."""
 
     key: str
     probe: SteadyStateProbe
     interval: float
     state: Callable[[], GuardState]
     on_verdict: Callable[[Verdict], Awaitable[None]]
+    breach: BreachFlag = field(default_factory=BreachFlag, repr=False)
     next_due: float = 0.0
     busy: bool = field(default=False, repr=False)
+    judged_state: GuardState = field(default_factory=GuardState, repr=False)
+    home: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    context: contextvars.Context = field(default_factory=contextvars.copy_context, repr=False)
+    # Across threads (see GuardScheduler._hand_over), all on the guard's loop: verdicts judged so far,
+    # the newest one not yet taken to kopf's loop (number, verdict, when judged), the task taking
+    # them, and whether an abort was among them.
+    judged: int = field(default=0, repr=False)
+    unsent: tuple[int, Verdict, float] | None = field(default=None, repr=False)
+    sender: asyncio.Task[None] | None = field(default=None, repr=False)
+    abort_handed: bool = field(default=False, repr=False)
 
 
 class GuardScheduler:
+    """See the module docstring. `on_own_thread` (the operator) ticks on a thread and loop of its own;
+    a scheduler built directly ticks on the loop of its first `add` (tests, benches of one loop)."""
+
     def __init__(self, batcher: QueryBatcher, now: Callable[[], datetime]) -> None:
         self.batcher = batcher
         self.now = now
+        # add/remove/in come from kopf's loop while the guard's loop ticks: the table of runs and the
+        # earliest wake-up are shared between the two threads, under this lock (held for dict work only,
+        # never across an await, so neither loop ever waits on the other for long).
+        self._lock = threading.Lock()
         self._runs: dict[str, GuardedRun] = {}
-        self._changed = asyncio.Event()
+        self._wake_at = math.inf  # loop time the scheduler must next run by (see `stalled`)
+        self._stall_reported = False
+        self._guard_loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._changed = asyncio.Event()  # only ever touched on the guard's loop
         self._task: asyncio.Task[None] | None = None
         self._judging: set[asyncio.Task[None]] = set()
 
+    @classmethod
+    def on_own_thread(cls, now: Callable[[], datetime]) -> GuardScheduler:
+        """The operator's scheduler: its own thread, event loop and QueryBatcher (aiohttp sessions
+        belong to one loop), so that kopf's handling of every object's events never delays a tick."""
+        scheduler = cls(QueryBatcher(), now)
+        started = threading.Event()
+        scheduler._thread = threading.Thread(
+            target=scheduler._serve, args=(started,), name="chaosguard-guard", daemon=True
+        )
+        scheduler._thread.start()
+        started.wait()
+        return scheduler
+
+    def _serve(self, started: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._guard_loop = loop
+        self._task = loop.create_task(self._run_forever(), name="chaosguard guard scheduler")
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
     def add(self, run: GuardedRun) -> None:
-        """Guards `run` from now on; its first tick is due at once. Replaces a run with the same key."""
-        run.next_due = asyncio.get_running_loop().time()
+        """Guards `run` from now on; its first tick is due at once. Replaces a run with the same key.
+        Call it on the driver's loop: its verdicts are applied there."""
+        run.home, run.context = asyncio.get_running_loop(), contextvars.copy_context()
+        run.judged_state = run.state()
         run.interval = max(run.interval, MIN_INTERVAL_SECONDS)
-        self._runs[run.key] = run
-        self._changed.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._loop(), name="chaosguard guard scheduler")
+        with self._lock:
+            if self._thread is None and (self._task is None or self._task.done()):
+                # No thread of its own: it ticks on this loop from now on (again, after a close).
+                self._guard_loop, self._changed = run.home, asyncio.Event()
+                self._task = asyncio.create_task(self._run_forever(), name="chaosguard guard scheduler")
+            loop = self._guard_loop
+            assert loop is not None
+            run.next_due = loop.time()
+            self._runs[run.key] = run
+            self._wake_at = min(self._wake_at, run.next_due)
+        with contextlib.suppress(RuntimeError):  # a guard loop that died: `stalled` says so, the gates hold
+            loop.call_soon_threadsafe(self._changed.set)
 
     def remove(self, key: str, run: GuardedRun | None = None) -> None:
         """Stops guarding `key` (only if it is still `run`, when given). A tick being judged
         finishes, and its verdict reaches the driver, which knows whether the run still counts."""
-        if run is None or self._runs.get(key) is run:
-            self._runs.pop(key, None)
+        with self._lock:
+            if run is None or self._runs.get(key) is run:
+                self._runs.pop(key, None)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._runs
+        with self._lock:
+            return key in self._runs
+
+    def stalled(self) -> bool:
+        """Whether ticks are overdue by more than STALL_SECONDS: the guard's loop has stopped (a dead
+        thread, a blocking call on it). The drivers then start no fault: nothing would notice a breach."""
+        with self._lock:
+            wake_at, loop = self._wake_at, self._guard_loop
+        overdue = loop.time() - wake_at if loop is not None else 0.0  # loop.time() is monotonic: any thread
+        stalled = overdue > STALL_SECONDS
+        if stalled and not self._stall_reported:
+            logger.error("the guard's loop has not ticked for %.1fs: no fault starts until it does", overdue)
+        self._stall_reported = stalled
+        return stalled
 
     async def close(self) -> None:
+        loop = self._guard_loop
+        if self._thread is None or loop is None:
+            await self._cancel_tasks()
+            return
+        if self._thread.is_alive():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close_here(), loop))
+            loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(self._thread.join)
+
+    async def _close_here(self) -> None:
+        await self._cancel_tasks()
+        # The queries still in flight (the batcher's own tasks) end with the loop, quietly.
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        await self.batcher.aclose()  # its sessions belong to this loop
+
+    async def _cancel_tasks(self) -> None:
         for task in [self._task, *self._judging]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _loop(self) -> None:
+    async def _run_forever(self) -> None:
         while True:
             try:
                 await self._schedule()
@@ -197,17 +330,20 @@ class GuardScheduler:
         loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
-            if not self._runs:
+            with self._lock:
+                runs = list(self._runs.values())
+                wake = min((run.next_due for run in runs), default=math.inf)
+                self._wake_at = wake
+            if not runs:
                 await self._changed.wait()
                 continue
-            wake = min(run.next_due for run in self._runs.values())
             delay = wake - loop.time()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=delay)
                 continue  # re-read: runs may have come or gone while waiting
             now = loop.time()
-            due = [run for run in self._runs.values() if run.next_due <= now + COALESCE_SECONDS]
+            due = [run for run in runs if run.next_due <= now + COALESCE_SECONDS]
             for run in due:
                 metrics.GUARD_TICK_LATENESS.observe(max(0.0, now - run.next_due))
                 # On a grid shared by every run with this interval, so that their ticks coincide and
@@ -253,12 +389,71 @@ class GuardScheduler:
             names = list(to_ask)
             results = await asyncio.gather(*(answers[to_ask[name]] for name in names))
             outcomes = {**outcomes, **dict(zip(names, results, strict=True))}
-            verdict = run.probe.judge(outcomes, run.state(), self.now())
+            verdict = run.probe.judge(outcomes, run.judged_state, self.now())
             metrics.GUARD_CHECKS.labels(verdict.kind.value).inc()
-            await run.on_verdict(verdict)
+            await self._hand_over(run, verdict)
         except asyncio.CancelledError:
             raise
         except Exception:  # one run's failure must never stop the others' guards
             logger.exception("the guard tick of %s failed; judging it as not queried", run.key)
             # Fail-safe: a tick that could not be judged counts as no data (an abort, by default).
-            await run.on_verdict(run.probe.judge({}, run.state(), self.now()))
+            await self._hand_over(run, run.probe.judge({}, run.judged_state, self.now()))
+
+    async def _hand_over(self, run: GuardedRun, verdict: Verdict) -> None:
+        """Gets `verdict` applied on the run's home loop. On this loop (no thread of its own) it is applied
+        before the tick ends, so the run stays busy meanwhile. Across threads the tick does not wait:
+        a busy kopf loop must not hold back the next tick's decision (a run kept busy until its verdict
+        was applied there would skip ticks for as long as that loop lags). The next tick judges the
+        state this verdict leaves (`verdict.state`), and `_send` takes the verdicts over in order."""
+        if verdict.abort:
+            run.breach.raise_for_breach()  # before kopf's loop hears of it: from now on no fault starts
+        home = run.home
+        if home is None or home is asyncio.get_running_loop():
+            run.judged_state = await self._apply(run, verdict, time.monotonic())
+            return
+        run.judged_state = verdict.state
+        run.judged += 1
+        if run.abort_handed:
+            return  # the run is being aborted: nothing judged after that needs to reach the driver
+        run.abort_handed = verdict.abort
+        # The newest verdict replaces one still waiting for kopf's loop: a loop that slow thins the
+        # samples rather than queue an ever longer backlog (an abort replaces anything, and stays).
+        run.unsent = (run.judged, verdict, time.monotonic())
+        if run.sender is None or run.sender.done():
+            run.sender = asyncio.create_task(self._send(run, home), name="chaosguard guard verdicts")
+            self._judging.add(run.sender)
+            run.sender.add_done_callback(self._judging.discard)
+
+    async def _send(self, run: GuardedRun, home: asyncio.AbstractEventLoop) -> None:
+        """Hands `run`'s verdicts to kopf's loop one at a time (never two of a run at once there),
+        and takes up the state the driver holds once one is applied (a standby may have taken up the
+        leader's meanwhile), unless a newer verdict was judged in the meantime."""
+        while run.unsent is not None:
+            (number, verdict, judged_at), run.unsent = run.unsent, None
+            apply = self._apply(run, verdict, judged_at)
+            try:
+                # In the context the run was added from (the driver's kopf daemon): kopf.event and the
+                # driver's log lines read their context variables, which a task started from this
+                # thread would not have.
+                applying = run.context.run(asyncio.run_coroutine_threadsafe, apply, home)
+            except RuntimeError:  # kopf's loop is closed: the operator is exiting
+                apply.close()
+                return
+            try:
+                # Shielded: closing the guard's loop must not cancel an abort half-way on kopf's.
+                state = await asyncio.shield(asyncio.wrap_future(applying))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("applying a guard verdict of %s failed", run.key)
+                if verdict.abort:
+                    run.abort_handed = False  # the next breaching tick tries the abort again
+                continue
+            if number == run.judged:
+                run.judged_state = state
+
+    @staticmethod
+    async def _apply(run: GuardedRun, verdict: Verdict, judged_at: float) -> GuardState:
+        metrics.GUARD_VERDICT_HANDOVER.observe(time.monotonic() - judged_at)
+        await run.on_verdict(verdict)
+        return run.state()

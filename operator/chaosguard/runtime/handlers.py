@@ -52,7 +52,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         clock=clock,
         emit=post_event,
         batcher=batcher,
-        guard=GuardScheduler(batcher, clock.now),
+        # Its own thread, loop and QueryBatcher: kopf's loop, busy with every object's events, must
+        # never delay a tick (the before- and after-checks, on kopf's loop, use `batcher`).
+        guard=GuardScheduler.on_own_thread(clock.now),
         operator_namespace=os.environ.get("CHAOSGUARD_NAMESPACE") or None,
         leadership=memo.get("leadership") or Leadership.sole(clock.now()),
     )
@@ -115,7 +117,7 @@ async def shut_down(memo: kopf.Memo, **_: Any) -> None:
     context = getattr(memo, "context", None)
     if context is None:
         return
-    await context.guard.close()
+    await context.guard.close()  # stops its thread, after closing its QueryBatcher on its own loop
     await context.batcher.aclose()
     await asyncio.to_thread(context.cache.stop)  # joins the watch threads
     context.api.close()

@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Concatenate, ParamSpec, TypeVar
 
 from chaosguard.clients.kube import Cluster
@@ -100,3 +100,65 @@ class ApiLanes:
     def close(self) -> None:
         for lane in (self.routine, self.urgent):
             lane.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# Routine status writes one operator keeps in the API server at once. The API server works through
+# what it is sent in parallel but not in order of importance; with a few routine writes in flight at
+# most, an abort's write waits behind those few, not behind a thousand runs' sample batches.
+ROUTINE_STATUS_WRITES_IN_FLIGHT = 6
+
+
+class StatusWriteOrder:
+    """The order experiments' status writes reach the API server in: urgent ones (an abort's, a
+    rollback's) at once; routine ones (samples, history, recovery updates, the rest of an end) only
+    while no urgent write is waiting or in flight, and at most ROUTINE_STATUS_WRITES_IN_FLIGHT at a time.
+    A routine write held here is late, never lost: the batch that follows carries it.
+    One per operator process, used from the event loop of its drivers."""
+
+    def __init__(self, routine_in_flight: int = ROUTINE_STATUS_WRITES_IN_FLIGHT) -> None:
+        if routine_in_flight < 1:
+            raise ValueError("routine_in_flight must be at least 1")
+        self.routine_limit = routine_in_flight
+        self.urgent_pending = 0
+        self.routine_in_flight = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def urgent(self) -> AsyncIterator[None]:
+        async with self._changed:
+            self.urgent_pending += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.urgent_pending -= 1
+                self._changed.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def routine(self) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.urgent_pending == 0 and self.routine_in_flight < self.routine_limit
+            )
+            self.routine_in_flight += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.routine_in_flight -= 1
+                self._changed.notify_all()
+
+    def for_this_context(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The urgent order inside `urgent()` (an abort and everything it calls), else the routine one."""
+        return self.urgent() if in_urgent_lane() else self.routine()
+
+
+@contextlib.contextmanager
+def routine() -> Iterator[None]:
+    """Within this block, calls and status writes take the routine lane again, even inside `urgent()`:
+    for the part of an abort that may wait (the second write of an end: history, conditions)."""
+    token = _urgent.set(False)
+    try:
+        yield
+    finally:
+        _urgent.reset(token)

@@ -25,6 +25,11 @@ GUARD_TICK_LATENESS = Histogram(
     "How late each guard tick started against its schedule (one observation per run per tick).",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+GUARD_VERDICT_HANDOVER = Histogram(
+    "chaosguard_guard_verdict_handover_seconds",
+    "From a verdict judged on the guard's thread to its start on kopf's loop (how busy that loop is).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 GUARD_TICK_QUERIES = Histogram(
     "chaosguard_guard_tick_queries",
     "Distinct (endpoint, query) pairs asked in one guard tick, for all runs due in it.",
@@ -41,7 +46,8 @@ API_CALLS_QUEUED = Gauge(
 )
 STATUS_WRITES = Counter(
     "chaosguard_status_writes_total",
-    "Status merge patches written, by why: change (a state change, at once) or batch (SLI samples).",
+    "Status writes, by why: change (a state change, at once), verdict (the first write of a run's end: its "
+    "result alone, ahead of routine writes) or batch (SLI samples).",
     ["why"],
 )
 

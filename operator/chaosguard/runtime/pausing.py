@@ -31,6 +31,9 @@ RESUME_WAIT_RULES = ("error-budget", "burn-rate", "quiet-alerts", "policy-steady
 
 class Pausing(DriverBase):
     pause_seen_at: float | None = None  # a standby: the loop time it first saw the pause unrecorded
+    # A standby's own removals for a pause, (run id, fault container, fault name): the record still says
+    # Active until the leader writes, and a removal done is not done again every step meanwhile.
+    removed_as_standby: frozenset[tuple[str, str, str]] = frozenset()
 
     @property
     def who_paused(self) -> str:
@@ -136,12 +139,12 @@ class Pausing(DriverBase):
         copy is only refreshed when the run changes."""
         raw = (self.body.get("status") or {}).get("currentRun")
         if not spec.paused or not raw:
-            self.pause_seen_at = None
+            self.pause_seen_at, self.removed_as_standby = None, frozenset()
             return
         latest = RunStatus.model_validate(raw)
         active = [f for f in latest.faults if f.state in (FaultState.ACTIVE, FaultState.INJECTING)]
         if pause.open_pause(latest) is not None or not active or self.seal_problem(latest) is not None:
-            self.pause_seen_at = None
+            self.pause_seen_at, self.removed_as_standby = None, frozenset()
             return
         loop = asyncio.get_running_loop()
         if self.pause_seen_at is None:
@@ -151,9 +154,13 @@ class Pausing(DriverBase):
         with lanes.urgent():
             for fault in active:
                 kind = fault_for_record(fault)
-                if kind is None or not placed_by_run(latest, fault):
+                removal = (latest.id, fault.container, fault.name)
+                if kind is None or not placed_by_run(latest, fault) or removal in self.removed_as_standby:
                     continue
                 await kind.recover(self, latest, fault, f"{pause.PAUSE_CAUSE} (by a standby replica)")
+                if fault.state is not FaultState.REMOVED:
+                    continue  # tried again at the next step
+                self.removed_as_standby |= {removal}
                 self.logger.warning(
                     "took %s out of %s/%s for the pause: the leader has not recorded it",
                     fault.kind,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from pydantic import ValidationError
+
 from chaosguard.api.models import ABORT_ANNOTATION, ChaosExperimentSpec, Phase, RunStatus
 from chaosguard.clients import informers
 from chaosguard.clients.kube import Cluster
@@ -25,7 +27,7 @@ from chaosguard.decisions.samples import without_trends
 from chaosguard.decisions.stamps import spec_hash
 from chaosguard.runtime import gates, lanes, metrics
 from chaosguard.runtime.context import World
-from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, DriverBase
+from chaosguard.runtime.driverbase import ACTIVE_POLL_SECONDS, IDLE_POLL_SECONDS, VERDICT_FIELDS, DriverBase
 
 # Refusals a one-shot experiment waits out (re-checked every poll) instead of being rejected, with
 # the reason of its Started condition: too many running, or a policy guard that may pass.
@@ -271,6 +273,30 @@ class PhaseMachine(DriverBase):
             return Refusal(refusal.rule, "the run was stopped: " + refusal.message, refusal.field)
         return None
 
+    def finish_written_end(self) -> None:
+        """An end whose verdict was written but not the rest (the replica that wrote it died in between):
+        the run goes into history and the Finished condition is set, in the next write."""
+        run = self.status.last_run
+        if run is None or run.finished_at is None or any(past.id == run.id for past in self.status.history):
+            return
+        if self.seal_problem(run) is not None:
+            return  # not a record this operator wrote: history is not for it
+        self.record_in_history(run)
+        self.set_condition("Finished", "True", run.reason, run.message)
+        self.unsaved = True
+
+    def record_in_history(self, run: RunStatus) -> None:
+        """The run appended to history, the oldest dropped past the schedule's historyLimit. lastRun holds
+        this run in full, so its history entry keeps the SLI summaries without their trends: one copy of
+        the trends, not two, in every write of the object."""
+        self.status.history.append(run.model_copy(update={"kills": run.kills[-20:], "slis": without_trends(run.slis)}))
+        try:
+            schedule = self.parsed_spec().schedule
+        except ValidationError:
+            schedule = None
+        limit = schedule.history_limit if schedule else 10
+        del self.status.history[: max(0, len(self.status.history) - limit)]
+
     async def end_run(self, result: Phase, reason: str, message: str) -> None:
         if result is not Phase.COMPLETED and not lanes.in_urgent_lane():
             with lanes.urgent():  # a stop (suspension, window, spec change) is an abort too
@@ -301,13 +327,7 @@ class PhaseMachine(DriverBase):
                         update={"kills": previous.kills[-20:], "slis": without_trends(previous.slis)}
                     )
             self.status.last_run = run
-            # lastRun holds this run in full, so its history entry keeps the SLI summaries without their
-            # trends: one copy of the trends, not two, in every write of the object.
-            self.status.history.append(
-                run.model_copy(update={"kills": run.kills[-20:], "slis": without_trends(run.slis)})
-            )
-            limit = spec.schedule.history_limit if spec.schedule else 10
-            del self.status.history[: max(0, len(self.status.history) - limit)]
+            self.record_in_history(run)
         self.status.current_run = None
         self.context.running.discard(self.key)
         if spec.schedule is not None and result is not Phase.REJECTED:
@@ -318,5 +338,13 @@ class PhaseMachine(DriverBase):
             self.status.phase = result
             self.status.message = message
         self.set_condition("Finished", "True", reason, message)
-        await self.save()
+        if result is Phase.COMPLETED:
+            await self.save()
+        else:
+            # The verdict first, alone and in the urgent order: when a thousand runs abort at once, each
+            # shows Aborted before any of them spends the API server's time on history and conditions.
+            await self.save(only=VERDICT_FIELDS)
         self.emit("Normal" if result is Phase.COMPLETED else "Warning", reason, message)
+        if self.unsaved:
+            with lanes.routine():
+                await self.save()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chaosguard.api.models import ChaosExperimentSpec, FaultState, Phase, RunStatus, TargetRecord
 from chaosguard.decisions.pause import counted_records
@@ -34,6 +34,9 @@ from chaosguard.runtime.driverbase import DriverBase
 from chaosguard.runtime.faults import Fault, fault_for, fault_for_record, injector, registered
 from chaosguard.runtime.faults.base import CannotPrepare, Notice, TargetsNodes, placed_by_run
 from chaosguard.runtime.leadership import NotLeading
+
+# How long after its judgement an act may still land: the record before acting is written in between.
+ACT_MARGIN_SECONDS = 1.0
 
 
 class RoundLoop(DriverBase):
@@ -111,7 +114,9 @@ class RoundLoop(DriverBase):
                 self.emit("Warning", reasons.failed, f"pod {victim.key}: {error}")
                 return
             fault.begin(run, record)
-            await self.save()  # recorded before the call: a restart must know of it, and never act twice
+            # Recorded before the call (a restart must know of it, and never act twice), and at once, ahead
+            # of routine writes: the judgement above must not go stale while the record waits its turn.
+            await self.save(before_acting=True)
             try:
                 async with self.context.leadership.acting():
                     notices = await fault.apply(self, spec, run, victim, record, prepared)
@@ -153,7 +158,7 @@ class RoundLoop(DriverBase):
         within the cap and the minimum-available floor. `already_down` counts this run's own
         faults the API cannot see."""
         (live, state), world = await asyncio.gather(self.live_workload(victim), self.fresh_world(spec))
-        stop = invalid_policy_refusal(world.invalid_policies) or self.stop_reason(world, self.now())
+        stop = invalid_policy_refusal(world.invalid_policies) or self.stop_for_acting(world)
         if stop is not None:
             return stop
         current = next((pod for pod in live if pod.uid == victim.uid), None)
@@ -169,8 +174,15 @@ class RoundLoop(DriverBase):
         """A node's live refusal: the loop's own stop rules from the policies as they are now, then the
         kind's judgement of the node (read fresh)."""
         world = await self.fresh_world(spec)
-        stop = invalid_policy_refusal(world.invalid_policies) or self.stop_reason(world, self.now())
+        stop = invalid_policy_refusal(world.invalid_policies) or self.stop_for_acting(world)
         return stop or await fault.node_refusal(self, spec, world, node)
+
+    def stop_for_acting(self, world: World) -> Refusal | None:
+        """The stop rules (suspension, windows, blackouts) for an act judged now: now and ACT_MARGIN_SECONDS
+        later, because the act follows its judgement by a status write (the record before acting). Under
+        load that write takes a while, and a window must not close, nor a blackout begin, in between."""
+        now = self.now()
+        return self.stop_reason(world, now) or self.stop_reason(world, now + timedelta(seconds=ACT_MARGIN_SECONDS))
 
     async def resolve_interrupted_round(self, run: RunStatus) -> None:
         """Attempts recorded as begun but not finished (the operator died in between) are never redone."""

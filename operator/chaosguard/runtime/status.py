@@ -57,9 +57,20 @@ class StatusWriter(DriverBase):
         first kill or fault of a run is always preceded by a write of its own."""
         self.unsaved = True
 
-    async def save(self) -> None:
+    async def save(self, only: frozenset[str] | None = None, *, before_acting: bool = False) -> None:
         """Writes what changed in status since the last write, as a merge patch, at once (every
-        state change; SLI samples ride along, and between changes go out in batches)."""
+        state change; SLI samples ride along, and between changes go out in batches). With `only`,
+        just those top-level fields of status (an end's verdict first: `VERDICT_FIELDS`); the rest
+        stays unsaved for the next write.
+
+        The write takes its place in the operator's `StatusWriteOrder` first: inside `lanes.urgent()`
+        it goes at once, else it waits while any urgent write is pending. A record `before_acting` goes at
+        once too: the act follows it, judged just before it."""
+        order = self.context.status_writes
+        async with order.urgent() if before_acting else order.for_this_context():
+            await self._write_status(only)
+
+    async def _write_status(self, only: frozenset[str] | None) -> None:
         # The snapshot is taken inside the lock, so the last write to land is always the newest
         # state, even when the guard and the driver save at the same moment.
         async with self.save_lock:
@@ -73,8 +84,10 @@ class StatusWriter(DriverBase):
                     own.seal = seal_run(key, uid, own)  # every write of a run is sealed anew
             publish_fault_gauges(self.key, self.status.current_run)
             wire = self.status.model_dump(by_alias=True, mode="json")
+            if only is not None:
+                wire = with_fields_of(self.written, wire, only)
             patch = merge_patch(self.written, wire)
-            self.unsaved = False
+            self.unsaved = only is not None
             if not patch:
                 return
             run_id = (self.written.get("currentRun") or {}).get("id")
@@ -84,7 +97,7 @@ class StatusWriter(DriverBase):
                 await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)
             self.written = wire
             self.last_write = asyncio.get_running_loop().time()
-            metrics.STATUS_WRITES.labels("change").inc()
+            metrics.STATUS_WRITES.labels("verdict" if only is not None else "change").inc()
 
     async def write_guarded(self, run_id: str, wire: dict[str, Any]) -> dict[str, Any]:
         """Writes a change to a run's status only while that run is still the current one in the API (a
@@ -163,7 +176,8 @@ class StatusWriter(DriverBase):
             *({"op": "add", "path": f"/status/currentRun/{key}", "value": value} for key, value in wire.items()),
         ]
         try:
-            await self.context.api.call(Cluster.patch_experiment_status_ops, self.namespace, self.name, operations)
+            async with self.context.status_writes.routine():
+                await self.context.api.call(Cluster.patch_experiment_status_ops, self.namespace, self.name, operations)
         except ApiException as error:
             if error.status != 422:  # 422: the run is no longer current there; its end wrote everything
                 self.logger.warning("could not write the SLI samples (the next batch retries): %s", api_message(error))
@@ -241,6 +255,18 @@ class StatusWriter(DriverBase):
         self.context.emit(self.body, kind, reason, message)
         log = self.logger.warning if kind == "Warning" else self.logger.info
         log("%s: %s", reason, message)
+
+
+def with_fields_of(written: Mapping[str, Any], wire: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """The status as last written, with just `fields` (top-level, wire names) taken from `wire`: a field
+    `wire` no longer has is left out too."""
+    partial = copy.deepcopy(dict(written))
+    for name in fields:
+        if wire.get(name) is None:
+            partial.pop(name, None)
+        else:
+            partial[name] = copy.deepcopy(wire[name])
+    return partial
 
 
 def publish_fault_gauges(key: str, run: RunStatus | None) -> None:

@@ -157,7 +157,7 @@ class SteadyState(DriverBase):
         except ValidationError:
             return
         run = self.status.current_run
-        if run is None or run.deadline is None or self.abort_requested.is_set():
+        if run is None or run.deadline is None or self.abort_requested.is_set() or self.breach_decided:
             return
         if self.now() >= run.deadline:
             if guards is not None and self.guarded is None:
@@ -183,6 +183,7 @@ class SteadyState(DriverBase):
             interval=interval,
             state=lambda: GuardState.from_wire(self.guard_state_of(run_id)),
             on_verdict=lambda verdict: self.on_guard_verdict(run_id, verdict),
+            breach=self.breach_flag(run_id),
         )
         self.context.guard.add(self.guarded)
 

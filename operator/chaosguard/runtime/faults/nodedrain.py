@@ -171,6 +171,8 @@ class NodeDrain(KeepsFaultRecords):
         )
         plan = drain_plan(pods, run.target_namespaces, spec.target.selector, world.effective, world.namespace_labels)
         for pod in plan.evict:
+            if host.halted:  # e.g. the guard decided a breach a moment ago: not one eviction more
+                break
             kill = _kill_record(run, pod, record.name, host)
             _, state = await host.live_workload(pod)
             refusal = kill_refusal(pod, state, world.effective, None)

@@ -1,0 +1,118 @@
+"""The order of status writes (runtime.lanes.StatusWriteOrder): urgent before routine, few routine at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chaosguard.runtime import lanes
+from chaosguard.runtime.lanes import StatusWriteOrder
+from chaosguard.runtime.status import with_fields_of
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_routine_write_waits_while_an_urgent_one_is_pending_and_goes_once_it_is_done() -> None:
+    async def scenario() -> list[str]:
+        order = StatusWriteOrder(routine_in_flight=4)
+        written: list[str] = []
+        urgent_may_finish = asyncio.Event()
+
+        async def urgent() -> None:
+            async with order.urgent():
+                await urgent_may_finish.wait()
+                written.append("urgent")
+
+        async def routine() -> None:
+            async with order.routine():
+                written.append("routine")
+
+        urgent_task = asyncio.create_task(urgent())
+        await _settle()
+        routine_task = asyncio.create_task(routine())
+        await _settle()
+        assert written == [], "a routine write went out while an urgent one was pending"
+        urgent_may_finish.set()
+        await asyncio.gather(urgent_task, routine_task)
+        return written
+
+    assert asyncio.run(scenario()) == ["urgent", "routine"]
+
+
+def test_urgent_writes_never_wait_for_routine_ones_in_flight() -> None:
+    async def scenario() -> None:
+        order = StatusWriteOrder(routine_in_flight=1)
+        release = asyncio.Event()
+
+        async def routine() -> None:
+            async with order.routine():
+                await release.wait()
+
+        held = asyncio.create_task(routine())
+        await _settle()
+        async with order.urgent():
+            assert order.routine_in_flight == 1
+        release.set()
+        await held
+
+    asyncio.run(scenario())
+
+
+def test_at_most_the_limit_of_routine_writes_are_in_flight_at_once() -> None:
+    async def scenario() -> int:
+        order = StatusWriteOrder(routine_in_flight=3)
+        release = asyncio.Event()
+        most = 0
+
+        async def routine() -> None:
+            nonlocal most
+            async with order.routine():
+                most = max(most, order.routine_in_flight)
+                await release.wait()
+
+        tasks = [asyncio.create_task(routine()) for _ in range(10)]
+        await _settle()
+        assert order.routine_in_flight == 3
+        release.set()
+        await asyncio.gather(*tasks)
+        assert order.routine_in_flight == 0
+        return most
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_the_lane_of_the_context_picks_the_order_and_routine_undoes_urgent() -> None:
+    async def scenario() -> list[int]:
+        order = StatusWriteOrder()
+        seen: list[int] = []
+        with lanes.urgent():
+            async with order.for_this_context():
+                seen.append(order.urgent_pending)
+            with lanes.routine():
+                async with order.for_this_context():
+                    seen.append(order.urgent_pending)
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 0]
+
+
+def test_a_limit_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        StatusWriteOrder(routine_in_flight=0)
+
+
+def test_the_verdict_write_takes_only_its_fields_and_drops_those_that_are_gone() -> None:
+    written = {"phase": "Running", "currentRun": {"id": "r2"}, "lastRun": {"id": "r1"}, "history": [{"id": "r1"}]}
+    wire = {
+        "phase": "Aborted",
+        "currentRun": None,
+        "lastRun": {"id": "r2", "phase": "Aborted"},
+        "history": [{"id": "r1"}, {"id": "r2"}],
+    }
+    partial = with_fields_of(written, wire, frozenset({"phase", "currentRun", "lastRun"}))
+    assert partial == {"phase": "Aborted", "lastRun": {"id": "r2", "phase": "Aborted"}, "history": [{"id": "r1"}]}
+    assert written["currentRun"] == {"id": "r2"}, "what was written is left as it was"
