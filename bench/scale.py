@@ -24,7 +24,8 @@ scraping a metrics target every second, and the operator as a process (`chaosgua
   verb="PATCH"}`, delta over the window, per run Running through the window, per second); guard tick
   lateness from the operator's histogram `chaosguard_guard_tick_lateness_seconds` (delta of the
   buckets over the window, p99 interpolated within buckets as histogram_quantile does) or, where the
-  operator does not export it, from the gaps between consecutive `sliSamples` timestamps of each run
+  operator does not export it (an operator from before 2026-11-29, measured for a baseline), from the
+  gaps between consecutive `sliSamples` timestamps of each run, which such an operator still wrote
   (gap - interval: how late each tick started after the previous one plus the interval).
 - breach -> Aborted: every series flips to the breaching value under one lock that the metrics
   target's collection also takes, so that one scrape carries all flips; a 20 ms poll of an aggregate
