@@ -105,7 +105,7 @@ class ApiLanes:
 # Routine status writes one operator keeps in the API server at once. The API server works through
 # what it is sent in parallel but not in order of importance; with a few routine writes in flight at
 # most, an abort's write waits behind those few, not behind a thousand runs' sample batches.
-ROUTINE_STATUS_WRITES_IN_FLIGHT = 6
+ROUTINE_STATUS_WRITES_IN_FLIGHT = 12
 
 
 class StatusWriteOrder:
@@ -147,6 +147,11 @@ class StatusWriteOrder:
             async with self._changed:
                 self.routine_in_flight -= 1
                 self._changed.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def unordered(self) -> AsyncIterator[None]:
+        """Neither waits nor holds anything back (a record that an act follows at once)."""
+        yield
 
     def for_this_context(self) -> contextlib.AbstractAsyncContextManager[None]:
         """The urgent order inside `urgent()` (an abort and everything it calls), else the routine one."""

@@ -65,9 +65,10 @@ class StatusWriter(DriverBase):
 
         The write takes its place in the operator's `StatusWriteOrder` first: inside `lanes.urgent()`
         it goes at once, else it waits while any urgent write is pending. A record `before_acting` goes at
-        once too: the act follows it, judged just before it."""
+        once too (the act follows it, judged just before it), without holding routine writes back: a
+        thousand runs' first kills must not starve the writes that start the runs."""
         order = self.context.status_writes
-        async with order.urgent() if before_acting else order.for_this_context():
+        async with order.unordered() if before_acting else order.for_this_context():
             await self._write_status(only)
 
     async def _write_status(self, only: frozenset[str] | None) -> None:
