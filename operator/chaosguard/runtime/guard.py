@@ -19,7 +19,8 @@ own QueryBatcher: kopf's loop handles every object's events, and at a thousand e
 work alone delayed ticks past their interval. So a breach is *decided* on the guard's thread,
 whatever kopf's loop is doing: the judgement there is pure (`probe.judge`), and a breaching verdict
 raises the run's `BreachFlag` at once, which the driver's gates read, so no fault starts for it
-from that moment. The verdict then crosses to kopf's loop (`run_coroutine_threadsafe`), where the
+from that moment. The verdict then crosses to kopf's loop (one `call_soon_threadsafe` for all the
+verdicts of a turn of the guard's loop), where the
 driver applies it (status, the abort): one at a time per run and in order, while the next tick goes
 on without waiting for it (it judges the state the verdict leaves). The lateness
 histogram is now taken on the guard's loop; how long verdicts wait for kopf's loop is
@@ -195,12 +196,12 @@ class GuardedRun:
     judged_state: GuardState = field(default_factory=GuardState, repr=False)
     home: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     context: contextvars.Context = field(default_factory=contextvars.copy_context, repr=False)
-    # Across threads (see GuardScheduler._hand_over), all on the guard's loop: verdicts judged so far,
-    # the newest one not yet taken to kopf's loop (number, verdict, when judged), the task taking
-    # them, and whether an abort was among them.
+    # Across threads (see GuardScheduler._hand_over), under the scheduler's lock: verdicts judged so
+    # far, the newest one not yet applied on kopf's loop (number, verdict, when judged), whether a
+    # task there is applying the run's verdicts, and whether an abort was among them.
     judged: int = field(default=0, repr=False)
     unsent: tuple[int, Verdict, float] | None = field(default=None, repr=False)
-    sender: asyncio.Task[None] | None = field(default=None, repr=False)
+    applying: bool = field(default=False, repr=False)
     abort_handed: bool = field(default=False, repr=False)
 
 
@@ -223,6 +224,10 @@ class GuardScheduler:
         self._changed = asyncio.Event()  # only ever touched on the guard's loop
         self._task: asyncio.Task[None] | None = None
         self._judging: set[asyncio.Task[None]] = set()
+        # Runs whose verdicts wait to cross to their home loop, gathered over one turn of the guard's
+        # loop so that one wake-up of kopf's loop carries them all (guard's loop only).
+        self._outbox: dict[asyncio.AbstractEventLoop, list[GuardedRun]] = {}
+        self._applying: set[asyncio.Task[None]] = set()  # on the home loop (kopf's) only
 
     @classmethod
     def on_own_thread(cls, now: Callable[[], datetime]) -> GuardScheduler:
@@ -404,53 +409,74 @@ class GuardScheduler:
         before the tick ends, so the run stays busy meanwhile. Across threads the tick does not wait:
         a busy kopf loop must not hold back the next tick's decision (a run kept busy until its verdict
         was applied there would skip ticks for as long as that loop lags). The next tick judges the
-        state this verdict leaves (`verdict.state`), and `_send` takes the verdicts over in order."""
+        state this verdict leaves (`verdict.state`); `_flush` takes the verdicts over, `_apply_in_order`
+        applies them there in order."""
         if verdict.abort:
             run.breach.raise_for_breach()  # before kopf's loop hears of it: from now on no fault starts
         home = run.home
         if home is None or home is asyncio.get_running_loop():
             run.judged_state = await self._apply(run, verdict, time.monotonic())
             return
-        run.judged_state = verdict.state
-        run.judged += 1
-        if run.abort_handed:
-            return  # the run is being aborted: nothing judged after that needs to reach the driver
-        run.abort_handed = verdict.abort
-        # The newest verdict replaces one still waiting for kopf's loop: a loop that slow thins the
-        # samples rather than queue an ever longer backlog (an abort replaces anything, and stays).
-        run.unsent = (run.judged, verdict, time.monotonic())
-        if run.sender is None or run.sender.done():
-            run.sender = asyncio.create_task(self._send(run, home), name="chaosguard guard verdicts")
-            self._judging.add(run.sender)
-            run.sender.add_done_callback(self._judging.discard)
+        with self._lock:
+            run.judged_state = verdict.state
+            run.judged += 1
+            if run.abort_handed:
+                return  # the run is being aborted: nothing judged after that needs to reach the driver
+            run.abort_handed = verdict.abort
+            # The newest verdict replaces one still waiting for kopf's loop: a loop that slow thins the
+            # samples rather than queue an ever longer backlog (an abort replaces anything, and stays).
+            run.unsent = (run.judged, verdict, time.monotonic())
+            if run.applying:
+                return  # the task applying the run's verdicts takes this one next
+            run.applying = True
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.setdefault(home, []).append(run)
 
-    async def _send(self, run: GuardedRun, home: asyncio.AbstractEventLoop) -> None:
-        """Hands `run`'s verdicts to kopf's loop one at a time (never two of a run at once there),
-        and takes up the state the driver holds once one is applied (a standby may have taken up the
-        leader's meanwhile), unless a newer verdict was judged in the meantime."""
-        while run.unsent is not None:
-            (number, verdict, judged_at), run.unsent = run.unsent, None
-            apply = self._apply(run, verdict, judged_at)
+    def _flush(self) -> None:
+        """Hands every run with a verdict waiting to its home loop: one cross-thread call for all the
+        verdicts judged in one turn of the guard's loop (a thousand runs share fifty answers), where a
+        call and a future per verdict cost the guard's thread a third of its time."""
+        outbox, self._outbox = self._outbox, {}
+        for home, runs in outbox.items():
+            with contextlib.suppress(RuntimeError):  # kopf's loop is closed: the operator is exiting
+                home.call_soon_threadsafe(self._start_applying, runs)
+
+    def _start_applying(self, runs: list[GuardedRun]) -> None:
+        for run in runs:
+            # In the context the run was added from (the driver's kopf daemon): kopf.event and the
+            # driver's log lines read their context variables. On kopf's loop, so closing the guard's
+            # loop never cancels an abort half-way.
+            task = asyncio.get_running_loop().create_task(
+                self._apply_in_order(run), name=f"chaosguard guard verdicts {run.key}", context=run.context.copy()
+            )
+            self._applying.add(task)
+            task.add_done_callback(self._applying.discard)
+
+    async def _apply_in_order(self, run: GuardedRun) -> None:
+        """Applies `run`'s verdicts on its home loop one at a time (never two of a run at once), and takes
+        up the state the driver holds once one is applied (a standby may have taken up the leader's
+        meanwhile), unless a newer verdict was judged in the meantime."""
+        while True:
+            with self._lock:
+                taken, run.unsent = run.unsent, None
+                if taken is None:
+                    run.applying = False
+                    return
+            number, verdict, judged_at = taken
             try:
-                # In the context the run was added from (the driver's kopf daemon): kopf.event and the
-                # driver's log lines read their context variables, which a task started from this
-                # thread would not have.
-                applying = run.context.run(asyncio.run_coroutine_threadsafe, apply, home)
-            except RuntimeError:  # kopf's loop is closed: the operator is exiting
-                apply.close()
-                return
-            try:
-                # Shielded: closing the guard's loop must not cancel an abort half-way on kopf's.
-                state = await asyncio.shield(asyncio.wrap_future(applying))
+                state = await self._apply(run, verdict, judged_at)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("applying a guard verdict of %s failed", run.key)
                 if verdict.abort:
-                    run.abort_handed = False  # the next breaching tick tries the abort again
+                    with self._lock:
+                        run.abort_handed = False  # the next breaching tick tries the abort again
                 continue
-            if number == run.judged:
-                run.judged_state = state
+            with self._lock:
+                if number == run.judged:
+                    run.judged_state = state
 
     @staticmethod
     async def _apply(run: GuardedRun, verdict: Verdict, judged_at: float) -> GuardState:
