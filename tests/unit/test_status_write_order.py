@@ -116,3 +116,27 @@ def test_the_verdict_write_takes_only_its_fields_and_drops_those_that_are_gone()
     partial = with_fields_of(written, wire, frozenset({"phase", "currentRun", "lastRun"}))
     assert partial == {"phase": "Aborted", "lastRun": {"id": "r2", "phase": "Aborted"}, "history": [{"id": "r1"}]}
     assert written["currentRun"] == {"id": "r2"}, "what was written is left as it was"
+
+
+def test_routine_writes_take_their_turns_in_arrival_order_and_a_cancelled_one_hands_its_turn_on() -> None:
+    async def scenario() -> list[int]:
+        order = StatusWriteOrder(routine_in_flight=1)
+        release = asyncio.Event()
+        went: list[int] = []
+
+        async def routine(number: int) -> None:
+            async with order.routine():
+                went.append(number)
+                await release.wait()
+
+        first = asyncio.create_task(routine(0))
+        await _settle()
+        waiting = [asyncio.create_task(routine(n)) for n in (1, 2, 3)]
+        await _settle()
+        waiting[0].cancel()  # gave up before its turn: the next one goes in its place
+        release.set()
+        await asyncio.gather(first, *waiting, return_exceptions=True)
+        assert order.routine_in_flight == 0 and not order._waiting
+        return went
+
+    assert asyncio.run(scenario()) == [0, 2, 3]

@@ -11,6 +11,7 @@ an abort makes, however deep, stays in the fast lane, and tasks it starts inheri
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
@@ -121,32 +122,49 @@ class StatusWriteOrder:
         self.routine_limit = routine_in_flight
         self.urgent_pending = 0
         self.routine_in_flight = 0
-        self._changed = asyncio.Condition()
+        # Routine writers waiting their turn, first come first served. Each is woken alone when a slot is
+        # free (a thousand runs' writes wait here at once: waking them all on every release would cost
+        # the loop a thousand wake-ups per write).
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @contextlib.asynccontextmanager
     async def urgent(self) -> AsyncIterator[None]:
-        async with self._changed:
-            self.urgent_pending += 1
+        self.urgent_pending += 1
         try:
             yield
         finally:
-            async with self._changed:
-                self.urgent_pending -= 1
-                self._changed.notify_all()
+            self.urgent_pending -= 1
+            self._let_next_in()
 
     @contextlib.asynccontextmanager
     async def routine(self) -> AsyncIterator[None]:
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.urgent_pending == 0 and self.routine_in_flight < self.routine_limit
-            )
+        if self._waiting or not self._may_start():
+            turn = asyncio.get_running_loop().create_future()
+            self._waiting.append(turn)
+            try:
+                await turn  # the slot is counted as ours once this resolves (see _let_next_in)
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self.routine_in_flight -= 1  # granted as we were cancelled: hand it on
+                    self._let_next_in()
+                raise
+        else:
             self.routine_in_flight += 1
         try:
             yield
         finally:
-            async with self._changed:
-                self.routine_in_flight -= 1
-                self._changed.notify_all()
+            self.routine_in_flight -= 1
+            self._let_next_in()
+
+    def _may_start(self) -> bool:
+        return self.urgent_pending == 0 and self.routine_in_flight < self.routine_limit
+
+    def _let_next_in(self) -> None:
+        while self._waiting and self._may_start():
+            turn = self._waiting.popleft()
+            if not turn.done():
+                self.routine_in_flight += 1
+                turn.set_result(None)
 
     @contextlib.asynccontextmanager
     async def unordered(self) -> AsyncIterator[None]:
