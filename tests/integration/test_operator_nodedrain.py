@@ -82,6 +82,16 @@ def drain_operator(
     chaos_operator.start()
 
 
+def node_held_by_a_budget(k8s: client.ApiClient, namespace: str, nodes: Nodes) -> tuple[str, str]:
+    """(the drainable node, a spare one): two checkout pods on the first, and a budget that lets neither
+    be evicted, so a drain cordons the node and then holds."""
+    drained = nodes.add("a", {DRAINABLE: "true"})
+    deploy_pinned(k8s, namespace, nodes, 2)
+    spare = nodes.add("b")
+    budget(k8s, namespace, minAvailable=2)
+    return drained, spare
+
+
 def budget(k8s: client.ApiClient, namespace: str, **spec: Any) -> None:
     body = {
         "apiVersion": "policy/v1",
@@ -153,10 +163,7 @@ def test_a_budget_that_allows_nothing_holds_and_an_abort_uncordons(
     namespace: str,
     nodes: Nodes,
 ) -> None:
-    drained = nodes.add("a", {DRAINABLE: "true"})
-    deploy_pinned(k8s, namespace, nodes, 2)
-    nodes.add("b")
-    budget(k8s, namespace, minAvailable=2)
+    drained, _ = node_held_by_a_budget(k8s, namespace, nodes)
     drain_operator()
 
     apply_yaml(control_plane, with_duration(EXAMPLE, "5m"), namespace)

@@ -19,7 +19,7 @@ from kubernetes import client
 
 from chaosguard.api.models import ABORT_ANNOTATION
 from localcluster.controlplane import ControlPlane
-from localcluster.kwoknodes import Nodes, deploy_pinned
+from localcluster.kwoknodes import Nodes
 from localcluster.operator import OperatorProcess, apply_yaml, events_for, status_of, wait_for_phase
 from localcluster.wait import wait_for
 from tests.integration.test_failover import (  # noqa: F401 (fixtures)
@@ -30,11 +30,10 @@ from tests.integration.test_failover import (  # noqa: F401 (fixtures)
 )
 from tests.integration.test_leader_election import Replica, lease_spec, wait_for_holder
 from tests.integration.test_operator_nodedrain import (  # noqa: F401 (fixtures)
-    DRAINABLE,
     EXAMPLE,
     NAME,
-    budget,
     drain_operator,
+    node_held_by_a_budget,
     nodes,
     run_of,
     with_duration,
@@ -92,10 +91,7 @@ def test_a_paused_drain_uncordons_in_time_evicts_nothing_and_a_resume_drains_aga
     namespace: str,
     nodes: Nodes,  # noqa: F811
 ) -> None:
-    drained = nodes.add("a", {DRAINABLE: "true"})
-    deploy_pinned(k8s, namespace, nodes, 2)
-    spare = nodes.add("b")
-    budget(k8s, namespace, minAvailable=2)
+    drained, spare = node_held_by_a_budget(k8s, namespace, nodes)
     drain_operator()
 
     apply_yaml(control_plane, with_duration(EXAMPLE, "45s"), namespace)
@@ -168,10 +164,7 @@ def test_a_pause_while_the_operator_is_down_uncordons_when_it_starts_a_restart_c
     namespace: str,
     nodes: Nodes,  # noqa: F811
 ) -> None:
-    drained = nodes.add("a", {DRAINABLE: "true"})
-    deploy_pinned(k8s, namespace, nodes, 2)
-    nodes.add("b")
-    budget(k8s, namespace, minAvailable=2)  # the pods stay on the node: a drain would evict them once it opens
+    drained, _ = node_held_by_a_budget(k8s, namespace, nodes)  # a drain would evict them once it opens
     operator = drain_operator()
 
     apply_yaml(control_plane, with_duration(EXAMPLE, "5m"), namespace)
@@ -227,10 +220,7 @@ def test_the_standby_uncordons_a_drain_paused_while_the_leader_is_dead(
 ) -> None:
     """Two `chaosguard run --leader-elect` replicas with a 30 s Lease (test_failover's): the standby takes the
     node's cordon out itself while the Lease still names the dead leader; once it leads, it records both."""
-    drained = nodes.add("a", {DRAINABLE: "true"})
-    deploy_pinned(k8s, namespace, nodes, 2)
-    nodes.add("b")
-    budget(k8s, namespace, minAvailable=2)
+    drained, _ = node_held_by_a_budget(k8s, namespace, nodes)
     leader, standby = two_replicas(k8s, long_lease_replicas, failover_namespace)
     apply_yaml(control_plane, with_duration(EXAMPLE, "2m"), namespace)
     drained_and_held(k8s, namespace, nodes, drained, 2)
