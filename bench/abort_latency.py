@@ -15,14 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kubernetes import client
-
 from bench.apply_to_kill import percentile
 from localcluster.controlplane import ControlPlane, default_bin_dir
 from localcluster.operator import (
-    create_deployment,
     install_crds,
-    label_namespace,
+    new_shop,
     running_operator,
     status_of,
     wait_for_phase,
@@ -95,10 +92,7 @@ def measure(platform: bool) -> list[float]:
         install_crds(plane)
         with running_operator(plane, workdir):
             api = plane.api_client()
-            core = client.CoreV1Api(api)
-            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench")))
-            label_namespace(api, "bench", {"chaosguard.dev/chaos": "allowed"})
-            create_deployment(api, "bench", "checkout", 5)
+            new_shop(api, "bench")
             for index in range(RUNS):
                 app, name = f"bench-{index}", f"abort-{index}"
                 query = f'demo_error_ratio{{app="{app}"}}'

@@ -18,9 +18,8 @@ from kubernetes import client, watch
 
 from localcluster.controlplane import ControlPlane, default_bin_dir
 from localcluster.operator import (
-    create_deployment,
     install_crds,
-    label_namespace,
+    new_shop,
     running_operator,
     wait_for_phase,
     wait_for_ready_pods,
@@ -64,9 +63,7 @@ def run() -> dict[str, tuple[float, str]]:
         with running_operator(plane, workdir):
             api = plane.api_client()
             core = client.CoreV1Api(api)
-            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench")))
-            label_namespace(api, "bench", {"chaosguard.dev/chaos": "allowed"})
-            create_deployment(api, "bench", "checkout", 5)
+            new_shop(api, "bench")
             for index in range(RUNS):
                 wait_for_ready_pods(api, "bench", "checkout", 5)
                 version = core.list_namespaced_pod("bench").metadata.resource_version

@@ -16,7 +16,7 @@ from kubernetes import client
 from bench.abort_latency import stamp_when
 from bench.apply_to_kill import percentile
 from localcluster.controlplane import ControlPlane, default_bin_dir
-from localcluster.operator import create_deployment, install_crds, label_namespace, running_operator, status_of
+from localcluster.operator import install_crds, new_shop, running_operator, status_of
 
 RUNS = 10
 EXPERIMENT = """\
@@ -43,10 +43,7 @@ def run() -> dict[str, tuple[float, str]]:
         install_crds(plane)
         with running_operator(plane, workdir):
             api = plane.api_client()
-            core = client.CoreV1Api(api)
-            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench")))
-            label_namespace(api, "bench", {"chaosguard.dev/chaos": "allowed"})
-            create_deployment(api, "bench", "checkout", 5)
+            new_shop(api, "bench")
             for index in range(RUNS):
                 name = f"pause-{index}"
                 plane.kubectl("apply", "-n", "bench", "-f", "-", input=EXPERIMENT.format(name=name))

@@ -377,6 +377,13 @@ def shop(k8s: client.ApiClient, namespace: str) -> str:
     return namespace
 
 
+def new_shop(api: client.ApiClient, namespace: str) -> None:
+    """A new namespace opted in to chaos with 5 checkout pods: the benchmarks' target."""
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    label_namespace(api, namespace, {"chaosguard.dev/chaos": "allowed"})
+    create_deployment(api, namespace, "checkout", 5)
+
+
 def scoped_policy(namespace: str, **spec: Any) -> dict[str, Any]:
     """A policy spec that applies only to one test's namespace, so tests do not see each other's."""
     return {"namespaceSelector": {"matchLabels": {"chaosguard.dev/test": namespace}}, **spec}
