@@ -26,6 +26,7 @@ from localcluster.operator import (
     wait_for_phase,
 )
 from localcluster.wait import wait_for
+from tests.integration.test_operator_latency import faults_of
 
 pytestmark = pytest.mark.controlplane
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "container-restart.yaml"
@@ -42,11 +43,6 @@ def restart_yaml(name: str, *, mode: str = "one", value: int | None = None, cont
         f"  target: {{selector: {{matchLabels: {{app: checkout}}}}, {how}}}\n"
         "  duration: 2m\n"
     )
-
-
-def faults_of(status: dict[str, Any]) -> list[dict[str, Any]]:
-    run = status.get("currentRun") or status.get("lastRun") or {}
-    return list(run.get("faults", []))
 
 
 def faults_in(api: client.ApiClient, namespace: str, name: str, state: str, count: int) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from localcluster.operator import (
     wait_for_ready_pods,
 )
 from localcluster.wait import wait_for
+from tests.integration.test_operator_latency import ephemeral, faults_of
 
 pytestmark = pytest.mark.controlplane
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -98,20 +99,6 @@ def stress_yaml(name: str, block: str, duration: str = "2m", value: int = 1) -> 
         f"  target: {{selector: {{matchLabels: {{app: checkout}}}}, mode: fixed, value: {value}}}\n"
         f"  duration: {duration}\n"
     )
-
-
-def ephemeral(api: client.ApiClient, namespace: str) -> dict[str, list[dict[str, Any]]]:
-    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=checkout").items
-    return {
-        pod.metadata.uid: api.sanitize_for_serialization(pod.spec.ephemeral_containers or [])
-        for pod in pods
-        if pod.metadata.deletion_timestamp is None
-    }
-
-
-def faults_of(status: dict[str, Any]) -> list[dict[str, Any]]:
-    run = status.get("currentRun") or status.get("lastRun") or {}
-    return list(run.get("faults", []))
 
 
 def faults_in(api: client.ApiClient, namespace: str, name: str, count: int, state: str = "Active") -> list[Any]:

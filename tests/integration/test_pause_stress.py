@@ -21,8 +21,9 @@ from kubernetes import client
 from chaosguard.decisions import stress
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import OperatorProcess, apply_yaml, status_of, wait_for_phase
+from tests.integration.test_operator_latency import ephemeral
 from tests.integration.test_operator_pause import DEFAULT_GUARD_INTERVAL, cli, moment, run_of
-from tests.integration.test_operator_stress import ephemeral, faults_in, stress_shop  # noqa: F401 (fixture)
+from tests.integration.test_operator_stress import faults_in, stress_shop  # noqa: F401 (fixture)
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "stress-cpu.yaml").read_text()
 NAME = "checkout-cpu-stress"
