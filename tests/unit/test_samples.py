@@ -26,6 +26,8 @@ from chaosguard.decisions.samples import (
     merge_summaries,
     merge_trends,
     record_verdict,
+    sample_write_interval,
+    statuses_changed,
     trend_points,
     trend_with,
     without_trends,
@@ -236,3 +238,19 @@ def test_any_run_fits_and_its_span_and_worst_survive(
     finite = [v for _, _, v in samples if v is not None]
     if finite:
         assert max(p.value for p in points if p.value is not None) == pytest.approx(float(f"{max(finite):.4g}"))
+
+
+def test_sample_writes_keep_their_floor_until_the_runs_outgrow_the_budget() -> None:
+    assert sample_write_interval(1, floor=5.0, budget=20.0) == 5.0
+    assert sample_write_interval(100, floor=5.0, budget=20.0) == 5.0  # 100 runs / 5 s = 20 writes/s: fits
+    assert sample_write_interval(1000, floor=5.0, budget=20.0) == 50.0  # every run still gets a turn
+
+
+def test_only_a_changed_status_is_news_to_a_reader_not_a_fresher_number() -> None:
+    now = feed([(H, 0.001), (H, 0.002)])
+    written = [feed([(H, 0.001)]).model_dump(by_alias=True, mode="json")]
+    assert not statuses_changed(written, [now])
+    assert statuses_changed(written, [feed([(H, 0.001), (P, 0.2)])])
+    assert statuses_changed([], [now])  # never written: the first summary is news
+    assert statuses_changed(None, [now])
+    assert not statuses_changed(None, [])

@@ -285,3 +285,26 @@ __all__ = [
     "trend_with",
     "without_trends",
 ]
+
+
+# The SLI-sample writes one operator sends the API server per second, all runs together, when nothing a
+# reader acts on has changed. Each is a status write of a whole ChaosExperiment, which costs the local API
+# server ~9 ms of CPU (bench/apiserver_writes.py): at a thousand runs, one write per run every 5 s would
+# keep it busy with samples alone and queue every abort's write behind them.
+SAMPLE_WRITES_PER_SECOND = 20.0
+
+
+def sample_write_interval(guarded_runs: int, floor: float, budget: float = SAMPLE_WRITES_PER_SECOND) -> float:
+    """Seconds between two sample writes of one run whose SLIs' statuses did not change: `floor` while the
+    runs fit in the budget, else as long as it takes for every run to have its turn within it."""
+    return max(floor, guarded_runs / budget)
+
+
+def statuses_changed(written: object, slis: Sequence[SliSummary]) -> bool:
+    """Whether a reader would see something new in `slis` beyond fresher numbers: an SLI whose latest
+    status (Holding, Pending, Breached, Unavailable) differs from the one written, or one not written yet.
+    `written` is what status holds (`currentRun.slis` as last written; anything else counts as nothing)."""
+    before = {}
+    if isinstance(written, list):
+        before = {item.get("name"): item.get("status") for item in written if isinstance(item, dict)}
+    return any(before.get(summary.name) != summary.status for summary in slis)

@@ -283,6 +283,11 @@ class GuardScheduler:
         with self._lock:
             return key in self._runs
 
+    def guarded_count(self) -> int:
+        """How many runs are guarded now."""
+        with self._lock:
+            return len(self._runs)
+
     def stalled(self) -> bool:
         """Whether ticks are overdue by more than STALL_SECONDS: the guard's loop has stopped (a dead
         thread, a blocking call on it). The drivers then start no fault: nothing would notice a breach."""

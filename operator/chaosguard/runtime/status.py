@@ -22,7 +22,7 @@ from chaosguard.api.models import Condition, ConditionStatus, FaultRecord, Fault
 from chaosguard.clients.kube import Cluster, api_message
 from chaosguard.decisions.mergepatch import json_patch_operations, merge_patch
 from chaosguard.decisions.run_record import seal_run
-from chaosguard.decisions.samples import record_verdict
+from chaosguard.decisions.samples import record_verdict, sample_write_interval, statuses_changed
 from chaosguard.decisions.slo import Verdict
 from chaosguard.runtime import faults, lanes, metrics
 from chaosguard.runtime.driverbase import DEFAULT_GUARD_INTERVAL, SAMPLE_BATCH_SECONDS, DriverBase, RunEndedElsewhere
@@ -156,12 +156,20 @@ class StatusWriter(DriverBase):
                 past.faults, past.kills = list(ending.faults), ending.kills[-20:]
 
     def write_samples_soon(self, run: RunStatus) -> None:
-        """Sends the run's SLI samples in the background, at most every SAMPLE_BATCH_SECONDS and one
-        write at a time. The guard never waits for it: a routine write queued behind others must
-        not hold up the next tick, which may be the one that sees a breach."""
+        """Sends the run's SLI samples in the background, one write at a time: every SAMPLE_BATCH_SECONDS
+        when an SLI's status changed since the last write, else as often as the operator's budget of
+        sample writes allows with this many runs guarded (`sample_write_interval`). The guard never waits
+        for it: a routine write queued behind others must not hold up the next tick, which may be the one
+        that sees a breach."""
         now = asyncio.get_running_loop().time()
-        if (self.samples_write is not None and not self.samples_write.done()) or (
-            now - self.last_write < SAMPLE_BATCH_SECONDS
+        if self.samples_write is not None and not self.samples_write.done():
+            return
+        since = now - self.last_write
+        if since < SAMPLE_BATCH_SECONDS:
+            return
+        written = (self.written.get("currentRun") or {}).get("slis")
+        if not statuses_changed(written, run.slis) and since < sample_write_interval(
+            self.context.guard.guarded_count(), SAMPLE_BATCH_SECONDS
         ):
             return
         self.last_write = now
