@@ -17,16 +17,17 @@ scraping a metrics target every second, and the operator as a process (`chaosgua
   time limit (counted from the first POST) is a failure and counts with the time limit as its value.
 - Prometheus's per-query timeout is the default (2 s); runs that end before the breach (e.g. an
   unavailable SLI aborts them, the default onUnavailable) are counted by reason.
-- The steady window (once every run is Running, or the time limit passed, plus a few seconds to
-  settle): operator CPU from /proc/<pid>/stat (utime+stime delta over wall time, % of one core); RSS
-  from /proc/<pid>/status (the largest VmRSS sampled each second); status writes from the API
-  server's own /metrics (`apiserver_request_total{resource="chaosexperiments",subresource="status",
+- The steady window (once every run is Running and its first round is over: its kill recorded as
+  done and the killed pod recovered; or the time limits passed; plus a few seconds to settle):
+  operator CPU from /proc/<pid>/stat (utime+stime delta over wall time, % of one core); RSS from
+  /proc/<pid>/status (the largest VmRSS sampled each second); status writes from the API server's
+  own /metrics (`apiserver_request_total{resource="chaosexperiments",subresource="status",
   verb="PATCH"}`, delta over the window, per run Running through the window, per second); guard tick
   lateness from the operator's histogram `chaosguard_guard_tick_lateness_seconds` (delta of the
   buckets over the window, p99 interpolated within buckets as histogram_quantile does) or, where the
-  operator does not export it (an operator from before 2026-11-29, measured for a baseline), from the
-  gaps between consecutive `sliSamples` timestamps of each run, which such an operator still wrote
-  (gap - interval: how late each tick started after the previous one plus the interval).
+  operator does not export it (an operator from before 2026-11-29, measured for a baseline), from
+  the gaps between consecutive `sliSamples` timestamps of each run, which such an operator still
+  wrote (gap - interval: how late each tick started after the previous one plus the interval).
 - breach -> Aborted: every series flips to the breaching value under one lock that the metrics
   target's collection also takes, so that one scrape carries all flips; a 20 ms poll of an aggregate
   query stamps when Prometheus first answers the breaching value; each run's Aborted is stamped from
@@ -109,15 +110,16 @@ class Scale:
     running_limit: float  # seconds from the apply for every run to be Running
     window: float  # the steady window
     abort_limit: float  # seconds from the breach for every run to be Aborted
+    first_rounds_limit: float  # seconds, after every run is Running, for their first rounds to be over
 
     @property
     def duration(self) -> str:  # every run outlasts the whole measurement
-        return f"{int(self.running_limit + self.window + self.abort_limit + 600)}s"
+        return f"{int(self.running_limit + self.first_rounds_limit + self.window + self.abort_limit + 600)}s"
 
 
 SCALES = {
-    100: Scale(100, 100, 4, 5, 4, running_limit=180, window=30, abort_limit=120),
-    1000: Scale(1000, 50, 4, 10, 5, running_limit=300, window=30, abort_limit=180),
+    100: Scale(100, 100, 4, 5, 4, running_limit=180, window=30, abort_limit=120, first_rounds_limit=120),
+    1000: Scale(1000, 50, 4, 10, 5, running_limit=300, window=30, abort_limit=180, first_rounds_limit=300),
 }
 
 EXPERIMENT = """\
@@ -450,6 +452,27 @@ def kill_results(items: list[dict[str, Any]]) -> Counter[str]:
     return results
 
 
+def first_rounds_settled(items: list[dict[str, Any]]) -> tuple[int, int]:
+    """(runs Running, of them those whose first round is over): a kill recorded and finished, and a pod it
+    killed back (recovery tracked to its end). Until then the operator still picks, kills and watches pods
+    recover, which is start-up work, not the steady state of guarding."""
+    running = settled = 0
+    for item in items:
+        status = item.get("status") or {}
+        run = status.get("currentRun") or {}
+        if status.get("phase") != "Running":
+            continue
+        running += 1
+        kills = run.get("kills") or []
+        if (
+            kills
+            and all(kill.get("method") != "pending" for kill in kills)
+            and all(kill.get("recoveredAfterSeconds") is not None for kill in kills if kill.get("result") == "Killed")
+        ):
+            settled += 1
+    return running, settled
+
+
 def wait_until(predicate: Callable[[], bool], limit: float, poll: float = 0.2) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -556,7 +579,8 @@ def start_profile(pid: int, seconds: float, runs: int, phase: str) -> list[subpr
         return []
     spy, out = found
     processes = []
-    for kind, extra in (("cpu", ["-r", "100"]), ("wall", ["-r", "50", "--idle", "--threads"])):
+    # --gil: only the thread holding the GIL, so that a thread waiting for it does not show as busy.
+    for kind, extra in (("cpu", ["-r", "100", "--gil"]), ("wall", ["-r", "50", "--idle", "--threads"])):
         command = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "--nonblocking", *extra]
         command += ["--format", "raw", "-o", str(out / f"scale_{runs}.{phase}.{kind}.collapsed")]
         log = (out / f"scale_{runs}.{phase}.{kind}.log").open("wb")
@@ -650,6 +674,24 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 started = [k for k in keys if k in stamps.running]
                 late_starts = sum(1 for k in started if stamps.running[k] - applied > scale.running_limit)
                 not_started = scale.runs - len(started)
+
+                # ---- start-up: each run's first round (one kill, then that pod's recovery; runs of one workload
+                # take turns) still goes on after every run is Running; steady state is once it is over.
+                settle_from, settle_cpu_from = time.perf_counter(), proc_cpu_seconds(pid)
+                rounds: list[tuple[int, int]] = [(0, 0)]
+
+                def first_rounds_over() -> bool:
+                    rounds[0] = first_rounds_settled(list_experiments(plane))
+                    return rounds[0][0] > 0 and rounds[0][1] == rounds[0][0]
+
+                wait_until(first_rounds_over, scale.first_rounds_limit, poll=3.0)
+                settle_wall = time.perf_counter() - settle_from
+                notes.append(
+                    f"# {prefix}: start-up after the last run was Running: first rounds (a kill and its pod's "
+                    f"recovery) over in {rounds[0][1]} of {rounds[0][0]} Running runs after {settle_wall:.0f} s "
+                    f"(limit {scale.first_rounds_limit:.0f} s); operator CPU meanwhile "
+                    f"{100 * (proc_cpu_seconds(pid) - settle_cpu_from) / settle_wall:.0f}% of a core"
+                )
 
                 # ---- the steady window
                 time.sleep(SETTLE)
