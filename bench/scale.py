@@ -34,7 +34,8 @@ scraping a metrics target every second, and the operator as a process (`chaosgua
   the same watch. Runs not Aborted within the time limit count with the time limit as their value.
 
 With CHAOSGUARD_BENCH_PYSPY=<dir>, `py-spy record` (raw collapsed stacks) samples the operator over
-the steady window and `py-spy dump` takes one snapshot of its stacks; both land in <dir>.
+the start, the steady window and the 20 s after the breach, and `py-spy dump` takes snapshots of its
+stacks in the steady window; all land in <dir>.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from localcluster.operator import (
     install_crds,
     label_namespace,
     running_operator,
+    signing_key_file,
 )
 from localcluster.prometheus import MetricsTarget, PrometheusServer, instant_query
 
@@ -339,8 +341,9 @@ class PhasePoller:
 # --------------------------------------------------------------------------- reading figures
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def proc_cpu_seconds(pid: int, tid: int | None = None) -> float:
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5), after pid and comm
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
@@ -588,6 +591,33 @@ def start_profile(pid: int, seconds: float, runs: int, phase: str) -> list[subpr
     return processes
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """Each thread's CPU seconds so far (the kernel's utime+stime of /proc/<pid>/task/<tid>)."""
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            seconds[int(task.name)] = proc_cpu_seconds(pid, int(task.name))
+    return seconds
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python's names of the process's threads by native id (`py-spy dump` prints both); {} without py-spy."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.access(spy, os.X_OK):
+        return {}
+    dump = subprocess.run([spy, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=60, check=False)
+    return {int(tid): name for tid, name in re.findall(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dump.stdout, re.M)}
+
+
+def cpu_by_thread_group(before: dict[int, float], after: dict[int, float], names: dict[int, str], wall: float) -> str:
+    """ "name 12%, ..." per group of threads (pool threads' numbers folded), largest first, % of one core."""
+    groups: Counter[str] = Counter()
+    for tid, seconds in after.items():
+        name = re.sub(r"_\d+$", "_*", names.get(tid, "unnamed"))
+        groups[name] += seconds - before.get(tid, 0.0)
+    return ", ".join(f"{name} {100 * used / wall:.1f}%" for name, used in groups.most_common() if used / wall >= 0.005)
+
+
 def dump_profile(pid: int, runs: int) -> None:
     found = _py_spy()
     if found is None:
@@ -620,7 +650,14 @@ def standby_replica(plane: ControlPlane, workdir: Path) -> Iterator[OperatorProc
         "spec": {"holderIdentity": "bench-operator", "leaseDurationSeconds": 3600, "renewTime": now},
     }
     client.CoordinationV1Api(api).create_namespaced_lease(STANDBY_NAMESPACE, lease)
-    args = ["--leader-elect", f"--readiness=http://127.0.0.1:{_free_port()}/readyz"]
+    # The stand-in leader's signing key, as replicas of an install share the Secret's: a standby verifies the
+    # leader's sealed run records, and acts on them when the leader is slow to.
+    args = [
+        "--leader-elect",
+        f"--readiness=http://127.0.0.1:{_free_port()}/readyz",
+        "--signing-key-file",
+        str(signing_key_file(plane.kubeconfig)),
+    ]
     env = {"CHAOSGUARD_NAMESPACE": STANDBY_NAMESPACE}
     standby = OperatorProcess(plane.kubeconfig, workdir / "standby.log", env, args=args).start()
     try:
@@ -698,6 +735,7 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 guarded = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
                 api_before = apiserver_requests(plane)
                 op_before = operator_metrics(operator.metrics())
+                names, threads_before = thread_names(pid), thread_cpu_seconds(pid)
                 cpu_before, wall_before = proc_cpu_seconds(pid), time.perf_counter()
                 standby_cpu_before = proc_cpu_seconds(standby_pid)
                 standby_rss: list[float] = []
@@ -713,6 +751,14 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                         dumps.pop(0)
                     time.sleep(1.0)
                 cpu_after, wall_after = proc_cpu_seconds(pid), time.perf_counter()
+                threads_after = thread_cpu_seconds(pid)
+                if names:
+                    names.update(thread_names(pid))
+                    notes.append(
+                        f"# {prefix}: operator CPU in the steady window by thread (the kernel's per-thread times; "
+                        "names from py-spy dump): "
+                        + cpu_by_thread_group(threads_before, threads_after, names, wall_after - wall_before)
+                    )
                 standby_cpu_pct = (
                     100.0 * (proc_cpu_seconds(standby_pid) - standby_cpu_before) / (wall_after - wall_before)
                 )
@@ -784,6 +830,7 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 breach_set = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
                 watch.aborted_after = time.perf_counter()
                 poller = PhasePoller(watch, sorted(breach_set)[:: max(1, len(breach_set) // 5)][:5]).start()
+                breach_profile = start_profile(pid, 20, scale.runs, "breach")
                 flip.set_all(apps, BREACHING)
                 minimum = f"min({aggregate})"
                 breach_at: float | None = None
@@ -801,6 +848,9 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                     max(0.0, scale.abort_limit - (time.perf_counter() - breach_at)),
                 )
                 poller.stop()
+                for sampler in breach_profile:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        sampler.wait(timeout=60)
                 stamps = watch.snapshot()
                 cross_check = [
                     (stamps.aborted[k] - breach_at, poller.aborted[k] - breach_at)
