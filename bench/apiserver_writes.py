@@ -77,6 +77,7 @@ TREND_POINTS = 29  # a run's trend a minute in, at a 1 s guard interval (the ste
 QUIET_CPU = 0.15  # cores: below this the API server has finished with the previous burst
 QUIET_LIMIT = 120.0
 SEEN_LIMIT = 60.0
+MACHINE = "machine"
 
 FIGURES: dict[str, str] = {
     "real_per_s": "writes/s",
@@ -292,7 +293,12 @@ def daemon_pids(plane: ControlPlane) -> dict[str, int]:
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    return {name: proc_cpu_seconds(pid) for name, pid in pids.items()}
+    """CPU seconds of each process so far, and under MACHINE those of the whole machine (every core, every
+    user: on a shared machine the others' share tells how far the rate is the server's own)."""
+    busy = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in busy[:8])
+    machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return {MACHINE: machine, **{name: proc_cpu_seconds(pid) for name, pid in pids.items()}}
 
 
 def wait_quiet(pid: int, interval: float = 0.5) -> bool:
@@ -319,6 +325,7 @@ class AbortedSightings:
     since: float = 0.0
     seen: dict[str, float] = field(default_factory=dict)
     events: int = 0
+    ended: str = ""  # why the watch stopped (the burst refuses to count with a stopped watch)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def restart(self, since: float) -> None:
@@ -339,12 +346,15 @@ class AbortedSightings:
 
 
 @contextlib.contextmanager
-def watching(plane: ControlPlane, path: str, count: int) -> Iterator[list[AbortedSightings]]:
+def watching(plane: ControlPlane, api: KeepAlive, path: str, count: int) -> Iterator[list[AbortedSightings]]:
     """`count` curl -N watches of `path`, each read by a thread that stamps the Aborted it delivers."""
+    # A new resource's watch cache answers 429 ("storage is (re)initializing") for a moment.
+    if not wait_until(lambda: api.call("GET", f"{path}?watch=1&timeoutSeconds=1")[0] == 200, 60):
+        raise RuntimeError(f"no watch of {path} could be opened within 60 s")
     sightings = [AbortedSightings() for _ in range(count)]
     command = [
         "curl",
-        "-sSN",
+        "-fsSN",
         "--cacert",
         str(plane.ca_file),
         "-H",
@@ -358,6 +368,7 @@ def watching(plane: ControlPlane, path: str, count: int) -> Iterator[list[Aborte
         for line in process.stdout:
             if line.strip():
                 sighting.observe(line, time.perf_counter())
+        sighting.ended = f"curl exited with code {process.wait()}"
 
     readers = [threading.Thread(target=read, args=pair, daemon=True) for pair in zip(processes, sightings, strict=True)]
     for reader in readers:
@@ -413,7 +424,10 @@ class Burst:
         return 1000.0 * self.cpu.get(process, 0.0) / len(self.latencies)
 
     def describe(self) -> str:
-        cores = ", ".join(f"{name} {value / self.seconds:.2f}" for name, value in sorted(self.cpu.items()))
+        cores = ", ".join(
+            f"{name} {value / self.seconds:.2f}" for name, value in sorted(self.cpu.items()) if name != MACHINE
+        )
+        others = self.cpu[MACHINE] - sum(value for name, value in self.cpu.items() if name != MACHINE)
         seen = (
             f"p50 {percentile(self.seen, 0.5):.2f} s, p95 {percentile(self.seen, 0.95):.2f} s, "
             f"all {max(self.seen):.2f} s"
@@ -425,7 +439,8 @@ class Burst:
             f"{self.seconds:.2f} s = {self.per_second:.0f}/s; per write: kube-apiserver "
             f"{self.cpu_ms_per_write('kube-apiserver'):.2f} ms CPU, etcd {self.cpu_ms_per_write('etcd'):.2f} ms; "
             f"latency p50 {1000 * percentile(self.latencies, 0.5):.0f} ms, p95 "
-            f"{1000 * percentile(self.latencies, 0.95):.0f} ms; cores used: {cores}; Aborted seen by both "
+            f"{1000 * percentile(self.latencies, 0.95):.0f} ms; cores used: {cores}, everything else on the machine "
+            f"{max(0.0, others) / self.seconds:.2f}; Aborted seen by both "
             f"watches {seen}{f' ({self.unseen} never within {SEEN_LIMIT:.0f} s)' if self.unseen else ''}; "
             f"load average {self.load[0]:.2f}"
             + ("" if self.quiet_before else f"; the API server was still busy after {QUIET_LIMIT:.0f} s")
@@ -457,14 +472,16 @@ def burst(
     after = cpu_seconds(pids)
     load = os.getloadavg()
     total = len(objects.paths)
-    wait_until(lambda: all(s.count() >= total for s in sightings), SEEN_LIMIT)
+    wait_until(lambda: all(s.count() >= total or s.ended for s in sightings), SEEN_LIMIT)
+    if stopped := [s.ended for s in sightings if s.ended]:
+        raise RuntimeError(f"a watch of {objects.kind} stopped: {stopped}")
     names = [path.rsplit("/", 2)[-2] for path in objects.paths]
     seen = [max(s.seen.get(name, float("inf")) for s in sightings) - began for name in names]
     return Burst(
         kind=objects.kind,
         threads=threads,
         seconds=seconds,
-        cpu={name: after[name] - before[name] for name in pids},
+        cpu={name: after[name] - before[name] for name in before},
         latencies=latencies,
         seen=[s for s in seen if s != float("inf")],
         unseen=sum(1 for s in seen if s == float("inf")),
@@ -602,8 +619,8 @@ def run() -> dict[str, tuple[float, str]]:
             api.expect(201, "POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
             pids = {**daemon_pids(plane), "client": os.getpid()}
             with (
-                watching(plane, f"/apis/{GROUP}/{VERSION}/chaosexperiments", WATCHERS) as real_watches,
-                watching(plane, f"/apis/{TINY_GROUP}/v1/{TINY_PLURAL}", WATCHERS) as tiny_watches,
+                watching(plane, api, f"/apis/{GROUP}/{VERSION}/chaosexperiments", WATCHERS) as real_watches,
+                watching(plane, api, f"/apis/{TINY_GROUP}/v1/{TINY_PLURAL}", WATCHERS) as tiny_watches,
             ):
                 experiments = create_experiments(api, RUNS, NAMESPACE)
                 tiny = create_tiny(api, RUNS, NAMESPACE)
