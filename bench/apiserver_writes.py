@@ -41,7 +41,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -318,70 +318,101 @@ def wait_quiet(pid: int, interval: float = 0.5) -> bool:
 # --------------------------------------------------------------------------- the watchers
 
 
-@dataclass
-class AbortedSightings:
-    """When one watch first delivered each object `Aborted` since `since` (perf_counter)."""
+class CurlWatch:
+    """One watch of `path` by curl -N, as the operator and a standby each hold one, stamping when it first
+    delivers each object `Aborted` after `since` (perf_counter).
 
-    since: float = 0.0
-    seen: dict[str, float] = field(default_factory=dict)
-    events: int = 0
-    ended: str = ""  # why the watch stopped (the burst refuses to count with a stopped watch)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    curl writes the stream to a file that a thread follows: through a pipe, a reader slowed by the client
+    threads (one GIL) could hold curl, and so the API server, back. When the server ends the watch (it
+    does when it replaces a new CRD's storage), it is opened again from the last resourceVersion seen,
+    as client-go's reflector and kopf do; `reconnects` counts those."""
+
+    def __init__(self, plane: ControlPlane, path: str, stream: Path) -> None:
+        self.command = [
+            "curl",
+            "-fsSN",
+            "--cacert",
+            str(plane.ca_file),
+            "-H",
+            f"Authorization: Bearer {plane.token_for('admin')}",
+        ]
+        self.url = f"{plane.server}{path}?watch=1&allowWatchBookmarks=true"
+        self.stream = stream
+        self.since = 0.0
+        self.seen: dict[str, float] = {}
+        self.events = self.reconnects = 0
+        self.resource_version = ""
+        self.failed = ""  # why the watch could not go on (a burst refuses to count with a failed watch)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.process = self._launch()
+        self.thread = threading.Thread(target=self._follow, name=f"watch {stream.name}", daemon=True)
+        self.thread.start()
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        url = f"{self.url}&resourceVersion={self.resource_version}" if self.resource_version else self.url
+        with self.stream.open("ab") as out:
+            return subprocess.Popen([*self.command, url], stdout=out, stdin=subprocess.DEVNULL)
+
+    def _follow(self) -> None:
+        line = b""
+        with self.stream.open("rb") as lines:
+            while not self.stopping.is_set():
+                line += lines.readline()
+                if line.endswith(b"\n"):
+                    if line.strip():
+                        self._observe(json.loads(line), time.perf_counter())
+                    line = b""
+                elif self.process.poll() is None:
+                    self.stopping.wait(0.01)  # a file has no way to wait for more
+                elif self.process.returncode == 0 and not line:  # the server ended it; all of it is read
+                    self.reconnects += 1
+                    self.process = self._launch()
+                else:
+                    self.failed = f"curl exited with code {self.process.returncode}"
+                    return
+
+    def _observe(self, event: dict[str, Any], now: float) -> None:
+        item = event.get("object") or {}
+        if event.get("type") == "ERROR":  # e.g. 410 Gone: the resourceVersion is too old to resume from
+            self.failed = f"the watch answered {item.get('code')}: {item.get('message')}"
+            self.stopping.set()
+            return
+        with self.lock:
+            self.events += 1
+            self.resource_version = (item.get("metadata") or {}).get("resourceVersion") or self.resource_version
+            if (item.get("status") or {}).get("phase") == "Aborted" and now >= self.since:
+                self.seen.setdefault(item["metadata"]["name"], now)
 
     def restart(self, since: float) -> None:
         with self.lock:
             self.since, self.seen = since, {}
 
-    def observe(self, line: bytes, now: float) -> None:
-        event = json.loads(line)
-        item = event.get("object") or {}
-        with self.lock:
-            self.events += 1
-            if (item.get("status") or {}).get("phase") == "Aborted" and now >= self.since:
-                self.seen.setdefault(item["metadata"]["name"], now)
-
     def count(self) -> int:
         with self.lock:
             return len(self.seen)
 
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
 
 @contextlib.contextmanager
-def watching(plane: ControlPlane, api: KeepAlive, path: str, count: int) -> Iterator[list[AbortedSightings]]:
-    """`count` curl -N watches of `path`, each read by a thread that stamps the Aborted it delivers."""
+def watching(plane: ControlPlane, api: KeepAlive, path: str, count: int, directory: Path) -> Iterator[list[CurlWatch]]:
+    """`count` watches of `path`, open until the block ends."""
     # A new resource's watch cache answers 429 ("storage is (re)initializing") for a moment.
     if not wait_until(lambda: api.call("GET", f"{path}?watch=1&timeoutSeconds=1")[0] == 200, 60):
         raise RuntimeError(f"no watch of {path} could be opened within 60 s")
-    sightings = [AbortedSightings() for _ in range(count)]
-    command = [
-        "curl",
-        "-fsSN",
-        "--cacert",
-        str(plane.ca_file),
-        "-H",
-        f"Authorization: Bearer {plane.token_for('admin')}",
-        f"{plane.server}{path}?watch=1&allowWatchBookmarks=true",
-    ]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) for _ in sightings]
-
-    def read(process: subprocess.Popen[bytes], sighting: AbortedSightings) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.strip():
-                sighting.observe(line, time.perf_counter())
-        sighting.ended = f"curl exited with code {process.wait()}"
-
-    readers = [threading.Thread(target=read, args=pair, daemon=True) for pair in zip(processes, sightings, strict=True)]
-    for reader in readers:
-        reader.start()
+    watches: list[CurlWatch] = []
     try:
-        yield sightings
+        for index in range(count):
+            watches.append(CurlWatch(plane, path, directory / f"watch-{path.rsplit('/', 1)[-1]}-{index}.jsonl"))
+        yield watches
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
-        for reader in readers:
-            reader.join(timeout=10)
+        for watch in watches:
+            watch.stop()
 
 
 # --------------------------------------------------------------------------- one kind of object, its bursts
@@ -415,6 +446,7 @@ class Burst:
     unseen: int
     load: tuple[float, float, float]
     quiet_before: bool
+    reconnects: int  # of the watches, so far
 
     @property
     def per_second(self) -> float:
@@ -441,7 +473,8 @@ class Burst:
             f"latency p50 {1000 * percentile(self.latencies, 0.5):.0f} ms, p95 "
             f"{1000 * percentile(self.latencies, 0.95):.0f} ms; cores used: {cores}, everything else on the machine "
             f"{max(0.0, others) / self.seconds:.2f}; Aborted seen by both "
-            f"watches {seen}{f' ({self.unseen} never within {SEEN_LIMIT:.0f} s)' if self.unseen else ''}; "
+            f"watches {seen}{f' ({self.unseen} never within {SEEN_LIMIT:.0f} s)' if self.unseen else ''} "
+            f"(the watches reopened {self.reconnects} times so far); "
             f"load average {self.load[0]:.2f}"
             + ("" if self.quiet_before else f"; the API server was still busy after {QUIET_LIMIT:.0f} s")
         )
@@ -453,7 +486,7 @@ def burst(
     threads: int,
     objects: Objects,
     pids: dict[str, int],
-    sightings: Sequence[AbortedSightings],
+    watches: Sequence[CurlWatch],
 ) -> Burst:
     operations = objects.verdicts()
 
@@ -464,19 +497,19 @@ def burst(
 
     quiet = wait_quiet(pids["kube-apiserver"])
     began = time.perf_counter()
-    for sighting in sightings:
-        sighting.restart(began)
+    for watch in watches:
+        watch.restart(began)
     before = cpu_seconds(pids)
     latencies = list(pool.map(write, range(len(objects.paths))))
     seconds = time.perf_counter() - began
     after = cpu_seconds(pids)
     load = os.getloadavg()
     total = len(objects.paths)
-    wait_until(lambda: all(s.count() >= total or s.ended for s in sightings), SEEN_LIMIT)
-    if stopped := [s.ended for s in sightings if s.ended]:
-        raise RuntimeError(f"a watch of {objects.kind} stopped: {stopped}")
+    wait_until(lambda: all(w.count() >= total or w.failed for w in watches), SEEN_LIMIT)
+    if failed := [w.failed for w in watches if w.failed]:
+        raise RuntimeError(f"a watch of {objects.kind} failed: {failed}")
     names = [path.rsplit("/", 2)[-2] for path in objects.paths]
-    seen = [max(s.seen.get(name, float("inf")) for s in sightings) - began for name in names]
+    seen = [max(w.seen.get(name, float("inf")) for w in watches) - began for name in names]
     return Burst(
         kind=objects.kind,
         threads=threads,
@@ -487,12 +520,11 @@ def burst(
         unseen=sum(1 for s in seen if s == float("inf")),
         load=load,
         quiet_before=quiet,
+        reconnects=sum(w.reconnects for w in watches),
     )
 
 
-def bursts(
-    api: KeepAlive, objects: Objects, pids: dict[str, int], sightings: Sequence[AbortedSightings]
-) -> list[Burst]:
+def bursts(api: KeepAlive, objects: Objects, pids: dict[str, int], watches: Sequence[CurlWatch]) -> list[Burst]:
     """One burst per thread count; the statuses go back to Running (untimed) between them."""
     results: list[Burst] = []
     resets = objects.resets()
@@ -508,7 +540,7 @@ def bursts(
                         range(len(objects.paths)),
                     )
                 )
-            results.append(burst(api, pool, threads, objects, pids, sightings))
+            results.append(burst(api, pool, threads, objects, pids, watches))
         print(results[-1].describe(), flush=True)
     return results
 
@@ -619,8 +651,10 @@ def run() -> dict[str, tuple[float, str]]:
             api.expect(201, "POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
             pids = {**daemon_pids(plane), "client": os.getpid()}
             with (
-                watching(plane, api, f"/apis/{GROUP}/{VERSION}/chaosexperiments", WATCHERS) as real_watches,
-                watching(plane, api, f"/apis/{TINY_GROUP}/v1/{TINY_PLURAL}", WATCHERS) as tiny_watches,
+                watching(
+                    plane, api, f"/apis/{GROUP}/{VERSION}/chaosexperiments", WATCHERS, Path(workdir)
+                ) as real_watches,
+                watching(plane, api, f"/apis/{TINY_GROUP}/v1/{TINY_PLURAL}", WATCHERS, Path(workdir)) as tiny_watches,
             ):
                 experiments = create_experiments(api, RUNS, NAMESPACE)
                 tiny = create_tiny(api, RUNS, NAMESPACE)
