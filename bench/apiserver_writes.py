@@ -16,13 +16,17 @@ Method, on the local control plane (etcd, kube-apiserver, KCM, scheduler; no kwo
   fields, as `save(only=VERDICT_FIELDS)` writes first), from a pool of client threads, each over its
   own keep-alive HTTPS connection (http.client: the client's own cost stays small). The burst is
   timed from the first request to the last answer; the API server's and etcd's CPU are read from
-  /proc/<pid>/stat just before and just after. Before each later burst, every status is put back to
-  Running (untimed), and each burst waits until the API server is idle again.
+  /proc/<pid>/stat just before and just after (and the whole machine's from /proc/stat: on a shared
+  machine, what the others used says how far the rate is the server's own). Before each later burst,
+  every status is put back to Running (untimed), and each burst waits until the API server is idle
+  again. Each burst also reports when both watches had delivered each `Aborted` (p50, p95, all) and
+  how many watches the API server closed as fallen behind (apiserver_terminated_watchers_total).
 - The same bursts on a tiny object of a schemaless CRD (x-kubernetes-preserve-unknown-fields, a
   status of a phase and a run id): the least a status write can cost this server, for comparison.
 
 Figures (`apiserver_writes_<figure>`) are from the faster of the thread counts; every burst is
-printed as a comment line.
+printed as a comment line. The CPU per write is the steadier figure: the rates depend on what else
+the machine runs.
 """
 
 from __future__ import annotations
