@@ -1,6 +1,6 @@
 """`make bench`: runs the benchmarks and prints one `BENCH <name> <value> <unit>` line per figure.
 
-`--only NAME` runs just the benchmark that produces NAME; a group name (scale_100, scale_1000) runs
+`--only NAME` runs just the benchmark that produces NAME; a group name (scale_100, scale_1000, apiserver_writes) runs
 that benchmark and prints all its figures. The scale benchmarks boot their own control plane with
 hundreds of runs and take minutes, so they run only when named."""
 
@@ -45,11 +45,15 @@ _SCALE_FIGURES = (
     "standby_rss_mb",
     "status_size_p95",
 )
+APISERVER_WRITES_FIGURES = ("real_per_s", "real_cpu_ms", "real_1000_s", "floor_per_s", "floor_cpu_ms")
 # Benchmarks that run only when named: a group name selects all of its figures.
 ON_REQUEST: dict[str, tuple[str, ...]] = {
     f"bench.scale:run_{n}": tuple(f"scale_{n}_{figure}" for figure in _SCALE_FIGURES) for n in (100, 1000)
 }
+# The API server's own cost of 1,000 verdict writes (issue 24): boots its own control plane.
+ON_REQUEST["bench.apiserver_writes"] = tuple(f"apiserver_writes_{figure}" for figure in APISERVER_WRITES_FIGURES)
 GROUPS: dict[str, str] = {f"scale_{n}": f"bench.scale:run_{n}" for n in (100, 1000)}
+GROUPS["apiserver_writes"] = "bench.apiserver_writes"
 # Benchmarks that are scripts of their own (they boot a VM) and print their BENCH lines themselves.
 SCRIPTS: dict[str, tuple[str, ...]] = {
     # Boots the real node (root; run alone: flock /tmp/chaosguard-realnode.lock make bench ONLY=...).
