@@ -8,7 +8,8 @@ by default.
 `GuardScheduler` is the one task that drives every run's guard. Each run has its own interval
 and its next tick on the loop's clock. When ticks fall due, the scheduler gathers the due runs'
 requests, starts each distinct (endpoint, query) once, and judges each run as soon as *its own*
-answers are in, so a breach is acted on without waiting for other runs' slower queries. Every
+answers are in (the runs that asked the same queries together, in one pass), so a breach is acted on
+without waiting for other runs' slower queries. Every
 query is bounded by its endpoint's timeout, so a tick is bounded too. A run whose previous tick is
 still being judged (a slow Prometheus, an abort in progress) skips the tick rather than stack up.
 Runs with the same interval tick on one shared grid, so that their identical queries go out once.
@@ -41,6 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from chaosguard.api.models import OnUnavailable, PrometheusEndpoint, SecretKeyRef, SteadyStateCondition, SteadyStateSpec
 from chaosguard.clients.kube import Cluster
@@ -48,6 +50,8 @@ from chaosguard.clients.prometheus import Endpoint, QueryBatcher, QueryRequest
 from chaosguard.decisions.slo import GuardState, QueryOutcome, UnavailableKind, Verdict, evaluate, unavailable
 from chaosguard.runtime import metrics
 from chaosguard.runtime.lanes import ApiLanes
+
+Asked = tuple[dict[str, QueryRequest], dict[str, QueryOutcome]]  # (condition -> request, condition -> known)
 
 logger = logging.getLogger("chaosguard.guard")  # a fixed name: log filters select on it
 
@@ -93,7 +97,7 @@ class SteadyStateProbe:
         self.conditions = [*(spec.conditions if spec is not None else ()), *extra_conditions]
         self.extra = frozenset(condition.name for condition in extra_conditions)
         self.extra_secrets_namespace = extra_secrets_namespace  # None: unknown, so such Secrets are not read
-        self._endpoints: dict[tuple[str | None, int, bool], Endpoint | str] = {}
+        self._endpoints: dict[tuple[str | None, int, bool], Endpoint] = {}
         self.author_timeout_cap = author_timeout_cap if self.extra else None
 
     @property
@@ -130,16 +134,35 @@ class SteadyStateProbe:
                 return f"cannot read the Prometheus credentials for {spec.url} in namespace {namespace}: {error}"
         return self._endpoints[key]
 
+    def _where(self, condition: SteadyStateCondition) -> tuple[PrometheusEndpoint, str | None, bool]:
+        """The condition's endpoint, the namespace of its Secrets, and whether its timeout is capped."""
+        endpoint_spec = condition.prometheus or (self.spec.prometheus if self.spec is not None else None)
+        assert endpoint_spec is not None  # the models refuse conditions without an endpoint
+        owners = condition.name in self.extra
+        return endpoint_spec, self.extra_secrets_namespace if owners else self.namespace, not owners
+
+    def ready_requests(self) -> tuple[dict[str, QueryRequest], dict[str, QueryOutcome]] | None:
+        """What `requests` answers, without awaiting anything, once every endpoint has been resolved (from
+        the first tick on); None before. A thousand runs ask on every tick: no coroutine each."""
+        to_ask: dict[str, QueryRequest] = {}
+        for condition in self.conditions:
+            endpoint_spec, namespace, capped = self._where(condition)
+            endpoint = self._endpoints.get((namespace, id(endpoint_spec), capped))
+            if endpoint is None:
+                return None
+            to_ask[condition.name] = QueryRequest(endpoint, condition.query)
+        return to_ask, {}
+
     async def requests(self) -> tuple[dict[str, QueryRequest], dict[str, QueryOutcome]]:
         """(condition -> request to send, condition -> outcome already known without asking)."""
+        ready = self.ready_requests()
+        if ready is not None:
+            return ready
         to_ask: dict[str, QueryRequest] = {}
         known: dict[str, QueryOutcome] = {}
         for condition in self.conditions:
-            endpoint_spec = condition.prometheus or (self.spec.prometheus if self.spec is not None else None)
-            assert endpoint_spec is not None  # the models refuse conditions without an endpoint
-            owners = condition.name in self.extra
-            namespace = self.extra_secrets_namespace if owners else self.namespace
-            endpoint = await self._endpoint(endpoint_spec, namespace, capped=not owners)
+            endpoint_spec, namespace, capped = self._where(condition)
+            endpoint = await self._endpoint(endpoint_spec, namespace, capped=capped)
             if isinstance(endpoint, str):
                 known[condition.name] = unavailable(UnavailableKind.INVALID_REQUEST, endpoint)
             else:
@@ -369,17 +392,26 @@ class GuardScheduler:
         for run in runs:
             run.busy = True
         try:
-            asked = await asyncio.gather(*(run.probe.requests() for run in runs), return_exceptions=True)
-            answers: dict[QueryRequest, asyncio.Task[QueryOutcome]] = {}
-            for result in asked:
-                if isinstance(result, BaseException):
-                    continue
-                for request in result[0].values():
+            asked: list[Asked | BaseException | None] = [run.probe.ready_requests() for run in runs]
+            unresolved = [index for index, requests in enumerate(asked) if requests is None]
+            if unresolved:  # a first tick: endpoints to resolve, Secrets to read
+                found = await asyncio.gather(*(runs[i].probe.requests() for i in unresolved), return_exceptions=True)
+                for index, resolved in zip(unresolved, found, strict=True):
+                    asked[index] = resolved
+            answers: dict[QueryRequest, asyncio.Future[QueryOutcome]] = {}
+            # Runs that ask the same queries are judged together, once those answers are in: at a thousand
+            # runs sharing fifty queries, fifty waits per tick instead of a task and a wait for every run.
+            alike: dict[tuple[QueryRequest, ...], list[tuple[GuardedRun, Asked | BaseException]]] = {}
+            for run, requests in zip(runs, asked, strict=True):
+                assert requests is not None
+                wanted = tuple(requests[0].values()) if not isinstance(requests, BaseException) else ()
+                for request in wanted:
                     if request not in answers:
                         answers[request] = asyncio.ensure_future(self.batcher.query(request))
+                alike.setdefault(wanted, []).append((run, requests))
             metrics.GUARD_TICK_QUERIES.observe(len(answers))
             await asyncio.gather(
-                *(self._judge(run, result, answers) for run, result in zip(runs, asked, strict=True)),
+                *(self._judge(wanted, members, answers) for wanted, members in alike.items()),
                 return_exceptions=True,
             )
         finally:
@@ -388,30 +420,43 @@ class GuardScheduler:
 
     async def _judge(
         self,
-        run: GuardedRun,
-        asked: tuple[dict[str, QueryRequest], dict[str, QueryOutcome]] | BaseException,
-        answers: dict[QueryRequest, asyncio.Task[QueryOutcome]],
+        wanted: tuple[QueryRequest, ...],
+        members: list[tuple[GuardedRun, Asked | BaseException]],
+        answers: dict[QueryRequest, asyncio.Future[QueryOutcome]],
     ) -> None:
-        try:
-            if isinstance(asked, BaseException):
-                raise asked
-            to_ask, outcomes = asked
-            names = list(to_ask)
-            results = await asyncio.gather(*(answers[to_ask[name]] for name in names))
-            outcomes = {**outcomes, **dict(zip(names, results, strict=True))}
-            verdict = run.probe.judge(outcomes, run.judged_state, self.now())
-            metrics.GUARD_CHECKS.labels(verdict.kind.value).inc()
-            await self._hand_over(run, verdict)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # one run's failure must never stop the others' guards
-            logger.exception("the guard tick of %s failed; judging it as not queried", run.key)
-            # Fail-safe: a tick that could not be judged counts as no data (an abort, by default).
-            await self._hand_over(run, run.probe.judge({}, run.judged_state, self.now()))
+        """Judges the runs that asked `wanted` as soon as its answers are in, each on its own: one run's
+        failure must never stop the others' guards."""
+        got = await asyncio.gather(*(answers[request] for request in wanted), return_exceptions=True)
+        failed = next((answer for answer in got if isinstance(answer, BaseException)), None)
+        answered = dict(zip(wanted, got, strict=True))
+        now = self.now()
+        applying: list[Awaitable[None]] = []
+        for run, asked in members:
+            try:
+                if isinstance(asked, BaseException):
+                    raise asked
+                if failed is not None:
+                    raise failed
+                to_ask, known = asked
+                outcomes = {
+                    **known,
+                    **{name: cast(QueryOutcome, answered[request]) for name, request in to_ask.items()},
+                }
+                verdict = run.probe.judge(outcomes, run.judged_state, now)
+                metrics.GUARD_CHECKS.labels(verdict.kind.value).inc()
+            except Exception:
+                logger.exception("the guard tick of %s failed; judging it as not queried", run.key)
+                # Fail-safe: a tick that could not be judged counts as no data (an abort, by default).
+                verdict = run.probe.judge({}, run.judged_state, self.now())
+            handed = self._hand_over(run, verdict)
+            if handed is not None:
+                applying.append(handed)
+        await asyncio.gather(*applying, return_exceptions=True)
 
-    async def _hand_over(self, run: GuardedRun, verdict: Verdict) -> None:
+    def _hand_over(self, run: GuardedRun, verdict: Verdict) -> Awaitable[None] | None:
         """Gets `verdict` applied on the run's home loop. On this loop (no thread of its own) it is applied
-        before the tick ends, so the run stays busy meanwhile. Across threads the tick does not wait:
+        before the tick ends, so the run stays busy meanwhile: the task doing it is returned for the tick to
+        wait for. Across threads the tick does not wait (None):
         a busy kopf loop must not hold back the next tick's decision (a run kept busy until its verdict
         was applied there would skip ticks for as long as that loop lags). The next tick judges the
         state this verdict leaves (`verdict.state`); `_flush` takes the verdicts over, `_apply_in_order`
@@ -420,23 +465,31 @@ class GuardScheduler:
             run.breach.raise_for_breach()  # before kopf's loop hears of it: from now on no fault starts
         home = run.home
         if home is None or home is asyncio.get_running_loop():
-            run.judged_state = await self._apply(run, verdict, time.monotonic())
-            return
+            return asyncio.ensure_future(self._apply_here(run, verdict))
         with self._lock:
             run.judged_state = verdict.state
             run.judged += 1
             if run.abort_handed:
-                return  # the run is being aborted: nothing judged after that needs to reach the driver
+                return None  # the run is being aborted: nothing judged after that needs to reach the driver
             run.abort_handed = verdict.abort
             # The newest verdict replaces one still waiting for kopf's loop: a loop that slow thins the
             # samples rather than queue an ever longer backlog (an abort replaces anything, and stays).
             run.unsent = (run.judged, verdict, time.monotonic())
             if run.applying:
-                return  # the task applying the run's verdicts takes this one next
+                return None  # the task applying the run's verdicts takes this one next
             run.applying = True
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.setdefault(home, []).append(run)
+        return None
+
+    async def _apply_here(self, run: GuardedRun, verdict: Verdict) -> None:
+        try:
+            run.judged_state = await self._apply(run, verdict, time.monotonic())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("applying a guard verdict of %s failed", run.key)
 
     def _flush(self) -> None:
         """Hands every run with a verdict waiting to its home loop: one cross-thread call for all the
