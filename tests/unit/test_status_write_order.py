@@ -85,6 +85,37 @@ def test_at_most_the_limit_of_routine_writes_are_in_flight_at_once() -> None:
     assert asyncio.run(scenario()) == 3
 
 
+def test_urgent_requests_go_a_few_at_a_time_and_routine_ones_are_not_held_by_that_limit() -> None:
+    async def scenario() -> tuple[int, int]:
+        order = StatusWriteOrder(urgent_in_flight=2)
+        release = asyncio.Event()
+        sending = most = 0
+
+        async def send() -> None:
+            nonlocal sending, most
+            async with order.sending():
+                sending += 1
+                most = max(most, sending)
+                await release.wait()
+                sending -= 1
+
+        async def urgent() -> None:
+            with lanes.urgent():
+                await send()
+
+        tasks = [asyncio.create_task(urgent()) for _ in range(6)]
+        await _settle()
+        urgent_most = most
+        routine = [asyncio.create_task(send()) for _ in range(3)]
+        await _settle()
+        routine_more = most - urgent_most
+        release.set()
+        await asyncio.gather(*tasks, *routine)
+        return urgent_most, routine_more
+
+    assert asyncio.run(scenario()) == (2, 3)
+
+
 def test_the_lane_of_the_context_picks_the_order_and_routine_undoes_urgent() -> None:
     async def scenario() -> list[int]:
         order = StatusWriteOrder()
@@ -103,6 +134,8 @@ def test_the_lane_of_the_context_picks_the_order_and_routine_undoes_urgent() -> 
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         StatusWriteOrder(routine_in_flight=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        StatusWriteOrder(urgent_in_flight=0)
 
 
 def test_the_verdict_write_takes_only_its_fields_and_drops_those_that_are_gone() -> None:

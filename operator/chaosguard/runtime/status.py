@@ -95,7 +95,8 @@ class StatusWriter(DriverBase):
             if run_id:
                 wire = await self.write_guarded(str(run_id), wire)
             else:
-                await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)
+                async with self.context.status_writes.sending():
+                    await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)
             self.written = wire
             self.last_write = asyncio.get_running_loop().time()
             metrics.STATUS_WRITES.labels("verdict" if only is not None else "change").inc()
@@ -111,7 +112,10 @@ class StatusWriter(DriverBase):
                 *json_patch_operations(self.written, wire, "/status"),
             ]
             try:
-                await self.context.api.call(Cluster.patch_experiment_status_ops, self.namespace, self.name, operations)
+                async with self.context.status_writes.sending():
+                    await self.context.api.call(
+                        Cluster.patch_experiment_status_ops, self.namespace, self.name, operations
+                    )
                 return wire
             except ApiException as error:
                 if error.status != 422:
