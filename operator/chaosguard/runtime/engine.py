@@ -71,7 +71,7 @@ class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTr
                     failures += 1
                     delay = step_retry_delay(failures)
                 if self.context.leadership.leading:
-                    await stopped.wait(delay)
+                    await self.wait_for_next_step(stopped, delay)
                 else:
                     await self.doze(stopped, delay)
         finally:
@@ -79,11 +79,30 @@ class ExperimentDriver(PhaseMachine, Pausing, RoundLoop, SteadyState, RecoveryTr
             self.context.wakeups.pop(self.key, None)
             self.stop_guard()
 
+    @staticmethod
+    async def wait_for_next_step(stopped: Any, delay: float) -> None:
+        """The leader's wait: until `delay` passes or the daemon stops. A wait of at most a poll is a plain
+        sleep (the loop notices a stop after it): kopf's timed wait on its stop flag costs a task and a
+        cancellation each time, and a thousand running experiments poll every second."""
+        if delay <= ACTIVE_POLL_SECONDS:
+            await asyncio.sleep(delay)
+        else:
+            await stopped.wait(delay)
+
     async def doze(self, stopped: Any, delay: float) -> None:
         """A standby's wait: until `delay` passes, the daemon stops, or the object changes (the leader
-        started or ended a run), whichever comes first, so that it guards a run from its first tick."""
+        started or ended a run), whichever comes first, so that it guards a run from its first tick.
+        A wait of at most a poll does not watch the stop flag (see `wait_for_next_step`)."""
         wake = self.context.wakeups.setdefault(self.key, asyncio.Event())
-        if not wake.is_set():
+        if wake.is_set():
+            pass
+        elif delay <= ACTIVE_POLL_SECONDS:
+            timer = asyncio.get_running_loop().call_later(delay, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
+        else:
             waits = {asyncio.ensure_future(stopped.wait(delay)), asyncio.ensure_future(wake.wait())}
             _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for waiting in pending:
