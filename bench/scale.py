@@ -384,12 +384,42 @@ def apiserver_requests(plane: ControlPlane) -> Counter[str]:
 class OperatorMetrics:
     lateness_buckets: dict[float, float] | None  # le -> cumulative count; None when not exported
     status_writes: float | None
+    # generation -> (collections, seconds paused, le -> cumulative count): chaosguard_gc_pause_seconds
+    gc_pauses: dict[str, tuple[float, float, dict[float, float]]] = field(default_factory=dict)
+
+
+def gc_pause_line(before: OperatorMetrics, after: OperatorMetrics) -> str:
+    """Each generation's collections over the window: how many, their pauses in all, and the bound of the
+    smallest histogram bucket that holds every one of them (the longest pause is at most that)."""
+    parts = []
+    for generation, (count, seconds, buckets) in sorted(after.gc_pauses.items()):
+        count_before, seconds_before, buckets_before = before.gc_pauses.get(generation, (0.0, 0.0, {}))
+        new = count - count_before
+        bound = next(
+            (le for le, total in sorted(buckets.items()) if total - buckets_before.get(le, 0.0) >= new), math.inf
+        )
+        parts.append(
+            f"gen {generation}: {new:.0f} collections, {seconds - seconds_before:.2f} s paused in all, "
+            f"each <= {bound:g} s"
+        )
+    return "; ".join(parts)
 
 
 def operator_metrics(text: str) -> OperatorMetrics:
     buckets: dict[float, float] | None = None
     writes: float | None = None
+    pauses: dict[str, tuple[float, float, dict[float, float]]] = {}
     for family in text_string_to_metric_families(text):
+        if family.name == "chaosguard_gc_pause_seconds":
+            for sample in family.samples:
+                count, seconds, by_le = pauses.get(sample.labels["generation"], (0.0, 0.0, {}))
+                if sample.name.endswith("_bucket"):
+                    by_le[float(sample.labels["le"])] = sample.value
+                elif sample.name.endswith("_count"):
+                    count = sample.value
+                elif sample.name.endswith("_sum"):
+                    seconds = sample.value
+                pauses[sample.labels["generation"]] = (count, seconds, by_le)
         if family.name == "chaosguard_guard_tick_lateness_seconds":
             buckets = {}
             for sample in family.samples:
@@ -398,7 +428,7 @@ def operator_metrics(text: str) -> OperatorMetrics:
                     buckets[le] = buckets.get(le, 0.0) + sample.value
         elif family.name == "chaosguard_status_writes":  # the parser drops the counter's _total
             writes = sum(s.value for s in family.samples if s.name.endswith("_total"))
-    return OperatorMetrics(buckets, writes)
+    return OperatorMetrics(buckets, writes, pauses)
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
@@ -794,6 +824,12 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                     own = (op_after.status_writes - op_before.status_writes) / max(1, len(through)) / wall
                     notes.append(
                         f"# {prefix}: the operator's own chaosguard_status_writes_total: {own:.3f} writes/run/s"
+                    )
+
+                if op_after.gc_pauses:
+                    notes.append(
+                        f"# {prefix}: the operator's garbage collections in the window: "
+                        + gc_pause_line(op_before, op_after)
                     )
 
                 # ---- guard tick lateness

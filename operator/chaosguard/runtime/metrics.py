@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from chaosguard.api.models import Phase
@@ -34,6 +38,12 @@ GUARD_TICK_QUERIES = Histogram(
     "chaosguard_guard_tick_queries",
     "Distinct (endpoint, query) pairs asked in one guard tick, for all runs due in it.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+GC_PAUSE = Histogram(
+    "chaosguard_gc_pause_seconds",
+    "How long each garbage collection held every thread of the operator (the guard's too), by generation.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 API_CALL_SECONDS = Histogram(
     "chaosguard_api_call_seconds",
@@ -93,3 +103,21 @@ def count_run(run_id: str, active: bool) -> None:
     else:
         _active_runs.discard(run_id)
     ACTIVE_RUNS.set(len(_active_runs))
+
+
+_collection_started: float | None = None
+
+
+def _time_collection(phase: str, info: dict[str, Any]) -> None:
+    global _collection_started
+    if phase == "start":
+        _collection_started = time.perf_counter()
+    elif _collection_started is not None:
+        GC_PAUSE.labels(str(info.get("generation", "?"))).observe(time.perf_counter() - _collection_started)
+        _collection_started = None
+
+
+def time_garbage_collections() -> None:
+    """Observes every collection's pause in GC_PAUSE from now on (once per process)."""
+    if _time_collection not in gc.callbacks:
+        gc.callbacks.append(_time_collection)

@@ -20,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from chaosguard.runtime import leader, logs
+from chaosguard.runtime import leader, logs, metrics
 from chaosguard.runtime.leadership import Leadership
 from chaosguard.runtime.probes import Endpoint, Probes, parse_endpoint
 
@@ -82,6 +82,7 @@ def _endpoints(args: argparse.Namespace) -> tuple[Endpoint | None, Endpoint | No
 def serve(args: argparse.Namespace, memo: Any) -> int:
     """Runs the operator until it is stopped; the process's exit status."""
     logs.configure(args.log_format, args.verbose)
+    metrics.time_garbage_collections()
     try:
         readiness, _liveness = _endpoints(args)  # liveness is kopf's own endpoint; checked here for the port
     except ValueError as error:
