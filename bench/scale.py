@@ -384,6 +384,8 @@ def apiserver_requests(plane: ControlPlane) -> Counter[str]:
 class OperatorMetrics:
     lateness_buckets: dict[float, float] | None  # le -> cumulative count; None when not exported
     status_writes: float | None
+    # le -> cumulative count of chaosguard_guard_verdict_handover_seconds (guard's thread -> kopf's loop)
+    handover_buckets: dict[float, float] = field(default_factory=dict)
     # generation -> (collections, seconds paused, le -> cumulative count): chaosguard_gc_pause_seconds
     gc_pauses: dict[str, tuple[float, float, dict[float, float]]] = field(default_factory=dict)
 
@@ -409,8 +411,13 @@ def operator_metrics(text: str) -> OperatorMetrics:
     buckets: dict[float, float] | None = None
     writes: float | None = None
     pauses: dict[str, tuple[float, float, dict[float, float]]] = {}
+    handover: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name == "chaosguard_gc_pause_seconds":
+        if family.name == "chaosguard_guard_verdict_handover_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    handover[float(sample.labels["le"])] = sample.value
+        elif family.name == "chaosguard_gc_pause_seconds":
             for sample in family.samples:
                 count, seconds, by_le = pauses.get(sample.labels["generation"], (0.0, 0.0, {}))
                 if sample.name.endswith("_bucket"):
@@ -428,7 +435,7 @@ def operator_metrics(text: str) -> OperatorMetrics:
                     buckets[le] = buckets.get(le, 0.0) + sample.value
         elif family.name == "chaosguard_status_writes":  # the parser drops the counter's _total
             writes = sum(s.value for s in family.samples if s.name.endswith("_total"))
-    return OperatorMetrics(buckets, writes, pauses)
+    return OperatorMetrics(buckets, writes, pauses, handover)
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
@@ -864,6 +871,7 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
 
                 # ---- breach -> Aborted
                 breach_set = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
+                op_at_breach = operator_metrics(operator.metrics())
                 watch.aborted_after = time.perf_counter()
                 poller = PhasePoller(watch, sorted(breach_set)[:: max(1, len(breach_set) // 5)][:5]).start()
                 breach_profile = start_profile(pid, 20, scale.runs, "breach")
@@ -884,6 +892,17 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                     max(0.0, scale.abort_limit - (time.perf_counter() - breach_at)),
                 )
                 poller.stop()
+                op_after_breach = operator_metrics(operator.metrics())
+                handed = {
+                    le: count - op_at_breach.handover_buckets.get(le, 0.0)
+                    for le, count in op_after_breach.handover_buckets.items()
+                }
+                if handed.get(math.inf, 0.0) > 0:
+                    notes.append(
+                        f"# {prefix}: after the breach, verdicts waited for kopf's loop "
+                        f"(chaosguard_guard_verdict_handover_seconds, {handed[math.inf]:.0f} verdicts): p50 "
+                        f"{histogram_quantile(0.5, handed):.3f} s, p95 {histogram_quantile(0.95, handed):.3f} s"
+                    )
                 for sampler in breach_profile:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         sampler.wait(timeout=60)
