@@ -122,6 +122,30 @@ def test_a_removed_run_gets_no_more_ticks_and_a_failing_tick_counts_as_no_data()
     asyncio.run(scenario())
 
 
+def test_runs_judged_together_fail_alone_a_run_whose_judgement_fails_counts_as_no_data() -> None:
+    async def scenario() -> None:
+        prometheus = ScriptedPrometheus({"shared": 0.01})
+        scheduler = GuardScheduler(cast(QueryBatcher, prometheus), now)
+        verdicts = Verdicts()
+        broken = probe(prometheus, "shared")
+        judge = broken.judge
+
+        def failing_once(outcomes: dict[str, QueryOutcome], state: GuardState, at: datetime) -> Verdict:
+            if outcomes:  # the scheduler's own fail-safe judgement (no outcomes) must still work
+                raise RuntimeError("a bug in one run's judgement")
+            return judge(outcomes, state, at)
+
+        broken.judge = failing_once  # type: ignore[method-assign]
+        scheduler.add(verdicts.run("broken", broken))
+        scheduler.add(verdicts.run("healthy", probe(prometheus, "shared")))
+        await verdicts.until(lambda: "broken" in verdicts.by_run and "healthy" in verdicts.by_run)
+        await scheduler.close()
+        assert verdicts.by_run["broken"][0].abort and verdicts.by_run["broken"][0].unavailable
+        assert not verdicts.by_run["healthy"][0].abort
+
+    asyncio.run(scenario())
+
+
 def test_an_interval_of_zero_cannot_stop_the_scheduler() -> None:
     async def scenario() -> None:
         prometheus = ScriptedPrometheus({"fine": 0.01})
