@@ -435,7 +435,7 @@ def operator_metrics(text: str) -> OperatorMetrics:
                     buckets[le] = buckets.get(le, 0.0) + sample.value
         elif family.name == "chaosguard_status_writes":  # the parser drops the counter's _total
             writes = sum(s.value for s in family.samples if s.name.endswith("_total"))
-    return OperatorMetrics(buckets, writes, pauses, handover)
+    return OperatorMetrics(buckets, writes, gc_pauses=pauses, handover_buckets=handover)
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
