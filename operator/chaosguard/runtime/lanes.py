@@ -129,7 +129,7 @@ class StatusWriteOrder:
         if routine_in_flight < 1 or urgent_in_flight < 1:
             raise ValueError("routine_in_flight and urgent_in_flight must be at least 1")
         self.routine_limit = routine_in_flight
-        # Taken around the request alone (`sending`), never around work that may write again.
+        # Taken around one write alone (`sending`), never around work that may write again.
         self._urgent_requests = asyncio.Semaphore(urgent_in_flight)
         self.urgent_pending = 0
         self.routine_in_flight = 0
@@ -184,8 +184,9 @@ class StatusWriteOrder:
 
     @contextlib.asynccontextmanager
     async def sending(self) -> AsyncIterator[None]:
-        """Around one status request: inside `urgent()`, at most URGENT_STATUS_WRITES_IN_FLIGHT of them
-        at once, first come first served (routine ones are few already)."""
+        """Around one status write (from its snapshot to its answer): inside `urgent()`, at most
+        URGENT_STATUS_WRITES_IN_FLIGHT of them at once, first come first served (routine ones are few
+        already). Never around anything that may write status again."""
         if not in_urgent_lane():
             yield
             return

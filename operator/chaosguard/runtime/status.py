@@ -78,8 +78,10 @@ class StatusWriter(DriverBase):
 
     async def _write_status(self, only: frozenset[str] | None) -> None:
         # The snapshot is taken inside the lock, so the last write to land is always the newest
-        # state, even when the guard and the driver save at the same moment.
-        async with self.save_lock:
+        # state, even when the guard and the driver save at the same moment. An urgent write takes its
+        # place among those in flight (`sending`) before it serialises anything: in a burst of aborts the
+        # loop then spends its time on the writes the API server is ready for, and on new verdicts.
+        async with self.save_lock, self.context.status_writes.sending():
             if self.status.observed_generation is None:
                 self.status.observed_generation = self.generation
             latest = self.status.current_run or self.status.last_run
@@ -100,8 +102,7 @@ class StatusWriter(DriverBase):
             if run_id:
                 wire = await self.write_guarded(str(run_id), wire)
             else:
-                async with self.context.status_writes.sending():
-                    await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)
+                await self.context.api.call(Cluster.patch_experiment_status, self.namespace, self.name, patch)
             self.written = wire
             self.last_write = asyncio.get_running_loop().time()
             metrics.STATUS_WRITES.labels("verdict" if only is not None else "change").inc()
@@ -117,10 +118,7 @@ class StatusWriter(DriverBase):
                 *json_patch_operations(self.written, wire, "/status"),
             ]
             try:
-                async with self.context.status_writes.sending():
-                    await self.context.api.call(
-                        Cluster.patch_experiment_status_ops, self.namespace, self.name, operations
-                    )
+                await self.context.api.call(Cluster.patch_experiment_status_ops, self.namespace, self.name, operations)
                 return wire
             except ApiException as error:
                 if error.status != 422:
