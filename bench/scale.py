@@ -872,6 +872,7 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 # ---- breach -> Aborted
                 breach_set = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
                 op_at_breach = operator_metrics(operator.metrics())
+                api_at_breach = apiserver_requests(plane)
                 watch.aborted_after = time.perf_counter()
                 poller = PhasePoller(watch, sorted(breach_set)[:: max(1, len(breach_set) // 5)][:5]).start()
                 breach_profile = start_profile(pid, 20, scale.runs, "breach")
@@ -893,6 +894,18 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 )
                 poller.stop()
                 op_after_breach = operator_metrics(operator.metrics())
+                # What the API server was asked while the verdicts were being written: what they shared it with.
+                breach_wall_seconds = time.perf_counter() - breach_at
+                breach_requests = (apiserver_requests(plane) - api_at_breach).most_common()
+                notes.append(
+                    f"# {prefix}: API requests from the breach until every run was Aborted "
+                    f"({breach_wall_seconds:.1f} s), all clients: "
+                    + ", ".join(
+                        f"{name} {count:.0f}"
+                        for name, count in breach_requests
+                        if not name.startswith(("latency", "WATCH")) and count >= 5
+                    )
+                )
                 handed = {
                     le: count - op_at_breach.handover_buckets.get(le, 0.0)
                     for le, count in op_after_breach.handover_buckets.items()

@@ -19,6 +19,7 @@ from chaosguard.clients.prometheus import QueryBatcher
 from chaosguard.decisions.platform_guards import PlatformGuards
 from chaosguard.decisions.policy import EffectivePolicy, Refusal
 from chaosguard.decisions.stamps import unverified_authors_allowed
+from chaosguard.decisions.standby import RunEnds, StandbyWait
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes, StatusWriteOrder
@@ -53,6 +54,10 @@ class OperatorContext:
     start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held only to count and take a slot
     # Every driver's status writes, in order: an abort's before any routine write (lanes.StatusWriteOrder).
     status_writes: StatusWriteOrder = field(default_factory=StatusWriteOrder)
+    # How long a standby leaves a breaching run to the leader: the leader's ends this replica has seen
+    # (fed by handlers.wake_standby) say whether the leader is alive and working through a burst.
+    run_ends: RunEnds = field(default_factory=RunEnds)
+    standby_wait: StandbyWait = field(default_factory=StandbyWait)
 
     @property
     def cluster(self) -> Cluster:

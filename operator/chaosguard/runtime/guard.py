@@ -12,7 +12,8 @@ answers are in (the runs that asked the same queries together, in one pass), so 
 without waiting for other runs' slower queries. Every
 query is bounded by its endpoint's timeout, so a tick is bounded too. A run whose previous tick is
 still being judged (a slow Prometheus, an abort in progress) skips the tick rather than stack up.
-Runs with the same interval tick on one shared grid, so that their identical queries go out once.
+Runs with the same interval tick on one shared grid of the wall clock (in every replica alike), so that
+their identical queries go out once.
 How late each tick started is measured (`chaosguard_guard_tick_lateness_seconds`).
 
 In the operator the scheduler has a thread and an event loop of its own (`on_own_thread`), with its
@@ -376,12 +377,16 @@ class GuardScheduler:
                     await asyncio.wait_for(self._changed.wait(), timeout=delay)
                 continue  # re-read: runs may have come or gone while waiting
             now = loop.time()
+            wall = time.time() - now  # the wall clock's offset from the loop's
             due = [run for run in runs if run.next_due <= now + COALESCE_SECONDS]
             for run in due:
                 metrics.GUARD_TICK_LATENESS.observe(max(0.0, now - run.next_due))
-                # On a grid shared by every run with this interval, so that their ticks coincide and
-                # share queries; no drift, and a tick missed entirely is skipped, never fired late.
-                run.next_due = (math.floor(now / run.interval) + 1) * run.interval
+                # On a grid of the wall clock, shared by every run with this interval, so that their ticks
+                # coincide and share queries; no drift, and a tick missed entirely is skipped, never fired
+                # late. The wall clock, not the loop's: every replica, on whatever node, ticks at the same
+                # moments, so a standby judges a breach when the leader does, and its grace for the leader
+                # (decisions.standby) starts from the leader's own tick, not up to an interval before it.
+                run.next_due = (math.floor((now + wall) / run.interval) + 1) * run.interval - wall
             ready = [run for run in due if not run.busy]
             if ready:
                 task = asyncio.create_task(self._tick(ready), name="chaosguard guard tick")

@@ -89,12 +89,22 @@ async def drive_experiment(
 
 
 @kopf.on.event(GROUP, VERSION, "chaosexperiments")
-def wake_standby(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    # A standby's driver sleeps between looks; a run the leader starts must be guarded here from its
-    # first tick, not from the standby's next look.
+async def wake_standby(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    # On the loop (kopf runs a sync handler on a thread, where neither the asyncio.Event nor the
+    # loop's time may be touched). A standby's driver sleeps between looks; a run the leader starts
+    # must be guarded here from its first tick, not from the standby's next look. Every run that ends
+    # is noted too: the ends the leader writes tell a standby that it is alive (decisions.standby).
     context = getattr(memo, "context", None)
+    if context is None:
+        return
     metadata = body.get("metadata") or {}
-    if context is not None and (wake := context.wakeups.get(f"{metadata.get('namespace')}/{metadata.get('name')}")):
+    key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+    if kwargs.get("type") == "DELETED":
+        context.run_ends.forget(key)
+    else:
+        current = ((body.get("status") or {}).get("currentRun") or {}).get("id")
+        context.run_ends.observe(key, str(current) if current else None, asyncio.get_running_loop().time())
+    if wake := context.wakeups.get(key):
         wake.set()
 
 

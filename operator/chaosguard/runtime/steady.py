@@ -35,9 +35,10 @@ from chaosguard.runtime.context import World
 from chaosguard.runtime.driverbase import DEFAULT_GUARD_INTERVAL, DriverBase, RunEndedElsewhere
 from chaosguard.runtime.guard import GuardedRun, SteadyStateProbe
 
-# A standby gives a living leader this long to end a breaching run before it ends the run itself.
-STANDBY_ABORT_GRACE_SECONDS = 0.4
+# How often a standby looks whether the leader has ended a breaching run: often within the leader's
+# grace, less often while it waits on for a leader busy with a burst (a thousand runs wait at once).
 STANDBY_ABORT_POLL_SECONDS = 0.05
+STANDBY_PATIENT_POLL_SECONDS = 0.2
 GUARD_RULES = {
     GuardKind.BUDGET: "error-budget",
     GuardKind.BURN_RATE: "burn-rate",
@@ -261,27 +262,31 @@ class SteadyState(DriverBase):
         await self.end_run(Phase.ABORTED, reason, message)
         metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
 
-    async def ended_by_the_leader(self, run_id: str, grace: float) -> bool:
-        """Whether the run's end shows up in the live object within `grace` seconds. A living leader judges
-        the same breach at the same tick and ends the run itself; a standby that waits this long for it
-        leaves the API server one abort to write per run instead of two (at a thousand runs aborting at
-        once, that is half the queue), and still acts well within the interval + 1 s when the leader is dead."""
+    async def ended_by_the_leader(self, run_id: str) -> bool:
+        """Whether the run's end shows up in the live object before this standby is to act itself
+        (`decisions.standby`): a living leader judges the same breach at the same tick and ends the run;
+        a standby that waits for it leaves the API server one abort to write per run instead of two (at
+        a thousand runs aborting at once, half the queue), and still acts within the grace when the
+        leader is dead."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + grace
+        since = loop.time()
+        wait = self.context.standby_wait
         while True:
             current = ((self.body.get("status") or {}).get("currentRun") or {}).get("id")
             if current != run_id:
                 return True
-            if loop.time() >= until:
+            now = loop.time()
+            if wait.acts_now(now, since, self.context.run_ends.last_leader_end):
                 return False
-            await asyncio.sleep(STANDBY_ABORT_POLL_SECONDS)
+            patient = now >= since + wait.grace
+            await asyncio.sleep(STANDBY_PATIENT_POLL_SECONDS if patient else STANDBY_ABORT_POLL_SECONDS)
 
     async def take_up_latest_run(self, verdict: Verdict) -> bool:
         """A standby's abort starts from the run as the API holds it now (the faults the leader placed
         a moment ago included), keeping the verdict's guard state. False when that run is over already
         (another replica ended it) or its record is not to be trusted: nothing more to do here."""
         run = self.status.current_run
-        if run is not None and await self.ended_by_the_leader(run.id, STANDBY_ABORT_GRACE_SECONDS):
+        if run is not None and await self.ended_by_the_leader(run.id):
             return False
         fresh = await self.context.api.call(Cluster.experiment, self.namespace, self.name)
         raw = dict((fresh or {}).get("status") or {})
@@ -289,4 +294,7 @@ class SteadyState(DriverBase):
         self.adopted_version = str(((fresh or {}).get("metadata") or {}).get("resourceVersion") or "")
         latest = self.status.current_run
         same_run = run is not None and latest is not None and latest.id == run.id
-        return same_run and latest is not None and self.run_record_problem(latest) is None
+        if not same_run or latest is None or self.run_record_problem(latest) is not None:
+            return False
+        self.context.run_ends.ending_here(latest.id)  # its end, when seen, is not a sign of the leader
+        return True

@@ -1,0 +1,77 @@
+"""When a standby ends a breaching run itself (decisions.standby)."""
+
+from __future__ import annotations
+
+from chaosguard.decisions.standby import RunEnds, StandbyWait
+
+WAIT = StandbyWait(grace=0.4, patience=30.0)
+
+
+def test_the_leader_always_gets_the_grace() -> None:
+    assert not WAIT.acts_now(now=100.3, waiting_since=100.0, last_leader_end=None)
+    assert WAIT.acts_now(now=100.4, waiting_since=100.0, last_leader_end=None)
+
+
+def test_a_leader_never_seen_ending_a_run_gets_only_the_grace() -> None:
+    assert WAIT.acts_now(now=100.5, waiting_since=100.0, last_leader_end=None)
+
+
+def test_a_leader_seen_ending_runs_is_waited_for_while_its_ends_keep_coming() -> None:
+    assert not WAIT.acts_now(now=105.0, waiting_since=100.0, last_leader_end=104.8)
+    assert not WAIT.acts_now(now=120.0, waiting_since=100.0, last_leader_end=119.9)
+
+
+def test_a_leader_whose_ends_stop_is_given_one_grace_after_its_last() -> None:
+    assert not WAIT.acts_now(now=105.3, waiting_since=100.0, last_leader_end=105.0)
+    assert WAIT.acts_now(now=105.4, waiting_since=100.0, last_leader_end=105.0)
+
+
+def test_an_end_seen_long_before_the_breach_is_no_sign_of_life() -> None:
+    assert WAIT.acts_now(now=100.4, waiting_since=100.0, last_leader_end=50.0)
+
+
+def test_patience_bounds_the_wait_for_a_busy_leader() -> None:
+    assert WAIT.acts_now(now=130.0, waiting_since=100.0, last_leader_end=129.99)
+
+
+def test_a_run_ending_is_a_sign_of_the_leader() -> None:
+    ends = RunEnds()
+    ends.observe("ns/a", "r1", now=1.0)
+    ends.observe("ns/a", "r1", now=2.0)
+    assert ends.last_leader_end is None  # the same run, still current: nothing ended
+    ends.observe("ns/a", None, now=3.0)
+    assert ends.last_leader_end == 3.0
+
+
+def test_a_new_run_replacing_the_last_is_an_end_too() -> None:
+    ends = RunEnds()
+    ends.observe("ns/a", "r1", now=1.0)
+    ends.observe("ns/a", "r2", now=2.0)
+    assert ends.last_leader_end == 2.0
+
+
+def test_a_first_sighting_is_no_end() -> None:
+    ends = RunEnds()
+    ends.observe("ns/a", None, now=1.0)
+    ends.observe("ns/b", "r1", now=1.0)
+    ends.observe("ns/a", "r2", now=2.0)
+    assert ends.last_leader_end is None
+
+
+def test_this_replicas_own_ends_are_not_the_leaders() -> None:
+    ends = RunEnds()
+    ends.observe("ns/a", "r1", now=1.0)
+    ends.ending_here("r1")
+    ends.observe("ns/a", None, now=2.0)
+    assert ends.last_leader_end is None
+    ends.observe("ns/a", "r2", now=3.0)
+    ends.observe("ns/a", None, now=4.0)
+    assert ends.last_leader_end == 4.0  # only that one run was this replica's
+
+
+def test_a_deleted_experiment_is_forgotten() -> None:
+    ends = RunEnds()
+    ends.observe("ns/a", "r1", now=1.0)
+    ends.forget("ns/a")
+    ends.observe("ns/a", None, now=2.0)
+    assert ends.last_leader_end is None
