@@ -894,6 +894,14 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 )
                 poller.stop()
                 op_after_breach = operator_metrics(operator.metrics())
+                # The standby judges the same breach: how often it also took up a run (a read, a patch the API
+                # refused, a second read) or wrote the abort itself while the stand-in leader lived.
+                standby_log = standby.log_path.read_text(errors="replace")
+                notes.append(
+                    f"# {prefix}: the standby after the breach: {standby_log.count('was ended by another replica')} "
+                    f"runs taken up and found ended by the leader, {standby_log.count('aborted by the')} aborts it "
+                    "wrote itself"
+                )
                 # What the API server was asked while the verdicts were being written: what they shared it with.
                 breach_wall_seconds = time.perf_counter() - breach_at
                 breach_requests = (apiserver_requests(plane) - api_at_breach).most_common()
