@@ -24,15 +24,15 @@ class StandbyWait:
     grace: float = 0.4  # seconds a living leader gets to end a breaching run
     patience: float = 30.0  # the longest a standby waits while the leader keeps ending other runs
 
+    def acts_at(self, waiting_since: float, last_leader_end: float | None) -> float:
+        """When a standby that has waited since `waiting_since` for the leader to end a breaching run ends
+        it itself, unless the leader is seen ending another run before then; `last_leader_end`: when this
+        standby last saw the leader end some run (None: never), all on one monotonic clock."""
+        leader_alive_until = waiting_since + self.grace if last_leader_end is None else last_leader_end + self.grace
+        return max(waiting_since + self.grace, min(waiting_since + self.patience, leader_alive_until))
+
     def acts_now(self, now: float, waiting_since: float, last_leader_end: float | None) -> bool:
-        """Whether a standby that has waited since `waiting_since` for the leader to end a breaching run
-        ends it itself now; `last_leader_end`: when this standby last saw the leader end some run (None:
-        never), all on one monotonic clock."""
-        if now < waiting_since + self.grace:
-            return False
-        if now >= waiting_since + self.patience:
-            return True
-        return last_leader_end is None or now >= last_leader_end + self.grace
+        return now >= self.acts_at(waiting_since, last_leader_end)
 
 
 class RunEnds:

@@ -57,6 +57,8 @@ class OperatorContext:
     # How long a standby leaves a breaching run to the leader: the leader's ends this replica has seen
     # (fed by handlers.wake_standby) say whether the leader is alive and working through a burst.
     run_ends: RunEnds = field(default_factory=RunEnds)
+    # Set by every change of an experiment whose breaching run a standby leaves to the leader for now.
+    abort_waits: dict[str, asyncio.Event] = field(default_factory=dict)
     standby_wait: StandbyWait = field(default_factory=StandbyWait)
 
     @property

@@ -104,8 +104,9 @@ async def wake_standby(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     else:
         current = ((body.get("status") or {}).get("currentRun") or {}).get("id")
         context.run_ends.observe(key, str(current) if current else None, asyncio.get_running_loop().time())
-    if wake := context.wakeups.get(key):
-        wake.set()
+    for waiting in (context.wakeups.get(key), context.abort_waits.get(key)):
+        if waiting is not None:
+            waiting.set()
 
 
 @kopf.on.delete(GROUP, VERSION, "chaosexperiments")

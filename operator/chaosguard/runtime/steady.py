@@ -35,10 +35,6 @@ from chaosguard.runtime.context import World
 from chaosguard.runtime.driverbase import DEFAULT_GUARD_INTERVAL, DriverBase, RunEndedElsewhere
 from chaosguard.runtime.guard import GuardedRun, SteadyStateProbe
 
-# How often a standby looks whether the leader has ended a breaching run: often within the leader's
-# grace, less often while it waits on for a leader busy with a burst (a thousand runs wait at once).
-STANDBY_ABORT_POLL_SECONDS = 0.05
-STANDBY_PATIENT_POLL_SECONDS = 0.2
 GUARD_RULES = {
     GuardKind.BUDGET: "error-budget",
     GuardKind.BURN_RATE: "burn-rate",
@@ -267,19 +263,29 @@ class SteadyState(DriverBase):
         (`decisions.standby`): a living leader judges the same breach at the same tick and ends the run;
         a standby that waits for it leaves the API server one abort to write per run instead of two (at
         a thousand runs aborting at once, half the queue), and still acts within the grace when the
-        leader is dead."""
+        leader is dead. It wakes when the object changes (handlers.wake_standby) or when it is to act,
+        never to poll: a thousand runs waiting at once would keep the loop from the very events that
+        show the leader's ends."""
         loop = asyncio.get_running_loop()
         since = loop.time()
-        wait = self.context.standby_wait
-        while True:
-            current = ((self.body.get("status") or {}).get("currentRun") or {}).get("id")
-            if current != run_id:
-                return True
-            now = loop.time()
-            if wait.acts_now(now, since, self.context.run_ends.last_leader_end):
-                return False
-            patient = now >= since + wait.grace
-            await asyncio.sleep(STANDBY_PATIENT_POLL_SECONDS if patient else STANDBY_ABORT_POLL_SECONDS)
+        ends, wait = self.context.run_ends, self.context.standby_wait
+        changed = self.context.abort_waits.setdefault(self.key, asyncio.Event())
+        try:
+            while True:
+                current = ((self.body.get("status") or {}).get("currentRun") or {}).get("id")
+                if current != run_id:
+                    return True
+                acts_at = wait.acts_at(since, ends.last_leader_end)
+                if loop.time() >= acts_at:
+                    return False
+                changed.clear()
+                timer = loop.call_at(acts_at, changed.set)
+                try:
+                    await changed.wait()
+                finally:
+                    timer.cancel()
+        finally:
+            self.context.abort_waits.pop(self.key, None)
 
     async def take_up_latest_run(self, verdict: Verdict) -> bool:
         """A standby's abort starts from the run as the API holds it now (the faults the leader placed
