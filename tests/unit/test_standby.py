@@ -4,30 +4,37 @@ from __future__ import annotations
 
 from chaosguard.decisions.standby import RunEnds, StandbyWait
 
-WAIT = StandbyWait(grace=0.4, patience=30.0)
+WAIT = StandbyWait(grace=0.4, burst=8, burst_grace=0.8, silence=2.0, patience=30.0)
 
 
-def test_the_leader_always_gets_the_grace() -> None:
+def test_a_leader_never_seen_ending_a_run_gets_just_the_grace() -> None:
     assert not WAIT.acts_now(now=100.3, waiting_since=100.0, last_leader_end=None)
     assert WAIT.acts_now(now=100.4, waiting_since=100.0, last_leader_end=None)
 
 
-def test_a_leader_never_seen_ending_a_run_gets_only_the_grace() -> None:
-    assert WAIT.acts_now(now=100.5, waiting_since=100.0, last_leader_end=None)
+def test_an_end_seen_before_the_wait_began_is_no_sign_of_life_now() -> None:
+    assert WAIT.acts_now(now=100.4, waiting_since=100.0, last_leader_end=99.9)
+
+
+def test_a_burst_gets_the_longer_grace() -> None:
+    assert not WAIT.acts_now(now=100.5, waiting_since=100.0, last_leader_end=None, waiting_runs=9)
+    assert WAIT.acts_now(now=100.8, waiting_since=100.0, last_leader_end=None, waiting_runs=9)
+    assert WAIT.acts_now(now=100.4, waiting_since=100.0, last_leader_end=None, waiting_runs=8)
 
 
 def test_a_leader_seen_ending_runs_is_waited_for_while_its_ends_keep_coming() -> None:
     assert not WAIT.acts_now(now=105.0, waiting_since=100.0, last_leader_end=104.8)
-    assert not WAIT.acts_now(now=120.0, waiting_since=100.0, last_leader_end=119.9)
+    assert not WAIT.acts_now(now=120.0, waiting_since=100.0, last_leader_end=118.5)
 
 
-def test_a_leader_whose_ends_stop_is_given_one_grace_after_its_last() -> None:
-    assert not WAIT.acts_now(now=105.3, waiting_since=100.0, last_leader_end=105.0)
-    assert WAIT.acts_now(now=105.4, waiting_since=100.0, last_leader_end=105.0)
+def test_a_leader_whose_ends_stop_is_given_the_silence_after_its_last() -> None:
+    assert not WAIT.acts_now(now=106.9, waiting_since=100.0, last_leader_end=105.0)
+    assert WAIT.acts_now(now=107.0, waiting_since=100.0, last_leader_end=105.0)
 
 
-def test_an_end_seen_long_before_the_breach_is_no_sign_of_life() -> None:
-    assert WAIT.acts_now(now=100.4, waiting_since=100.0, last_leader_end=50.0)
+def test_the_grace_holds_even_after_an_early_end() -> None:
+    assert WAIT.acts_at(waiting_since=100.0, last_leader_end=100.0, waiting_runs=9) == 102.0
+    assert StandbyWait(silence=0.1).acts_at(waiting_since=100.0, last_leader_end=100.0) == 100.4
 
 
 def test_patience_bounds_the_wait_for_a_busy_leader() -> None:

@@ -173,3 +173,35 @@ def test_routine_writes_take_their_turns_in_arrival_order_and_a_cancelled_one_ha
         return went
 
     assert asyncio.run(scenario()) == [0, 2, 3]
+
+
+def test_events_wait_out_a_burst_of_aborts_and_are_posted_once_its_writes_are_out() -> None:
+    async def scenario() -> None:
+        order = StatusWriteOrder(urgent_in_flight=2)
+        posted: list[str] = []
+        release = asyncio.Event()
+
+        async def abort() -> None:
+            async with order.urgent():
+                await release.wait()
+
+        burst = [asyncio.create_task(abort()) for _ in range(3)]
+        await _settle()
+        order.post_event(lambda: posted.append("during the burst"))
+        assert posted == [], "an Event went out while more aborts were pending than are sent at once"
+        release.set()
+        await asyncio.gather(*burst)
+        assert posted == ["during the burst"]
+
+    asyncio.run(scenario())
+
+
+def test_an_event_beside_a_few_aborts_is_posted_at_once() -> None:
+    async def scenario() -> None:
+        order = StatusWriteOrder(urgent_in_flight=2)
+        posted: list[str] = []
+        async with order.urgent(), order.urgent():
+            order.post_event(lambda: posted.append("now"))
+            assert posted == ["now"]
+
+    asyncio.run(scenario())

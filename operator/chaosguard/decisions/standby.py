@@ -1,17 +1,22 @@
 """When a standby ends a breaching run itself, pure: every replica guards every run, and the leader ends
-the runs it judges breaching. A standby that judges the same breach first gives the leader a short
-grace, so that a living leader's abort is the only one the API server has to write. When a thousand
-runs breach at once, the leader's writes land over several seconds, far past any short grace, and
-a standby that then wrote its own abort for each would double the API server's queue (a read, a
-refused patch and a second read per run), delaying every `Aborted` it was meant to speed up. So the
-standby waits on while the leader is seen ending other runs: a leader whose ends keep arriving is alive
-and working through the burst. A dead leader's ends stop, and within one grace of its last one the
-standby acts; a leader that was never seen ending anything gets just the grace, as before.
+the runs it judges breaching. A standby that judges the same breach (at the same tick: every replica
+ticks on the wall clock's grid) first gives the leader a short grace, so that a living leader's abort
+is the only one the API server has to write. A standby that wrote an abort for every run of a burst
+would double the API server's queue (a read, a refused patch and a second read per run) and delay
+every `Aborted` it was meant to speed up; so:
 
-The runs' faults do not wait for this: the leader takes them out before it writes anything (a breach
-moment to faults out within a second at a thousand runs), and a standby acting later takes out what
-is left. `patience` bounds the wait for the case of a living leader that never judges this run as
-breaching (another Prometheus answer at the threshold's edge): the standby's own verdict stands then.
+- When more runs wait at once than the leader sends at once (a burst), the grace is longer: the
+  leader's first writes of a burst land later (it takes every run's faults out before it writes any).
+- Once this standby has seen the leader end a run while it waited, it waits on while those ends keep
+  coming: a leader whose ends keep arriving is alive and working through the burst. When they stop
+  for `silence`, the standby acts; `silence` is longer than the grace because the standby's own loop
+  may stall (a collection of its garbage, a burst of events) and would then see no end for a moment.
+- A leader never seen ending a run during the wait (dead at the breach) gets just the grace.
+- `patience` bounds the wait for a living leader that never judges this run as breaching (another
+  Prometheus answer at the threshold's edge): the standby's own verdict stands then.
+
+The runs' faults do not wait for the writes: the leader takes them out before it writes anything, and
+a standby acting later takes out what is left.
 """
 
 from __future__ import annotations
@@ -22,17 +27,23 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class StandbyWait:
     grace: float = 0.4  # seconds a living leader gets to end a breaching run
+    burst: int = 8  # more runs waiting at once than this is a burst (the urgent writes the leader sends at once)
+    burst_grace: float = 0.8
+    silence: float = 2.0  # once the leader was seen ending runs: how long without another before acting
     patience: float = 30.0  # the longest a standby waits while the leader keeps ending other runs
 
-    def acts_at(self, waiting_since: float, last_leader_end: float | None) -> float:
+    def acts_at(self, waiting_since: float, last_leader_end: float | None, waiting_runs: int = 1) -> float:
         """When a standby that has waited since `waiting_since` for the leader to end a breaching run ends
-        it itself, unless the leader is seen ending another run before then; `last_leader_end`: when this
-        standby last saw the leader end some run (None: never), all on one monotonic clock."""
-        leader_alive_until = waiting_since + self.grace if last_leader_end is None else last_leader_end + self.grace
-        return max(waiting_since + self.grace, min(waiting_since + self.patience, leader_alive_until))
+        it itself, unless the leader is seen ending another run before then. `last_leader_end`: when this
+        standby last saw the leader end some run (None: never), on the same monotonic clock;
+        `waiting_runs`: how many runs this standby leaves to the leader right now."""
+        acts = waiting_since + (self.burst_grace if waiting_runs > self.burst else self.grace)
+        if last_leader_end is None or last_leader_end < waiting_since:
+            return acts
+        return max(acts, min(waiting_since + self.patience, last_leader_end + self.silence))
 
-    def acts_now(self, now: float, waiting_since: float, last_leader_end: float | None) -> bool:
-        return now >= self.acts_at(waiting_since, last_leader_end)
+    def acts_now(self, now: float, waiting_since: float, last_leader_end: float | None, waiting_runs: int = 1) -> bool:
+        return now >= self.acts_at(waiting_since, last_leader_end, waiting_runs)
 
 
 class RunEnds:

@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Concatenate, ParamSpec, TypeVar
@@ -129,6 +130,7 @@ class StatusWriteOrder:
         if routine_in_flight < 1 or urgent_in_flight < 1:
             raise ValueError("routine_in_flight and urgent_in_flight must be at least 1")
         self.routine_limit = routine_in_flight
+        self.urgent_limit = urgent_in_flight
         # Taken around one write alone (`sending`), never around work that may write again.
         self._urgent_requests = asyncio.Semaphore(urgent_in_flight)
         self.urgent_pending = 0
@@ -137,6 +139,8 @@ class StatusWriteOrder:
         # free (a thousand runs' writes wait here at once: waking them all on every release would cost
         # the loop a thousand wake-ups per write).
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Events held back during a burst of aborts, each with the context it was emitted in (kopf's).
+        self._held_events: list[tuple[contextvars.Context, Callable[[], None]]] = []
 
     @contextlib.asynccontextmanager
     async def urgent(self) -> AsyncIterator[None]:
@@ -146,6 +150,25 @@ class StatusWriteOrder:
         finally:
             self.urgent_pending -= 1
             self._let_next_in()
+            if self.urgent_pending == 0:
+                self._post_held_events()
+
+    def post_event(self, post: Callable[[], None]) -> None:
+        """Posts an Event (`post` queues it) at once, unless a burst of aborts is being written (more urgent
+        writes pending than are sent at once): then once the last of them is out, so that the API server
+        spends the burst on the writes that say `Aborted` (a thousand Events would take a share of it)."""
+        if self.urgent_pending <= self.urgent_limit:
+            post()
+            return
+        self._held_events.append((contextvars.copy_context(), post))
+
+    def _post_held_events(self) -> None:
+        held, self._held_events = self._held_events, []
+        for context, post in held:
+            try:
+                context.run(post)
+            except Exception:  # one Event that cannot be queued must not keep back the others
+                logging.getLogger("chaosguard.lanes").exception("a held-back Event could not be posted")
 
     @contextlib.asynccontextmanager
     async def routine(self) -> AsyncIterator[None]:

@@ -275,7 +275,7 @@ class SteadyState(DriverBase):
                 current = ((self.body.get("status") or {}).get("currentRun") or {}).get("id")
                 if current != run_id:
                     return True
-                acts_at = wait.acts_at(since, ends.last_leader_end)
+                acts_at = wait.acts_at(since, ends.last_leader_end, len(self.context.abort_waits))
                 if loop.time() >= acts_at:
                     return False
                 changed.clear()
