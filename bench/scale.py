@@ -873,6 +873,12 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 breach_set = {k for k, phase in watch.snapshot().phase.items() if phase == "Running"}
                 op_at_breach = operator_metrics(operator.metrics())
                 api_at_breach = apiserver_requests(plane)
+                # Who had the cores while the verdicts were written (the API server's share limits the rate).
+                busy_pids = {process.name: process.popen.pid for process in plane._processes if process.running()}
+                busy_pids |= {"operator": pid, "standby": standby_pid, "bench (this process)": os.getpid()}
+                if prometheus.process is not None:
+                    busy_pids["prometheus"] = prometheus.process.pid
+                cpu_at_breach = {name: proc_cpu_seconds(process_id) for name, process_id in busy_pids.items()}
                 watch.aborted_after = time.perf_counter()
                 poller = PhasePoller(watch, sorted(breach_set)[:: max(1, len(breach_set) // 5)][:5]).start()
                 breach_profile = start_profile(pid, 20, scale.runs, "breach")
@@ -904,6 +910,15 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 )
                 # What the API server was asked while the verdicts were being written: what they shared it with.
                 breach_wall_seconds = time.perf_counter() - breach_at
+                cores = {
+                    name: (proc_cpu_seconds(process_id) - cpu_at_breach[name]) / breach_wall_seconds
+                    for name, process_id in busy_pids.items()
+                }
+                notes.append(
+                    f"# {prefix}: cores used from the breach until every run was Aborted: "
+                    + ", ".join(f"{name} {used:.2f}" for name, used in sorted(cores.items(), key=lambda i: -i[1]))
+                    + f" (of {os.cpu_count()})"
+                )
                 breach_requests = (apiserver_requests(plane) - api_at_breach).most_common()
                 notes.append(
                     f"# {prefix}: API requests from the breach until every run was Aborted "

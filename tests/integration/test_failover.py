@@ -27,6 +27,7 @@ from localcluster.operator import (
     events_for,
     scoped_policy,
     status_of,
+    wait_for_event,
     wait_for_phase,
 )
 from localcluster.prometheus import MetricsTarget, PrometheusServer, prometheus_available
@@ -130,6 +131,48 @@ def test_the_standby_aborts_a_breaching_run_when_the_leader_dies_at_the_breach(
     later = status_of(k8s, shop, "failover")
     assert later["phase"] == "Aborted" and later["lastRun"]["id"] == run["id"], later
     assert not killed_since(later, time_of_takeover)
+
+
+BURST = 12  # more breaching runs at once than the leader writes at once: the standby's burst grace
+
+
+def test_the_standby_aborts_a_burst_of_breaching_runs_when_the_leader_dies_at_the_breach(
+    k8s: client.ApiClient,
+    control_plane: ControlPlane,
+    long_lease_replicas: Callable[[str], Replica],
+    failover_namespace: str,
+    healthy: str,  # noqa: F811
+    target: MetricsTarget,  # noqa: F811
+    prometheus: PrometheusServer,  # noqa: F811
+    isolated_policies: list[str],
+) -> None:
+    """A standby waits longer for a leader facing a burst of aborts, and on while it sees the leader end
+    runs: a leader dead at the breach still has every run of the burst ended by the standby, at once."""
+    shop = healthy
+    create_policy(k8s, f"cap-{shop}", scoped_policy(shop, maxPercentage=40))
+    isolated_policies.append(f"cap-{shop}")
+    leader, standby = two_replicas(k8s, long_lease_replicas, failover_namespace)
+    names = [f"burst-{index:02d}" for index in range(BURST)]
+    for name in names:
+        apply_yaml(control_plane, guarded(name, shop, prometheus, duration="2m", interval="2s"), shop)
+    for name in names:
+        wait_for_phase(k8s, shop, name, "Running", timeout=60)
+
+    breached_at = datetime.now(UTC)
+    leader.process.kill()
+    target.set_error_ratio(0.5, app=shop)
+
+    for name in names:
+        status = wait_for_phase(k8s, shop, name, "Aborted", timeout=LEASE_DURATION / 2)
+        run = status["lastRun"]
+        assert run["reason"] == "SLIBreached", run
+        assert not killed_since(status, breached_at), run["kills"]
+        # Its Event follows the burst's writes: at most one, from the standby.
+        wait_for_event(k8s, shop, name, "SLIBreached", timeout=10)
+        assert [e.reason for e in events_for(k8s, shop, name)].count("SLIBreached") == 1
+    assert lease_spec(k8s, failover_namespace)["holder"] == leader.identity
+    ended_by_standby = {r.get("run") for r in standby.log_records() if r["message"].startswith("SLIBreached")}
+    assert len(ended_by_standby) == BURST, standby.process.log_tail()
 
 
 def test_two_replicas_aborting_one_run_leave_one_record_and_one_clean_up_per_fault(
