@@ -171,8 +171,8 @@ def test_the_standby_aborts_a_burst_of_breaching_runs_when_the_leader_dies_at_th
         wait_for_event(k8s, shop, name, "SLIBreached", timeout=10)
         assert [e.reason for e in events_for(k8s, shop, name)].count("SLIBreached") == 1
     assert lease_spec(k8s, failover_namespace)["holder"] == leader.identity
-    ended_by_standby = {r.get("run") for r in standby.log_records() if r["message"].startswith("SLIBreached")}
-    assert len(ended_by_standby) == BURST, standby.process.log_tail()
+    ended_by_standby = {r.get("experiment") for r in standby.log_records() if r["message"].startswith("SLIBreached")}
+    assert ended_by_standby == {f"{shop}/{name}" for name in names}, standby.process.log_tail()
 
 
 def test_two_replicas_aborting_one_run_leave_one_record_and_one_clean_up_per_fault(
