@@ -68,12 +68,15 @@ def test_a_first_sighting_is_no_end() -> None:
 def test_this_replicas_own_ends_are_not_the_leaders() -> None:
     ends = RunEnds()
     ends.observe("ns/a", "r1", now=1.0)
-    ends.ending_here("r1")
+    ends.observe("ns/b", "r1", now=1.0)  # run ids repeat across experiments
+    ends.ending_here("ns/a", "r1")
     ends.observe("ns/a", None, now=2.0)
     assert ends.last_leader_end is None
-    ends.observe("ns/a", "r2", now=3.0)
-    ends.observe("ns/a", None, now=4.0)
-    assert ends.last_leader_end == 4.0  # only that one run was this replica's
+    ends.observe("ns/b", None, now=3.0)
+    assert ends.last_leader_end == 3.0  # the other experiment's run of that id was the leader's to end
+    ends.observe("ns/a", "r2", now=4.0)
+    ends.observe("ns/a", None, now=5.0)
+    assert ends.last_leader_end == 5.0  # only that one run was this replica's
 
 
 def test_a_deleted_experiment_is_forgotten() -> None:

@@ -54,18 +54,19 @@ class RunEnds:
     def __init__(self) -> None:
         self.last_leader_end: float | None = None
         self._current: dict[str, str | None] = {}  # experiment key -> its current run's id, as last seen
-        self._ending_here: set[str] = set()  # ids of the runs this replica is ending
+        # (experiment key, run id) of the runs this replica is ending: run ids repeat across experiments
+        self._ending_here: set[tuple[str, str]] = set()
 
-    def ending_here(self, run_id: str) -> None:
-        self._ending_here.add(run_id)
+    def ending_here(self, key: str, run_id: str) -> None:
+        self._ending_here.add((key, run_id))
 
     def observe(self, key: str, current_run: str | None, now: float) -> None:
         previous = self._current.get(key)
         self._current[key] = current_run
         if previous is None or previous == current_run:
             return
-        if previous in self._ending_here:
-            self._ending_here.discard(previous)
+        if (key, previous) in self._ending_here:
+            self._ending_here.discard((key, previous))
             return
         self.last_leader_end = now
 

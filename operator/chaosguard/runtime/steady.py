@@ -302,5 +302,5 @@ class SteadyState(DriverBase):
         same_run = run is not None and latest is not None and latest.id == run.id
         if not same_run or latest is None or self.run_record_problem(latest) is not None:
             return False
-        self.context.run_ends.ending_here(latest.id)  # its end, when seen, is not a sign of the leader
+        self.context.run_ends.ending_here(self.key, latest.id)  # its end, when seen, is not a sign of the leader
         return True
