@@ -20,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from chaosguard.runtime import collector, leader, logs, metrics
+from chaosguard.runtime import leader, logs, metrics
 from chaosguard.runtime.leadership import Leadership
 from chaosguard.runtime.probes import Endpoint, Probes, parse_endpoint
 
@@ -83,7 +83,6 @@ def serve(args: argparse.Namespace, memo: Any) -> int:
     """Runs the operator until it is stopped; the process's exit status."""
     logs.configure(args.log_format, args.verbose)
     metrics.time_garbage_collections()
-    collector.freeze_survivors_of_full_collections()
     try:
         readiness, _liveness = _endpoints(args)  # liveness is kopf's own endpoint; checked here for the port
     except ValueError as error:
