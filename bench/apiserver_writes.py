@@ -54,7 +54,7 @@ from typing import Any
 import yaml
 
 from bench.apply_to_kill import percentile
-from bench.scale import EXPERIMENT, THRESHOLD, proc_cpu_seconds, wait_until
+from bench.scale import EXPERIMENT, THRESHOLD, daemon_pids, proc_cpu_seconds, wait_until
 from chaosguard.api.models import (
     FINALIZER,
     ChaosExperimentStatus,
@@ -289,12 +289,6 @@ class KeepAlive:
             for connection in self.opened:
                 connection.close()
             self.opened.clear()
-
-
-def daemon_pids(plane: ControlPlane) -> dict[str, int]:
-    """The pid of each control-plane process by name. ControlPlane has no public accessor for them;
-    its process list is read here rather than matched by command line."""
-    return {process.name: process.popen.pid for process in plane._processes if process.running()}
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:

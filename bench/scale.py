@@ -341,6 +341,12 @@ class PhasePoller:
 # --------------------------------------------------------------------------- reading figures
 
 
+def daemon_pids(plane: ControlPlane) -> dict[str, int]:
+    """The pid of each control-plane process by name. ControlPlane has no public accessor for them;
+    its process list is read here rather than matched by command line."""
+    return {process.name: process.popen.pid for process in plane._processes if process.running()}
+
+
 def proc_cpu_seconds(pid: int, tid: int | None = None) -> float:
     stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
     fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -874,8 +880,11 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 op_at_breach = operator_metrics(operator.metrics())
                 api_at_breach = apiserver_requests(plane)
                 # Who had the cores while the verdicts were written (the API server's share limits the rate).
-                busy_pids = {process.name: process.popen.pid for process in plane._processes if process.running()}
-                busy_pids |= {"operator": pid, "standby": standby_pid, "bench (this process)": os.getpid()}
+                busy_pids = daemon_pids(plane) | {
+                    "operator": pid,
+                    "standby": standby_pid,
+                    "bench (this process)": os.getpid(),
+                }
                 if prometheus.process is not None:
                     busy_pids["prometheus"] = prometheus.process.pid
                 cpu_at_breach = {name: proc_cpu_seconds(process_id) for name, process_id in busy_pids.items()}

@@ -85,3 +85,13 @@ def test_a_deleted_experiment_is_forgotten() -> None:
     ends.forget("ns/a")
     ends.observe("ns/a", None, now=2.0)
     assert ends.last_leader_end is None
+
+
+def test_a_deleted_experiment_takes_its_marks_along() -> None:
+    ends = RunEnds()
+    ends.observe("ns/a", "r1", now=1.0)
+    ends.ending_here("ns/a", "r1")
+    ends.forget("ns/a")
+    ends.observe("ns/a", "r1", now=2.0)  # a new experiment of that name, its first run of that id
+    ends.observe("ns/a", None, now=3.0)
+    assert ends.last_leader_end == 3.0

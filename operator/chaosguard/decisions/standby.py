@@ -71,5 +71,6 @@ class RunEnds:
         self.last_leader_end = now
 
     def forget(self, key: str) -> None:
-        """The experiment is gone (its runs end with it: no sign of anyone)."""
+        """The experiment is gone (its runs end with it: no sign of anyone), and so are its marks."""
         self._current.pop(key, None)
+        self._ending_here = {mark for mark in self._ending_here if mark[0] != key}

@@ -268,8 +268,7 @@ class StatusWriter(DriverBase):
 
     def emit(self, kind: str, reason: str, message: str) -> None:
         """An Event on the experiment, and the same line in the log."""
-        body = self.body
-        self.context.status_writes.post_event(lambda: self.context.emit(body, kind, reason, message))
+        self.context.status_writes.post_event(lambda: self.context.emit(self.body, kind, reason, message))
         log = self.logger.warning if kind == "Warning" else self.logger.info
         log("%s: %s", reason, message)
 
