@@ -170,7 +170,7 @@ def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_
     assert app_status(after[uid])["restartCount"] == app_status(before[uid])["restartCount"] + 1
     assert app_status(after[uid])["lastState"]["terminated"]["exitCode"] == 143
     previous = kubectl("logs", "-n", e2e_namespace, pod["metadata"]["name"], "-c", "app", "--previous")
-    assert "received SIGTERM" in previous, previous
+    assert "received SIGTERM at uptime " in previous, (previous, app_status(after[uid]))
     others = [u for u in after if u != uid]
     assert all(app_status(after[u])["restartCount"] == app_status(before[u])["restartCount"] for u in others)
     # The signaller passed Pod Security restricted as the container's uid, with no capability.
@@ -184,6 +184,7 @@ def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_
     # The app's own lines carry the kernel's uptime clock (the same for every container of this kernel, the
     # node's and kind's alike): when SIGTERM reached it, and when its next start began.
     current = kubectl("logs", "-n", e2e_namespace, pod["metadata"]["name"], "-c", "app")
+    assert "started at uptime " in current, (current, app_status(after[uid]))
     sigterm_at = to_wall(float(previous.split("received SIGTERM at uptime ")[1].split()[0]))
     started_at = to_wall(float(current.split("started at uptime ")[1].split()[0]))
     called_at = unix(record["injectedAt"])
@@ -213,12 +214,13 @@ def test_container_restart_restarts_the_container_in_the_same_pod_under_the_cap_
         describe=lambda: yaml.safe_dump(experiment_status(kubectl, e2e_namespace, "restart-again"))[:4000],
     )
     assert again["uid"] == uid and "restartCount 1 → 2" in again["message"], again
-    previous = kubectl("logs", "-n", e2e_namespace, name, "-c", "app", "--previous")
-    current = kubectl("logs", "-n", e2e_namespace, name, "-c", "app")
-    held = float(current.split("started at uptime ")[1].split()[0]) - float(
-        previous.split("received SIGTERM at uptime ")[1].split()[0]
-    )
-    print(f"container-restart: a second restart of the same container: SIGTERM -> started again {held:.2f}s")
+    assert "exited on SIGTERM with exit code 143" in again["message"], again
+    # The hold from the kubelet's own report (whole seconds), not from the app's log lines: one CI run read a
+    # previous log without its last line here (2026-12-07, not seen again in 6 runs beside two busy loops
+    # nor in 128 restarts of scratch pods), and exit code 143 of PID 1 already says its handler ran.
+    status = app_status(pods(kubectl, e2e_namespace, "handles")[uid])
+    held = unix(status["state"]["running"]["startedAt"]) - unix(status["lastState"]["terminated"]["finishedAt"])
+    print(f"container-restart: a second restart of the same container: exited -> started again {held:.0f}s")
     finished(kubectl, e2e_namespace, "restart-again")
 
     # An abort: the run ends at once; nothing of chaosguard's keeps running in the pod.
