@@ -340,6 +340,7 @@ class SteadyState(DriverBase):
         raw = dict((fresh or {}).get("status") or {})
         if (raw.get("currentRun") or {}).get("id") != run_id:
             self.context.run_ends.ended_elsewhere(asyncio.get_running_loop().time())
+            self.logger.info("run %s was ended by another replica before this one took it up", run_id)
             return False
         self.adopt_status(raw)
         self.adopted_version = str(((fresh or {}).get("metadata") or {}).get("resourceVersion") or "")
