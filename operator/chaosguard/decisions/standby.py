@@ -18,8 +18,9 @@ every `Aborted` it was meant to speed up; so:
 The runs' faults do not wait for the writes: the leader takes them out before it writes anything, and
 a standby acting later takes out what is left.
 
-When a standby does act in a burst, it takes up `TAKEOVERS_AT_ONCE` runs at a time, and each run it
-reads or writes that another replica has ended already counts as an end of the leader's. On a busy
+When a standby does act in a burst, it reads `TAKEOVERS_AT_ONCE` runs at a time to take them up (the
+faults and writes of the runs taken up do not wait), and each run it reads or writes that another
+replica has ended already counts as an end of the leader's. On a busy
 machine the leader's ends reach the standby's watch late and in clumps, so that a silence is often the
 watch's and not the leader's; the first few runs taken up then show the leader alive, and the rest wait
 again instead of doubling the API server's queue all at once (before this, in a bench beside the test
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Runs a standby takes up at once (a read and a write each): as many as the leader's urgent writes at once.
+# Runs a standby reads at once to take them up: as many as the leader's urgent writes at once.
 TAKEOVERS_AT_ONCE = 8
 
 

@@ -60,7 +60,7 @@ class OperatorContext:
     # Set by every change of an experiment whose breaching run a standby leaves to the leader for now.
     abort_waits: dict[str, asyncio.Event] = field(default_factory=dict)
     standby_wait: StandbyWait = field(default_factory=StandbyWait)
-    # Held by a standby from taking up a breaching run until its abort is written.
+    # Held by a standby while it reads a breaching run to take it up (decisions.standby.TAKEOVERS_AT_ONCE).
     standby_takeovers: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(TAKEOVERS_AT_ONCE))
 
     @property

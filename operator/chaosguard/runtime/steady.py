@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -222,16 +221,8 @@ class SteadyState(DriverBase):
         started = asyncio.get_running_loop().time()
         self.abort_requested.set()
         self.stop_guard()
-        if self.context.leadership.leading:
-            await self.abort_run(verdict)
-        else:
-            async with self.standby_takeover() as taken_up:
-                if not taken_up:
-                    return
-                await self.abort_run(verdict)
-        metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
-
-    async def abort_run(self, verdict: Verdict) -> None:
+        if not self.context.leadership.leading and not await self.standby_takes_up_run():
+            return
         await self.roll_back_faults(f"SLI guard: {verdict.reason}")
         run = self.status.current_run
         breach = verdict.breach
@@ -265,18 +256,19 @@ class SteadyState(DriverBase):
             run.abort.message = message
         reason = GUARD_REASONS[guard.kind] if guard is not None and breach is not None else verdict.reason
         await self.end_run(Phase.ABORTED, reason, message)
+        metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
 
-    @contextlib.asynccontextmanager
-    async def standby_takeover(self) -> AsyncIterator[bool]:
-        """A standby's abort of the current run: True (holding one of the standby's takeover slots until
-        the block ends) once the run is left to this replica and taken up as the API holds it now; False
-        when the leader ended it meanwhile, or there is nothing to take up."""
+    async def standby_takes_up_run(self) -> bool:
+        """Whether this standby ends the current run itself: True once the run is left to it and taken up
+        as the API holds it now; False when the leader ended it meanwhile, or there is nothing to take up.
+        Only the read that takes a run up holds a takeover slot: the faults and the writes of the runs
+        taken up never wait for one (with the leader dead at a breach of 1,000 runs, a slot held
+        through the writes kept the last faults in place for 45 s instead of 6 s)."""
         run = self.status.current_run
         if run is None or not await self.left_to_this_standby(run.id):
-            yield False
-            return
+            return False
         try:
-            yield await self.take_up_latest_run(run.id)
+            return await self.take_up_latest_run(run.id)
         finally:
             self.context.standby_takeovers.release()
 
