@@ -909,9 +909,8 @@ def run_scale(scale: Scale) -> dict[str, tuple[float, str]]:
                 )
                 poller.stop()
                 op_after_breach = operator_metrics(operator.metrics())
-                # The standby judges the same breach: how often it also took up a run (a read; when the leader's
-                # end landed after it, a patch the API refused and a second read) or wrote the abort itself while
-                # the stand-in leader lived.
+                # The standby judges the same breach: how often it also took up a run (a read, a patch the API
+                # refused, a second read) or wrote the abort itself while the stand-in leader lived.
                 standby_log = standby.log_path.read_text(errors="replace")
                 notes.append(
                     f"# {prefix}: the standby after the breach: {standby_log.count('was ended by another replica')} "

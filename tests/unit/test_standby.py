@@ -95,14 +95,3 @@ def test_a_deleted_experiment_takes_its_marks_along() -> None:
     ends.observe("ns/a", "r1", now=2.0)  # a new experiment of that name, its first run of that id
     ends.observe("ns/a", None, now=3.0)
     assert ends.last_leader_end == 3.0
-
-
-def test_a_run_found_ended_when_taken_up_is_a_sign_of_the_leader_before_the_watch_shows_it() -> None:
-    wait, ends = StandbyWait(), RunEnds()
-    ends.observe("ns/a", "r1", now=0.0)
-    waiting_since = 1.0
-    assert wait.acts_at(waiting_since, ends.last_leader_end, waiting_runs=100) == 1.8  # no sign yet: the grace
-    ends.ended_elsewhere(now=2.5)  # another run of the burst, read or refused: the leader ended it
-    assert wait.acts_at(waiting_since, ends.last_leader_end, waiting_runs=100) == 2.5 + wait.silence
-    ends.observe("ns/a", None, now=3.0)  # the watch shows that end later, and keeps it going
-    assert wait.acts_at(waiting_since, ends.last_leader_end, waiting_runs=100) == 3.0 + wait.silence

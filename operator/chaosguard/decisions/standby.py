@@ -17,22 +17,11 @@ every `Aborted` it was meant to speed up; so:
 
 The runs' faults do not wait for the writes: the leader takes them out before it writes anything, and
 a standby acting later takes out what is left.
-
-When a standby does act in a burst, it reads `TAKEOVERS_AT_ONCE` runs at a time to take them up (the
-faults and writes of the runs taken up do not wait), and each run it reads or writes that another
-replica has ended already counts as an end of the leader's. On a busy
-machine the leader's ends reach the standby's watch late and in clumps, so that a silence is often the
-watch's and not the leader's; the first few runs taken up then show the leader alive, and the rest wait
-again instead of doubling the API server's queue all at once (before this, in a bench beside the test
-suite, the standby wrote 580 of the 1,000 aborts while the leader lived).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-# Runs a standby reads at once to take them up: as many as the leader's urgent writes at once.
-TAKEOVERS_AT_ONCE = 8
 
 
 @dataclass(frozen=True)
@@ -79,11 +68,6 @@ class RunEnds:
         if (key, previous) in self._ending_here:
             self._ending_here.discard((key, previous))
             return
-        self.last_leader_end = now
-
-    def ended_elsewhere(self, now: float) -> None:
-        """A run this standby read or wrote to end it had been ended by another replica already: the
-        freshest sign that the leader is alive (its watch may show that end seconds later)."""
         self.last_leader_end = now
 
     def forget(self, key: str) -> None:

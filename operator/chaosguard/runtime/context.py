@@ -19,7 +19,7 @@ from chaosguard.clients.prometheus import QueryBatcher
 from chaosguard.decisions.platform_guards import PlatformGuards
 from chaosguard.decisions.policy import EffectivePolicy, Refusal
 from chaosguard.decisions.stamps import unverified_authors_allowed
-from chaosguard.decisions.standby import TAKEOVERS_AT_ONCE, RunEnds, StandbyWait
+from chaosguard.decisions.standby import RunEnds, StandbyWait
 from chaosguard.runtime.clock import Clock
 from chaosguard.runtime.guard import GuardScheduler
 from chaosguard.runtime.lanes import ApiLanes, StatusWriteOrder
@@ -60,8 +60,6 @@ class OperatorContext:
     # Set by every change of an experiment whose breaching run a standby leaves to the leader for now.
     abort_waits: dict[str, asyncio.Event] = field(default_factory=dict)
     standby_wait: StandbyWait = field(default_factory=StandbyWait)
-    # Held by a standby while it reads a breaching run to take it up (decisions.standby.TAKEOVERS_AT_ONCE).
-    standby_takeovers: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(TAKEOVERS_AT_ONCE))
 
     @property
     def cluster(self) -> Cluster:

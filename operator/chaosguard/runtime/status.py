@@ -129,8 +129,6 @@ class StatusWriter(DriverBase):
                 run = self.status.current_run or self.status.last_run
                 if run is not None and run.id == run_id:
                     await self.take_up_remote_end(run, raw)
-                if not self.context.leadership.leading:
-                    self.context.run_ends.ended_elsewhere(asyncio.get_running_loop().time())
                 raise RunEndedElsewhere(f"run {run_id} was ended by another replica; its record stands")
             # Still current: what we last wrote was not what the API holds, because another replica wrote
             # (a standby ending the run while the leader recorded one more kill or fault). Again, from

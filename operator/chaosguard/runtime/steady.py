@@ -221,7 +221,7 @@ class SteadyState(DriverBase):
         started = asyncio.get_running_loop().time()
         self.abort_requested.set()
         self.stop_guard()
-        if not self.context.leadership.leading and not await self.standby_takes_up_run():
+        if not self.context.leadership.leading and not await self.take_up_latest_run(verdict):
             return
         await self.roll_back_faults(f"SLI guard: {verdict.reason}")
         run = self.status.current_run
@@ -258,47 +258,7 @@ class SteadyState(DriverBase):
         await self.end_run(Phase.ABORTED, reason, message)
         metrics.ABORT_SECONDS.observe(asyncio.get_running_loop().time() - started)
 
-    async def standby_takes_up_run(self) -> bool:
-        """Whether this standby ends the current run itself: True once the run is left to it and taken up
-        as the API holds it now; False when the leader ended it meanwhile, or there is nothing to take up.
-        Only the read that takes a run up holds a takeover slot: the faults and the writes of the runs
-        taken up never wait for one (with the leader dead at a breach of 1,000 runs, a slot held
-        through the writes kept the last faults in place for 45 s instead of 6 s)."""
-        run = self.status.current_run
-        if run is None or not await self.left_to_this_standby(run.id):
-            return False
-        try:
-            return await self.take_up_latest_run(run.id)
-        finally:
-            self.context.standby_takeovers.release()
-
-    async def left_to_this_standby(self, run_id: str) -> bool:
-        """Waits for the leader to end the run (False), or until this standby is to end it itself and
-        holds a takeover slot (True). A run that waited for its slot looks again once it has one: the
-        runs taken up meanwhile may have shown the leader alive."""
-        loop = asyncio.get_running_loop()
-        since = loop.time()
-        while True:
-            if await self.ended_by_the_leader(run_id, since):
-                return False
-            await self.context.standby_takeovers.acquire()
-            acts_at = self.standby_acts_at(run_id, since)
-            if acts_at is not None and loop.time() >= acts_at:
-                return True
-            self.context.standby_takeovers.release()
-            if acts_at is None:
-                return False
-
-    def standby_acts_at(self, run_id: str, since: float) -> float | None:
-        """When this standby ends the run itself (`decisions.standby`), on the loop's clock; None once
-        the live object shows the run ended."""
-        current = ((self.body.get("status") or {}).get("currentRun") or {}).get("id")
-        if current != run_id:
-            return None
-        wait = self.context.standby_wait
-        return wait.acts_at(since, self.context.run_ends.last_leader_end, len(self.context.abort_waits))
-
-    async def ended_by_the_leader(self, run_id: str, since: float) -> bool:
+    async def ended_by_the_leader(self, run_id: str) -> bool:
         """Whether the run's end shows up in the live object before this standby is to act itself
         (`decisions.standby`): a living leader judges the same breach at the same tick and ends the run;
         a standby that waits for it leaves the API server one abort to write per run instead of two (at
@@ -307,12 +267,15 @@ class SteadyState(DriverBase):
         never to poll: a thousand runs waiting at once would keep the loop from the very events that
         show the leader's ends."""
         loop = asyncio.get_running_loop()
+        since = loop.time()
+        ends, wait = self.context.run_ends, self.context.standby_wait
         changed = self.context.abort_waits.setdefault(self.key, asyncio.Event())
         try:
             while True:
-                acts_at = self.standby_acts_at(run_id, since)
-                if acts_at is None:
+                current = ((self.body.get("status") or {}).get("currentRun") or {}).get("id")
+                if current != run_id:
                     return True
+                acts_at = wait.acts_at(since, ends.last_leader_end, len(self.context.abort_waits))
                 if loop.time() >= acts_at:
                     return False
                 changed.clear()
@@ -324,20 +287,20 @@ class SteadyState(DriverBase):
         finally:
             self.context.abort_waits.pop(self.key, None)
 
-    async def take_up_latest_run(self, run_id: str) -> bool:
+    async def take_up_latest_run(self, verdict: Verdict) -> bool:
         """A standby's abort starts from the run as the API holds it now (the faults the leader placed
         a moment ago included), keeping the verdict's guard state. False when that run is over already
         (another replica ended it) or its record is not to be trusted: nothing more to do here."""
+        run = self.status.current_run
+        if run is not None and await self.ended_by_the_leader(run.id):
+            return False
         fresh = await self.context.api.call(Cluster.experiment, self.namespace, self.name)
         raw = dict((fresh or {}).get("status") or {})
-        if (raw.get("currentRun") or {}).get("id") != run_id:
-            self.context.run_ends.ended_elsewhere(asyncio.get_running_loop().time())
-            self.logger.info("run %s was ended by another replica before this one took it up", run_id)
-            return False
         self.adopt_status(raw)
         self.adopted_version = str(((fresh or {}).get("metadata") or {}).get("resourceVersion") or "")
         latest = self.status.current_run
-        if latest is None or latest.id != run_id or self.run_record_problem(latest) is not None:
+        same_run = run is not None and latest is not None and latest.id == run.id
+        if not same_run or latest is None or self.run_record_problem(latest) is not None:
             return False
         self.context.run_ends.ending_here(self.key, latest.id)  # its end, when seen, is not a sign of the leader
         return True
